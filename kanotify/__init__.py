@@ -1,0 +1,3 @@
+"""kanotify: an idempotent state-transition engine for keepalived notify scripts."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,215 @@
+"""Actions: the steps of a plan, as data.
+
+Every action is a frozen dataclass with an operator-readable ``str()``.  The
+planner produces them, dry-run prints them, the journal records them and only
+a backend's ``apply`` turns them into system changes.  ``Noop`` is kept in the
+plan on purpose: "arp_ignore on all already 1" is useful in a journal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar
+
+from .model import RealServer, ServiceKey, Vip, VirtualService
+
+
+@dataclass(frozen=True)
+class Action:
+    """Base class.  ``domain`` says which backend applies it."""
+
+    domain: ClassVar[str] = "none"
+
+    @property
+    def is_noop(self) -> bool:
+        return False
+
+    def to_json(self) -> dict[str, object]:
+        return {"action": str(self), "type": type(self).__name__}
+
+
+@dataclass(frozen=True)
+class Noop(Action):
+    """Nothing to do, and why.  ``Noop("net.ipv4.conf.all.arp_ignore already 1")``"""
+
+    reason: str
+
+    @property
+    def is_noop(self) -> bool:
+        return True
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+# --------------------------------------------------------------------------- sysctl
+
+
+@dataclass(frozen=True)
+class SetSysctl(Action):
+    """``SetSysctl("net.ipv4.conf.all.arp_ignore", "1", current="0")``"""
+
+    domain: ClassVar[str] = "sysctl"
+    key: str
+    value: str
+    current: str | None = None
+
+    def __str__(self) -> str:
+        was = "missing" if self.current is None else self.current
+        return f"set sysctl {self.key} = {self.value} (was {was})"
+
+
+# --------------------------------------------------------------------------- VIPs
+
+
+@dataclass(frozen=True)
+class BindVip(Action):
+    """``BindVip(vip)`` -> "bind 192.0.2.100/24 dev eth0 label eth0:0"."""
+
+    domain: ClassVar[str] = "address"
+    vip: Vip
+
+    def __str__(self) -> str:
+        return f"bind {self.vip}"
+
+
+@dataclass(frozen=True)
+class UnbindVip(Action):
+    """``UnbindVip(vip)`` -> "remove 192.0.2.100/32 dev lo label lo:0"."""
+
+    domain: ClassVar[str] = "address"
+    vip: Vip
+
+    def __str__(self) -> str:
+        return f"remove {self.vip}"
+
+
+@dataclass(frozen=True)
+class SendGarp(Action):
+    """Announce a VIP: gratuitous ARP (IPv4) or unsolicited NA (IPv6)."""
+
+    domain: ClassVar[str] = "garp"
+    vip: Vip
+    count: int = 5
+    interval: float = 0.2
+
+    def __str__(self) -> str:
+        kind = "gratuitous ARP" if self.vip.family == 4 else "unsolicited NA"
+        return (
+            f"send {kind} for {self.vip.address.ip} on {self.vip.dev} "
+            f"({self.count}x every {self.interval:g}s)"
+        )
+
+
+# --------------------------------------------------------------------------- IPVS
+
+
+@dataclass(frozen=True)
+class AddService(Action):
+    domain: ClassVar[str] = "ipvs"
+    service: VirtualService
+
+    def __str__(self) -> str:
+        return f"add ipvs service {self.service}"
+
+
+@dataclass(frozen=True)
+class EditService(Action):
+    """Edit a service in place (IPVS "set"): keeps its real servers and connections."""
+
+    domain: ClassVar[str] = "ipvs"
+    old: VirtualService
+    new: VirtualService
+
+    def __str__(self) -> str:
+        return f"edit ipvs service {self.new.key}: {_diff(self.old, self.new)}"
+
+
+@dataclass(frozen=True)
+class DeleteService(Action):
+    domain: ClassVar[str] = "ipvs"
+    service: VirtualService
+    reason: str = ""
+
+    def __str__(self) -> str:
+        text = f"delete ipvs service {self.service.key}"
+        return f"{text} ({self.reason})" if self.reason else text
+
+
+@dataclass(frozen=True)
+class AddReal(Action):
+    domain: ClassVar[str] = "ipvs"
+    service: ServiceKey
+    real: RealServer
+
+    def __str__(self) -> str:
+        return f"add real server {self.real} to {self.service}"
+
+
+@dataclass(frozen=True)
+class EditReal(Action):
+    """Edit a real server in place; ``reason`` is e.g. "drain" for weight 0."""
+
+    domain: ClassVar[str] = "ipvs"
+    service: ServiceKey
+    old: RealServer
+    new: RealServer
+    reason: str = ""
+
+    def __str__(self) -> str:
+        text = f"edit real server {_hostport(self.new)} of {self.service}: {_diff(self.old, self.new)}"
+        return f"{text} ({self.reason})" if self.reason else text
+
+
+@dataclass(frozen=True)
+class DeleteReal(Action):
+    domain: ClassVar[str] = "ipvs"
+    service: ServiceKey
+    real: RealServer
+    reason: str = ""
+
+    def __str__(self) -> str:
+        text = f"delete real server {_hostport(self.real)} from {self.service}"
+        return f"{text} ({self.reason})" if self.reason else text
+
+
+# --------------------------------------------------------------------------- hooks
+
+
+@dataclass(frozen=True)
+class HookAction(Action):
+    """A step contributed by a hook plugin; applied by calling ``run``.
+
+    ``run`` receives the dry-run flag (always ``False`` when the engine applies
+    it, since dry-run never applies) and may raise to report failure.
+    """
+
+    domain: ClassVar[str] = "hook"
+    plugin: str
+    description: str
+    run: Callable[[], object] = field(compare=False, hash=False, repr=False)
+
+    def __str__(self) -> str:
+        return f"[{self.plugin}] {self.description}"
+
+
+def _hostport(real: RealServer) -> str:
+    from .model import format_hostport
+
+    return format_hostport(real.address, real.port)
+
+
+def _diff(old: object, new: object) -> str:
+    """``scheduler rr -> wrr, weight 1 -> 3`` for two dataclasses of one type."""
+    from dataclasses import fields
+
+    parts = []
+    for f in fields(old):  # type: ignore[arg-type]
+        a, b = getattr(old, f.name), getattr(new, f.name)
+        if f.name == "key" or a == b:
+            continue
+        if isinstance(a, frozenset) or isinstance(b, frozenset):
+            a = ",".join(sorted(a)) or "none"  # type: ignore[arg-type]
+            b = ",".join(sorted(b)) or "none"  # type: ignore[arg-type]
+        parts.append(f"{f.name} {a} -> {b}")
+    return ", ".join(parts) or "no change"

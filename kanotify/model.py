@@ -1,0 +1,314 @@
+"""Value types: what the host should look like and what it does look like.
+
+Everything here is a frozen, hashable dataclass without I/O.  The config loader
+builds them from TOML, the backends build them from kernel state, and the
+planner compares them.  Comparisons are on configuration only, never on
+counters (connection counts live in :class:`RealServerStats`).
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Mapping, Union
+
+IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+IPInterface = Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
+
+
+class State(str, enum.Enum):
+    """A VRRP state as keepalived reports it, lower case.
+
+    >>> State.parse("MASTER") is State.MASTER
+    True
+    >>> State.parse("deleted") is State.STOP   # keepalived's DELETED is handled like STOP
+    True
+    """
+
+    MASTER = "master"
+    BACKUP = "backup"
+    FAULT = "fault"
+    STOP = "stop"
+
+    @classmethod
+    def parse(cls, text: str) -> "State":
+        word = text.strip().lower()
+        if word == "deleted":
+            return cls.STOP
+        try:
+            return cls(word)
+        except ValueError:
+            raise ValueError(
+                f"unknown state {text!r}: expected one of master, backup, fault, stop"
+            ) from None
+
+    def __str__(self) -> str:
+        return self.value
+
+
+PROTOCOLS = ("tcp", "udp", "sctp")
+FORWARDS = ("dr", "nat", "tun")
+SCHEDULERS = (
+    "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos",
+)
+#: Service flags kanotify manages, by their ipvsadm names.
+SERVICE_FLAGS = ("one-packet", "sh-fallback", "sh-port")
+
+
+def format_hostport(address: IPAddress, port: int) -> str:
+    """``192.0.2.1:80`` or ``[2001:db8::1]:80``, as ipvsadm prints them."""
+    if address.version == 6:
+        return f"[{address}]:{port}"
+    return f"{address}:{port}"
+
+
+# --------------------------------------------------------------------------- VIPs
+
+
+@dataclass(frozen=True, order=True)
+class Vip:
+    """An address bound to a device.
+
+    Identity is the address with its prefix plus the device: the kernel allows
+    ``192.0.2.100/24`` on ``eth0`` and ``192.0.2.100/32`` on ``lo`` at once, and
+    those are two different VIPs.  The label is part of the desired state.
+
+    >>> str(Vip(ipaddress.ip_interface("192.0.2.100/32"), "lo", "lo:0"))
+    '192.0.2.100/32 dev lo label lo:0'
+    """
+
+    address: IPInterface
+    dev: str
+    label: str | None = None  # None: the kernel's default, which is the device name
+
+    def __post_init__(self) -> None:
+        if self.label == self.dev:
+            object.__setattr__(self, "label", None)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.address.with_prefixlen, self.dev)
+
+    @property
+    def family(self) -> int:
+        return self.address.version
+
+    def __str__(self) -> str:
+        text = f"{self.address.with_prefixlen} dev {self.dev}"
+        if self.label:
+            text += f" label {self.label}"
+        return text
+
+
+# --------------------------------------------------------------------------- IPVS
+
+
+@dataclass(frozen=True, order=True)
+class ServiceKey:
+    """What identifies an IPVS virtual service.
+
+    Either ``protocol``/``address``/``port`` or ``fwmark`` (with an address
+    family, as the kernel keys fwmark services by family too).
+
+    >>> str(ServiceKey.inet("tcp", ipaddress.ip_address("192.0.2.100"), 80))
+    'tcp 192.0.2.100:80'
+    >>> str(ServiceKey.mark(5))
+    'fwmark 5'
+    """
+
+    protocol: str  # tcp | udp | sctp | fwmark
+    family: int  # 4 | 6
+    address: IPAddress | None = None
+    port: int = 0
+    fwmark: int = 0
+
+    @classmethod
+    def inet(cls, protocol: str, address: IPAddress, port: int) -> "ServiceKey":
+        return cls(protocol=protocol, family=address.version, address=address, port=port)
+
+    @classmethod
+    def mark(cls, fwmark: int, family: int = 4) -> "ServiceKey":
+        return cls(protocol="fwmark", family=family, fwmark=fwmark)
+
+    @property
+    def is_fwmark(self) -> bool:
+        return self.protocol == "fwmark"
+
+    def __str__(self) -> str:
+        if self.is_fwmark:
+            return f"fwmark {self.fwmark}" + (" (inet6)" if self.family == 6 else "")
+        assert self.address is not None
+        return f"{self.protocol} {format_hostport(self.address, self.port)}"
+
+
+@dataclass(frozen=True)
+class VirtualService:
+    """The editable configuration of an IPVS service.
+
+    ``persistence`` is the timeout in seconds (0 = off); ``netmask`` the
+    persistence granularity as a prefix length (32 / 128 = per client).
+    ``flags`` holds only the flags kanotify manages (:data:`SERVICE_FLAGS`); the
+    kernel's internal "hashed" flag never appears here.
+
+    >>> str(VirtualService(ServiceKey.inet("tcp", ipaddress.ip_address("192.0.2.100"), 80), "wrr"))
+    'tcp 192.0.2.100:80 scheduler wrr'
+    """
+
+    key: ServiceKey
+    scheduler: str = "wlc"
+    persistence: int = 0
+    netmask: int | None = None  # None: full length of the family
+    flags: frozenset[str] = frozenset()
+
+    @property
+    def effective_netmask(self) -> int:
+        full = 32 if self.key.family == 4 else 128
+        return full if self.netmask is None else self.netmask
+
+    def same_config(self, other: "VirtualService") -> bool:
+        return self.describe_config() == other.describe_config()
+
+    def describe_config(self) -> tuple[object, ...]:
+        return (self.scheduler, self.persistence, self.effective_netmask, self.flags)
+
+    def __str__(self) -> str:
+        text = f"{self.key} scheduler {self.scheduler}"
+        if self.persistence:
+            text += f" persistent {self.persistence}s"
+            if self.effective_netmask != (32 if self.key.family == 4 else 128):
+                text += f" netmask /{self.effective_netmask}"
+        if self.flags:
+            text += " flags " + ",".join(sorted(self.flags))
+        return text
+
+
+@dataclass(frozen=True)
+class RealServer:
+    """A real server (IPVS destination) of a service.
+
+    >>> str(RealServer(ipaddress.ip_address("192.0.2.21"), 80, "dr", 1))
+    '192.0.2.21:80 dr weight 1'
+    """
+
+    address: IPAddress
+    port: int
+    forward: str = "dr"  # dr | nat | tun
+    weight: int = 1
+    u_threshold: int = 0
+    l_threshold: int = 0
+
+    @property
+    def key(self) -> tuple[IPAddress, int]:
+        return (self.address, self.port)
+
+    def __str__(self) -> str:
+        text = f"{format_hostport(self.address, self.port)} {self.forward} weight {self.weight}"
+        if self.u_threshold or self.l_threshold:
+            text += f" thresholds {self.l_threshold}-{self.u_threshold}"
+        return text
+
+
+@dataclass(frozen=True)
+class RealServerStats:
+    """Counters of a real server; observed only, never compared for drift."""
+
+    active_conns: int = 0
+    inactive_conns: int = 0
+
+    @property
+    def connections(self) -> int:
+        return self.active_conns + self.inactive_conns
+
+
+# --------------------------------------------------------------------------- desired state
+
+
+@dataclass(frozen=True)
+class VipSpec:
+    """A ``[[instance.vip]]`` entry: a VIP and the states in which it is bound."""
+
+    vip: Vip
+    states: frozenset[State] = frozenset({State.MASTER})
+    garp: bool = True
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """An ``[[instance.service]]`` entry with its real servers."""
+
+    service: VirtualService
+    reals: tuple[RealServer, ...] = ()
+    states: frozenset[State] = frozenset({State.MASTER})
+
+
+@dataclass(frozen=True)
+class Instance:
+    """A keepalived ``vrrp_instance`` that kanotify manages."""
+
+    name: str
+    vips: tuple[VipSpec, ...] = ()
+    services: tuple[ServiceSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class Group:
+    """A keepalived ``vrrp_sync_group``: GROUP notifications apply to its instances."""
+
+    name: str
+    instances: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Desired:
+    """What the host should look like, for one planning scope.
+
+    ``managed_vips``/``managed_services`` are everything the config declares
+    anywhere in the scope (any state): those are removed when not desired.
+    Anything else is foreign and never touched (except IPVS services when
+    ``ipvs_exclusive``).
+    """
+
+    sysctls: tuple[tuple[str, str], ...] = ()
+    vips: tuple[VipSpec, ...] = ()
+    services: tuple[ServiceSpec, ...] = ()
+    managed_vips: frozenset[Vip] = frozenset()
+    managed_services: frozenset[ServiceKey] = frozenset()
+    #: every service the whole config declares: never deleted as "foreign"
+    protected_services: frozenset[ServiceKey] = frozenset()
+    ipvs_exclusive: bool = False
+
+    @property
+    def needs_ipvs(self) -> bool:
+        return bool(self.managed_services) or self.ipvs_exclusive
+
+
+# --------------------------------------------------------------------------- observed state
+
+
+@dataclass(frozen=True)
+class ObservedService:
+    """An IPVS service as the kernel has it, with its real servers and counters."""
+
+    service: VirtualService
+    reals: Mapping[tuple[IPAddress, int], tuple[RealServer, RealServerStats]] = field(
+        default_factory=dict
+    )
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the backends read from the kernel, normalized into value types.
+
+    ``sysctls`` maps a key to its current value (as text, whitespace
+    normalized) or ``None`` when the key does not exist.  ``vips`` holds the
+    managed VIPs that are bound.  ``services`` holds *every* IPVS service (the
+    planner needs the foreign ones for ``ipvs_exclusive``); it is ``None`` when
+    IPVS was not observed (not needed, or not available: see ``ipvs_error``).
+    """
+
+    sysctls: Mapping[str, str | None] = field(default_factory=dict)
+    vips: frozenset[Vip] = frozenset()
+    services: Mapping[ServiceKey, ObservedService] | None = None
+    missing_devices: frozenset[str] = frozenset()
+    ipvs_error: str | None = None

@@ -1,0 +1,295 @@
+"""The planner: a pure function from (desired, observed) to an ordered list of actions.
+
+No I/O happens here, which is what makes dry-run free and the planner testable
+with tables of cases.  Order matters for traffic:
+
+* entering MASTER: sysctls, then IPVS, then VIPs, then GARP -- the host is
+  ready to forward before it attracts traffic;
+* otherwise: sysctls, then VIPs (stop attracting traffic; ARP policy is set
+  before a VIP lands on ``lo``), then IPVS.
+
+Only managed objects ever appear in a plan; foreign addresses and services are
+not even mentioned (except foreign IPVS services with ``ipvs_exclusive``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+from .actions import (
+    Action,
+    AddReal,
+    AddService,
+    BindVip,
+    DeleteReal,
+    DeleteService,
+    EditReal,
+    EditService,
+    Noop,
+    SendGarp,
+    SetSysctl,
+    UnbindVip,
+)
+from .config import Config
+from .model import Desired, IPAddress, Observed, ServiceKey, ServiceSpec, State, Vip
+
+#: (service, (real address, real port)) -> when kanotify started draining it
+DrainKey = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """An ordered list of actions, no-ops included."""
+
+    actions: tuple[Action, ...] = ()
+
+    @property
+    def changes(self) -> tuple[Action, ...]:
+        return tuple(a for a in self.actions if not a.is_noop)
+
+    @property
+    def has_changes(self) -> bool:
+        return any(not a.is_noop for a in self.actions)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.actions)
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+    def lines(self) -> list[str]:
+        """One readable line per action: ``+`` for a change, ``=`` for a no-op."""
+        return [("= " if a.is_noop else "+ ") + str(a) for a in self.actions]
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    """Settings the planner needs besides desired and observed state."""
+
+    entering_master: bool = False
+    garp_count: int = 5
+    garp_interval: float = 0.2
+    drain_timeout: float = 300.0
+    now: float = 0.0
+    #: drain_key(...) -> time the drain started, as recorded by the engine
+    draining: Mapping[DrainKey, float] = field(default_factory=dict)
+
+
+def drain_key(service: ServiceKey, real: tuple[IPAddress, int]) -> DrainKey:
+    from .model import format_hostport
+
+    return (str(service), format_hostport(*real))
+
+
+# --------------------------------------------------------------------------- desired state
+
+
+def desired_state(
+    config: Config, states: Mapping[str, State], instances: Iterable[str] | None = None
+) -> Desired:
+    """What the host should look like when each instance is in ``states[name]``.
+
+    ``instances`` limits the scope (a notification converges its own instance);
+    an instance missing from ``states`` is treated as BACKUP: never grab a VIP
+    on a guess.
+    """
+    names = set(config.instance_names if instances is None else instances)
+    scoped = [inst for inst in config.instances if inst.name in names]
+    vips = []
+    services = []
+    for inst in scoped:
+        state = states.get(inst.name, State.BACKUP)
+        vips.extend(spec for spec in inst.vips if state in spec.states)
+        services.extend(spec for spec in inst.services if state in spec.states)
+    return Desired(
+        sysctls=config.sysctls,
+        vips=tuple(vips),
+        services=tuple(services),
+        managed_vips=frozenset(spec.vip for inst in scoped for spec in inst.vips),
+        managed_services=frozenset(s.service.key for inst in scoped for s in inst.services),
+        protected_services=frozenset(
+            s.service.key for inst in config.instances for s in inst.services
+        ),
+        ipvs_exclusive=config.settings.ipvs_exclusive,
+    )
+
+
+# --------------------------------------------------------------------------- planner
+
+
+def plan(desired: Desired, observed: Observed, options: PlanOptions = PlanOptions()) -> Plan:
+    """Compute the ordered actions that take ``observed`` to ``desired``."""
+    sysctls = _plan_sysctls(desired, observed)
+    vips, garps = _plan_vips(desired, observed, options)
+    ipvs = _plan_ipvs(desired, observed, options)
+    if options.entering_master:
+        ordered = sysctls + ipvs + vips + garps
+    else:
+        ordered = sysctls + vips + ipvs + garps
+    return Plan(tuple(ordered))
+
+
+def _plan_sysctls(desired: Desired, observed: Observed) -> list[Action]:
+    actions: list[Action] = []
+    for key, value in desired.sysctls:
+        current = observed.sysctls.get(key)
+        if current is not None and normalize_sysctl(current) == normalize_sysctl(value):
+            actions.append(Noop(f"sysctl {key} already {value}"))
+        else:
+            actions.append(SetSysctl(key, value, current))
+    return actions
+
+
+def normalize_sysctl(value: str) -> str:
+    """``"4096\\t87380"`` and ``"4096 87380"`` are the same value."""
+    return " ".join(str(value).split())
+
+
+def _plan_vips(
+    desired: Desired, observed: Observed, options: PlanOptions
+) -> tuple[list[Action], list[Action]]:
+    bound = {vip.key: vip for vip in observed.vips}
+    wanted = {spec.vip.key: spec for spec in desired.vips}
+    removals: list[Action] = []
+    binds: list[Action] = []
+    noops: list[Action] = []
+    garps: list[Action] = []
+    for vip in sorted(desired.managed_vips):
+        have = bound.get(vip.key)
+        spec = wanted.get(vip.key)
+        if spec is None:
+            if have is None:
+                noops.append(Noop(f"{vip} already absent"))
+            else:
+                removals.append(UnbindVip(have))
+            continue
+        if have == spec.vip:
+            noops.append(Noop(f"{vip} already bound"))
+            continue
+        if have is not None:  # bound with another label: labels cannot be edited in place
+            removals.append(UnbindVip(have))
+        binds.append(BindVip(spec.vip))
+        if spec.garp and spec.vip.dev != "lo" and options.garp_count > 0:
+            garps.append(SendGarp(spec.vip, options.garp_count, options.garp_interval))
+    return noops + removals + binds, garps
+
+
+def _plan_ipvs(desired: Desired, observed: Observed, options: PlanOptions) -> list[Action]:
+    if not desired.needs_ipvs:
+        return []
+    wanted = {spec.service.key: spec for spec in desired.services}
+    if observed.services is None:
+        # IPVS could not be read.  Nothing managed can exist there; what is desired
+        # is planned in full so its failure is reported per action.
+        actions: list[Action] = []
+        for key in sorted(desired.managed_services - wanted.keys()):
+            actions.append(Noop(f"ipvs service {key} absent (IPVS not available)"))
+        for spec in _sorted_specs(wanted.values()):
+            actions.append(AddService(spec.service))
+            actions.extend(AddReal(spec.service.key, rs) for rs in spec.reals)
+        return actions
+
+    adds: list[Action] = []
+    edits: list[Action] = []
+    real_changes: list[Action] = []
+    real_removals: list[Action] = []
+    deletes: list[Action] = []
+    noops: list[Action] = []
+
+    for spec in _sorted_specs(wanted.values()):
+        key = spec.service.key
+        have = observed.services.get(key)
+        if have is None:
+            adds.append(AddService(spec.service))
+            real_changes.extend(AddReal(key, rs) for rs in spec.reals)
+            continue
+        if have.service.same_config(spec.service):
+            noops.append(Noop(f"ipvs service {key} up to date"))
+        else:
+            edits.append(EditService(have.service, spec.service))
+        desired_reals = {rs.key: rs for rs in spec.reals}
+        for rs in spec.reals:
+            current = have.reals.get(rs.key)
+            if current is None:
+                real_changes.append(AddReal(key, rs))
+            elif current[0] == rs:
+                noops.append(Noop(f"real server {rs} of {key} up to date"))
+            else:
+                real_changes.append(EditReal(key, current[0], rs))
+        for rkey in sorted(have.reals.keys() - desired_reals.keys(), key=_real_sort):
+            real_removals.append(_drain(key, *have.reals[rkey], options))
+
+    for key in sorted(desired.managed_services - wanted.keys()):
+        have = observed.services.get(key)
+        if have is None:
+            noops.append(Noop(f"ipvs service {key} already absent"))
+        else:
+            deletes.append(DeleteService(have.service, "not desired in this state"))
+
+    if desired.ipvs_exclusive:
+        for key in sorted(observed.services.keys() - desired.protected_services):
+            deletes.append(DeleteService(observed.services[key].service, "not in config, ipvs_exclusive"))
+
+    return noops + adds + edits + real_changes + real_removals + deletes
+
+
+def _drain(service: ServiceKey, real, stats, options: PlanOptions) -> Action:  # type: ignore[no-untyped-def]
+    """A real server removed from the config of a service that stays: drain, then delete."""
+    if stats.connections == 0 or options.drain_timeout <= 0:
+        return DeleteReal(service, real, "removed from config, no connections")
+    started = options.draining.get(drain_key(service, real.key))
+    if real.weight != 0:
+        from dataclasses import replace
+
+        return EditReal(service, real, replace(real, weight=0), f"drain: {stats.connections} connections")
+    if started is not None and options.now - started >= options.drain_timeout:
+        return DeleteReal(service, real, f"drain timeout {options.drain_timeout:g}s reached")
+    left = options.drain_timeout - (options.now - started) if started is not None else options.drain_timeout
+    return Noop(
+        f"real server {real} of {service} draining: {stats.connections} connections, "
+        f"deleted in at most {max(left, 0):.0f}s"
+    )
+
+
+def _sorted_specs(specs: Iterable[ServiceSpec]) -> list[ServiceSpec]:
+    return sorted(specs, key=lambda s: _service_sort(s.service.key))
+
+
+def _service_sort(key: ServiceKey) -> tuple[object, ...]:
+    return (key.protocol, key.family, str(key.address), key.port, key.fwmark)
+
+
+def _real_sort(key: tuple[IPAddress, int]) -> tuple[object, ...]:
+    return (key[0].version, int(key[0]), key[1])
+
+
+def next_draining(
+    desired: Desired, observed: Observed, prior: Mapping[DrainKey, float], now: float
+) -> dict[DrainKey, float]:
+    """The drain start times to record after a run: kept for reals still draining."""
+    result: dict[DrainKey, float] = {}
+    if observed.services is None:
+        return result
+    wanted = {spec.service.key: spec for spec in desired.services}
+    for key, spec in wanted.items():
+        have = observed.services.get(key)
+        if have is None:
+            continue
+        desired_reals = {rs.key for rs in spec.reals}
+        for rkey in have.reals.keys() - desired_reals:
+            dk = drain_key(key, rkey)
+            result[dk] = prior.get(dk, now)
+    return result
+
+
+__all__ = [
+    "Plan",
+    "PlanOptions",
+    "desired_state",
+    "plan",
+    "next_draining",
+    "drain_key",
+    "normalize_sysctl",
+    "Vip",
+]
