@@ -63,7 +63,7 @@ class SystemBackend:
         if scope.ipvs:
             try:
                 services = self._get("ipvs").observe()
-            except ApplyError as exc:
+            except (ApplyError, OSError, ImportError) as exc:
                 ipvs_error = str(exc)
         return Observed(
             sysctls=sysctls,
@@ -72,6 +72,10 @@ class SystemBackend:
             missing_devices=missing,
             ipvs_error=ipvs_error,
         )
+
+    def effective_arp(self) -> dict[str, dict[str, int]]:
+        """Per interface, the ARP policy the kernel really uses: max(all, interface)."""
+        return self._get("sysctl").effective_arp()
 
     def apply(self, action: Action) -> None:
         self._get(action.domain).apply(action)

@@ -1,0 +1,33 @@
+"""File ownership rules, the same ones keepalived's ``enable_script_security`` applies.
+
+kanotify runs as root from keepalived: a config file or hook that another user
+can write is a way to run code as root.  Such files are refused with a clear
+message (``--allow-insecure`` overrides, for tests only).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from .errors import ConfigError, Problem
+
+
+def insecure_reason(path: str, *, follow: bool = True) -> str | None:
+    """Why ``path`` is unsafe to trust as root, or None when it is fine."""
+    try:
+        st = os.stat(path) if follow else os.lstat(path)
+    except OSError as exc:
+        return f"cannot stat: {exc.strerror}"
+    if st.st_uid != 0 and st.st_uid != os.geteuid():
+        return f"owned by uid {st.st_uid}, not root"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"writable by group or others (mode {stat.S_IMODE(st.st_mode):04o})"
+    return None
+
+
+def check_config_file(path: str) -> None:
+    """Refuse a config file that is not owned by root or is group/world-writable."""
+    reason = insecure_reason(path)
+    if reason:
+        raise ConfigError([Problem(path, "", f"refused: {reason} (chown root and chmod go-w)")])

@@ -1,0 +1,227 @@
+"""Recorded instance states, the run lock, and notification ordering.
+
+keepalived starts notify scripts concurrently and without ordering, so two
+things are kept in ``settings.state_dir``:
+
+* ``lock`` -- an ``flock`` that serializes runs (bounded wait: ``lock_timeout``);
+* ``state.json`` -- per instance the last recorded state and the *ticket* of the
+  notification that recorded it.  A ticket is ``(boot id, start time in clock
+  ticks, pid)`` of the kanotify process: keepalived forks notification scripts
+  in the order it issues them, so a later notification has a later start time
+  (or, within one tick, a higher pid).  A run whose ticket is older than the
+  recorded one is *superseded* and changes nothing.
+
+Writes are atomic (temp file, fsync, rename), so ``kill -9`` at any point
+leaves either the old or the new file.  A corrupt file is moved aside and
+treated as empty (every instance then counts as BACKUP until notified).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import stat
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from .errors import KanotifyError, LockTimeout
+from .model import State
+
+STATE_FILE = "state.json"
+LOCK_FILE = "lock"
+
+
+@dataclass(frozen=True, order=True)
+class Ticket:
+    """Issue order of a notification.  Compare only tickets of the same boot."""
+
+    boot_id: str
+    start_ticks: int
+    pid: int
+
+    def newer_than(self, other: "Ticket | None") -> bool:
+        if other is None or other.boot_id != self.boot_id:
+            return True  # nothing recorded, or recorded before the last reboot
+        return (self.start_ticks, self.pid) > (other.start_ticks, other.pid)
+
+    def to_json(self) -> list[object]:
+        return [self.boot_id, self.start_ticks, self.pid]
+
+    @classmethod
+    def from_json(cls, value: object) -> "Ticket | None":
+        if isinstance(value, list) and len(value) == 3:
+            boot, ticks, pid = value
+            if isinstance(boot, str) and isinstance(ticks, int) and isinstance(pid, int):
+                return cls(boot, ticks, pid)
+        return None
+
+
+def current_ticket(pid: int | None = None) -> Ticket:
+    """The ticket of this process (or ``pid``), from ``/proc/PID/stat``."""
+    pid = os.getpid() if pid is None else pid
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            raw = fh.read()
+        # field 22 (starttime); the command name (field 2) may contain spaces and parens
+        start_ticks = int(raw[raw.rindex(b")") + 2 :].split()[19])
+    except (OSError, ValueError, IndexError):
+        start_ticks = time.monotonic_ns() // 10_000_000
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as fh:
+            boot_id = fh.read().strip()
+    except OSError:
+        boot_id = "unknown"
+    return Ticket(boot_id, start_ticks, pid)
+
+
+@dataclass
+class InstanceRecord:
+    state: State
+    ticket: Ticket | None = None
+    since: str = ""
+    trigger: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "state": self.state.value,
+            "ticket": self.ticket.to_json() if self.ticket else None,
+            "since": self.since,
+            "trigger": self.trigger,
+        }
+
+
+@dataclass
+class Records:
+    """Everything in ``state.json``."""
+
+    instances: dict[str, InstanceRecord] = field(default_factory=dict)
+    draining: dict[tuple[str, str], float] = field(default_factory=dict)
+
+    def states(self) -> dict[str, State]:
+        return {name: rec.state for name, rec in self.instances.items()}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": 1,
+            "instances": {name: rec.to_json() for name, rec in sorted(self.instances.items())},
+            "draining": [[svc, real, since] for (svc, real), since in sorted(self.draining.items())],
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> "Records":
+        if not isinstance(data, dict):
+            raise ValueError("top level is not an object")
+        records = cls()
+        for name, rec in (data.get("instances") or {}).items():
+            if not isinstance(rec, dict):
+                raise ValueError(f"instance {name!r} is not an object")
+            records.instances[str(name)] = InstanceRecord(
+                state=State.parse(str(rec.get("state"))),
+                ticket=Ticket.from_json(rec.get("ticket")),
+                since=str(rec.get("since", "")),
+                trigger=[str(w) for w in rec.get("trigger") or []],
+            )
+        for item in data.get("draining") or []:
+            svc, real, since = item
+            records.draining[(str(svc), str(real))] = float(since)
+        return records
+
+
+class StateStore:
+    """``state_dir`` with its lock and ``state.json``.
+
+    The directory is created 0700; a state dir that is a symlink or is owned by
+    another user is refused (someone could otherwise redirect root's writes).
+    """
+
+    def __init__(self, state_dir: str) -> None:
+        self.dir = state_dir
+        self.path = os.path.join(state_dir, STATE_FILE)
+        self.warnings: list[str] = []
+
+    def ensure_dir(self) -> None:
+        try:
+            os.makedirs(self.dir, mode=0o700, exist_ok=True)
+            st = os.lstat(self.dir)
+        except OSError as exc:
+            raise KanotifyError(f"state_dir {self.dir}: cannot create: {exc.strerror}") from None
+        if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+            raise KanotifyError(f"state_dir {self.dir} is not a directory (a symlink is refused)")
+        if st.st_uid != os.geteuid():
+            raise KanotifyError(f"state_dir {self.dir} is owned by uid {st.st_uid}, not by us: refused")
+        if st.st_mode & 0o077:
+            os.chmod(self.dir, 0o700)
+
+    @contextmanager
+    def lock(self, timeout: float) -> Iterator[float]:
+        """Hold the run lock; yields the seconds spent waiting for it."""
+        path = os.path.join(self.dir, LOCK_FILE)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise KanotifyError(f"lock file {path} is a symlink: refused") from None
+            raise KanotifyError(f"lock file {path}: {exc.strerror}") from None
+        try:
+            if os.fstat(fd).st_uid != os.geteuid():
+                raise KanotifyError(f"lock file {path} is owned by someone else: refused")
+            started = time.monotonic()
+            delay = 0.002
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    waited = time.monotonic() - started
+                    if waited >= timeout:
+                        raise LockTimeout(
+                            f"another kanotify run held {path} for more than {timeout:g}s (lock_timeout)"
+                        ) from None
+                    time.sleep(min(delay, timeout - waited))
+                    delay = min(delay * 2, 0.05)
+            yield time.monotonic() - started
+        finally:
+            os.close(fd)
+
+    def load(self) -> Records:
+        try:
+            with open(self.path, "rb") as fh:
+                raw = fh.read()
+        except FileNotFoundError:
+            return Records()
+        except OSError as exc:
+            self.warnings.append(f"cannot read {self.path}: {exc.strerror}; treating every instance as unrecorded")
+            return Records()
+        try:
+            return Records.from_json(json.loads(raw))
+        except (ValueError, TypeError, KeyError) as exc:
+            aside = f"{self.path}.corrupt-{int(time.time())}"
+            try:
+                os.replace(self.path, aside)
+                where = f"moved to {aside}"
+            except OSError:
+                where = "left in place"
+            self.warnings.append(
+                f"{self.path} is corrupt ({exc}); {where}; every instance counts as BACKUP until notified"
+            )
+            return Records()
+
+    def save(self, records: Records) -> None:
+        data = (json.dumps(records.to_json(), indent=1, sort_keys=True) + "\n").encode()
+        tmp = f"{self.path}.tmp-{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+        dfd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)

@@ -1,0 +1,136 @@
+"""``kanotify status``: recorded states, what the kernel has, and the drift between them.
+
+Read-only: no lock is taken and nothing is written.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from .backends.base import Backend, Scope
+from .config import Config
+from .model import State
+from .plan import PlanOptions, desired_state, plan
+from .state import StateStore
+
+
+def collect_status(config: Config, backend_factory: Callable[[], Backend] | None = None) -> dict[str, Any]:
+    """Everything ``status`` shows, as plain data (this is also the ``--json`` output)."""
+    store = StateStore(config.settings.state_dir)
+    records = store.load()
+    recorded = records.states()
+    states = {name: recorded.get(name, State.BACKUP) for name in config.instance_names}
+    desired = desired_state(config, states)
+    scope = Scope(
+        sysctls=tuple(k for k, _ in desired.sysctls),
+        vips=desired.managed_vips,
+        services=desired.managed_services,
+        ipvs=True,
+    )
+    if backend_factory is None:
+        from .backends.system import SystemBackend
+
+        backend: Backend = SystemBackend()
+    else:
+        backend = backend_factory()
+    try:
+        observed = backend.observe(scope)
+        arp = _effective_arp(backend)
+    finally:
+        backend.close()
+    drift = plan(desired, observed, PlanOptions(garp_count=0, drain_timeout=config.settings.drain_timeout,
+                                                 draining=records.draining))
+
+    desired_vips = {spec.vip.key for spec in desired.vips}
+    bound = {vip.key: vip for vip in observed.vips}
+    owner = {spec.vip.key: inst.name for inst in config.instances for spec in inst.vips}
+    services = []
+    for key, svc in sorted((observed.services or {}).items(), key=lambda kv: str(kv[0])):
+        services.append({
+            "service": str(svc.service),
+            "managed": key in desired.protected_services,
+            "reals": [
+                {"real": str(rs), "active": st.active_conns, "inactive": st.inactive_conns}
+                for rs, st in sorted(svc.reals.values(), key=lambda x: str(x[0]))
+            ],
+        })
+    return {
+        "config": config.path,
+        "instances": [
+            {
+                "instance": name,
+                "state": recorded[name].value if name in recorded else None,
+                "effective": states[name].value,
+                "since": records.instances[name].since if name in records.instances else None,
+            }
+            for name in config.instance_names
+        ],
+        "vips": [
+            {
+                "vip": str(vip),
+                "instance": owner.get(vip.key),
+                "desired": vip.key in desired_vips,
+                "bound": vip.key in bound,
+            }
+            for vip in sorted(desired.managed_vips)
+        ],
+        "ipvs": {"available": observed.services is not None, "error": observed.ipvs_error, "services": services},
+        "sysctls": [
+            {"key": key, "desired": value, "current": observed.sysctls.get(key)} for key, value in desired.sysctls
+        ],
+        "arp": arp,
+        "drift": [str(a) for a in drift.changes],
+        "warnings": store.warnings,
+    }
+
+
+def _effective_arp(backend: Backend) -> dict[str, dict[str, int]]:
+    """Effective arp_ignore/arp_announce per interface = max(all, interface)."""
+    getter = getattr(backend, "effective_arp", None)
+    if getter is None:
+        return {}
+    try:
+        return dict(getter())
+    except Exception:  # noqa: BLE001 - status must show the rest even if /proc is odd
+        return {}
+
+
+def format_status(report: dict[str, Any], verbose: int = 0) -> str:
+    lines = [f"config: {report['config']}"]
+    lines.append("instances:")
+    for inst in report["instances"]:
+        state = inst["state"] or f"unrecorded (treated as {inst['effective']})"
+        since = f" since {inst['since']}" if inst.get("since") else ""
+        lines.append(f"  {inst['instance']:<16} {state}{since}")
+    if report["vips"]:
+        lines.append("vips:")
+        for vip in report["vips"]:
+            mark = "bound " if vip["bound"] else "absent"
+            want = "wanted" if vip["desired"] else "not wanted"
+            flag = "" if vip["bound"] == vip["desired"] else "   <- drift"
+            lines.append(f"  {mark} {vip['vip']} ({vip['instance']}: {want}){flag}")
+    ipvs = report["ipvs"]
+    lines.append("ipvs:" + ("" if ipvs["available"] else f" not available ({ipvs['error']})"))
+    for svc in ipvs["services"]:
+        lines.append(f"  {'managed' if svc['managed'] else 'foreign'} {svc['service']}")
+        for rs in svc["reals"]:
+            lines.append(f"    -> {rs['real']} active {rs['active']} inactive {rs['inactive']}")
+    if report["sysctls"]:
+        lines.append("sysctls:")
+        for item in report["sysctls"]:
+            ok = "ok   " if item["current"] == item["desired"] else "DRIFT"
+            lines.append(f"  {ok} {item['key']} = {item['current']} (want {item['desired']})")
+    if report["arp"]:
+        lines.append("effective ARP policy (max of all and interface):")
+        for iface, values in sorted(report["arp"].items()):
+            lines.append(
+                f"  {iface:<16} arp_ignore {values.get('arp_ignore')} arp_announce {values.get('arp_announce')}"
+            )
+    if report["drift"]:
+        lines.append("drift (what reconcile would change):")
+        lines.extend(f"  + {line}" for line in report["drift"])
+    else:
+        lines.append("drift: none")
+    for warning in report.get("warnings", ()):
+        lines.append(f"warning: {warning}")
+    return "\n".join(lines)
