@@ -1,0 +1,342 @@
+"""VIPs: bind and remove managed addresses through rtnetlink (pyroute2 ``IPRoute``).
+
+Only the addresses asked about are ever read back or touched; every other
+address on the same device is foreign and survives.  A VIP's identity is its
+address with prefix plus its device (``192.0.2.100/24 dev eth0`` and
+``192.0.2.100/32 dev lo`` are two VIPs); the label is desired state.
+
+Kernel facts this module relies on:
+
+* IPv4: deleting the *primary* address of a subnet also deletes its secondary
+  addresses unless ``promote_secondaries`` is on (``conf/all`` OR
+  ``conf/DEV``).  When removing a VIP that is such a primary, the flag is turned
+  on for that device for the duration of the delete and then put back, so the
+  foreign secondaries are promoted instead of lost and no sysctl ends up changed.
+* IPv6: an address is unique per device whatever its prefix, and DAD would
+  keep a fresh VIP ``tentative`` (unusable) for a second or more, or mark it
+  ``dadfailed``.  VIPs are bound with ``IFA_F_NODAD``; a VIP is only ever on
+  one node at a time, which is VRRP's job.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import threading
+from typing import Any, Iterable
+
+from ..actions import Action, BindVip, UnbindVip
+from ..errors import ApplyError
+from ..model import IPInterface, Vip
+from .retry import call_with_retry
+
+IFA_F_SECONDARY = 0x01
+IFA_F_NODAD = 0x02
+IFA_F_DADFAILED = 0x08
+IFA_F_TENTATIVE = 0x40
+
+_AF_INET = 2
+_AF_INET6 = 10
+
+
+class _Found:
+    """One kernel address of interest, normalized."""
+
+    __slots__ = ("interface", "label", "flags")
+
+    def __init__(self, interface: IPInterface, label: str | None, flags: int) -> None:
+        self.interface = interface
+        self.label = label
+        self.flags = flags
+
+
+class AddressBackend:
+    """Observe and change managed VIPs in this network namespace (or in ``netns``).
+
+    ``device_wait`` bounds how long a bind waits for a missing device to
+    appear (interfaces can show up late at boot); each device is waited for at
+    most once per backend, so ten VIPs on a mistyped device cost one wait, not
+    ten.  ``writes`` counts the netlink requests that changed (or tried to
+    change) something: a converged second run leaves it at 0.
+    """
+
+    def __init__(self, netns: str | None = None, device_wait: float = 1.0) -> None:
+        from pyroute2 import IPRoute  # heavy (~150 ms): only when VIPs are managed
+
+        self.netns = netns
+        self.device_wait = device_wait
+        self.writes = 0
+        self._waited: set[str] = set()
+        try:
+            # flags=0: never create the namespace as a side effect of opening it.
+            self._ipr: Any = IPRoute() if netns is None else IPRoute(netns=netns, flags=0)
+        except OSError as exc:
+            where = f"network namespace {netns}" if netns else "rtnetlink"
+            raise ApplyError(f"cannot open {where}: {os.strerror(exc.errno or 0)}", exc.errno) from exc
+
+    # ------------------------------------------------------------------ observe
+
+    def observe(self, vips: Iterable[Vip]) -> tuple[frozenset[Vip], frozenset[str]]:
+        """(the asked-for VIPs that are bound, as the kernel has them; the devices that do not exist).
+
+        A bound VIP comes back with the label the kernel reports, so a label
+        drift shows up as a difference; IPv6 addresses have no label.
+        """
+        wanted = list(vips)
+        indices: dict[str, int] = {}
+        missing: set[str] = set()
+        for dev in sorted({vip.dev for vip in wanted}):
+            index = self._index(dev)
+            if index is None:
+                missing.add(dev)
+            else:
+                indices[dev] = index
+        found = self._dump(set(indices.values())) if indices else {}
+        bound = set()
+        for vip in wanted:
+            index = indices.get(vip.dev)
+            if index is None:
+                continue
+            have = found.get((index, vip.address))
+            if have is not None:
+                bound.add(Vip(vip.address, vip.dev, have.label))
+        return frozenset(bound), frozenset(missing)
+
+    def flags_of(self, vip: Vip) -> int | None:
+        """The kernel's ``IFA_F_*`` flags of a bound VIP (``None`` if not bound); for tests and status."""
+        index = self._index(vip.dev)
+        if index is None:
+            return None
+        have = self._dump({index}).get((index, vip.address))
+        return None if have is None else have.flags
+
+    # ------------------------------------------------------------------ apply
+
+    def apply(self, action: Action) -> None:
+        """Apply a :class:`BindVip` or :class:`UnbindVip`; "already so" is success."""
+        if isinstance(action, BindVip):
+            self._bind(action.vip)
+        elif isinstance(action, UnbindVip):
+            self._unbind(action.vip)
+        else:
+            raise ApplyError(f"the address backend cannot apply {type(action).__name__}: {action}")
+
+    def apply_many(self, actions: Iterable[Action]) -> list[BaseException | None]:
+        """Apply each action in order; one failure does not stop the others."""
+        results: list[BaseException | None] = []
+        for action in actions:
+            try:
+                self.apply(action)
+            except Exception as exc:  # noqa: BLE001 - reported per action by the engine
+                results.append(exc)
+            else:
+                results.append(None)
+        return results
+
+    def close(self) -> None:
+        """Close the netlink socket."""
+        ipr, self._ipr = self._ipr, None
+        if ipr is not None:
+            ipr.close()
+
+    def _bind(self, vip: Vip) -> None:
+        what = f"bind {vip}"
+        index = self._wait_for_device(vip.dev, what)
+        request: dict[str, Any] = {
+            "index": index,
+            "address": str(vip.address.ip),
+            "prefixlen": vip.address.network.prefixlen,
+        }
+        if vip.family == 4:
+            if vip.label:
+                request["label"] = vip.label
+        else:
+            request["flags"] = IFA_F_NODAD
+        self.writes += 1
+        try:
+            call_with_retry(self._ipr.addr, "add", what=what, **request)
+        except ApplyError as exc:
+            if exc.errno == errno.EEXIST:
+                self._check_already_bound(vip, index, what)
+                return
+            if exc.errno == errno.ENODEV:
+                raise ApplyError(f"{what}: device {vip.dev} disappeared", exc.errno) from exc
+            raise
+
+    def _check_already_bound(self, vip: Vip, index: int, what: str) -> None:
+        """EEXIST: fine if exactly this VIP is there, an error if something else holds the address."""
+        found = self._dump({index})
+        have = found.get((index, vip.address))
+        if have is not None:
+            if vip.family == 6 or have.label == vip.label:
+                return
+            raise ApplyError(
+                f"{what}: already bound with label {have.label or vip.dev}; "
+                "remove it first to change the label",
+                errno.EEXIST,
+            )
+        clash = [f.interface for (i, iface), f in found.items() if i == index and iface.ip == vip.address.ip]
+        holder = clash[0].with_prefixlen if clash else "another address"
+        raise ApplyError(
+            f"{what}: {vip.address.ip} is already on {vip.dev} as {holder}, which is not this VIP "
+            "(same address, other prefix); remove it or fix the prefix in the config",
+            errno.EEXIST,
+        )
+
+    def _unbind(self, vip: Vip) -> None:
+        what = f"remove {vip}"
+        index = self._index(vip.dev)
+        if index is None:
+            return  # the device is gone, and its addresses with it
+        found = self._dump({index})
+        target = found.get((index, vip.address))
+        if target is None:
+            return  # already gone: nothing sent
+        restore = None
+        if vip.family == 4 and not target.flags & IFA_F_SECONDARY and _has_secondaries(found, index, target):
+            restore = self._promote_secondaries(vip.dev, what)
+        try:
+            self.writes += 1
+            call_with_retry(
+                self._ipr.addr,
+                "del",
+                what=what,
+                index=index,
+                address=str(vip.address.ip),
+                prefixlen=vip.address.network.prefixlen,
+            )
+        except ApplyError as exc:
+            if exc.errno not in (errno.EADDRNOTAVAIL, errno.ENODEV, errno.ENOENT):
+                raise
+        finally:
+            if restore is not None:
+                self._in_netns(_write_sysctl, _promote_path(vip.dev), restore)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _index(self, dev: str) -> int | None:
+        found = self._ipr.link_lookup(ifname=dev)
+        return found[0] if found else None
+
+    def _wait_for_device(self, dev: str, what: str) -> int:
+        index = self._index(dev)
+        if index is not None:
+            return index
+        if dev in self._waited or self.device_wait <= 0:
+            raise ApplyError(f"{what}: device {dev} does not exist", errno.ENODEV)
+        self._waited.add(dev)
+
+        def lookup() -> int:
+            index = self._index(dev)
+            if index is None:
+                raise OSError(errno.ENODEV, os.strerror(errno.ENODEV))
+            return index
+
+        try:
+            return call_with_retry(lookup, what=what, budget=self.device_wait)
+        except ApplyError as exc:
+            raise ApplyError(
+                f"{what}: device {dev} does not exist (waited {self.device_wait:g}s for it to appear)",
+                errno.ENODEV,
+            ) from exc
+
+    def _dump(self, indices: set[int]) -> dict[tuple[int, IPInterface], _Found]:
+        """Every address on the given devices, keyed by (ifindex, address/prefix)."""
+        result: dict[tuple[int, IPInterface], _Found] = {}
+        for msg in call_with_retry(self._ipr.addr, "dump", what="list addresses"):
+            index = msg["index"]
+            if index not in indices:
+                continue
+            family = msg["family"]
+            if family == _AF_INET:
+                text = msg.get("IFA_LOCAL") or msg.get("IFA_ADDRESS")
+                label = msg.get("IFA_LABEL")
+            elif family == _AF_INET6:
+                text = msg.get("IFA_ADDRESS")
+                label = None
+            else:
+                continue
+            if not text:
+                continue
+            interface = ipaddress.ip_interface(f"{text}/{msg['prefixlen']}")
+            flags = msg.get("IFA_FLAGS")
+            if flags is None:
+                flags = msg["flags"]
+            result[(index, interface)] = _Found(interface, label, flags)
+        return result
+
+    def _promote_secondaries(self, dev: str, what: str) -> str | None:
+        """Make sure deleting a primary promotes its secondaries; return the value to restore."""
+        current = self._in_netns(_read_sysctl, _promote_path("all"))
+        if current not in (None, "0"):
+            return None  # on for every device already (systemd's default)
+        own = self._in_netns(_read_sysctl, _promote_path(dev))
+        if own is None or own != "0":
+            return None
+        try:
+            self._in_netns(_write_sysctl, _promote_path(dev), "1")
+        except OSError as exc:
+            raise ApplyError(
+                f"{what}: it is the primary address of its subnet and could not enable "
+                f"promote_secondaries on {dev} to keep the other addresses: {os.strerror(exc.errno or 0)}",
+                exc.errno,
+            ) from exc
+        return own
+
+    def _in_netns(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn`` with ``/proc/sys/net`` showing this backend's namespace.
+
+        ``setns`` switches only the calling thread, so a short-lived thread
+        does the work and the rest of the process stays where it is.
+        """
+        if self.netns is None:
+            return fn(*args)
+        box: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                from pyroute2 import netns as _netns
+
+                _netns.setns(self.netns, flags=0, fork=False)
+                box["value"] = fn(*args)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+                box["error"] = exc
+
+        thread = threading.Thread(target=run, name="kanotify-netns")
+        thread.start()
+        thread.join()
+        if "error" in box:
+            raise box["error"]
+        return box.get("value")
+
+
+def _has_secondaries(found: dict[tuple[int, IPInterface], _Found], index: int, primary: _Found) -> bool:
+    """Would the kernel delete other addresses along with ``primary``?  (same device, mask and subnet)"""
+    network = primary.interface.network
+    for (i, iface), other in found.items():
+        if i != index or other is primary or iface.version != 4:
+            continue
+        if other.flags & IFA_F_SECONDARY and iface.network == network:
+            return True
+    return False
+
+
+def _promote_path(dev: str) -> str:
+    return f"/proc/sys/net/ipv4/conf/{dev}/promote_secondaries"
+
+
+def _read_sysctl(path: str) -> str | None:
+    try:
+        with open(path, encoding="ascii") as fh:
+            return fh.read().strip()
+    except FileNotFoundError:
+        return None
+
+
+def _write_sysctl(path: str, value: str) -> None:
+    with open(path, "w", encoding="ascii") as fh:
+        fh.write(value + "\n")
+
+
+__all__ = ["AddressBackend", "IFA_F_NODAD", "IFA_F_TENTATIVE", "IFA_F_DADFAILED"]
