@@ -1,0 +1,539 @@
+"""IPVS through generic netlink: observe every service, apply minimal-diff actions, in batches.
+
+:class:`IpvsBackend` turns the planner's IPVS actions (``AddService``,
+``EditService``, ``DeleteService``, ``AddReal``, ``EditReal``, ``DeleteReal``)
+into IPVS netlink commands, and the kernel's tables back into
+:mod:`kanotify.model` value types.  The messages themselves are built and
+parsed by :mod:`kanotify.backends.ipvs_msg` (plain ``struct``); this module
+owns the socket.
+
+* Edits are in place: IPVS's ``SET_SERVICE``/``SET_DEST`` keep a service's
+  real servers and a real server's connections.  Nothing here ever deletes to
+  edit (pyroute2's ``"update"`` command is a delete; it is not used).
+* Converged is not an error: adding what exists with the same configuration,
+  and deleting what is already gone, succeed.  Adding what exists with another
+  configuration edits it to the desired one.
+* ``apply_many`` sends its messages in batches without ``NLM_F_ACK`` and ends
+  each batch with one message that asks for an ACK: the kernel processes a
+  socket's messages in order, so that ACK is a barrier, and every failure
+  still comes back as an error carrying its message's sequence number, which
+  maps it to its action.  One round trip per batch instead of per message.
+* ``writes`` counts the write commands sent, so tests can prove that a
+  second sync writes nothing and that an edit is one ``SET`` (no DEL + NEW).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from typing import Iterable, Sequence
+
+from ..actions import (
+    Action,
+    AddReal,
+    AddService,
+    DeleteReal,
+    DeleteService,
+    EditReal,
+    EditService,
+)
+from ..errors import ApplyError
+from ..model import IPAddress, ObservedService, RealServer, RealServerStats, ServiceKey, VirtualService
+from . import ipvs_msg as m
+from .retry import call_with_retry
+
+#: Errnos that mean "the thing to delete is already gone".
+_GONE = frozenset({errno.ESRCH, errno.ENOENT})
+
+_NOT_AVAILABLE = (
+    "IPVS is not available in this kernel (modprobe ip_vs): "
+    "the generic netlink family 'IPVS' does not exist"
+)
+
+
+class _Uncertain(Exception):
+    """A batch's replies were lost (receive buffer overrun): its outcome is unknown."""
+
+
+class IpvsSocket:
+    """A generic netlink socket bound to the IPVS family.
+
+    ``timeout`` bounds every wait for the kernel's answer; ``rcvbuf`` is the
+    receive buffer asked for (with ``SO_RCVBUFFORCE`` when allowed) so error
+    replies of a whole batch fit.  ``netns`` opens the socket inside the named
+    network namespace (``ip netns`` name or a path).
+    """
+
+    def __init__(self, timeout: float = 5.0, rcvbuf: int = 4 << 20, netns: str | None = None) -> None:
+        self.timeout = timeout
+        self._seq = 0
+        self.requests = 0  # round trips, for benchmarks
+        self.sock = _open_socket(netns)
+        try:
+            self._configure(rcvbuf)
+            self.family = self._resolve_family()
+        except BaseException:
+            self.sock.close()
+            raise
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _configure(self, rcvbuf: int) -> None:
+        sock = self.sock
+        for option in (m.NETLINK_CAP_ACK, m.NETLINK_EXT_ACK):
+            try:
+                sock.setsockopt(m.SOL_NETLINK, option, 1)
+            except OSError:
+                pass  # old kernels: errors are just longer / have no text
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, 33, rcvbuf)  # SO_RCVBUFFORCE (root)
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.bind((0, 0))
+        sock.settimeout(self.timeout)
+
+    def next_seq(self) -> int:
+        self._seq = (self._seq % 0x7FFFFFFF) + 1
+        return self._seq
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def _recv(self) -> list[m.Message]:
+        try:
+            data, _anc, flags, _addr = self.sock.recvmsg(1 << 16)
+        except socket.timeout:
+            raise ApplyError(
+                f"IPVS netlink: no answer from the kernel within {self.timeout:g}s", errno.ETIMEDOUT
+            ) from None
+        if flags & socket.MSG_TRUNC:
+            raise m.DecodeError("netlink message larger than the 64 KiB receive buffer")
+        return list(m.iter_messages(data))
+
+    def _resolve_family(self) -> int:
+        seq = self.next_seq()
+        try:
+            replies = self.request(m.getfamily_request(m.IPVS_GENL_NAME, seq), seq)
+        except ApplyError as exc:
+            if exc.errno == errno.ENOENT:
+                raise ApplyError(_NOT_AVAILABLE, errno.ENOPROTOOPT) from None
+            raise
+        for msg in replies:
+            return m.family_id(msg.payload)
+        raise ApplyError(_NOT_AVAILABLE, errno.ENOPROTOOPT)
+
+    # ------------------------------------------------------------------ requests
+
+    def request(self, data: bytes, seq: int) -> list[m.Message]:
+        """Send one request (ACK or DUMP) and return its reply messages.
+
+        Raises :class:`ApplyError` with the kernel's errno (and extended-ack
+        text) when the kernel refuses it.
+        """
+        self.requests += 1
+        self.sock.send(data)
+        replies: list[m.Message] = []
+        while True:
+            for msg in self._recv():
+                if msg.seq != seq:
+                    continue  # a late answer to an earlier, timed-out request
+                if msg.type == m.NLMSG_ERROR:
+                    code, text = m.parse_error(msg)
+                    if code:
+                        raise ApplyError(text or os.strerror(code), code)
+                    return replies
+                if msg.type == m.NLMSG_DONE:
+                    code = -int.from_bytes(msg.payload[:4], "little", signed=True) if msg.payload else 0
+                    if code > 0:
+                        raise ApplyError(os.strerror(code), code)
+                    return replies
+                if msg.type in (m.NLMSG_NOOP, m.NLMSG_OVERRUN):
+                    continue
+                replies.append(msg)
+
+    def dump(self, cmd: int, attrs: bytes = b"") -> list[m.Message]:
+        """A DUMP request of this family."""
+        seq = self.next_seq()
+        return self.request(m.genlmsg(self.family, cmd, m.NLM_F_REQUEST | m.NLM_F_DUMP, seq, attrs), seq)
+
+    def batch(self, messages: Sequence[tuple[int, bytes]]) -> dict[int, tuple[int, str]]:
+        """Send pre-encoded messages at once; the last must carry NLM_F_ACK (the barrier).
+
+        Returns ``{seq: (errno, text)}`` for every message the kernel refused.
+        Raises :class:`_Uncertain` if replies were lost to a receive-buffer
+        overrun; the socket is then resynchronized and usable again.
+        """
+        if not messages:
+            return {}
+        barrier = messages[-1][0]
+        self.requests += 1
+        self.sock.sendall(b"".join(data for _seq, data in messages))
+        failed: dict[int, tuple[int, str]] = {}
+        while True:
+            try:
+                received = self._recv()
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:
+                    self._resync()
+                    raise _Uncertain() from exc
+                raise
+            for msg in received:
+                if msg.type != m.NLMSG_ERROR:
+                    continue
+                code, text = m.parse_error(msg)
+                if code:
+                    failed[msg.seq] = (code, text)
+                if msg.seq == barrier:
+                    return failed
+
+    def _resync(self) -> None:
+        """After an overrun: one fresh request, read until its own answer (earlier ones are dropped)."""
+        seq = self.next_seq()
+        self.request(m.getfamily_request(m.IPVS_GENL_NAME, seq), seq)
+
+
+def _open_socket(netns: str | None) -> socket.socket:
+    def make() -> socket.socket:
+        try:
+            return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, m.NETLINK_GENERIC)
+        except OSError as exc:
+            raise ApplyError(f"IPVS netlink: cannot open a generic netlink socket: {exc.strerror}", exc.errno) from None
+
+    if netns is None:
+        return make()
+    return _in_netns(netns, make)
+
+
+def _in_netns(netns: str, make):  # type: ignore[no-untyped-def]
+    """Run ``make()`` with this thread inside network namespace ``netns`` (then switch back).
+
+    A socket keeps the namespace it was created in, so only its creation needs
+    the switch.  Python 3.11 has no ``os.setns``: use libc.
+    """
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    clone_newnet = 0x40000000
+    path = netns if "/" in netns else f"/run/netns/{netns}"
+    try:
+        target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ApplyError(f"network namespace {netns}: {exc.strerror}", exc.errno) from None
+    here = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if libc.setns(target, clone_newnet) != 0:
+            code = ctypes.get_errno()
+            raise ApplyError(f"network namespace {netns}: setns: {os.strerror(code)}", code)
+        try:
+            return make()
+        finally:
+            if libc.setns(here, clone_newnet) != 0:  # pragma: no cover - cannot happen as root
+                raise OSError(ctypes.get_errno(), "cannot return to the original network namespace")
+    finally:
+        os.close(target)
+        os.close(here)
+
+
+# --------------------------------------------------------------------------- the backend
+
+
+class IpvsBackend:
+    """Observe and change the IPVS tables of this host (or of network namespace ``netns``).
+
+    The socket is opened on first use (a host that never needs IPVS never
+    opens it) and closed by :meth:`close` or the ``with`` block.  ``writes``
+    counts write commands sent (new/set/del), ``requests`` kernel round trips.
+    ``batch_size`` messages share one ACK in :meth:`apply_many`.
+
+    >>> with IpvsBackend() as ipvs:            # doctest: +SKIP
+    ...     services = ipvs.observe()
+    """
+
+    def __init__(
+        self,
+        netns: str | None = None,
+        *,
+        timeout: float = 5.0,
+        batch_size: int = 256,
+        retry_budget: float = 2.0,
+        rcvbuf: int = 4 << 20,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.netns = netns
+        self.timeout = timeout
+        self.batch_size = batch_size
+        self.retry_budget = retry_budget
+        self.rcvbuf = rcvbuf
+        self.writes = 0
+        self._sock: IpvsSocket | None = None
+        self._requests_closed = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> "IpvsBackend":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._requests_closed += self._sock.requests
+            self._sock.close()
+            self._sock = None
+
+    @property
+    def requests(self) -> int:
+        """Kernel round trips so far (dumps, requests, batches)."""
+        return self._requests_closed + (self._sock.requests if self._sock else 0)
+
+    @property
+    def socket(self) -> IpvsSocket:
+        """The open IPVS socket (opened now if needed); ApplyError(ENOPROTOOPT) without IPVS."""
+        if self._sock is None:
+            self._sock = IpvsSocket(timeout=self.timeout, rcvbuf=self.rcvbuf, netns=self.netns)
+        return self._sock
+
+    # ------------------------------------------------------------------ observe
+
+    def services(self) -> list[VirtualService]:
+        """Every IPVS service, normalized (no real servers)."""
+        sock = self.socket
+        try:
+            return [m.service_from_payload(msg.payload) for msg in sock.dump(m.IPVS_CMD_GET_SERVICE)]
+        except ApplyError as exc:
+            raise ApplyError(f"list ipvs services: {exc}", exc.errno) from None
+
+    def reals(self, key: ServiceKey) -> dict[tuple[IPAddress, int], tuple[RealServer, RealServerStats]]:
+        """The real servers of one service with their counters (empty if it does not exist)."""
+        attrs = m.nla(m.IPVS_CMD_ATTR_SERVICE, m.service_key_attrs(key))
+        sock = self.socket
+        try:
+            msgs = sock.dump(m.IPVS_CMD_GET_DEST, attrs)
+        except ApplyError as exc:
+            raise ApplyError(f"list real servers of ipvs service {key}: {exc}", exc.errno) from None
+        result = {}
+        for msg in msgs:
+            real, stats = m.dest_from_payload(msg.payload, key.family)
+            result[real.key] = (real, stats)
+        return result
+
+    def get_service(self, key: ServiceKey) -> VirtualService | None:
+        """One service as the kernel has it, or ``None``."""
+        sock = self.socket
+        seq = sock.next_seq()
+        data = m.service_request(sock.family, m.IPVS_CMD_GET_SERVICE, seq, key, m.NLM_F_REQUEST | m.NLM_F_ACK)
+        try:
+            replies = sock.request(data, seq)
+        except ApplyError as exc:
+            if exc.errno in _GONE:
+                return None
+            raise ApplyError(f"get ipvs service {key}: {exc}", exc.errno) from None
+        return m.service_from_payload(replies[0].payload) if replies else None
+
+    def observe(self) -> dict[ServiceKey, ObservedService]:
+        """Every IPVS service with its real servers and their connection counters.
+
+        Foreign services are included: the planner needs them for
+        ``ipvs_exclusive`` and never touches them otherwise.
+        """
+        result: dict[ServiceKey, ObservedService] = {}
+        for service in self.services():
+            result[service.key] = ObservedService(service, self.reals(service.key))
+        return result
+
+    # ------------------------------------------------------------------ apply
+
+    def apply(self, action: Action) -> None:
+        """Apply one action, retrying transient errors; ApplyError names the action and errno."""
+        if action.is_noop:
+            return
+        try:
+            call_with_retry(self._send_one, action, what=str(action), budget=self.retry_budget)
+        except ApplyError as exc:
+            self._after_failure(action, exc)
+
+    def apply_many(self, actions: Sequence[Action]) -> list[BaseException | None]:
+        """Apply in order, ``batch_size`` messages per kernel round trip; one result per action."""
+        results: list[BaseException | None] = [None] * len(actions)
+        pending = [(i, a) for i, a in enumerate(actions) if not a.is_noop]
+        for start in range(0, len(pending), self.batch_size):
+            self._apply_batch(pending[start : start + self.batch_size], results)
+        return results
+
+    # ------------------------------------------------------------------ internals
+
+    def _apply_batch(self, chunk: list[tuple[int, Action]], results: list[BaseException | None]) -> None:
+        try:
+            sock = self.socket
+        except ApplyError as exc:
+            for i, _action in chunk:
+                results[i] = ApplyError(f"{_action}: {exc}", exc.errno)
+            return
+        encoded: list[tuple[int, int, Action, bytes]] = []  # (index, seq, action, message)
+        for i, action in chunk:
+            try:
+                seq = sock.next_seq()
+                encoded.append((i, seq, action, self._encode(action, seq, m.NLM_F_REQUEST)))
+            except (ValueError, ApplyError) as exc:
+                results[i] = exc if isinstance(exc, ApplyError) else ApplyError(f"{action}: {exc}", errno.EINVAL)
+        if not encoded:
+            return
+        # The barrier: the last message asks for an ACK.
+        i, seq, action, _data = encoded[-1]
+        encoded[-1] = (i, seq, action, self._encode(action, seq, m.NLM_F_REQUEST | m.NLM_F_ACK))
+        self.writes += len(encoded)
+        try:
+            failed = sock.batch([(seq, data) for _i, seq, _a, data in encoded])
+        except _Uncertain:
+            # Replies lost: apply each again, one at a time.  Every action is
+            # idempotent here (exists -> compared, gone -> converged).
+            for i, _seq, action, _data in encoded:
+                results[i] = self._capture(action)
+            return
+        for i, seq, action, _data in encoded:
+            if seq not in failed:
+                continue
+            code, text = failed[seq]
+            exc = ApplyError(text or os.strerror(code), code)
+            if code in (errno.EEXIST, *_GONE) or code in _transient():
+                results[i] = self._capture_after_failure(action, exc)
+            else:
+                results[i] = self._error(action, exc)
+
+    def _capture(self, action: Action) -> BaseException | None:
+        try:
+            self.apply(action)
+        except Exception as exc:  # noqa: BLE001 - reported per action
+            return exc
+        return None
+
+    def _capture_after_failure(self, action: Action, exc: ApplyError) -> BaseException | None:
+        if exc.errno in _transient():
+            return self._capture(action)
+        try:
+            self._after_failure(action, exc)
+        except Exception as err:  # noqa: BLE001 - reported per action
+            return err
+        return None
+
+    def _send_one(self, action: Action) -> None:
+        sock = self.socket
+        seq = sock.next_seq()
+        data = self._encode(action, seq, m.NLM_F_REQUEST | m.NLM_F_ACK)
+        self.writes += 1
+        sock.request(data, seq)
+
+    def _encode(self, action: Action, seq: int, flags: int) -> bytes:
+        fam = self.socket.family
+        if isinstance(action, AddService):
+            return m.service_request(fam, m.IPVS_CMD_NEW_SERVICE, seq, action.service, flags)
+        if isinstance(action, EditService):
+            return m.service_request(fam, m.IPVS_CMD_SET_SERVICE, seq, action.new, flags)
+        if isinstance(action, DeleteService):
+            return m.service_request(fam, m.IPVS_CMD_DEL_SERVICE, seq, action.service.key, flags)
+        if isinstance(action, AddReal):
+            return m.dest_request(fam, m.IPVS_CMD_NEW_DEST, seq, action.service, action.real, flags)
+        if isinstance(action, EditReal):
+            return m.dest_request(fam, m.IPVS_CMD_SET_DEST, seq, action.service, action.new, flags)
+        if isinstance(action, DeleteReal):
+            return m.dest_request(fam, m.IPVS_CMD_DEL_DEST, seq, action.service, action.real, flags, full=False)
+        raise ApplyError(f"{action}: the IPVS backend cannot apply {type(action).__name__}")
+
+    def _after_failure(self, action: Action, exc: ApplyError) -> None:
+        """Decide what a refused command means: converged, converge another way, or a real error."""
+        code = exc.errno
+        if isinstance(action, (DeleteService, DeleteReal)) and code in _GONE:
+            return  # already gone
+        if isinstance(action, AddService) and code == errno.EEXIST:
+            current = self.get_service(action.service.key)
+            if current is not None and current.same_config(action.service):
+                return
+            if current is not None:  # exists with another configuration: edit it in place
+                self.apply(EditService(current, action.service))
+                return
+        if isinstance(action, AddReal) and code == errno.EEXIST:
+            have = self.reals(action.service).get(action.real.key)
+            if have is not None and have[0] == action.real:
+                return
+            if have is not None:
+                self.apply(EditReal(action.service, have[0], action.real))
+                return
+        raise self._error(action, exc)
+
+    @staticmethod
+    def _error(action: Action, exc: ApplyError) -> ApplyError:
+        code = exc.errno
+        detail = str(exc)
+        prefix = f"{action}: "
+        if detail.startswith(prefix):
+            detail = detail[len(prefix) :]
+        hint = _hint(action, code)
+        name = errno.errorcode.get(code or 0, str(code))
+        text = f"{action}: {detail} [{name}]" + (f" ({hint})" if hint else "")
+        return ApplyError(text, code)
+
+
+def _transient() -> frozenset[int]:
+    from .retry import TRANSIENT_ERRNOS
+
+    return TRANSIENT_ERRNOS
+
+
+def _hint(action: Action, code: int | None) -> str:
+    """A sentence that tells an operator what an IPVS errno most likely means for this action."""
+    if code == errno.ENOENT and isinstance(action, (AddService, EditService)):
+        service = action.service if isinstance(action, AddService) else action.new
+        return f"no IPVS scheduler {service.scheduler!r} in this kernel: modprobe ip_vs_{service.scheduler}"
+    if code == errno.ESRCH and isinstance(action, (EditService, AddReal, EditReal)):
+        return "the virtual service does not exist"
+    if code == errno.ENOENT and isinstance(action, EditReal):
+        return "the real server does not exist"
+    if code == errno.EEXIST:
+        return "it already exists"
+    if code == errno.EINVAL:
+        return "the kernel rejected an attribute value"
+    if code == errno.ERANGE:
+        return "the lower threshold is above the upper threshold"
+    if code == errno.EAFNOSUPPORT:
+        return "address family not supported here (mixed IPv4/IPv6 needs tun forwarding)"
+    if code in (errno.EPERM, errno.EACCES):
+        return "needs root (CAP_NET_ADMIN)"
+    if code == errno.ENOPROTOOPT:
+        return "IPVS is not available: modprobe ip_vs"
+    return ""
+
+
+def format_table(services: Iterable[ObservedService]) -> str:
+    """``ipvsadm -Ln``-like text of observed services, for status output and debugging."""
+    from ..model import format_hostport
+
+    lines = ["Prot LocalAddress:Port Scheduler Flags", "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn"]
+    for obs in sorted(services, key=lambda o: (o.service.key.protocol, str(o.service.key))):
+        svc = obs.service
+        key = svc.key
+        if key.is_fwmark:
+            where = f"FWM  {key.fwmark}" + (" IPv6" if key.family == 6 else "")
+        else:
+            assert key.address is not None
+            where = f"{key.protocol.upper():<4} {format_hostport(key.address, key.port)}"
+        text = f"{where} {svc.scheduler}"
+        if svc.flags:
+            text += " (" + ",".join(sorted(svc.flags)) + ")"
+        if svc.persistence:
+            text += f" persistent {svc.persistence}"
+            if svc.netmask is not None:
+                text += f" mask /{svc.netmask}"
+        lines.append(text)
+        for real, stats in sorted(obs.reals.values(), key=lambda rs: (rs[0].address.version, int(rs[0].address), rs[0].port)):
+            fwd = {"dr": "Route", "nat": "Masq", "tun": "Tunnel"}.get(real.forward, real.forward)
+            lines.append(
+                f"  -> {format_hostport(real.address, real.port):<28} {fwd:<7} {real.weight:<6} "
+                f"{stats.active_conns:<10} {stats.inactive_conns}"
+            )
+    return "\n".join(lines)
+
+
+__all__ = ["IpvsBackend", "IpvsSocket", "format_table"]

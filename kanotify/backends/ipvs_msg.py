@@ -1,0 +1,438 @@
+"""IPVS generic-netlink messages <-> kanotify's value types, with nothing but ``struct``.
+
+This module is pure: bytes in, value types out, and back.  The socket lives in
+:mod:`kanotify.backends.ipvs`.  It covers exactly the messages kanotify sends
+(new/set/del of services and real servers, service and dest dumps, the
+family lookup) and the replies it reads.
+
+Why not pyroute2's ``IPVSService``/``IPVSDest``: encoding through them costs
+~0.3 ms per message against ~0.01 ms here (it matters for 11,000-message
+syncs), ``import pyroute2`` costs ~150 ms on a notify path that keepalived kills
+after 1 s for STOP, and their dicts carry quirks this module normalizes away
+instead: the kernel's "hashed" flag, class defaults (``sched_name="wlc"``),
+the IPv6 netmask (a prefix length, which pyroute2 decodes as an IPv4 address).
+pyroute2's parser is used as an independent oracle in the tests.
+
+Wire facts (Linux ``ip_vs_ctl.c``, checked against a 6.1 kernel):
+
+* a service's ``NETMASK`` is a network-order mask for IPv4 but a prefix length
+  in host order for IPv6;
+* ``ADDR`` is 16 bytes (``union nf_inet_addr``); IPv4 uses the first 4;
+* new/set of a service need scheduler, flags, timeout and netmask all present;
+  new/set of a dest need forwarding method, weight and both thresholds;
+* persistence is the ``PERSISTENT`` flag *and* a timeout; the kernel ORs in
+  ``HASHED`` on every service.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import struct
+from dataclasses import dataclass
+from typing import Iterator, Mapping
+
+from ..model import IPAddress, RealServer, RealServerStats, ServiceKey, VirtualService
+
+# --------------------------------------------------------------------------- netlink
+
+NETLINK_GENERIC = 16
+SOL_NETLINK = 270
+NETLINK_CAP_ACK = 10
+NETLINK_EXT_ACK = 11
+
+NLMSG_NOOP = 1
+NLMSG_ERROR = 2
+NLMSG_DONE = 3
+NLMSG_OVERRUN = 4
+
+NLM_F_REQUEST = 0x1
+NLM_F_MULTI = 0x2
+NLM_F_ACK = 0x4
+NLM_F_DUMP = 0x300
+NLM_F_CAPPED = 0x100
+NLM_F_ACK_TLVS = 0x200
+NLMSGERR_ATTR_MSG = 1
+
+GENL_ID_CTRL = 0x10
+CTRL_CMD_GETFAMILY = 3
+CTRL_ATTR_FAMILY_ID = 1
+CTRL_ATTR_FAMILY_NAME = 2
+
+_NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
+_GENLHDR = struct.Struct("=BBH")  # cmd, version, reserved
+_NLA = struct.Struct("=HH")  # len, type
+_NLA_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED / NLA_F_NET_BYTEORDER
+
+# --------------------------------------------------------------------------- IPVS
+
+IPVS_GENL_NAME = "IPVS"
+IPVS_GENL_VERSION = 1
+
+IPVS_CMD_NEW_SERVICE = 1
+IPVS_CMD_SET_SERVICE = 2
+IPVS_CMD_DEL_SERVICE = 3
+IPVS_CMD_GET_SERVICE = 4
+IPVS_CMD_NEW_DEST = 5
+IPVS_CMD_SET_DEST = 6
+IPVS_CMD_DEL_DEST = 7
+IPVS_CMD_GET_DEST = 8
+
+#: Commands that change kernel state (counted as "writes").
+WRITE_COMMANDS = frozenset({
+    IPVS_CMD_NEW_SERVICE, IPVS_CMD_SET_SERVICE, IPVS_CMD_DEL_SERVICE,
+    IPVS_CMD_NEW_DEST, IPVS_CMD_SET_DEST, IPVS_CMD_DEL_DEST,
+})
+
+IPVS_CMD_ATTR_SERVICE = 1
+IPVS_CMD_ATTR_DEST = 2
+
+IPVS_SVC_ATTR_AF = 1
+IPVS_SVC_ATTR_PROTOCOL = 2
+IPVS_SVC_ATTR_ADDR = 3
+IPVS_SVC_ATTR_PORT = 4
+IPVS_SVC_ATTR_FWMARK = 5
+IPVS_SVC_ATTR_SCHED_NAME = 6
+IPVS_SVC_ATTR_FLAGS = 7
+IPVS_SVC_ATTR_TIMEOUT = 8
+IPVS_SVC_ATTR_NETMASK = 9
+IPVS_SVC_ATTR_PE_NAME = 11
+
+IPVS_DEST_ATTR_ADDR = 1
+IPVS_DEST_ATTR_PORT = 2
+IPVS_DEST_ATTR_FWD_METHOD = 3
+IPVS_DEST_ATTR_WEIGHT = 4
+IPVS_DEST_ATTR_U_THRESH = 5
+IPVS_DEST_ATTR_L_THRESH = 6
+IPVS_DEST_ATTR_ACTIVE_CONNS = 7
+IPVS_DEST_ATTR_INACT_CONNS = 8
+IPVS_DEST_ATTR_PERSIST_CONNS = 9
+IPVS_DEST_ATTR_ADDR_FAMILY = 11
+
+IP_VS_SVC_F_PERSISTENT = 0x0001
+IP_VS_SVC_F_HASHED = 0x0002
+IP_VS_SVC_F_ONEPACKET = 0x0004
+IP_VS_SVC_F_SCHED1 = 0x0008  # sh-fallback (mh-fallback with mh)
+IP_VS_SVC_F_SCHED2 = 0x0010  # sh-port (mh-port with mh)
+
+#: kanotify's flag names (model.SERVICE_FLAGS) <-> kernel bits
+FLAG_BITS: Mapping[str, int] = {
+    "one-packet": IP_VS_SVC_F_ONEPACKET,
+    "sh-fallback": IP_VS_SVC_F_SCHED1,
+    "sh-port": IP_VS_SVC_F_SCHED2,
+}
+
+IP_VS_CONN_F_FWD_MASK = 0x7
+#: forwarding method names <-> IP_VS_CONN_F_* values
+FORWARD_CODES: Mapping[str, int] = {"nat": 0, "local": 1, "tun": 2, "dr": 3, "bypass": 4}
+_FORWARD_NAMES = {code: name for name, code in FORWARD_CODES.items()}
+
+PROTOCOL_NUMBERS: Mapping[str, int] = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP, "sctp": 132}
+_PROTOCOL_NAMES = {num: name for name, num in PROTOCOL_NUMBERS.items()}
+
+_AF = {4: socket.AF_INET, 6: socket.AF_INET6}
+_VERSION = {socket.AF_INET: 4, socket.AF_INET6: 6}
+
+
+class DecodeError(ValueError):
+    """A kernel message kanotify cannot read (truncated, unknown family or protocol)."""
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def nla(attr_type: int, data: bytes) -> bytes:
+    """One netlink attribute, padded to 4 bytes."""
+    length = _NLA.size + len(data)
+    return _NLA.pack(length, attr_type) + data + b"\0" * (-length % 4)
+
+
+def nlmsg(msg_type: int, flags: int, seq: int, payload: bytes) -> bytes:
+    """One netlink message (header + payload, padded to 4 bytes)."""
+    length = _NLMSGHDR.size + len(payload)
+    return _NLMSGHDR.pack(length, msg_type, flags, seq, 0) + payload + b"\0" * (-length % 4)
+
+
+def genlmsg(family: int, cmd: int, flags: int, seq: int, attrs: bytes, version: int = IPVS_GENL_VERSION) -> bytes:
+    """A generic netlink request for ``family`` (its numeric id)."""
+    return nlmsg(family, flags, seq, _GENLHDR.pack(cmd, version, 0) + attrs)
+
+
+def getfamily_request(name: str, seq: int) -> bytes:
+    """nlctrl CTRL_CMD_GETFAMILY: resolve a generic netlink family name to its id."""
+    attrs = nla(CTRL_ATTR_FAMILY_NAME, name.encode() + b"\0")
+    return genlmsg(GENL_ID_CTRL, CTRL_CMD_GETFAMILY, NLM_F_REQUEST | NLM_F_ACK, seq, attrs, version=1)
+
+
+def _addr16(address: IPAddress) -> bytes:
+    return address.packed.ljust(16, b"\0")
+
+
+def _netmask(service: VirtualService) -> bytes:
+    prefix = service.effective_netmask
+    if service.key.family == 4:
+        return int(ipaddress.IPv4Network(f"0.0.0.0/{prefix}").netmask).to_bytes(4, "big")
+    return struct.pack("=I", prefix)  # IPv6: a prefix length, host order (see module doc)
+
+
+def service_key_attrs(key: ServiceKey) -> bytes:
+    """The attributes that identify a service (all the kernel wants for del/dest commands)."""
+    out = nla(IPVS_SVC_ATTR_AF, struct.pack("=H", _AF[key.family]))
+    if key.is_fwmark:
+        return out + nla(IPVS_SVC_ATTR_FWMARK, struct.pack("=I", key.fwmark))
+    if key.address is None or key.address.version != key.family:
+        raise ValueError(f"ipvs service {key}: address does not match family {key.family}")
+    try:
+        proto = PROTOCOL_NUMBERS[key.protocol]
+    except KeyError:
+        raise ValueError(f"ipvs service {key}: unknown protocol {key.protocol!r}") from None
+    return (
+        out
+        + nla(IPVS_SVC_ATTR_PROTOCOL, struct.pack("=H", proto))
+        + nla(IPVS_SVC_ATTR_ADDR, _addr16(key.address))
+        + nla(IPVS_SVC_ATTR_PORT, struct.pack("!H", key.port))
+    )
+
+
+def service_flags(service: VirtualService) -> int:
+    """Kernel flag bits for a service (without HASHED, which the kernel adds)."""
+    bits = IP_VS_SVC_F_PERSISTENT if service.persistence else 0
+    for name in service.flags:
+        try:
+            bits |= FLAG_BITS[name]
+        except KeyError:
+            raise ValueError(f"ipvs service {service.key}: unknown flag {name!r}") from None
+    return bits
+
+
+def service_attrs(service: VirtualService) -> bytes:
+    """Key plus every editable attribute: what new/set of a service carries.
+
+    The flags mask is all ones, so a ``set`` makes the kernel's flags exactly
+    these (plus HASHED) instead of merging them into the old ones.
+    """
+    return (
+        service_key_attrs(service.key)
+        + nla(IPVS_SVC_ATTR_SCHED_NAME, service.scheduler.encode() + b"\0")
+        + nla(IPVS_SVC_ATTR_FLAGS, struct.pack("=II", service_flags(service), 0xFFFFFFFF))
+        + nla(IPVS_SVC_ATTR_TIMEOUT, struct.pack("=I", service.persistence))
+        + nla(IPVS_SVC_ATTR_NETMASK, _netmask(service))
+    )
+
+
+def dest_key_attrs(real: RealServer) -> bytes:
+    """The attributes that identify a real server within its service."""
+    return (
+        nla(IPVS_DEST_ATTR_ADDR, _addr16(real.address))
+        + nla(IPVS_DEST_ATTR_PORT, struct.pack("!H", real.port))
+        + nla(IPVS_DEST_ATTR_ADDR_FAMILY, struct.pack("=H", _AF[real.address.version]))
+    )
+
+
+def dest_attrs(real: RealServer) -> bytes:
+    """Key plus every editable attribute: what new/set of a real server carries."""
+    try:
+        fwd = FORWARD_CODES[real.forward]
+    except KeyError:
+        raise ValueError(f"real server {real}: unknown forwarding method {real.forward!r}") from None
+    return (
+        dest_key_attrs(real)
+        + nla(IPVS_DEST_ATTR_FWD_METHOD, struct.pack("=I", fwd))
+        + nla(IPVS_DEST_ATTR_WEIGHT, struct.pack("=I", real.weight))
+        + nla(IPVS_DEST_ATTR_U_THRESH, struct.pack("=I", real.u_threshold))
+        + nla(IPVS_DEST_ATTR_L_THRESH, struct.pack("=I", real.l_threshold))
+    )
+
+
+def service_request(family: int, cmd: int, seq: int, service: VirtualService | ServiceKey, flags: int) -> bytes:
+    """new/set (a :class:`VirtualService`) or del/get (a :class:`ServiceKey`) of a service."""
+    inner = service_attrs(service) if isinstance(service, VirtualService) else service_key_attrs(service)
+    return genlmsg(family, cmd, flags, seq, nla(IPVS_CMD_ATTR_SERVICE, inner))
+
+
+def dest_request(
+    family: int, cmd: int, seq: int, service: ServiceKey, real: RealServer | None, flags: int, full: bool = True
+) -> bytes:
+    """new/set (``full``) or del (key only) of a real server; ``real=None`` for a dest dump."""
+    attrs = nla(IPVS_CMD_ATTR_SERVICE, service_key_attrs(service))
+    if real is not None:
+        attrs += nla(IPVS_CMD_ATTR_DEST, dest_attrs(real) if full else dest_key_attrs(real))
+    return genlmsg(family, cmd, flags, seq, attrs)
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+@dataclass(frozen=True)
+class Message:
+    """One netlink message as read from the socket."""
+
+    type: int
+    flags: int
+    seq: int
+    payload: bytes
+
+
+def iter_messages(data: bytes) -> Iterator[Message]:
+    """Split one ``recv`` buffer into netlink messages."""
+    offset = 0
+    while offset + _NLMSGHDR.size <= len(data):
+        length, mtype, flags, seq, _pid = _NLMSGHDR.unpack_from(data, offset)
+        if length < _NLMSGHDR.size or offset + length > len(data):
+            raise DecodeError(f"truncated netlink message at offset {offset} (length {length})")
+        yield Message(mtype, flags, seq, data[offset + _NLMSGHDR.size : offset + length])
+        offset += (length + 3) & ~3
+
+
+def parse_attrs(data: bytes, offset: int = 0) -> dict[int, bytes]:
+    """Attributes of one level by type (the last one wins; IPVS never repeats them)."""
+    attrs: dict[int, bytes] = {}
+    while offset + _NLA.size <= len(data):
+        length, atype = _NLA.unpack_from(data, offset)
+        if length < _NLA.size:
+            break
+        attrs[atype & _NLA_TYPE_MASK] = data[offset + _NLA.size : offset + length]
+        offset += (length + 3) & ~3
+    return attrs
+
+
+def genl_attrs(payload: bytes) -> tuple[int, dict[int, bytes]]:
+    """(cmd, attributes) of a generic netlink message payload."""
+    if len(payload) < _GENLHDR.size:
+        raise DecodeError("generic netlink message shorter than its header")
+    cmd = payload[0]
+    return cmd, parse_attrs(payload, _GENLHDR.size)
+
+
+def parse_error(msg: Message) -> tuple[int, str]:
+    """(errno, extended-ack text or "") of an NLMSG_ERROR; errno 0 is an ACK."""
+    (error,) = struct.unpack_from("=i", msg.payload, 0)
+    text = ""
+    if msg.flags & NLM_F_ACK_TLVS:
+        if msg.flags & NLM_F_CAPPED:
+            tlv_offset = 4 + _NLMSGHDR.size
+        else:
+            (orig_len,) = struct.unpack_from("=I", msg.payload, 4)
+            tlv_offset = 4 + ((orig_len + 3) & ~3)
+        raw = parse_attrs(msg.payload, tlv_offset).get(NLMSGERR_ATTR_MSG)
+        if raw:
+            text = raw.split(b"\0", 1)[0].decode(errors="replace")
+    return -error, text
+
+
+def family_id(payload: bytes) -> int:
+    """The family id from a CTRL_CMD_NEWFAMILY reply."""
+    _cmd, attrs = genl_attrs(payload)
+    try:
+        return struct.unpack("=H", attrs[CTRL_ATTR_FAMILY_ID][:2])[0]
+    except KeyError:
+        raise DecodeError("nlctrl reply without a family id") from None
+
+
+def _u16(attrs: Mapping[int, bytes], key: int, default: int = 0) -> int:
+    raw = attrs.get(key)
+    return struct.unpack("=H", raw[:2])[0] if raw else default
+
+
+def _u32(attrs: Mapping[int, bytes], key: int, default: int = 0) -> int:
+    raw = attrs.get(key)
+    return struct.unpack("=I", raw[:4])[0] if raw else default
+
+
+def _be16(attrs: Mapping[int, bytes], key: int) -> int:
+    raw = attrs.get(key)
+    return struct.unpack("!H", raw[:2])[0] if raw else 0
+
+
+def _address(raw: bytes | None, af: int) -> IPAddress:
+    if raw is None:
+        raise DecodeError("IPVS message without an address")
+    if af == socket.AF_INET:
+        return ipaddress.IPv4Address(raw[:4])
+    if af == socket.AF_INET6:
+        return ipaddress.IPv6Address(raw[:16])
+    raise DecodeError(f"unknown address family {af}")
+
+
+def _prefix_from_mask(mask: int) -> int:
+    """Prefix length of a contiguous IPv4 mask; -1 for a non-contiguous one (never desired)."""
+    prefix = bin(mask).count("1")
+    return prefix if mask == ((0xFFFFFFFF << (32 - prefix)) & 0xFFFFFFFF) else -1
+
+
+def decode_service(attrs: Mapping[int, bytes]) -> VirtualService:
+    """Normalize the attributes of ``IPVS_CMD_ATTR_SERVICE`` into a :class:`VirtualService`.
+
+    Only what kanotify manages survives: HASHED, PERSISTENT (folded into
+    ``persistence``) and unknown flag bits are dropped; ``netmask`` is ``None``
+    when it is the full length of the family.
+    """
+    af = _u16(attrs, IPVS_SVC_ATTR_AF)
+    try:
+        version = _VERSION[af]
+    except KeyError:
+        raise DecodeError(f"ipvs service with unknown address family {af}") from None
+    if IPVS_SVC_ATTR_FWMARK in attrs:
+        key = ServiceKey.mark(_u32(attrs, IPVS_SVC_ATTR_FWMARK), version)
+    else:
+        proto = _u16(attrs, IPVS_SVC_ATTR_PROTOCOL)
+        name = _PROTOCOL_NAMES.get(proto, f"proto-{proto}")
+        key = ServiceKey.inet(name, _address(attrs.get(IPVS_SVC_ATTR_ADDR), af), _be16(attrs, IPVS_SVC_ATTR_PORT))
+    raw_flags = attrs.get(IPVS_SVC_ATTR_FLAGS)
+    bits = struct.unpack("=I", raw_flags[:4])[0] if raw_flags else 0
+    flags = frozenset(name for name, bit in FLAG_BITS.items() if bits & bit)
+    timeout = _u32(attrs, IPVS_SVC_ATTR_TIMEOUT)
+    persistence = timeout if bits & IP_VS_SVC_F_PERSISTENT else 0
+    raw_mask = attrs.get(IPVS_SVC_ATTR_NETMASK)
+    full = 32 if version == 4 else 128
+    if raw_mask is None:
+        prefix = full
+    elif version == 4:
+        prefix = _prefix_from_mask(int.from_bytes(raw_mask[:4], "big"))
+    else:
+        prefix = struct.unpack("=I", raw_mask[:4])[0]
+    sched = attrs.get(IPVS_SVC_ATTR_SCHED_NAME, b"").split(b"\0", 1)[0].decode(errors="replace")
+    return VirtualService(
+        key=key,
+        scheduler=sched,
+        persistence=persistence,
+        netmask=None if prefix == full else prefix,
+        flags=flags,
+    )
+
+
+def decode_dest(attrs: Mapping[int, bytes], service_family: int) -> tuple[RealServer, RealServerStats]:
+    """Normalize the attributes of ``IPVS_CMD_ATTR_DEST`` into a real server and its counters."""
+    af = _u16(attrs, IPVS_DEST_ATTR_ADDR_FAMILY, _AF[service_family])
+    fwd = _u32(attrs, IPVS_DEST_ATTR_FWD_METHOD) & IP_VS_CONN_F_FWD_MASK
+    real = RealServer(
+        address=_address(attrs.get(IPVS_DEST_ATTR_ADDR), af),
+        port=_be16(attrs, IPVS_DEST_ATTR_PORT),
+        forward=_FORWARD_NAMES.get(fwd, f"fwd-{fwd}"),
+        weight=_u32(attrs, IPVS_DEST_ATTR_WEIGHT),
+        u_threshold=_u32(attrs, IPVS_DEST_ATTR_U_THRESH),
+        l_threshold=_u32(attrs, IPVS_DEST_ATTR_L_THRESH),
+    )
+    stats = RealServerStats(
+        active_conns=_u32(attrs, IPVS_DEST_ATTR_ACTIVE_CONNS),
+        inactive_conns=_u32(attrs, IPVS_DEST_ATTR_INACT_CONNS),
+    )
+    return real, stats
+
+
+def service_from_payload(payload: bytes) -> VirtualService:
+    """Decode one service reply (a dump part or a get)."""
+    _cmd, attrs = genl_attrs(payload)
+    inner = attrs.get(IPVS_CMD_ATTR_SERVICE)
+    if inner is None:
+        raise DecodeError("IPVS service reply without IPVS_CMD_ATTR_SERVICE")
+    return decode_service(parse_attrs(inner))
+
+
+def dest_from_payload(payload: bytes, service_family: int) -> tuple[RealServer, RealServerStats]:
+    """Decode one dest dump part."""
+    _cmd, attrs = genl_attrs(payload)
+    inner = attrs.get(IPVS_CMD_ATTR_DEST)
+    if inner is None:
+        raise DecodeError("IPVS dest reply without IPVS_CMD_ATTR_DEST")
+    return decode_dest(parse_attrs(inner), service_family)
