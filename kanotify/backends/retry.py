@@ -66,7 +66,8 @@ def call_with_retry(
 
     The wait between attempts starts at 20 ms and doubles up to 250 ms, so a
     device that appears 100 ms late costs about 100 ms, and one that never
-    appears costs ``budget`` (plus one call).  ``budget=0`` means one attempt.
+    appears costs at most ``budget`` (a wait that would overshoot it is not
+    started).  ``budget=0`` means one attempt.
     """
     if budget <= 0:
         return _translate(fn, args, kw, what)
