@@ -273,7 +273,6 @@ class Engine:
             ipvs=desired.needs_ipvs,
         )
         options = PlanOptions(
-            entering_master=State.MASTER in ctx.to_states.values(),
             garp_count=self.config.settings.garp_count,
             garp_interval=self.config.settings.garp_interval,
             drain_timeout=self.config.settings.drain_timeout,

@@ -3,10 +3,14 @@
 No I/O happens here, which is what makes dry-run free and the planner testable
 with tables of cases.  Order matters for traffic:
 
-* entering MASTER: sysctls, then IPVS, then VIPs, then GARP -- the host is
-  ready to forward before it attracts traffic;
-* otherwise: sysctls, then VIPs (stop attracting traffic; ARP policy is set
-  before a VIP lands on ``lo``), then IPVS.
+1. sysctls -- the ARP policy is in force before a VIP lands on ``lo``;
+2. VIP removals -- a host leaving MASTER stops attracting traffic first;
+3. IPVS -- services are ready before a host entering MASTER attracts traffic;
+4. VIP binds, then 5. GARP for what was just bound.
+
+So entering MASTER is sysctls, IPVS, VIPs, GARP; leaving MASTER is VIPs, then
+IPVS; and a reconcile of several instances moving in opposite directions
+orders each of them right.
 
 Only managed objects ever appear in a plan; foreign addresses and services are
 not even mentioned (except foreign IPVS services with ``ipvs_exclusive``).
@@ -67,7 +71,6 @@ class Plan:
 class PlanOptions:
     """Settings the planner needs besides desired and observed state."""
 
-    entering_master: bool = False
     garp_count: int = 5
     garp_interval: float = 0.2
     drain_timeout: float = 300.0
@@ -121,13 +124,9 @@ def desired_state(
 def plan(desired: Desired, observed: Observed, options: PlanOptions = PlanOptions()) -> Plan:
     """Compute the ordered actions that take ``observed`` to ``desired``."""
     sysctls = _plan_sysctls(desired, observed)
-    vips, garps = _plan_vips(desired, observed, options)
+    removals, binds, garps = _plan_vips(desired, observed, options)
     ipvs = _plan_ipvs(desired, observed, options)
-    if options.entering_master:
-        ordered = sysctls + ipvs + vips + garps
-    else:
-        ordered = sysctls + vips + ipvs + garps
-    return Plan(tuple(ordered))
+    return Plan(tuple(sysctls + removals + ipvs + binds + garps))
 
 
 def _plan_sysctls(desired: Desired, observed: Observed) -> list[Action]:
@@ -148,7 +147,8 @@ def normalize_sysctl(value: str) -> str:
 
 def _plan_vips(
     desired: Desired, observed: Observed, options: PlanOptions
-) -> tuple[list[Action], list[Action]]:
+) -> tuple[list[Action], list[Action], list[Action]]:
+    """(no-ops and removals, binds, announcements)."""
     bound = {vip.key: vip for vip in observed.vips}
     wanted = {spec.vip.key: spec for spec in desired.vips}
     removals: list[Action] = []
@@ -172,7 +172,7 @@ def _plan_vips(
         binds.append(BindVip(spec.vip))
         if spec.garp and spec.vip.dev != "lo" and options.garp_count > 0:
             garps.append(SendGarp(spec.vip, options.garp_count, options.garp_interval))
-    return noops + removals + binds, garps
+    return noops + removals, binds, garps
 
 
 def _plan_ipvs(desired: Desired, observed: Observed, options: PlanOptions) -> list[Action]:
