@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping, Sequence
 from .actions import Action, BindVip, SendGarp
 from .backends.base import Backend, Scope
 from .config import Config
-from .errors import EXIT_FAILED, EXIT_OK, ApplyError, KanotifyError, LockTimeout
+from .errors import EXIT_FAILED, EXIT_OK, ApplyError, HookError, KanotifyError
 from .journal import Journal, summary_line, syslog_line, utc_now_iso
 from .model import Desired, Observed, State
 from .plan import Plan, PlanOptions, desired_state, next_draining, plan
@@ -217,10 +217,11 @@ class Engine:
                 return self._run_locked(ctx, new_states, argv, ticket, record, started, locked=False)
             with self.store.lock(self.config.settings.lock_timeout):
                 return self._run_locked(ctx, new_states, argv, ticket, record, started, locked=True)
-        except LockTimeout as exc:
+        except KanotifyError as exc:  # lock timeout, unusable state dir, ...
             return self._failed_early(ctx, argv, started, str(exc))
-        except KanotifyError as exc:
-            return self._failed_early(ctx, argv, started, str(exc))
+        except Exception as exc:  # noqa: BLE001 - e.g. netlink unusable: journal it with its traceback
+            text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).strip()
+            return self._failed_early(ctx, argv, started, f"{type(exc).__name__}: {exc}", traceback_text=text)
 
     def _run_locked(
         self,
@@ -283,10 +284,21 @@ class Engine:
         try:
             observed = backend.observe(scope)
             ctx.plan = plan(desired, observed, options)
-            extra = self._hook_actions(ctx)
+            aborted = None
+            try:
+                extra = self._hook_actions(ctx)
+            except HookError as exc:  # a *required* hook failed: do not converge
+                aborted, extra = str(exc), []
             if extra:
                 ctx.plan = Plan(ctx.plan.actions + tuple(extra))
-            if ctx.dry_run:
+            if aborted is not None:
+                results = [
+                    ActionResult(a, NOOP) if a.is_noop else ActionResult(a, SKIPPED, f"not applied: {aborted}")
+                    for a in ctx.plan
+                ]
+                verify = []
+                self.warnings.append(aborted)
+            elif ctx.dry_run:
                 results = [ActionResult(a, NOOP if a.is_noop else SKIPPED) for a in ctx.plan]
                 verify: list[str] = []
             else:
@@ -300,7 +312,11 @@ class Engine:
         finally:
             backend.close()
 
-        failed = any(r.status == FAILED for r in results) or bool(getattr(self.hooks, "problems", None))
+        failed = (
+            aborted is not None
+            or any(r.status == FAILED for r in results)
+            or bool(getattr(self.hooks, "problems", None))
+        )
         outcome = OUTCOME_FAILED if failed or verify else CONVERGED
         if superseded:
             note = "superseded for " + ", ".join(superseded)
@@ -361,8 +377,13 @@ class Engine:
     def _call_failed(self, ctx: RunContext, action: Action, error: BaseException) -> None:
         self.hooks.action_failed(ctx, action, error)
 
-    def _failed_early(self, ctx: RunContext, argv: Sequence[str], started: float, message: str) -> RunResult:
+    def _failed_early(
+        self, ctx: RunContext, argv: Sequence[str], started: float, message: str, traceback_text: str | None = None
+    ) -> RunResult:
         record = self._record(ctx, [], OUTCOME_FAILED, argv, _ms(started), note=message)
+        if traceback_text:
+            record["traceback"] = traceback_text
+        self.warnings.append(message)
         self._write_journal(record)
         return RunResult(ctx, [], OUTCOME_FAILED, record)
 
