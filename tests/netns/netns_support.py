@@ -76,6 +76,13 @@ class Netns:
         """Read ``/proc/sys/RELPATH`` from a process inside the namespace."""
         return self.exec("cat", f"/proc/sys/{relpath}").stdout.strip()
 
+    def set_sysctls(self, values: dict[str, object]) -> None:
+        """Write sysctls (dotted keys, no dotted interface names) from a shell inside the namespace."""
+        script = "; ".join(
+            f"echo {value} > /proc/sys/{key.replace('.', '/')}" for key, value in values.items()
+        )
+        self.exec("sh", "-ec", script)
+
     def addresses(self, dev: str) -> list[dict[str, Any]]:
         """``addr_info`` of ``dev`` as ``ip -j addr`` shows it."""
         data = self.ip_json("addr", "show", "dev", dev)

@@ -155,7 +155,7 @@ def test_foreign_addresses_survive(ns_a: Netns) -> None:
 def test_removing_a_primary_vip_keeps_foreign_secondaries(ns_a: Netns) -> None:
     """Without promote_secondaries the kernel deletes a primary's secondaries along with it."""
     vip = Vip(ipaddress.ip_interface("198.51.100.10/24"), "eth0", "eth0:0")
-    ns_a.exec("sysctl", "-qw", "net.ipv4.conf.all.promote_secondaries=0", "net.ipv4.conf.eth0.promote_secondaries=0")
+    ns_a.set_sysctls({"net.ipv4.conf.all.promote_secondaries": 0, "net.ipv4.conf.eth0.promote_secondaries": 0})
     ns_a.run(_apply_all, [BindVip(vip)])  # first in its subnet: the primary
     ns_a.ip("addr", "add", "198.51.100.20/24", "dev", "eth0")  # foreign, becomes a secondary
     entry = _local(ns_a.addresses("eth0"), "198.51.100.20", 24)
@@ -230,7 +230,7 @@ def test_device_appearing_late_is_waited_for(pair) -> None:  # type: ignore[no-u
 def test_backend_can_target_a_namespace_from_outside(ns_a: Netns) -> None:
     """``AddressBackend(netns=NAME)`` from the host process acts on that namespace only."""
     vip = Vip(ipaddress.ip_interface("198.51.100.10/24"), "eth0", "eth0:1")
-    ns_a.exec("sysctl", "-qw", "net.ipv4.conf.all.promote_secondaries=0", "net.ipv4.conf.eth0.promote_secondaries=0")
+    ns_a.set_sysctls({"net.ipv4.conf.all.promote_secondaries": 0, "net.ipv4.conf.eth0.promote_secondaries": 0})
     backend = AddressBackend(netns=ns_a.name)
     try:
         backend.apply(BindVip(vip))
