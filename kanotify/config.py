@@ -608,6 +608,17 @@ _GROUP_KEYS = ("name", "instances")
 _HOOK_RESERVED = ("enabled", "required", "timeout")
 
 
+@dataclass(frozen=True)
+class _ServiceId:
+    """What the real servers of a service need to know, even when its key is invalid."""
+
+    key: ServiceKey | None  # None: some part of it has a problem
+    family: int | None
+    port: int | None  # 0 for fwmark services
+    fwmark: bool
+    name: str  # for messages: "192.0.2.100" or "fwmark 5"
+
+
 class _ConfigReader:
     """Walks the parsed TOML once, building value objects and recording problems.
 
@@ -817,12 +828,13 @@ class _ConfigReader:
     def service(self, path: str, data: dict[str, Any]) -> ServiceSpec | None:
         t = _Table(self.problems, path, data, _SERVICE_KEYS)
         mark = self.problems.mark()
-        key = self.service_key(t)
+        sid = self.service_id(t)
+        key = sid.key
         scheduler = t.choice("scheduler", SCHEDULERS, default="wlc")
         persistence = t.integer("persistence", 0, MAX_PERSISTENCE, default=0)
         netmask = None
         if t.has("persistence_netmask"):
-            full = 128 if key is not None and key.family == 6 else 32
+            full = 128 if sid.family == 6 else 32
             netmask = t.integer("persistence_netmask", 0, full)
             if persistence == 0:
                 t.problem("persistence_netmask", "expected persistence > 0 first: the netmask only groups "
@@ -838,7 +850,7 @@ class _ConfigReader:
         reals: list[RealServer | None] = []
         seen: dict[tuple[IPAddress, int], str] = {}
         for rpath, rdata in t.tables("real", "instance.service.real"):
-            real = self.real(rpath, rdata, key)
+            real = self.real(rpath, rdata, sid)
             if real is not None and real.key in seen:
                 hostport = format_hostport(real.address, real.port)
                 self.problems.add(rpath, f"duplicate real server {hostport} (also {seen[real.key]})")
@@ -858,18 +870,18 @@ class _ConfigReader:
         service = VirtualService(key, scheduler, persistence, netmask, frozenset(flags or ()))
         return ServiceSpec(service, tuple(r for r in reals if r is not None), states)
 
-    def service_key(self, t: _Table) -> ServiceKey | None:
+    def service_id(self, t: _Table) -> _ServiceId:
         """``fwmark`` (+ ``family``) or ``protocol``/``address``/``port``."""
         if t.has("fwmark"):
             fwmark = t.integer("fwmark", 1, 2**32 - 1)
             family = t.choice("family", ("inet", "inet6"), default="inet")
             for other in ("protocol", "address", "port"):
                 if t.has(other):
-                    t.problem(other, "expected no " + other + " with fwmark: a fwmark service is keyed by its mark "
-                                                              "(and family) alone")
-            if fwmark is None or family is None:
-                return None
-            return ServiceKey.mark(fwmark, 6 if family == "inet6" else 4)
+                    t.problem(other, f"expected no {other} with fwmark: a fwmark service is keyed by its mark "
+                                     "(and family) alone")
+            version = None if family is None else 6 if family == "inet6" else 4
+            key = ServiceKey.mark(fwmark, version) if fwmark is not None and version is not None else None
+            return _ServiceId(key, version, 0, True, "fwmark" if fwmark is None else f"fwmark {fwmark}")
         if t.has("family"):
             t.problem("family", "expected family only with fwmark: the address gives the family")
         protocol = t.choice("protocol", PROTOCOLS, required=True)
@@ -882,13 +894,14 @@ class _ConfigReader:
             else:
                 address = parsed
         port = t.integer("port", 1, 65535, required=True)
-        if protocol is None or address is None or port is None:
-            return None
-        return ServiceKey.inet(protocol, address, port)
+        key = None
+        if protocol is not None and address is not None and port is not None:
+            key = ServiceKey.inet(protocol, address, port)
+        return _ServiceId(key, address.version if address else None, port, False, str(address))
 
     # -- [[instance.service.real]]
 
-    def real(self, path: str, data: dict[str, Any], key: ServiceKey | None) -> RealServer | None:
+    def real(self, path: str, data: dict[str, Any], service: _ServiceId) -> RealServer | None:
         t = _Table(self.problems, path, data, _REAL_KEYS)
         mark = self.problems.mark()
         address = None
@@ -897,15 +910,12 @@ class _ConfigReader:
             parsed = _parse_address(text)
             if isinstance(parsed, str):
                 t.problem("address", parsed)
-            elif key is not None and parsed.version != key.family:
-                like = f"the service {key.address}" if key.address is not None else f"the service ({key})"
-                t.problem("address", f"expected an IPv{key.family} address like {like}, "
-                                     f"got IPv{parsed.version} address {parsed}")
+            elif service.family is not None and parsed.version != service.family:
+                t.problem("address", f"expected an IPv{service.family} address like the service "
+                                     f"({service.name}), got IPv{parsed.version} address {parsed}")
             else:
                 address = parsed
-        fwmark = key is not None and key.is_fwmark
-        service_port = key.port if key is not None else None
-        port = t.integer("port", 0 if fwmark else 1, 65535, default=service_port)
+        port = t.integer("port", 0 if service.fwmark else 1, 65535, default=service.port)
         forward = t.choice("forward", FORWARDS, default="dr")
         weight = t.integer("weight", 0, 65535, default=1)
         upper = t.integer("upper_threshold", 0, 65535, default=0)
@@ -913,10 +923,10 @@ class _ConfigReader:
         t.done()
         if upper and lower is not None and lower > upper:
             t.problem("lower_threshold", f"expected lower_threshold <= upper_threshold ({upper}), got {lower}")
-        if (key is not None and not fwmark and forward in ("dr", "tun") and port is not None
-                and port != key.port):
-            t.problem("port", f"expected {key.port} (the service's port): with forward = {_literal(forward)} IPVS "
-                              f"cannot rewrite ports; use forward = \"nat\" to map {key.port} to {port}")
+        if (not service.fwmark and forward in ("dr", "tun") and port is not None and service.port is not None
+                and port != service.port):
+            t.problem("port", f"expected {service.port} (the service's port): with forward = {_literal(forward)} "
+                              f"IPVS cannot rewrite ports; use forward = \"nat\" to map {service.port} to {port}")
         if (self.problems.since(mark) or address is None or port is None or forward is None or weight is None
                 or upper is None or lower is None):
             return None
