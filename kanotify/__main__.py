@@ -1,14 +1,87 @@
-"""Entry point: ``kanotify`` and ``python -m kanotify``."""
+"""Entry point: ``kanotify`` and ``python -m kanotify``.
+
+Kept tiny on purpose, because of keepalived's STOP notifications: keepalived
+SIGKILLs the process group of a STOP script after one second, and on a slow
+host Python may not even have imported its libraries by then -- leaving a
+director that keeps its VIP after keepalived stopped, i.e. a duplicate VIP on
+the LAN.  So, before any heavy import, a STOP notification (``kanotify stop``
+or ``kanotify notify ... STOP|DELETED``) forks: the child leaves keepalived's
+process group (``setsid``) and does the work under the usual lock; the parent
+waits for it and passes its exit code on.  If keepalived kills the parent, the
+child carries on.  The notification's ticket (its place in keepalived's order)
+is taken before the fork, so the detached worker keeps the original order.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
+
+#: global options that take a value (so their value is not mistaken for the command)
+_VALUE_OPTIONS = {"--config"}
+
+
+def _is_stop_notification(argv: list[str]) -> bool:
+    words = []
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+            continue
+        if word in _VALUE_OPTIONS:
+            skip = True
+            continue
+        if word.startswith("-"):
+            continue
+        words.append(word)
+    if not words:
+        return False
+    if words[0].lower() == "stop":
+        return True
+    return words[0] == "notify" and len(words) == 5 and words[3].upper() in ("STOP", "DELETED")
+
+
+def _detach_and_wait() -> int | None:
+    """Fork a worker in a new session.  Returns the exit code in the parent, None in the worker."""
+    from .state import pin_ticket
+
+    pin_ticket()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        os.setsid()
+        os.environ["KANOTIFY_STATUS_FD"] = str(write_end)
+        return None
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        data = pipe.read()
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+    try:
+        return int(data.strip() or b"1")
+    except ValueError:
+        return 1
 
 
 def main() -> None:
+    argv = sys.argv[1:]
+    if os.environ.get("KANOTIFY_NO_DETACH") != "1" and _is_stop_notification(argv):
+        code = _detach_and_wait()
+        if code is not None:
+            sys.exit(code)
     from .cli import run
 
-    sys.exit(run())
+    code = run()
+    status_fd = os.environ.pop("KANOTIFY_STATUS_FD", None)
+    if status_fd is not None:
+        try:
+            os.write(int(status_fd), str(code).encode())
+        except OSError:
+            pass  # the parent was killed by keepalived; nobody is waiting
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -211,11 +211,11 @@ def _transition(ctx: typer.Context, state: State, instance: Optional[str]) -> No
         _check_word(instance, "instance")
     config = _load(g)
     name = _resolve_instance(config, instance, state.value)
-    from .state import current_ticket
+    from .state import notification_ticket
 
     engine = _engine(g, config)
     result = engine.transition(
-        [name], state, argv=_argv(), command=state.value, dry_run=g.dry_run, ticket=current_ticket()
+        [name], state, argv=_argv(), command=state.value, dry_run=g.dry_run, ticket=notification_ticket()
     )
     _finish(g, result)
 
@@ -286,11 +286,11 @@ def notify(
         else:
             typer.echo(json.dumps(result.record, indent=2))
         _exit(EXIT_OK)
-    from .state import current_ticket
+    from .state import notification_ticket
 
     result = engine.transition(
         names, state, argv=argv, command=command, dry_run=g.dry_run,
-        ticket=current_ticket(), priority=priority,
+        ticket=notification_ticket(), priority=priority,
     )
     _finish(g, result)
 

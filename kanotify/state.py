@@ -78,6 +78,21 @@ def current_ticket(pid: int | None = None) -> Ticket:
     return Ticket(boot_id, start_ticks, pid)
 
 
+_PINNED: Ticket | None = None
+
+
+def pin_ticket() -> Ticket:
+    """Fix this notification's ticket now (before forking a worker that has a later start time)."""
+    global _PINNED
+    _PINNED = current_ticket()
+    return _PINNED
+
+
+def notification_ticket() -> Ticket:
+    """The ticket of the notification this process handles."""
+    return _PINNED if _PINNED is not None else current_ticket()
+
+
 @dataclass
 class InstanceRecord:
     state: State
