@@ -153,6 +153,7 @@ class GarpBackend:
         self.detach = detach
         self.sent = 0  # announcements sent synchronously, for tests
         self.last_first_packet_s: float | None = None
+        self.last_detached_pid: int | None = None  # the process sending the repeats
 
     def apply(self, action: Action) -> None:
         """Send the first announcement now, the rest from a detached process."""
@@ -174,7 +175,7 @@ class GarpBackend:
             self.last_first_packet_s = time.monotonic() - started
             if action.count > 1:
                 if self.detach:
-                    _spawn_detached(vip, action.count, action.interval)
+                    self.last_detached_pid = _spawn_detached(vip, action.count, action.interval)
                 else:
                     for seq in range(1, action.count):
                         time.sleep(action.interval)
@@ -220,15 +221,27 @@ def _reason(exc: OSError, dev: str) -> str:
 # --------------------------------------------------------------------------- detached repeats
 
 
-def _spawn_detached(vip: Vip, count: int, interval: float) -> None:
-    """Double fork: the grandchild sends announcements 1..count-1 and exits by itself."""
+def _spawn_detached(vip: Vip, count: int, interval: float) -> int | None:
+    """Double fork: the grandchild sends announcements 1..count-1 and exits by itself.
+
+    Returns the grandchild's pid (``None`` if it could not be learned).
+    """
+    read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid:
-        os.waitpid(pid, 0)  # the intermediate child exits at once
-        return
+        os.close(write_fd)
+        try:
+            with os.fdopen(read_fd, "rb") as pipe:
+                data = pipe.read()
+        finally:
+            os.waitpid(pid, 0)  # the intermediate child exits at once
+        return int(data) if data.strip().isdigit() else None
     try:
+        os.close(read_fd)
         os.setsid()  # out of keepalived's process group: a STOP kill does not reach it
-        if os.fork():
+        grandchild = os.fork()
+        if grandchild:
+            os.write(write_fd, str(grandchild).encode())
             os._exit(0)
         _close_inherited_fds()  # releases any flock() the parent holds through a shared fd
         for seq in range(1, count):

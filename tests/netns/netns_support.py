@@ -91,6 +91,10 @@ class Netns:
     def mac(self, dev: str = "eth0") -> str:
         return self.ip_json("link", "show", "dev", dev)[0]["address"]
 
+    def socket(self, family: int, kind: int, proto: int = 0) -> socket.socket:
+        """A socket created inside the namespace (it stays there), usable from the test process."""
+        return socket_in_netns(self.name, family, kind, proto)
+
     def run(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         """Call ``fn(*args, **kw)`` in a forked child that has joined this namespace."""
         return run_in_netns(self.name, fn, *args, **kw)
@@ -147,6 +151,64 @@ def run_in_netns(name: str, fn: Callable[..., Any], *args: Any, **kw: Any) -> An
             value.add_note(f"--- raised inside netns {name}:\n{tb}")
         raise value
     return value
+
+
+def socket_in_netns(name: str, family: int, kind: int, proto: int = 0) -> socket.socket:
+    """Create a socket in netns ``name`` (a socket keeps the namespace it was created in)."""
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with parent, child:
+
+        def make() -> None:
+            sock = socket.socket(family, kind, proto)
+            socket.send_fds(child, [b"x"], [sock.fileno()])
+
+        run_in_netns(name, make)
+        _, fds, _, _ = socket.recv_fds(parent, 1, 1)
+    return socket.socket(fileno=fds[0])
+
+
+def ethertype_socket(ns: "Netns", ethertype: int, dev: str = "eth0") -> socket.socket:
+    """An AF_PACKET socket in ``ns`` that sees (and can send) frames of ``ethertype`` on ``dev``."""
+    sock = ns.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ethertype))
+    sock.bind((dev, ethertype))
+    return sock
+
+
+def drain(sock: socket.socket) -> list[bytes]:
+    """Every frame already queued on ``sock``, without waiting."""
+    frames = []
+    sock.setblocking(False)
+    try:
+        while True:
+            frames.append(sock.recv(65536))
+    except BlockingIOError:
+        pass
+    finally:
+        sock.setblocking(True)
+    return frames
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` s."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.01)
+
+
+def process_gone(pid: int) -> bool:
+    """True once ``pid`` has exited (a zombie waiting for a non-reaping init counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
 
 
 @dataclass
