@@ -860,8 +860,7 @@ class _ConfigReader:
             reals.append(real)
         t.done()
 
-        if (self.problems.since(mark) or key is None or scheduler is None or persistence is None
-                or flags is None and t.has("flags") or states is None):
+        if self.problems.since(mark) or key is None or scheduler is None or persistence is None or states is None:
             return None
         if key in self.services:
             self.problems.add(path, f"duplicate service {key} (also {self.services[key]})")
@@ -1057,7 +1056,7 @@ class _LineIndex:
             if path in self.lines:
                 return self.lines[path]
             match = _LAST_SEGMENT_RE.search(path)
-            if not match or match.start() == 0 and match.end() == 0:
+            if not match:
                 return None
             path = path[: match.start()]
         return None
