@@ -138,14 +138,14 @@ class Engine:
         self,
         config: Config,
         *,
-        backend_factory: Callable[[], Backend] = _system_backend,
+        backend_factory: Callable[[], Backend] | None = None,
         hooks: Any = None,
         clock: Callable[[], float] = time.time,
         journal: Journal | None = None,
         store: StateStore | None = None,
     ) -> None:
         self.config = config
-        self.backend_factory = backend_factory
+        self.backend_factory = backend_factory or (lambda: _system_backend())
         self.hooks = hooks if hooks is not None else NullHooks()
         self.clock = clock
         self.journal = journal or Journal(config.settings.journal)

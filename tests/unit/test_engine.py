@@ -1,0 +1,327 @@
+"""Engine tests with the in-memory backend: apply twice, journal, ordering, failures."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from kanotify.backends.memory import MemoryBackend
+from kanotify.config import parse_config
+from kanotify.engine import Engine
+from kanotify.journal import Journal
+from kanotify.model import State
+from kanotify.state import StateStore, Ticket
+
+CONFIG = """
+[settings]
+state_dir = "{tmp}/state"
+journal = "{tmp}/journal.jsonl"
+syslog = false
+lock_timeout = 0.3
+drain_timeout = 60
+
+[sysctl]
+"net.ipv4.conf.all.arp_ignore" = 1
+"net.ipv4.conf.all.arp_announce" = 2
+
+[[instance]]
+name = "VI_1"
+  [[instance.vip]]
+  address = "192.0.2.100/24"
+  dev = "eth0"
+  label = "eth0:0"
+  [[instance.vip]]
+  address = "192.0.2.100/32"
+  dev = "lo"
+  label = "lo:0"
+  states = ["backup", "fault"]
+  [[instance.service]]
+  protocol = "tcp"
+  address = "192.0.2.100"
+  port = 80
+  scheduler = "wrr"
+    [[instance.service.real]]
+    address = "192.0.2.21"
+    [[instance.service.real]]
+    address = "192.0.2.22"
+
+[[instance]]
+name = "VI_2"
+  [[instance.vip]]
+  address = "198.51.100.100/24"
+  dev = "eth0"
+
+[[group]]
+name = "VG_1"
+instances = ["VI_1", "VI_2"]
+"""
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def env(tmp_path: Path):  # type: ignore[no-untyped-def]
+    config = parse_config(CONFIG.format(tmp=tmp_path), str(tmp_path / "k.toml"))
+    backend = MemoryBackend(devices={"lo", "eth0"})
+    clock = Clock()
+    engine = Engine(config, backend_factory=lambda: backend, clock=clock)
+    return engine, backend, clock, tmp_path
+
+
+def _ticket(n: int) -> Ticket:
+    return Ticket("boot-a", 100 + n, 5000 + n)
+
+
+def _journal(tmp: Path) -> list[dict]:
+    lines = (tmp / "journal.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def _statuses(record: dict) -> list[str]:
+    return [a["status"] for a in record["actions"]]
+
+
+def test_master_applies_then_second_run_is_all_noops(env) -> None:  # type: ignore[no-untyped-def]
+    engine, backend, _, tmp = env
+    first = engine.transition(["VI_1"], State.MASTER, argv=["kanotify", "master", "VI_1"], command="master",
+                              ticket=_ticket(1))
+    assert first.outcome == "converged" and first.exit_code == 0
+    writes = len(backend.writes)
+    assert writes == 2 + 3 + 1  # sysctls, service + 2 reals, bind
+    assert len(backend.garps) == 1
+    second = engine.transition(["VI_1"], State.MASTER, argv=["kanotify", "master", "VI_1"], command="master",
+                               ticket=_ticket(2))
+    assert second.outcome == "converged"
+    assert not second.plan.has_changes
+    assert set(_statuses(second.record)) == {"noop"}
+    assert len(backend.writes) == writes and len(backend.garps) == 1
+    records = _journal(tmp)
+    assert len(records) == 2
+    assert records[0]["instance"] == "VI_1" and records[0]["from"] is None and records[0]["to"] == "master"
+    assert records[1]["from"] == "master"
+    for key in ("ts", "trigger", "instance", "from", "to", "dry_run", "actions", "outcome", "duration_ms"):
+        assert key in records[0]
+    assert records[0]["trigger"] == ["kanotify", "master", "VI_1"]
+
+
+def test_each_state_applied_twice_converges_with_no_second_write(env) -> None:  # type: ignore[no-untyped-def]
+    engine, backend, _, tmp = env
+    n = 0
+    for state in (State.MASTER, State.BACKUP, State.FAULT, State.STOP, State.MASTER, State.BACKUP):
+        n += 1
+        engine.transition(["VI_1"], state, argv=["t"], command=state.value, ticket=_ticket(n))
+        writes = len(backend.writes)
+        n += 1
+        again = engine.transition(["VI_1"], state, argv=["t"], command=state.value, ticket=_ticket(n))
+        assert again.outcome == "converged", again.record
+        assert len(backend.writes) == writes, f"second {state} run wrote something"
+    assert len(_journal(tmp)) == n
+
+
+def test_backup_binds_lo_vip_and_leaves_no_managed_service(env) -> None:  # type: ignore[no-untyped-def]
+    engine, backend, _, _ = env
+    engine.transition(["VI_1"], State.MASTER, argv=["t"], command="master", ticket=_ticket(1))
+    backend.add_foreign_service(__import__("kanotify.model", fromlist=["ServiceKey"]).ServiceKey.mark(9))
+    engine.transition(["VI_1"], State.BACKUP, argv=["t"], command="backup", ticket=_ticket(2))
+    assert {str(a) for a in backend.addresses} == {"192.0.2.100/32 dev lo label lo:0"}
+    assert [str(k) for k in backend.services] == ["fwmark 9"]  # the foreign one survives
+
+
+def test_dry_run_changes_nothing_and_is_journaled(env) -> None:  # type: ignore[no-untyped-def]
+    engine, backend, _, tmp = env
+    result = engine.transition(["VI_1"], State.MASTER, argv=["t"], command="master", dry_run=True,
+                               ticket=_ticket(1))
+    assert result.outcome == "converged" and result.plan.has_changes
+    assert backend.writes == [] and backend.garps == []
+    assert set(_statuses(result.record)) == {"skipped", "noop"}
+    assert _journal(tmp)[0]["dry_run"] is True
+    # and the state was not recorded
+    assert StateStore(str(tmp / "state")).load().instances == {}
+
+
+def test_stale_notification_is_superseded_and_changes_nothing(env) -> None:  # type: ignore[no-untyped-def]
+    engine, backend, _, tmp = env
+    engine.transition(["VI_1"], State.MASTER, argv=["t"], command="master", ticket=_ticket(5))
+    writes = len(backend.writes)
+    stale = engine.transition(["VI_1"], State.BACKUP, argv=["t"], command="backup", ticket=_ticket(3))
+    assert stale.outcome == "superseded" and stale.exit_code == 0
+    assert len(backend.writes) == writes
+    assert StateStore(str(tmp / "state")).load().states() == {"VI_1": State.MASTER}
+    assert _journal(tmp)[-1]["outcome"] == "superseded"
+
+
+def test_ticket_from_an_earlier_boot_never_wins() -> None:
+    old = Ticket("boot-a", 99999, 1)
+    assert Ticket("boot-b", 1, 1).newer_than(old)
+    assert not Ticket("boot-a", 5, 1).newer_than(old)
+    assert Ticket("boot-a", 99999, 2).newer_than(old)
+
+
+def test_reconcile_uses_recorded_state_and_unrecorded_counts_as_backup(env) -> None:  # type: ignore[no-untyped-def]
+    engine, backend, _, _ = env
+    result = engine.reconcile(argv=["kanotify", "reconcile"])
+    assert result.outcome == "converged"
+    assert {str(a) for a in backend.addresses} == {"192.0.2.100/32 dev lo label lo:0"}
+    assert result.record["instances"] == [
+        {"instance": "VI_1", "from": None, "to": "backup"}, {"instance": "VI_2", "from": None, "to": "backup"}
+    ]
+    engine.transition(["VI_1"], State.MASTER, argv=["t"], command="master", ticket=_ticket(1))
+    backend.addresses.clear()  # someone flushed the addresses
+    fixed = engine.reconcile(["VI_1"], argv=["kanotify", "reconcile"])
+    assert "bind 192.0.2.100/24 dev eth0 label eth0:0" in [str(r.action) for r in fixed.results if r.status == "applied"]
+
+
+def test_reconcile_with_state_records_it(env) -> None:  # type: ignore[no-untyped-def]
+    engine, _, _, tmp = env
+    engine.reconcile(["VI_2"], State.MASTER, argv=["t"])
+    assert StateStore(str(tmp / "state")).load().states() == {"VI_2": State.MASTER}
+
+
+def test_group_notification_applies_to_every_instance(env) -> None:  # type: ignore[no-untyped-def]
+    engine, backend, _, tmp = env
+    result = engine.transition(["VI_1", "VI_2"], State.MASTER, argv=["t"], command="notify", ticket=_ticket(1))
+    assert result.outcome == "converged"
+    assert {str(a) for a in backend.addresses} == {
+        "192.0.2.100/24 dev eth0 label eth0:0", "198.51.100.100/24 dev eth0"}
+    assert StateStore(str(tmp / "state")).load().states() == {"VI_1": State.MASTER, "VI_2": State.MASTER}
+    assert result.record["instance"] is None and len(result.record["instances"]) == 2
+
+
+def test_failing_ipvs_call_does_not_stop_the_vip_release(env) -> None:  # type: ignore[no-untyped-def]
+    engine, backend, _, tmp = env
+    engine.transition(["VI_1"], State.MASTER, argv=["t"], command="master", ticket=_ticket(1))
+    backend.fail["delete ipvs service tcp 192.0.2.100:80 (not desired in this state)"] = errno.EBUSY
+    result = engine.transition(["VI_1"], State.BACKUP, argv=["t"], command="backup", ticket=_ticket(2))
+    assert result.outcome == "failed" and result.exit_code == 1
+    assert {str(a) for a in backend.addresses} == {"192.0.2.100/32 dev lo label lo:0"}
+    failed = [a for a in _journal(tmp)[-1]["actions"] if a["status"] == "failed"]
+    assert failed == [{
+        "action": "delete ipvs service tcp 192.0.2.100:80 (not desired in this state)",
+        "status": "failed",
+        "error": "delete ipvs service tcp 192.0.2.100:80 (not desired in this state): injected failure",
+        "errno": errno.EBUSY,
+    }]
+    # the drift is visible, and the next reconcile converges once the failure is gone
+    del backend.fail["delete ipvs service tcp 192.0.2.100:80 (not desired in this state)"]
+    assert engine.reconcile(argv=["t"]).outcome == "converged"
+    assert backend.services == {}
+
+
+def test_failed_bind_skips_its_garp_and_other_actions_still_apply(env) -> None:  # type: ignore[no-untyped-def]
+    engine, backend, _, tmp = env
+    backend.devices.discard("eth0")
+    result = engine.transition(["VI_1"], State.MASTER, argv=["t"], command="master", ticket=_ticket(1))
+    assert result.exit_code == 1
+    by_status = {r.status for r in result.results}
+    assert {"applied", "failed", "skipped"} <= by_status
+    statuses = {str(r.action): r.status for r in result.results}
+    assert statuses["bind 192.0.2.100/24 dev eth0 label eth0:0"] == "failed"
+    assert statuses["send gratuitous ARP for 192.0.2.100 on eth0 (5x every 0.2s)"] == "skipped"
+    assert statuses["add ipvs service tcp 192.0.2.100:80 scheduler wrr"] == "applied"
+    assert backend.garps == []
+    record = _journal(tmp)[-1]
+    assert record["outcome"] == "failed"
+    assert "device eth0 does not exist" in json.dumps(record)
+
+
+def test_silent_apply_failure_is_caught_by_verification(env) -> None:  # type: ignore[no-untyped-def]
+    engine, backend, _, tmp = env
+    backend._apply_BindVip = lambda action: False  # type: ignore[method-assign]  # claims success, does nothing
+    result = engine.transition(["VI_1"], State.MASTER, argv=["t"], command="master", ticket=_ticket(1))
+    assert result.outcome == "failed"
+    assert result.verify == ["bind 192.0.2.100/24 dev eth0 label eth0:0"]
+    assert _journal(tmp)[-1]["verify"] == result.verify
+
+
+def test_lock_timeout_is_a_clear_failure(env) -> None:  # type: ignore[no-untyped-def]
+    engine, backend, _, tmp = env
+    StateStore(str(tmp / "state")).ensure_dir()
+    fd = os.open(tmp / "state" / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        result = engine.transition(["VI_1"], State.MASTER, argv=["t"], command="master", ticket=_ticket(1))
+    finally:
+        os.close(fd)
+    assert result.outcome == "failed" and result.exit_code == 1
+    assert "lock_timeout" in result.record["note"]
+    assert backend.writes == []
+
+
+def test_corrupt_state_file_is_recovered(env) -> None:  # type: ignore[no-untyped-def]
+    engine, backend, _, tmp = env
+    StateStore(str(tmp / "state")).ensure_dir()
+    (tmp / "state" / "state.json").write_text('{"instances": {"VI_1": {"state": "mast')
+    result = engine.reconcile(argv=["t"])
+    assert result.outcome == "converged"
+    assert any("corrupt" in w for w in result.record["warnings"])
+    assert list((tmp / "state").glob("state.json.corrupt-*"))
+
+
+def test_torn_journal_line_is_repaired_and_never_read(tmp_path: Path) -> None:
+    journal = Journal(str(tmp_path / "j.jsonl"))
+    journal.append({"n": 1})
+    with open(tmp_path / "j.jsonl", "ab") as fh:
+        fh.write(b'{"n": 2, "half')  # what kill -9 in the middle of a write leaves
+    assert [r["n"] for r in journal.records()] == [1]
+    journal.append({"n": 3})
+    assert [r["n"] for r in journal.records()] == [1, 3]
+    assert (tmp_path / "j.jsonl").read_bytes().count(b"\n") == 2
+
+
+def test_drain_then_delete_after_timeout(env) -> None:  # type: ignore[no-untyped-def]
+    engine, backend, clock, tmp = env
+    from kanotify.model import ServiceKey
+    import ipaddress
+
+    engine.transition(["VI_1"], State.MASTER, argv=["t"], command="master", ticket=_ticket(1))
+    key = ServiceKey.inet("tcp", ipaddress.ip_address("192.0.2.100"), 80)
+    backend.set_connections(key, (ipaddress.ip_address("192.0.2.22"), 80), active=3)
+    config_text = CONFIG.format(tmp=tmp).replace('    [[instance.service.real]]\n    address = "192.0.2.22"\n', "")
+    engine.config = parse_config(config_text, "k.toml")
+    first = engine.reconcile(["VI_1"], argv=["t"])
+    assert [str(r.action) for r in first.results if r.status == "applied"] == [
+        "edit real server 192.0.2.22:80 of tcp 192.0.2.100:80: weight 1 -> 0 (drain: 3 connections)"]
+    clock.now += 30
+    assert not engine.reconcile(["VI_1"], argv=["t"]).plan.has_changes  # still draining, within 60 s
+    clock.now += 31
+    last = engine.reconcile(["VI_1"], argv=["t"])
+    assert [str(r.action) for r in last.results if r.status == "applied"] == [
+        "delete real server 192.0.2.22:80 from tcp 192.0.2.100:80 (drain timeout 60s reached)"]
+    assert StateStore(str(tmp / "state")).load().draining == {}
+
+
+def test_ignored_notification_is_journaled(env) -> None:  # type: ignore[no-untyped-def]
+    engine, backend, _, tmp = env
+    engine.ignored(argv=["kanotify", "notify", "INSTANCE", "OTHER", "MASTER", "100"], command="notify",
+                   note="instance 'OTHER' is not managed")
+    record = _journal(tmp)[-1]
+    assert record["outcome"] == "converged" and record["actions"] == [] and "not managed" in record["note"]
+    assert backend.writes == []
+
+
+def test_state_dir_and_files_are_private(env) -> None:  # type: ignore[no-untyped-def]
+    engine, _, _, tmp = env
+    engine.transition(["VI_1"], State.MASTER, argv=["t"], command="master", ticket=_ticket(1))
+    assert (tmp / "state").stat().st_mode & 0o777 == 0o700
+    assert (tmp / "state" / "state.json").stat().st_mode & 0o777 == 0o600
+    assert (tmp / "journal.jsonl").stat().st_mode & 0o777 == 0o600
+
+
+def test_symlinked_state_dir_is_refused(env) -> None:  # type: ignore[no-untyped-def]
+    engine, backend, _, tmp = env
+    (tmp / "elsewhere").mkdir()
+    os.symlink(tmp / "elsewhere", tmp / "state")
+    result = engine.transition(["VI_1"], State.MASTER, argv=["t"], command="master", ticket=_ticket(1))
+    assert result.outcome == "failed" and "symlink" in result.record["note"]
+    assert backend.writes == []
