@@ -242,7 +242,7 @@ class Engine:
         if new_states is not None and ticket is not None:
             for name in list(new_states):
                 rec = records.instances.get(name)
-                if rec is not None and not ticket.newer_than(rec.ticket):
+                if rec is not None and ticket.older_than(rec.ticket):
                     superseded.append(name)
         if superseded and len(superseded) == len(ctx.instances):
             ctx.to_states = {n: recorded[n] for n in ctx.instances}

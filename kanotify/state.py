@@ -48,6 +48,12 @@ class Ticket:
             return True  # nothing recorded, or recorded before the last reboot
         return (self.start_ticks, self.pid) > (other.start_ticks, other.pid)
 
+    def older_than(self, other: "Ticket | None") -> bool:
+        """True when ``other`` was issued strictly later in this boot (this one is stale)."""
+        if other is None or other.boot_id != self.boot_id:
+            return False
+        return (self.start_ticks, self.pid) < (other.start_ticks, other.pid)
+
     def to_json(self) -> list[object]:
         return [self.boot_id, self.start_ticks, self.pid]
 

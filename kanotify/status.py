@@ -28,11 +28,10 @@ def collect_status(config: Config, backend_factory: Callable[[], Backend] | None
         ipvs=True,
     )
     if backend_factory is None:
-        from .backends.system import SystemBackend
+        from . import engine
 
-        backend: Backend = SystemBackend()
-    else:
-        backend = backend_factory()
+        backend_factory = engine._system_backend
+    backend = backend_factory()
     try:
         observed = backend.observe(scope)
         arp = _effective_arp(backend)

@@ -1,0 +1,262 @@
+"""The command line: exit codes, global options in both positions, usage errors, JSON.
+
+Runs the CLI in-process with the in-memory backend (``kanotify.engine._system_backend``
+patched), plus a few real subprocesses for the installed console script.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kanotify.backends.memory import MemoryBackend
+from kanotify.cli import hoist_global_options, run
+
+ONE = """
+[settings]
+state_dir = "{tmp}/state"
+journal = "{tmp}/journal.jsonl"
+syslog = false
+
+[sysctl]
+"net.ipv4.conf.all.arp_ignore" = 1
+
+[[instance]]
+name = "VI_1"
+  [[instance.vip]]
+  address = "192.0.2.100/24"
+  dev = "eth0"
+  label = "eth0:0"
+  [[instance.vip]]
+  address = "192.0.2.100/32"
+  dev = "lo"
+  states = ["backup"]
+
+[[group]]
+name = "VG_1"
+instances = ["VI_1"]
+"""
+
+TWO = ONE + """
+[[instance]]
+name = "VI_2"
+"""
+
+KANOTIFY = str(Path(sys.executable).with_name("kanotify"))
+
+
+@pytest.fixture
+def backend(monkeypatch: pytest.MonkeyPatch) -> MemoryBackend:
+    fake = MemoryBackend(devices={"lo", "eth0"})
+    monkeypatch.setattr("kanotify.engine._system_backend", lambda: fake)
+    return fake
+
+
+@pytest.fixture
+def conf(tmp_path: Path) -> str:
+    path = tmp_path / "kanotify.toml"
+    path.write_text(ONE.format(tmp=tmp_path))
+    return str(path)
+
+
+@pytest.fixture
+def conf2(tmp_path: Path) -> str:
+    path = tmp_path / "two.toml"
+    path.write_text(TWO.format(tmp=tmp_path))
+    return str(path)
+
+
+def journal(conf: str) -> list[dict]:
+    path = Path(conf).parent / "journal.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_help_lists_the_commands() -> None:
+    out = subprocess.run([KANOTIFY, "--help"], capture_output=True, text=True, check=True).stdout
+    for command in ("master", "backup", "fault", "stop", "notify", "reconcile", "plan", "status", "history", "check"):
+        assert command in out
+    assert subprocess.run([sys.executable, "-m", "kanotify", "--help"], capture_output=True).returncode == 0
+
+
+def test_hoisting_global_options() -> None:
+    assert hoist_global_options(["master", "VI_1", "--dry-run", "--config", "x.toml"]) == [
+        "--dry-run", "--config", "x.toml", "master", "VI_1"]
+    assert hoist_global_options(["plan", "--config=x", "--json", "-v"]) == ["--config=x", "--json", "-v", "plan"]
+    assert hoist_global_options(["master", "--", "--json"]) == ["master", "--", "--json"]
+
+
+def test_global_options_in_both_positions_do_the_same(backend, conf, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert run(["--config", conf, "--dry-run", "--json", "master"]) == 0
+    before = json.loads(capsys.readouterr().out)
+    assert run(["master", "--dry-run", "--config", conf, "--json"]) == 0
+    after = json.loads(capsys.readouterr().out)
+    assert [a["action"] for a in before["actions"]] == [a["action"] for a in after["actions"]]
+    assert before["dry_run"] and after["dry_run"]
+    assert backend.writes == []
+
+
+def test_master_then_master_again(backend, conf, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert run(["--config", conf, "master"]) == 0
+    out = capsys.readouterr().out
+    assert "+ bind 192.0.2.100/24 dev eth0 label eth0:0" in out
+    writes = len(backend.writes)
+    assert run(["--config", conf, "master", "VI_1"]) == 0
+    assert len(backend.writes) == writes
+    assert len(journal(conf)) == 2
+    assert {a["status"] for a in journal(conf)[1]["actions"]} == {"noop"}
+
+
+def test_states_are_case_insensitive_from_keepalived(backend, conf) -> None:  # type: ignore[no-untyped-def]
+    assert run(["--config", conf, "notify", "INSTANCE", "VI_1", "MASTER", "100"]) == 0
+    assert run(["--config", conf, "notify", "instance", "VI_1", "Backup", "90"]) == 0
+    assert [(r["to"], r.get("priority")) for r in journal(conf)] == [("master", 100), ("backup", 90)]
+
+
+def test_notify_deleted_is_stop(backend, conf, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    assert run(["--config", conf, "notify", "INSTANCE", "VI_1", "DELETED", "0"]) == 0
+    assert journal(conf)[-1]["to"] == "stop"
+
+
+def test_group_notification(backend, conf) -> None:  # type: ignore[no-untyped-def]
+    assert run(["--config", conf, "notify", "GROUP", "VG_1", "MASTER", "0"]) == 0
+    assert journal(conf)[-1]["instance"] == "VI_1"
+    assert run(["--config", conf, "notify", "GROUP", "VG_9", "MASTER", "0"]) == 0
+    assert "not managed" in journal(conf)[-1]["note"]
+
+
+def test_notify_for_an_undeclared_instance_is_journaled_and_ignored(backend, conf) -> None:  # type: ignore[no-untyped-def]
+    assert run(["--config", conf, "notify", "INSTANCE", "VI_OTHER", "MASTER", "100"]) == 0
+    record = journal(conf)[-1]
+    assert record["outcome"] == "converged" and "VI_OTHER" in record["note"]
+    assert backend.writes == []
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["master", "VI_9"], "unknown instance 'VI_9'"),
+    (["backup", "VI_1; rm -rf /"], "unknown instance"),
+    (["backup", "../../etc/passwd"], "unknown instance"),
+    (["backup", "x" * 100000], "is not valid"),
+    (["backup", "VI_\x1b[31m"], "is not valid"),
+    (["notify", "INSTANCE", "VI_1", "SLEEPY", "100"], "unknown state 'SLEEPY'"),
+    (["notify", "INSTANCE", "VI_1", "MASTER"], "exactly 4 words"),
+    (["notify", "INSTANCE", "VI_1", "MASTER", "100", "extra"], "exactly 4 words"),
+    (["notify", "VRRP", "VI_1", "MASTER", "100"], "TYPE must be INSTANCE or GROUP"),
+    (["notify", "INSTANCE", "VI_1", "MASTER", "high"], "PRIORITY must be an integer"),
+    (["notify", "INSTANCE", "VI_1", "MASTER", "256"], "PRIORITY must be an integer"),
+    (["reconcile", "--state", "primary"], "unknown state 'primary'"),
+    (["reconcile", "--instance", "nope"], "unknown instance 'nope'"),
+    (["frobnicate"], "No such command"),
+    (["master", "VI_1", "VI_2"], "unexpected extra argument"),
+])
+def test_usage_errors_exit_2_and_change_nothing(backend, conf, capsys, argv, message) -> None:  # type: ignore[no-untyped-def]
+    assert run(["--config", conf, *argv]) == 2
+    err = capsys.readouterr().err
+    assert message.lower() in err.lower()
+    assert len(err) < 2000
+    assert backend.writes == []
+    assert journal(conf) == []
+
+
+def test_instance_required_when_the_config_has_several(backend, conf2, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert run(["--config", conf2, "master"]) == 2
+    assert "INSTANCE is required" in capsys.readouterr().err
+    assert run(["--config", conf2, "master", "VI_2"]) == 0
+
+
+def test_config_errors_exit_78_with_key_path(backend, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[instance]]\nname = "VI_1"\n[[instance.service]]\nprotocol = "tcp"\naddress = "192.0.2.1"\n'
+                   'port = 0\n[[instance.service.real]]\naddress = "192.0.2.2"\nport = 65536\n')
+    for command in (["check"], ["master"], ["reconcile"], ["status"], ["plan"]):
+        assert run(["--config", str(bad), *command]) == 78
+        err = capsys.readouterr().err
+        assert "instance[0].service[0].port" in err and "instance[0].service[0].real[0].port" in err
+        assert str(bad) in err
+    assert backend.writes == []
+
+
+def test_missing_config_file_is_a_config_error(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert run(["--config", str(tmp_path / "nope.toml"), "check"]) == 78
+    assert "nope.toml" in capsys.readouterr().err
+
+
+def test_config_from_environment(monkeypatch, conf, capsys) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("KANOTIFY_CONFIG", conf)
+    assert run(["check"]) == 0
+    assert "OK" in capsys.readouterr().out
+
+
+def test_world_writable_config_is_refused(conf, capsys) -> None:  # type: ignore[no-untyped-def]
+    os.chmod(conf, 0o666)
+    assert run(["--config", conf, "check"]) == 78
+    assert "writable by group or others" in capsys.readouterr().err
+    assert run(["--config", conf, "--allow-insecure", "check"]) == 0
+
+
+def test_plan_detailed_exitcode(backend, conf, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert run(["--config", conf, "plan", "--detailed-exitcode"]) == 2  # lo VIP pending (unrecorded = backup)
+    assert "+ bind 192.0.2.100/32 dev lo" in capsys.readouterr().out
+    assert backend.writes == []
+    assert run(["--config", conf, "reconcile"]) == 0
+    assert run(["--config", conf, "plan", "--detailed-exitcode"]) == 0
+    assert run(["--config", conf, "plan", "--state", "master", "--detailed-exitcode"]) == 2
+    assert [r["dry_run"] for r in journal(conf)] == [True, False, True, True]
+
+
+def test_failed_action_exits_1(backend, conf, capsys) -> None:  # type: ignore[no-untyped-def]
+    backend.devices.discard("eth0")
+    assert run(["--config", conf, "master"]) == 1
+    out = capsys.readouterr().out
+    assert "! bind 192.0.2.100/24 dev eth0 label eth0:0" in out and "does not exist" in out
+    assert journal(conf)[-1]["outcome"] == "failed"
+
+
+def test_status_history_and_json(backend, conf, capsys) -> None:  # type: ignore[no-untyped-def]
+    run(["--config", conf, "master"])
+    run(["--config", conf, "backup"])
+    capsys.readouterr()
+    assert run(["--config", conf, "status"]) == 0
+    out = capsys.readouterr().out
+    assert "VI_1" in out and "backup" in out and "bound  192.0.2.100/32 dev lo" in out
+    assert run(["--config", conf, "--json", "status"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["instances"][0]["state"] == "backup" and report["drift"] == []
+    assert run(["--config", conf, "history", "-n", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 and "master -> backup" in lines[0]
+    assert run(["--config", conf, "history", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 2
+
+
+def test_check_json(conf, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert run(["--config", conf, "--json", "check"]) == 0
+    assert json.loads(capsys.readouterr().out)["instances"] == ["VI_1"]
+
+
+def test_stop_detection_for_the_fast_path() -> None:
+    from kanotify.__main__ import _is_stop_notification as is_stop
+
+    assert is_stop(["stop"]) and is_stop(["--config", "stop.toml", "stop", "VI_1"])
+    assert is_stop(["notify", "INSTANCE", "VI_1", "STOP", "0"]) and is_stop(["notify", "GROUP", "G", "deleted", "0"])
+    assert not is_stop(["--config", "stop", "master"]) and not is_stop(["notify", "INSTANCE", "stop", "MASTER", "1"])
+    assert not is_stop([]) and not is_stop(["backup"])
+
+
+def test_stop_runs_detached_and_relays_the_exit_code(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The real console script: a STOP notification forks a worker in its own session."""
+    conf = tmp_path / "k.toml"
+    conf.write_text(ONE.format(tmp=tmp_path).replace('dev = "eth0"', 'dev = "lo"\n  garp = false').replace(
+        '"192.0.2.100/24"', '"203.0.113.1/32"').replace('label = "eth0:0"', ''))
+    # dry-run keeps the host untouched; the detach path is the same
+    proc = subprocess.run([KANOTIFY, "--config", str(conf), "--dry-run", "stop"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    record = journal(str(conf))[-1]
+    assert record["to"] == "stop" and record["pid"] != proc.args  # journaled by the worker
+    bad = subprocess.run([KANOTIFY, "--config", str(conf), "notify", "INSTANCE", "VI_1", "STOP", "x"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "PRIORITY" in bad.stderr
