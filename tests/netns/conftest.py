@@ -52,6 +52,9 @@ def pair(netns_names: Callable[[str], str]) -> Pair:
     except AssertionError as exc:
         pytest.fail(f"cannot create a veth pair between namespaces (veth module missing?): {exc}")
     for ns, last in ((a, 1), (b, 2)):
+        # No DAD on the link-local address: it would turn from "tentative" to usable
+        # a second later and make `ip -j addr` snapshots differ for no reason.
+        ns.set_sysctls({"net.ipv6.conf.eth0.accept_dad": 0})
         ns.ip("link", "set", "lo", "up")
         ns.ip("link", "set", "eth0", "up")
         ns.ip("addr", "add", f"192.0.2.{last}/24", "dev", "eth0")
