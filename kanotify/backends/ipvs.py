@@ -188,7 +188,23 @@ class IpvsSocket:
                     return failed
 
     def _resync(self) -> None:
-        """After an overrun: one fresh request, read until its own answer (earlier ones are dropped)."""
+        """After an overrun: empty the receive queue, then one fresh request read up to its own answer.
+
+        The queue must be emptied first: while it is full, the kernel drops
+        the answer to the fresh request too.
+        """
+        self.sock.setblocking(False)
+        try:
+            while True:
+                try:
+                    self.sock.recv(1 << 16)
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    if exc.errno != errno.ENOBUFS:
+                        raise
+        finally:
+            self.sock.settimeout(self.timeout)
         seq = self.next_seq()
         self.request(m.getfamily_request(m.IPVS_GENL_NAME, seq), seq)
 
@@ -243,7 +259,10 @@ class IpvsBackend:
 
     The socket is opened on first use (a host that never needs IPVS never
     opens it) and closed by :meth:`close` or the ``with`` block.  ``writes``
-    counts write commands sent (new/set/del), ``requests`` kernel round trips.
+    counts write commands sent (new/set/del), ``requests`` kernel round trips,
+    ``overruns`` batches whose replies overflowed the receive buffer (they are
+    then re-applied one action at a time, which is safe because every action
+    is idempotent here).
     ``batch_size`` messages share one ACK in :meth:`apply_many`.
 
     >>> with IpvsBackend() as ipvs:            # doctest: +SKIP
@@ -267,6 +286,7 @@ class IpvsBackend:
         self.retry_budget = retry_budget
         self.rcvbuf = rcvbuf
         self.writes = 0
+        self.overruns = 0  # batches whose replies were lost and that were re-applied one by one
         self._sock: IpvsSocket | None = None
         self._requests_closed = 0
 
@@ -388,6 +408,7 @@ class IpvsBackend:
         try:
             failed = sock.batch([(seq, data) for _i, seq, _a, data in encoded])
         except _Uncertain:
+            self.overruns += 1
             # Replies lost: apply each again, one at a time.  Every action is
             # idempotent here (exists -> compared, gone -> converged).
             for i, _seq, action, _data in encoded:

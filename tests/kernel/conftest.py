@@ -19,4 +19,5 @@ if str(TESTS_DIR) not in sys.path:
 
 IN_GUEST = os.environ.get("KANOTIFY_IN_GUEST") == "1"
 
+collect_ignore = [] if IN_GUEST else ["guest"]
 collect_ignore_glob = [] if IN_GUEST else ["guest/*"]

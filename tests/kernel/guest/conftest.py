@@ -1,0 +1,123 @@
+"""Fixtures for the guest tests: a clean IPVS table per test, and a small LVS-DR LAN.
+
+These run only inside the UML guest (see ``tests/kernel/conftest.py``); the
+guest is a throwaway kernel, so flushing its IPVS table is safe.  The LAN lives
+in network namespaces with the prefix ``kt-`` that are always removed.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+from dataclasses import dataclass
+from typing import Iterator
+
+import pytest
+
+from guest_support import run
+from kanotify.backends.ipvs import IpvsBackend
+
+if os.environ.get("KANOTIFY_IN_GUEST") != "1":  # pragma: no cover - guarded by the parent conftest
+    raise RuntimeError("tests/kernel/guest runs only inside the UML guest (KANOTIFY_IN_GUEST=1)")
+
+
+@pytest.fixture
+def ipvs() -> Iterator[IpvsBackend]:
+    """kanotify's IPVS backend on an empty IPVS table (the guest's root namespace)."""
+    run(["ipvsadm", "-C"])
+    backend = IpvsBackend()
+    try:
+        yield backend
+    finally:
+        backend.close()
+        run(["ipvsadm", "-C"])
+
+
+@dataclass(frozen=True)
+class Lan:
+    """An LVS-DR LAN on a bridge: client, director, two real servers, each in a namespace.
+
+    ``192.0.2.10`` client, ``192.0.2.1`` director (holds the VIP ``192.0.2.100``
+    on eth0), ``192.0.2.21``/``192.0.2.22`` real servers with the VIP on ``lo``
+    and the usual ARP policy, each running a TCP server on port 80 that
+    answers every connection with its own name and keeps it open.
+    """
+
+    director: str
+    client: str
+    rs1: str
+    rs2: str
+    bridge: str
+    vip: str = "192.0.2.100"
+
+    def exec(self, ns: str, *argv: str) -> str:
+        return run(["ip", "netns", "exec", ns, *argv])
+
+
+# A tiny TCP server for the real servers: answers its name, holds the connection.
+_SERVER = r"""
+import socket, sys, threading
+name = sys.argv[1].encode()
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("0.0.0.0", 80)); srv.listen(64)
+print("ready", flush=True)
+held = []
+while True:
+    conn, _ = srv.accept(); conn.sendall(name + b"\n"); held.append(conn)
+"""
+
+
+@pytest.fixture
+def lan() -> Iterator[Lan]:
+    import sys
+
+    tag = secrets.token_hex(2)
+    names = {role: f"kt-{tag}-{role}" for role in ("dir", "cl", "rs1", "rs2")}
+    bridge = f"kt{tag}br"
+    servers: list[subprocess.Popen[bytes]] = []
+    made: list[str] = []
+    try:
+        run(["ip", "link", "add", bridge, "type", "bridge"])
+        run(["ip", "link", "set", bridge, "up"])
+        addresses = {"dir": "192.0.2.1", "cl": "192.0.2.10", "rs1": "192.0.2.21", "rs2": "192.0.2.22"}
+        for role, ns in names.items():
+            run(["ip", "netns", "add", ns])
+            made.append(ns)
+            host_end = f"kt{tag}{role}"
+            run(["ip", "link", "add", host_end, "type", "veth", "peer", "name", "eth0", "netns", ns])
+            run(["ip", "link", "set", host_end, "master", bridge, "up"])
+            run(["ip", "-n", ns, "link", "set", "lo", "up"])
+            run(["ip", "-n", ns, "addr", "add", f"{addresses[role]}/24", "dev", "eth0"])
+            run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+        run(["ip", "-n", names["dir"], "addr", "add", "192.0.2.100/32", "dev", "eth0"])
+        for role in ("rs1", "rs2"):
+            ns = names[role]
+            for key, value in (("arp_ignore", "1"), ("arp_announce", "2")):
+                run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", f"net.ipv4.conf.all.{key}={value}"])
+            run(["ip", "-n", ns, "addr", "add", "192.0.2.100/32", "dev", "lo"])
+            proc = subprocess.Popen(
+                ["ip", "netns", "exec", ns, sys.executable, "-c", _SERVER, role],
+                stdout=subprocess.PIPE,
+            )
+            servers.append(proc)
+            assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready", f"server in {ns}"
+        yield Lan(names["dir"], names["cl"], names["rs1"], names["rs2"], bridge)
+    finally:
+        for proc in servers:
+            proc.kill()
+            proc.wait()
+        for ns in made:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        subprocess.run(["ip", "link", "del", bridge], capture_output=True)
+
+
+def connect_from(ns: str, host: str, port: int) -> socket.socket:
+    """An open TCP connection made from inside namespace ``ns`` (the socket keeps its netns)."""
+    from kanotify.backends.ipvs import _in_netns
+
+    sock: socket.socket = _in_netns(ns, lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+    sock.settimeout(10)
+    sock.connect((host, port))
+    return sock

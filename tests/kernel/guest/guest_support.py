@@ -1,0 +1,130 @@
+"""Helpers for the tests that run inside the UML guest, against a real IPVS.
+
+Every check that matters is made twice: through kanotify's own observe(), and
+through ``ipvsadm`` -- the tool operators trust -- so a bug shared by the
+encoder and the decoder cannot hide.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import subprocess
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+from kanotify.actions import Action
+from kanotify.backends.ipvs import IpvsBackend
+from kanotify.config import Config, Settings
+from kanotify.model import Instance, Observed, RealServer, ServiceSpec, State, VirtualService
+from kanotify.plan import Plan, PlanOptions, desired_state, plan
+
+ip = ipaddress.ip_address
+INSTANCE = "VI_1"
+
+
+def run(argv: Sequence[str], check: bool = True) -> str:
+    """Run a command; on failure, fail with its stderr (never a bare CalledProcessError)."""
+    proc = subprocess.run(list(argv), capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def ipvsadm(*args: str, netns: str | None = None) -> str:
+    prefix = ["ip", "netns", "exec", netns] if netns else []
+    return run([*prefix, "ipvsadm", *args])
+
+
+def save(netns: str | None = None) -> list[str]:
+    """``ipvsadm-save -n``, one rule per line, in the kernel's order."""
+    prefix = ["ip", "netns", "exec", netns] if netns else []
+    return [line for line in run([*prefix, "ipvsadm-save", "-n"]).splitlines() if line.strip()]
+
+
+def thresholds(netns: str | None = None) -> dict[str, tuple[int, int]]:
+    """``ipvsadm -Ln --thresholds``: real server ``addr:port`` -> (upper, lower).
+
+    ``ipvsadm-save`` does not print thresholds, so they are cross-checked here.
+    """
+    result = {}
+    for line in ipvsadm("-Ln", "--thresholds", netns=netns).splitlines():
+        words = line.split()
+        if len(words) >= 5 and words[0] == "->" and words[1] != "RemoteAddress:Port":
+            result[words[1]] = (int(words[2]), int(words[3]))
+    return result
+
+
+def connections(netns: str | None = None) -> dict[str, tuple[int, int]]:
+    """``ipvsadm -Ln``: real server ``addr:port`` -> (active, inactive) connections."""
+    result = {}
+    for line in ipvsadm("-Ln", netns=netns).splitlines():
+        words = line.split()
+        if len(words) >= 6 and words[0] == "->" and words[1] != "RemoteAddress:Port":
+            result[words[1]] = (int(words[4]), int(words[5]))
+    return result
+
+
+def service_stats(netns: str | None = None) -> dict[str, int]:
+    """``ipvsadm -Ln --stats``: ``PROT addr:port`` -> Conns of the service (reset only by a re-create)."""
+    result = {}
+    for line in ipvsadm("-Ln", "--stats", netns=netns).splitlines():
+        words = line.split()
+        if len(words) >= 3 and words[0] in ("TCP", "UDP", "SCTP"):
+            result[f"{words[0]} {words[1]}"] = int(words[2])
+    return result
+
+
+def spec(service: VirtualService, *reals: RealServer, states: Iterable[State] = (State.MASTER,)) -> ServiceSpec:
+    return ServiceSpec(service=service, reals=tuple(reals), states=frozenset(states))
+
+
+def make_config(*specs: ServiceSpec, exclusive: bool = False, drain_timeout: float = 300.0) -> Config:
+    """A config as the TOML loader would build it: one instance with these services."""
+    return Config(
+        path="<guest test>",
+        settings=Settings(ipvs_exclusive=exclusive, drain_timeout=drain_timeout, syslog=False),
+        instances=(Instance(INSTANCE, services=tuple(specs)),),
+    )
+
+
+@dataclass
+class SyncResult:
+    """One reconcile: the plan, the write commands it cost, and the re-observed state."""
+
+    plan: Plan
+    writes: int
+    errors: list[BaseException] = field(default_factory=list)
+
+    @property
+    def changes(self) -> tuple[Action, ...]:
+        return self.plan.changes
+
+    def kinds(self) -> list[str]:
+        return [type(a).__name__ for a in self.changes]
+
+
+def sync(
+    backend: IpvsBackend,
+    config: Config,
+    state: State = State.MASTER,
+    options: PlanOptions = PlanOptions(),
+    batch: bool = True,
+) -> SyncResult:
+    """What the engine does for IPVS: desired x observed -> plan -> apply; errors fail the test."""
+    desired = desired_state(config, {INSTANCE: state})
+    observed = Observed(services=backend.observe())
+    the_plan = plan(desired, observed, options)
+    before = backend.writes
+    if batch:
+        results = backend.apply_many(the_plan.changes)
+    else:
+        results = []
+        for action in the_plan.changes:
+            try:
+                backend.apply(action)
+                results.append(None)
+            except Exception as exc:  # noqa: BLE001 - collected for the assertion below
+                results.append(exc)
+    errors = [r for r in results if r is not None]
+    assert not errors, "\n".join(str(e) for e in errors)
+    return SyncResult(the_plan, backend.writes - before, errors)
