@@ -155,7 +155,7 @@ def _plan_vips(
     binds: list[Action] = []
     noops: list[Action] = []
     garps: list[Action] = []
-    for vip in sorted(desired.managed_vips):
+    for vip in sorted(desired.managed_vips, key=lambda v: (v.family, v)):  # IPv4 and IPv6 do not compare
         have = bound.get(vip.key)
         spec = wanted.get(vip.key)
         if spec is None:
