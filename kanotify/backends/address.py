@@ -237,7 +237,7 @@ class AddressBackend:
             return call_with_retry(lookup, what=what, budget=self.device_wait)
         except ApplyError as exc:
             raise ApplyError(
-                f"{what}: device {dev} does not exist (waited {self.device_wait:g}s for it to appear)",
+                f"{what}: device {dev} does not exist (retried for up to {self.device_wait:g}s)",
                 errno.ENODEV,
             ) from exc
 

@@ -61,10 +61,11 @@ def _neigh_mac(ns: Netns, ip: str) -> str | None:
     return None
 
 
-def _prepare_v4(pair: Pair) -> None:
+def _prepare_v4(pair: Pair, arp_accept: bool = True) -> None:
     pair.a.ip("addr", "add", "192.0.2.100/24", "dev", "eth0", "label", "eth0:0")
-    # Linux ignores unsolicited ARP for unknown addresses unless arp_accept is on.
-    pair.b.set_sysctls({"net.ipv4.conf.all.arp_accept": 1, "net.ipv4.conf.eth0.arp_accept": 1})
+    if arp_accept:
+        # Linux creates no entry for an unknown address from unsolicited ARP unless arp_accept is on.
+        pair.b.set_sysctls({"net.ipv4.conf.all.arp_accept": 1, "net.ipv4.conf.eth0.arp_accept": 1})
 
 
 def _send(action: SendGarp, detach: bool = False) -> tuple[int, float | None, int | None]:
@@ -111,8 +112,11 @@ def test_peer_learns_the_vip_at_the_senders_mac(pair: Pair, form: str) -> None:
 
 
 def test_peer_overrides_a_stale_entry(pair: Pair) -> None:
-    """The point of GARP at failover: neighbours still pointing at the old master's MAC move over."""
-    _prepare_v4(pair)
+    """The point of GARP at failover: neighbours still pointing at the old master's MAC move over.
+
+    This works with the peer's defaults (arp_accept=0): an existing entry is updated.
+    """
+    _prepare_v4(pair, arp_accept=False)
     pair.b.ip("neigh", "add", "192.0.2.100", "lladdr", "02:00:00:00:00:99", "dev", "eth0", "nud", "stale")
     pair.a.run(_send, SendGarp(VIP4, count=1))
     mac_a = pair.a.mac()
