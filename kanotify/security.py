@@ -31,3 +31,30 @@ def check_config_file(path: str) -> None:
     reason = insecure_reason(path)
     if reason:
         raise ConfigError([Problem(path, "", f"refused: {reason} (chown root and chmod go-w)")])
+
+
+def insecure_path_reason(path: str) -> str | None:
+    """Why ``path`` or any directory above it is unsafe to trust as root, or None.
+
+    keepalived's ``enable_script_security`` rule, applied to every component of
+    the resolved path (symlinks followed first, so a link cannot point the check
+    somewhere else): each must be owned by root (or by us, for unprivileged
+    test runs) and not writable by group or others -- except a directory with
+    the sticky bit (``/tmp``), where others cannot replace our entries.  Stricter
+    than keepalived in one point: a group-writable component is refused even
+    when its group is root.
+    """
+    real = os.path.realpath(path)
+    parts = [p for p in real.split(os.sep) if p]
+    prefixes = [os.sep] + [os.sep + os.path.join(*parts[: i + 1]) for i in range(len(parts))]
+    for component in prefixes:
+        try:
+            st = os.stat(component)
+        except OSError as exc:
+            return f"{component}: cannot stat: {exc.strerror}"
+        if st.st_uid != 0 and st.st_uid != os.geteuid():
+            return f"{component} is owned by uid {st.st_uid}, not root"
+        sticky_dir = stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX
+        if not sticky_dir and st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            return f"{component} is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o})"
+    return None
