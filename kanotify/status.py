@@ -71,7 +71,7 @@ def collect_status(config: Config, backend_factory: Callable[[], Backend] | None
                 "desired": vip.key in desired_vips,
                 "bound": vip.key in bound,
             }
-            for vip in sorted(desired.managed_vips)
+            for vip in sorted(desired.managed_vips, key=lambda v: (v.family, v))  # IPv4 and IPv6 do not compare
         ],
         "ipvs": {"available": observed.services is not None, "error": observed.ipvs_error, "services": services},
         "sysctls": [
