@@ -72,9 +72,13 @@ def main() -> None:
         code = _detach_and_wait()
         if code is not None:
             sys.exit(code)
-    from .cli import run
+    from .commands import run_fast
 
-    code = run()
+    code = run_fast(argv)  # the keepalived forms, without importing typer
+    if code is None:
+        from .cli import run
+
+        code = run()
     status_fd = os.environ.pop("KANOTIFY_STATUS_FD", None)
     if status_fd is not None:
         try:

@@ -260,3 +260,33 @@ def test_stop_runs_detached_and_relays_the_exit_code(tmp_path) -> None:  # type:
     bad = subprocess.run([KANOTIFY, "--config", str(conf), "notify", "INSTANCE", "VI_1", "STOP", "x"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "PRIORITY" in bad.stderr
+
+
+@pytest.mark.parametrize("argv", [
+    ["master"], ["master", "VI_1"], ["backup", "--dry-run"], ["stop", "VI_1", "--json"],
+    ["master", "VI_9"], ["backup", "VI_1; rm -rf /"], ["fault", "x" * 300],
+    ["notify", "INSTANCE", "VI_1", "MASTER", "100"], ["notify", "GROUP", "VG_1", "BACKUP", "0"],
+    ["notify", "INSTANCE", "OTHER", "MASTER", "100"], ["notify", "INSTANCE", "VI_1", "SLEEPY", "100"],
+    ["notify", "INSTANCE", "VI_1", "MASTER", "256"], ["notify", "VRRP", "VI_1", "MASTER", "1"],
+])
+def test_fast_path_behaves_like_the_typer_cli(backend, conf, capsys, argv) -> None:  # type: ignore[no-untyped-def]
+    """keepalived's forms skip typer (start-up cost); the outcome must be identical."""
+    from kanotify.commands import run_fast
+
+    slow = run(["--config", conf, "--dry-run", *argv])  # dry-run: both see the same starting point
+    slow_out = capsys.readouterr()
+    fast = run_fast(["--config", conf, "--dry-run", *argv])
+    fast_out = capsys.readouterr()
+    assert fast == slow
+    assert fast_out.err == slow_out.err
+    strip = lambda text: [l for l in text.splitlines() if " in " not in l and '"ts"' not in l  # noqa: E731
+                          and "duration_ms" not in l and '"pid"' not in l]
+    assert strip(fast_out.out) == strip(slow_out.out)
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["master", "a", "b"], ["notify", "INSTANCE", "VI_1"], ["status"],
+                                  ["--config"], ["master", "--frob"]])
+def test_fast_path_leaves_everything_else_to_typer(argv) -> None:  # type: ignore[no-untyped-def]
+    from kanotify.commands import run_fast
+
+    assert run_fast(argv) is None

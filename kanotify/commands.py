@@ -1,0 +1,384 @@
+"""What each command does, without any CLI framework.
+
+:mod:`kanotify.cli` (typer) parses the command line and calls these
+functions; :mod:`kanotify.__main__` calls them directly for the exact forms
+keepalived uses (``master|backup|fault|stop [INSTANCE]`` and ``notify TYPE
+NAME STATE PRIORITY``), so a failover does not pay for importing typer and the
+pydantic it pulls in (about 150 ms natively, over a second in a slow VM).
+
+Exit codes: 0 converged (or dry-run done), 1 an action failed, 2 usage error,
+78 configuration error (nothing was changed).  Every command ends by raising
+:class:`Exit`; :func:`guarded` turns errors into one clear line each.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, NoReturn, Sequence
+
+from .errors import EXIT_OK, ConfigError, KanotifyError, UsageError
+from .model import State
+
+#: options that belong to the whole program, with whether they take a value
+GLOBAL_OPTIONS = {"--config": True, "--dry-run": False, "--json": False, "-v": False, "--verbose": False,
+                  "--allow-insecure": False}
+TRANSITIONS = ("master", "backup", "fault", "stop")
+MAX_WORD = 256
+EXIT_CHANGES_PENDING = 2  # plan --detailed-exitcode
+
+
+class Exit(Exception):
+    """The end of a command, with its exit code."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+@dataclass
+class Globals:
+    """The global options."""
+
+    config: str | None = None
+    dry_run: bool = False
+    json: bool = False
+    verbose: int = 0
+    allow_insecure: bool = False
+
+
+def hoist_global_options(argv: Sequence[str]) -> list[str]:
+    """Move global options found after the command in front of it.
+
+    ``kanotify master VI_1 --dry-run`` == ``kanotify --dry-run master VI_1``.
+    Everything after ``--`` is left alone.
+    """
+    front: list[str] = []
+    rest: list[str] = []
+    words = list(argv)
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word == "--":
+            rest.extend(words[i:])
+            break
+        name = word.split("=", 1)[0]
+        if name in GLOBAL_OPTIONS:
+            front.append(word)
+            if GLOBAL_OPTIONS[name] and "=" not in word and i + 1 < len(words):
+                front.append(words[i + 1])
+                i += 1
+        else:
+            rest.append(word)
+        i += 1
+    return front + rest
+
+
+def split_fast(argv: Sequence[str]) -> tuple[Globals, list[str]] | None:
+    """Parse the keepalived forms without typer; ``None`` for anything else (typer handles it)."""
+    g = Globals()
+    words: list[str] = []
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        name, _, value = word.partition("=")
+        if name == "--config":
+            if value:
+                g.config = value
+            elif i + 1 < len(argv):
+                g.config = argv[i + 1]
+                i += 1
+            else:
+                return None
+        elif word == "--dry-run":
+            g.dry_run = True
+        elif word == "--json":
+            g.json = True
+        elif word in ("-v", "--verbose"):
+            g.verbose += 1
+        elif word == "--allow-insecure":
+            g.allow_insecure = True
+        elif word.startswith("-"):
+            return None  # --help, unknown options: let typer explain
+        else:
+            words.append(word)
+        i += 1
+    if words and words[0] in TRANSITIONS and len(words) <= 2:
+        return g, words
+    if words and words[0] == "notify" and len(words) == 5:
+        return g, words
+    return None
+
+
+def run_fast(argv: Sequence[str]) -> int | None:
+    """Run a keepalived-style invocation without typer; ``None`` if it is not one."""
+    parsed = split_fast(argv)
+    if parsed is None:
+        return None
+    g, words = parsed
+    if words[0] == "notify":
+        return guarded(cmd_notify, g, words[1:])
+    return guarded(cmd_transition, g, State(words[0]), words[1] if len(words) > 1 else None)
+
+
+def guarded(fn: Callable[..., Any], *args: Any) -> int:
+    """Run a command; print errors one clear line each; return the exit code."""
+    try:
+        fn(*args)
+    except Exit as done:
+        return done.code
+    except ConfigError as exc:
+        for problem in exc.problems:
+            err(f"kanotify: config error: {problem}")
+        return exc.exit_code
+    except KanotifyError as exc:
+        err(f"kanotify: {exc}")
+        return exc.exit_code
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def out(text: str) -> None:
+    print(text, flush=True)
+
+
+def err(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _argv() -> list[str]:
+    return ["kanotify", *sys.argv[1:]]
+
+
+def _safe(word: str) -> str:
+    """A command-line word fit to echo back: bounded and without control characters."""
+    return repr(word if len(word) <= 64 else word[:61] + "...")
+
+
+def _check_word(word: str, what: str) -> None:
+    if len(word) > MAX_WORD or any(ord(c) < 32 or c == "\x7f" for c in word):
+        raise UsageError(f"{what} {_safe(word)} is not valid")
+
+
+def parse_state(word: str) -> State:
+    try:
+        return State.parse(word)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def load(g: Globals):  # type: ignore[no-untyped-def]
+    """The validated config (ConfigError -> exit 78), refused if others can write it."""
+    from .config import config_path, load_config
+
+    path = config_path(g.config)
+    config = load_config(path)
+    if not g.allow_insecure:
+        from .security import check_config_file
+
+        check_config_file(path)
+    return config
+
+
+def make_engine(g: Globals, config):  # type: ignore[no-untyped-def]
+    from .engine import Engine
+
+    hooks = None
+    if config.hooks or _has_hook_sources(config):
+        from .hooks import load_hooks
+
+        hooks = load_hooks(config, allow_insecure=g.allow_insecure)
+    return Engine(config, hooks=hooks)
+
+
+def _has_hook_sources(config) -> bool:  # type: ignore[no-untyped-def]
+    """Plugins may come from the hooks dir or from installed entry points."""
+    import os
+
+    try:
+        if any(name.endswith(".py") for name in os.listdir(config.settings.hooks_dir)):
+            return True
+    except OSError:
+        pass
+    from importlib.metadata import entry_points
+
+    return bool(entry_points(group="kanotify.hooks"))
+
+
+def resolve_instance(config, name: str | None, command: str) -> str:  # type: ignore[no-untyped-def]
+    names = config.instance_names
+    if name is None:
+        if len(names) == 1:
+            return names[0]
+        raise UsageError(
+            f"{command}: INSTANCE is required: the config declares {len(names)} instances ({', '.join(names)})"
+        )
+    _check_word(name, "instance")
+    if config.instance(name) is None:
+        raise UsageError(f"unknown instance {_safe(name)}: the config declares {', '.join(names)}")
+    return name
+
+
+def print_result(g: Globals, result) -> None:  # type: ignore[no-untyped-def]
+    from .journal import summary_line
+
+    if g.json:
+        out(json.dumps(result.record, indent=2, default=str))
+        return
+    for item in result.results:
+        if item.status == "noop" and not (g.verbose or g.dry_run):
+            continue
+        mark = {"applied": "+", "noop": "=", "failed": "!", "skipped": "~"}[item.status]
+        if g.dry_run and item.status == "skipped":
+            mark = "+"
+        out(f"{mark} {item.action}")
+        if item.status == "failed" and item.error:
+            out(f"    error: {item.error.splitlines()[0]}")
+    for line in result.verify:
+        out(f"! still differs after apply: {line}")
+    if g.dry_run:
+        pending = sum(1 for r in result.results if r.status == "skipped")
+        out(f"dry-run: {pending} change(s) would be made, nothing was changed")
+    out(summary_line(result.record))
+    for warning in result.record.get("warnings", ()):
+        err(f"kanotify: warning: {warning}")
+
+
+def _finish(g: Globals, result) -> NoReturn:  # type: ignore[no-untyped-def]
+    print_result(g, result)
+    raise Exit(result.exit_code)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_transition(g: Globals, state: State, instance: str | None) -> NoReturn:
+    """``kanotify master|backup|fault|stop [INSTANCE]``."""
+    if instance is not None:
+        _check_word(instance, "instance")
+    config = load(g)
+    name = resolve_instance(config, instance, state.value)
+    from .state import notification_ticket
+
+    result = make_engine(g, config).transition(
+        [name], state, argv=_argv(), command=state.value, dry_run=g.dry_run, ticket=notification_ticket()
+    )
+    _finish(g, result)
+
+
+def cmd_notify(g: Globals, words: Sequence[str]) -> NoReturn:
+    """``kanotify notify TYPE NAME STATE PRIORITY`` (keepalived's generic notify)."""
+    if len(words) != 4:
+        raise UsageError(
+            f"notify takes exactly 4 words TYPE NAME STATE PRIORITY (as keepalived appends them), got {len(words)}"
+        )
+    kind, name, state_word, priority_word = words
+    for word, what in ((kind, "TYPE"), (name, "NAME"), (state_word, "STATE"), (priority_word, "PRIORITY")):
+        _check_word(word, what)
+    kind = kind.upper()
+    if kind not in ("INSTANCE", "GROUP"):
+        raise UsageError(f"notify: TYPE must be INSTANCE or GROUP, got {_safe(kind)}")
+    state = parse_state(state_word)
+    try:
+        priority = int(priority_word)
+        if not 0 <= priority <= 255:
+            raise ValueError
+    except ValueError:
+        raise UsageError(f"notify: PRIORITY must be an integer 0..255, got {_safe(priority_word)}") from None
+    config = load(g)
+    engine = make_engine(g, config)
+    command = f"notify {kind} {state.value}"
+    if kind == "INSTANCE":
+        names = [name] if config.instance(name) is not None else []
+    else:
+        group = config.group(name)
+        names = list(group.instances) if group is not None else []
+    if not names:
+        what = "instance" if kind == "INSTANCE" else "group"
+        note = f"{what} {_safe(name)} is not managed by {config.path}; ignored"
+        result = engine.ignored(argv=_argv(), command=command, note=note)
+        out(json.dumps(result.record, indent=2) if g.json else f"kanotify: {note}")
+        raise Exit(EXIT_OK)
+    from .state import notification_ticket
+
+    result = engine.transition(
+        names, state, argv=_argv(), command=command, dry_run=g.dry_run,
+        ticket=notification_ticket(), priority=priority,
+    )
+    _finish(g, result)
+
+
+def _scope(config, instance: str | None) -> list[str] | None:  # type: ignore[no-untyped-def]
+    return None if instance is None else [resolve_instance(config, instance, "reconcile")]
+
+
+def cmd_reconcile(g: Globals, state: str | None, instance: str | None) -> NoReturn:
+    """``kanotify reconcile [--state S] [--instance I]``."""
+    wanted = parse_state(state) if state is not None else None
+    config = load(g)
+    result = make_engine(g, config).reconcile(_scope(config, instance), wanted, argv=_argv(), dry_run=g.dry_run)
+    _finish(g, result)
+
+
+def cmd_plan(g: Globals, state: str | None, instance: str | None, detailed_exitcode: bool) -> NoReturn:
+    """``kanotify plan [--state S] [--instance I] [--detailed-exitcode]``."""
+    g.dry_run = True
+    wanted = parse_state(state) if state is not None else None
+    config = load(g)
+    result = make_engine(g, config).reconcile(
+        _scope(config, instance), wanted, argv=_argv(), command="plan", dry_run=True
+    )
+    print_result(g, result)
+    if result.exit_code != EXIT_OK:
+        raise Exit(result.exit_code)
+    raise Exit(EXIT_CHANGES_PENDING if detailed_exitcode and result.plan.has_changes else EXIT_OK)
+
+
+def cmd_status(g: Globals) -> NoReturn:
+    """``kanotify status``."""
+    config = load(g)
+    from .status import collect_status, format_status
+
+    report = collect_status(config)
+    out(json.dumps(report, indent=2, default=str) if g.json else format_status(report, verbose=g.verbose))
+    raise Exit(EXIT_OK)
+
+
+def cmd_history(g: Globals, n: int) -> NoReturn:
+    """``kanotify history [-n N]``."""
+    config = load(g)
+    from .journal import Journal, summary_line
+
+    records = Journal(config.settings.journal).tail(n)
+    if g.json:
+        out(json.dumps(records, indent=2))
+    elif not records:
+        out(f"no transitions recorded in {config.settings.journal}")
+    else:
+        for rec in records:
+            out(f"{str(rec.get('ts', '?')):<25} {summary_line(rec)}")
+    raise Exit(EXIT_OK)
+
+
+def cmd_check(g: Globals) -> NoReturn:
+    """``kanotify check``."""
+    config = load(g)
+    summary: dict[str, Any] = {
+        "config": config.path,
+        "valid": True,
+        "instances": list(config.instance_names),
+        "vips": sum(len(i.vips) for i in config.instances),
+        "services": sum(len(i.services) for i in config.instances),
+        "sysctls": len(config.sysctls),
+    }
+    if g.json:
+        out(json.dumps(summary, indent=2))
+    else:
+        out(
+            f"{config.path}: OK ({len(config.instances)} instance(s), {summary['vips']} VIP(s), "
+            f"{summary['services']} service(s), {summary['sysctls']} sysctl(s))"
+        )
+    raise Exit(EXIT_OK)
