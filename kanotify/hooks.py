@@ -595,6 +595,27 @@ def command_action(
     return HookAction(plugin=plugin, description=text, run=run)
 
 
+def watched_instance(ctx: RunContext, options: Mapping[str, Any]) -> str | None:
+    """The VRRP instance a host-wide plugin follows, if this run is about it, else None.
+
+    That is ``options["instance"]``, or the config's only instance.  A plugin
+    for one service on the host (conntrackd, a systemd unit) follows one
+    instance; with several instances in the config the option is required
+    (a :class:`ValueError`, recorded as the plugin's problem, says so).
+    """
+    name = options.get("instance")
+    if name is None:
+        names = ctx.config.instance_names
+        if len(names) != 1:
+            raise ValueError(
+                f"option 'instance' is required: the config declares {len(names)} instances ({', '.join(names)})"
+            )
+        name = names[0]
+    if not isinstance(name, str) or ctx.config.instance(name) is None:
+        raise ValueError(f"option 'instance' = {name!r} is not an instance of the config")
+    return name if name in ctx.to_states else None
+
+
 __all__ = [
     "ENTRY_POINT_GROUP",
     "HookManager",
@@ -607,4 +628,5 @@ __all__ = [
     "load_hooks",
     "load_plugin_file",
     "remaining_time",
+    "watched_instance",
 ]
