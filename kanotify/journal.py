@@ -94,14 +94,23 @@ def _drop_partial_tail(fd: int) -> None:
 
 
 def syslog_line(message: str, *, enabled: bool = True, error: bool = False) -> bool:
-    """Send one line to syslog if ``/dev/log`` exists.  Returns whether it was sent."""
+    """Send one line to syslog (ident ``kanotify``, facility daemon) if ``/dev/log`` exists.
+
+    Written by hand rather than with the ``syslog`` module so the socket path
+    can be pointed elsewhere in tests; the format is the classic BSD one that
+    every syslog daemon and journald accept.  Returns whether it was sent.
+    """
     if not enabled or not os.path.exists(SYSLOG_SOCKET):
         return False
-    import syslog
+    import socket
 
+    priority = 3 * 8 + (3 if error else 5)  # facility daemon; severity err or notice
+    data = f"<{priority}>kanotify[{os.getpid()}]: {message}".encode("utf-8", "replace")[:8192]
     try:
-        syslog.openlog("kanotify", syslog.LOG_PID, syslog.LOG_DAEMON)
-        syslog.syslog(syslog.LOG_ERR if error else syslog.LOG_NOTICE, message)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(0.5)
+            sock.connect(SYSLOG_SOCKET)
+            sock.send(data)
     except OSError:
         return False
     return True

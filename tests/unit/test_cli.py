@@ -290,3 +290,23 @@ def test_fast_path_leaves_everything_else_to_typer(argv) -> None:  # type: ignor
     from kanotify.commands import run_fast
 
     assert run_fast(argv) is None
+
+
+def _broken_configs():  # type: ignore[no-untyped-def]
+    from tests.unit.test_config import BROKEN
+
+    return BROKEN
+
+
+@pytest.mark.parametrize("case", _broken_configs(), ids=[c[0] for c in _broken_configs()])
+def test_check_exits_78_with_the_key_path_on_every_broken_config(tmp_path, capsys, case) -> None:  # type: ignore[no-untyped-def]
+    """Every broken config of the loader's table, through the command line."""
+    _, text, path, word, _ = case
+    conf = tmp_path / "broken.toml"
+    conf.write_text(text)
+    assert run(["--config", str(conf), "check"]) == 78
+    err = capsys.readouterr().err
+    assert str(conf) in err
+    if path:
+        assert path in err
+    assert word.lower() in err.lower()

@@ -325,3 +325,32 @@ def test_symlinked_state_dir_is_refused(env) -> None:  # type: ignore[no-untyped
     result = engine.transition(["VI_1"], State.MASTER, argv=["t"], command="master", ticket=_ticket(1))
     assert result.outcome == "failed" and "symlink" in result.record["note"]
     assert backend.writes == []
+
+
+def test_one_syslog_line_per_transition(env, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import socket
+
+    engine, _, _, tmp = env
+    path = str(tmp / "log.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(path)
+    server.settimeout(2)
+    monkeypatch.setattr("kanotify.journal.SYSLOG_SOCKET", path)
+    object.__setattr__(engine.config.settings, "syslog", True)
+    try:
+        engine.transition(["VI_1"], State.MASTER, argv=["t"], command="master", ticket=_ticket(1))
+        line = server.recv(9000).decode()
+        engine.backend_factory().devices.discard("eth0")
+        engine.transition(["VI_1"], State.BACKUP, argv=["t"], command="backup", ticket=_ticket(2))
+        second = server.recv(9000).decode()
+    finally:
+        server.close()
+    assert line.startswith("<29>kanotify[") and "VI_1 - -> master: converged" in line
+    assert "VI_1 master -> backup" in second
+
+
+def test_no_syslog_socket_is_fine(env, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    engine, _, _, tmp = env
+    monkeypatch.setattr("kanotify.journal.SYSLOG_SOCKET", str(tmp / "missing.sock"))
+    object.__setattr__(engine.config.settings, "syslog", True)
+    assert engine.transition(["VI_1"], State.MASTER, argv=["t"], command="master", ticket=_ticket(1)).exit_code == 0
