@@ -43,14 +43,19 @@ def _is_stop_notification(argv: list[str]) -> bool:
 
 def _detach_and_wait() -> int | None:
     """Fork a worker in a new session.  Returns the exit code in the parent, None in the worker."""
-    from .state import pin_ticket
+    # Only os-level work before the fork: importing kanotify.state here would about
+    # double the time in which keepalived's SIGKILL can still catch the whole job.
+    from .procinfo import ticket_fields
 
-    pin_ticket()
+    fields = ticket_fields()
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(read_end)
         os.setsid()
+        from .state import pin_ticket
+
+        pin_ticket(fields)
         os.environ["KANOTIFY_STATUS_FD"] = str(write_end)
         return None
     os.close(write_end)

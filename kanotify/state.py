@@ -30,6 +30,7 @@ from typing import Any, Iterator
 
 from .errors import KanotifyError, LockTimeout
 from .model import State
+from .procinfo import ticket_fields
 
 STATE_FILE = "state.json"
 LOCK_FILE = "lock"
@@ -68,29 +69,17 @@ class Ticket:
 
 def current_ticket(pid: int | None = None) -> Ticket:
     """The ticket of this process (or ``pid``), from ``/proc/PID/stat``."""
-    pid = os.getpid() if pid is None else pid
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            raw = fh.read()
-        # field 22 (starttime); the command name (field 2) may contain spaces and parens
-        start_ticks = int(raw[raw.rindex(b")") + 2 :].split()[19])
-    except (OSError, ValueError, IndexError):
-        start_ticks = time.monotonic_ns() // 10_000_000
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as fh:
-            boot_id = fh.read().strip()
-    except OSError:
-        boot_id = "unknown"
-    return Ticket(boot_id, start_ticks, pid)
+    return Ticket(*ticket_fields(pid))
 
 
 _PINNED: Ticket | None = None
 
 
-def pin_ticket() -> Ticket:
-    """Fix this notification's ticket now (before forking a worker that has a later start time)."""
+def pin_ticket(fields: tuple[str, int, int] | None = None) -> Ticket:
+    """Fix this notification's ticket: ``fields`` read before forking a worker (which has a
+    later start time and another pid), or this process's own ticket now."""
     global _PINNED
-    _PINNED = current_ticket()
+    _PINNED = Ticket(*fields) if fields is not None else current_ticket()
     return _PINNED
 
 
