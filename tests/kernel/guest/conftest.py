@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import subprocess
-from dataclasses import dataclass
+import sys
 from typing import Iterator
 
 import pytest
 
-from guest_support import run
+from ipvs_guest_support import SERVER, Lan, run
 from kanotify.backends.ipvs import IpvsBackend
 
 if os.environ.get("KANOTIFY_IN_GUEST") != "1":  # pragma: no cover - guarded by the parent conftest
@@ -35,44 +34,9 @@ def ipvs() -> Iterator[IpvsBackend]:
         run(["ipvsadm", "-C"])
 
 
-@dataclass(frozen=True)
-class Lan:
-    """An LVS-DR LAN on a bridge: client, director, two real servers, each in a namespace.
-
-    ``192.0.2.10`` client, ``192.0.2.1`` director (holds the VIP ``192.0.2.100``
-    on eth0), ``192.0.2.21``/``192.0.2.22`` real servers with the VIP on ``lo``
-    and the usual ARP policy, each running a TCP server on port 80 that
-    answers every connection with its own name and keeps it open.
-    """
-
-    director: str
-    client: str
-    rs1: str
-    rs2: str
-    bridge: str
-    vip: str = "192.0.2.100"
-
-    def exec(self, ns: str, *argv: str) -> str:
-        return run(["ip", "netns", "exec", ns, *argv])
-
-
-# A tiny TCP server for the real servers: answers its name, holds the connection.
-_SERVER = r"""
-import socket, sys, threading
-name = sys.argv[1].encode()
-srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind(("0.0.0.0", 80)); srv.listen(64)
-print("ready", flush=True)
-held = []
-while True:
-    conn, _ = srv.accept(); conn.sendall(name + b"\n"); held.append(conn)
-"""
-
-
 @pytest.fixture
 def lan() -> Iterator[Lan]:
-    import sys
-
+    """The LVS-DR LAN of :class:`Lan`; namespaces, bridge and servers are always removed."""
     tag = secrets.token_hex(2)
     names = {role: f"kt-{tag}-{role}" for role in ("dir", "cl", "rs1", "rs2")}
     bridge = f"kt{tag}br"
@@ -98,7 +62,7 @@ def lan() -> Iterator[Lan]:
                 run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", f"net.ipv4.conf.all.{key}={value}"])
             run(["ip", "-n", ns, "addr", "add", "192.0.2.100/32", "dev", "lo"])
             proc = subprocess.Popen(
-                ["ip", "netns", "exec", ns, sys.executable, "-c", _SERVER, role],
+                ["ip", "netns", "exec", ns, sys.executable, "-c", SERVER, role],
                 stdout=subprocess.PIPE,
             )
             servers.append(proc)
@@ -111,13 +75,3 @@ def lan() -> Iterator[Lan]:
         for ns in made:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         subprocess.run(["ip", "link", "del", bridge], capture_output=True)
-
-
-def connect_from(ns: str, host: str, port: int) -> socket.socket:
-    """An open TCP connection made from inside namespace ``ns`` (the socket keeps its netns)."""
-    from kanotify.backends.ipvs import _in_netns
-
-    sock: socket.socket = _in_netns(ns, lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-    sock.settimeout(10)
-    sock.connect((host, port))
-    return sock

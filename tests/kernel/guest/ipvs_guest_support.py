@@ -8,12 +8,13 @@ encoder and the decoder cannot hide.
 from __future__ import annotations
 
 import ipaddress
+import socket
 import subprocess
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 from kanotify.actions import Action
-from kanotify.backends.ipvs import IpvsBackend
+from kanotify.backends.ipvs import IpvsBackend, _in_netns
 from kanotify.config import Config, Settings
 from kanotify.model import Instance, Observed, RealServer, ServiceSpec, State, VirtualService
 from kanotify.plan import Plan, PlanOptions, desired_state, plan
@@ -65,7 +66,10 @@ def connections(netns: str | None = None) -> dict[str, tuple[int, int]]:
 
 
 def service_stats(netns: str | None = None) -> dict[str, int]:
-    """``ipvsadm -Ln --stats``: ``PROT addr:port`` -> Conns of the service (reset only by a re-create)."""
+    """``ipvsadm -Ln --stats``: ``PROT addr:port`` -> Conns of the service.
+
+    The kernel sums these counters every 2 s (estimator); a re-created service starts at 0.
+    """
     result = {}
     for line in ipvsadm("-Ln", "--stats", netns=netns).splitlines():
         words = line.split()
@@ -128,3 +132,54 @@ def sync(
     errors = [r for r in results if r is not None]
     assert not errors, "\n".join(str(e) for e in errors)
     return SyncResult(the_plan, backend.writes - before, errors)
+
+
+# --------------------------------------------------------------------------- a small LVS-DR LAN
+
+
+@dataclass(frozen=True)
+class Lan:
+    """An LVS-DR LAN on a bridge: client, director, two real servers, each in a namespace.
+
+    ``192.0.2.10`` client, ``192.0.2.1`` director (holds the VIP ``192.0.2.100``
+    on eth0), ``192.0.2.21``/``192.0.2.22`` real servers with the VIP on ``lo``
+    and the usual ARP policy, each running a TCP server on port 80 that
+    answers every connection with its own name, then echoes lines.
+    """
+
+    director: str
+    client: str
+    rs1: str
+    rs2: str
+    bridge: str
+    vip: str = "192.0.2.100"
+
+    def exec(self, ns: str, *argv: str) -> str:
+        return run(["ip", "netns", "exec", ns, *argv])
+
+
+# A tiny TCP server for the real servers: says its name, then echoes each line
+# prefixed with its name, and holds the connection open.
+SERVER = r"""
+import socket, sys, threading
+name = sys.argv[1].encode()
+def serve(conn):
+    conn.sendall(name + b"\n")
+    buf = conn.makefile("rb")
+    for line in buf:
+        conn.sendall(name + b" " + line)
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("0.0.0.0", 80)); srv.listen(64)
+print("ready", flush=True)
+while True:
+    conn, _ = srv.accept()
+    threading.Thread(target=serve, args=(conn,), daemon=True).start()
+"""
+
+
+def connect_from(ns: str, host: str, port: int) -> socket.socket:
+    """An open TCP connection made from inside namespace ``ns`` (the socket keeps its netns)."""
+    sock: socket.socket = _in_netns(ns, lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+    sock.settimeout(10)
+    sock.connect((host, port))
+    return sock

@@ -6,7 +6,7 @@ import errno
 
 import pytest
 
-from guest_support import ip, ipvsadm, save, thresholds
+from ipvs_guest_support import ip, ipvsadm, save, thresholds
 from kanotify.actions import AddReal, AddService, DeleteReal, DeleteService, EditReal, EditService
 from kanotify.backends.ipvs import IpvsBackend
 from kanotify.errors import ApplyError
@@ -269,7 +269,7 @@ def test_lost_replies_fall_back_to_one_at_a_time() -> None:
 
 
 def test_socket_in_another_network_namespace(ipvs: IpvsBackend) -> None:
-    from guest_support import run
+    from ipvs_guest_support import run
 
     ns = "kt-ipvs-ns"
     run(["ip", "netns", "add", ns])
