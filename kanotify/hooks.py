@@ -249,10 +249,7 @@ def load_plugin_file(path: str) -> ModuleType:
 
 def _hook_files(directory: str) -> list[str]:
     """Plugin files of the hooks dir: ``*.py``, not hidden, not private, not tests."""
-    try:
-        names = sorted(os.listdir(directory))
-    except FileNotFoundError:
-        return []
+    names = sorted(os.listdir(directory))  # OSError: reported by the caller
     return [
         os.path.join(directory, n)
         for n in names
@@ -387,7 +384,11 @@ class HookManager:
         if not os.path.isdir(directory):
             self.problem("hooks_dir", LOAD, f"hooks_dir {directory} is not a directory")
             return []
-        files = [f for f in _hook_files(directory) if self.enabled(file_plugin_name(f))]
+        try:
+            files = [f for f in _hook_files(directory) if self.enabled(file_plugin_name(f))]
+        except OSError as exc:
+            self.problem("hooks_dir", LOAD, f"hooks_dir {directory}: cannot list: {exc.strerror}")
+            return []
         if not files:
             return []
         from .security import insecure_path_reason
@@ -450,10 +451,20 @@ class HookManager:
         log.debug("hook %s: %s took %.1f ms", name, call, (time.monotonic() - started) * 1000)
         return True, value
 
-    def before_transition(self, ctx: RunContext) -> list[Action]:
-        """Collect the plugins' actions; raise :class:`HookError` if a required plugin failed."""
+    def start_run(self) -> None:
+        """Forget the previous run's problems (load problems stay: the plugin is still broken).
+
+        :meth:`before_transition` does this too; an engine that runs many
+        transitions in one process (``listen``) calls it at the start of each
+        run, so a run that never reaches the hooks (superseded, ignored) does
+        not report the previous run's problems.
+        """
         with self._lock:
             self._run_problems = []
+
+    def before_transition(self, ctx: RunContext) -> list[Action]:
+        """Collect the plugins' actions; raise :class:`HookError` if a required plugin failed."""
+        self.start_run()
         actions: list[Action] = []
         for name, impl in self._impls("kanotify_before_transition"):
             ok, value = self._call(name, impl, BEFORE, {"ctx": ctx, "options": self.options(name)})

@@ -485,3 +485,30 @@ def test_insecure_path_reason_checks_every_component_and_follows_links(tmp_path)
     assert insecure_path_reason(str(sticky / "f.py")) is None
     (sticky / "f.py").chmod(0o666)
     assert "writable" in insecure_path_reason(str(sticky / "f.py"))
+
+
+def test_an_unreadable_hooks_dir_is_a_problem_not_a_crash(tmp_path, mocker):
+    hooks_dir = tmp_path / "hooks.d"
+    hooks_dir.mkdir()
+    real_listdir = os.listdir
+
+    def listdir(path):
+        if str(path) == str(hooks_dir):
+            raise PermissionError(13, "Permission denied")
+        return real_listdir(path)
+
+    mocker.patch("os.listdir", side_effect=listdir)
+    hooks = manager(tmp_path)
+    assert hooks.problems[0]["error"] == f"hooks_dir {hooks_dir}: cannot list: Permission denied"
+
+
+def test_start_run_forgets_the_last_runs_problems(tmp_path):
+    class Broken:
+        def kanotify_after_transition(self):
+            raise RuntimeError("x")
+
+    hooks = manager(tmp_path, [Broken()], hooks={"ghost": {}})
+    hooks.after_transition(make_context(), None)
+    assert [p["hook"] for p in hooks.problems] == ["ghost", "Broken"]
+    hooks.start_run()
+    assert [p["hook"] for p in hooks.problems] == ["ghost"]
