@@ -373,6 +373,13 @@ class Engine:
 
     def _call_after(self, ctx: RunContext, result: RunResult) -> None:
         self.hooks.after_transition(ctx, result)
+        # the record was built before after_transition ran: add what it reported
+        problems = getattr(self.hooks, "problems", None)
+        if problems:
+            result.record["hooks"] = list(problems)
+            if result.outcome == CONVERGED:
+                result.outcome = OUTCOME_FAILED
+                result.record["outcome"] = OUTCOME_FAILED
 
     def _call_failed(self, ctx: RunContext, action: Action, error: BaseException) -> None:
         self.hooks.action_failed(ctx, action, error)
