@@ -1,0 +1,34 @@
+"""Run ``benchmarks/ipvs_sync.py`` inside a user-mode Linux guest (a kernel with IPVS).
+
+    python benchmarks/run_in_uml.py [ipvs_sync.py options...]
+
+Uses the test harness ``tests/uml.py``: same checkout, same virtualenv, a fresh
+kernel whose IPVS table the benchmark may flush freely.  Also reports the
+guest's boot-run-poweroff time.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from uml import GuestError, run_in_guest  # noqa: E402
+
+
+def main() -> int:
+    argv = [sys.executable, str(ROOT / "benchmarks" / "ipvs_sync.py"), *sys.argv[1:]]
+    try:
+        result = run_in_guest(argv, timeout=1800, mem="1G")
+    except GuestError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    sys.stdout.write(result.output)
+    print(f"[UML guest: exit {result.returncode}, boot-run-poweroff {result.seconds:.1f} s]")
+    return result.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
