@@ -24,6 +24,7 @@ only when a helper is called (it is loaded into every pytest run).
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -36,10 +37,10 @@ if TYPE_CHECKING:
     from .hooks import HookManager
     from .model import State
 
-try:  # loaded as a pytest plugin, but the builders work without pytest too
-    import pytest
-except ImportError:  # pragma: no cover - pytest is there whenever the fixture is used
-    pytest = None  # type: ignore[assignment]
+# The fixture is defined only when pytest is already loaded (as it is when pytest
+# loads this module through its ``pytest11`` entry point): the builders work
+# without pytest, and importing them never pays for importing it.
+pytest: Any = sys.modules.get("pytest")
 
 #: A small two-node-style config: VIP on eth0 as master, on lo otherwise, one service.
 DEFAULT_TOML = """
@@ -295,9 +296,10 @@ __all__ = [
     "DEFAULT_TOML",
     "Harness",
     "KanotifyEnv",
-    "kanotify_env",
     "load_plugin",
     "make_config",
     "make_context",
     "make_engine",
 ]
+if pytest is not None:
+    __all__.append("kanotify_env")
