@@ -1,0 +1,1084 @@
+#!/usr/bin/env python3
+"""A real LVS-DR cluster with real keepalived and kanotify, inside one user-mode Linux guest.
+
+Run by ``tests/e2e/test_cluster.py`` (and ``scripts/demo``) through ``tests/uml.py``::
+
+    cluster.py run --topology dedicated|two-node [--result FILE] [--log FILE]
+
+builds, in network namespaces on a bridge, a client, two directors running
+keepalived (VRRP over unicast peers) and real servers with a tiny HTTP server;
+kanotify is wired in exactly as a user would: keepalived's notify lines call the
+installed ``kanotify`` with a per-node config rendered from the repository's
+``keepalived.conf.example`` and ``examples/*.toml``.  It then runs the scenarios
+of issue 6, checks each from the client AND from kernel state (``ipvsadm-save
+-n``, ``ip -j addr``, sysctls) AND from kanotify's journal, prints a readable
+log and writes a JSON result for the host-side test.
+
+The same file provides the small programs that run inside the namespaces::
+
+    cluster.py serve NAME                HTTP on :80 answering NAME
+    cluster.py client LOGFILE            a request to VIP:80 every 100 ms, one JSON line each
+    cluster.py arp-probe DEV IP SECONDS  who answers ARP for IP (AF_PACKET)
+
+Only documentation addresses (192.0.2.0/24) are used, only inside namespaces
+this script creates; even the bridge lives in its own namespace.  It refuses to
+run outside the guest (``KANOTIFY_IN_GUEST=1``): the guest's poweroff is the
+cleanup.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import stat
+import struct
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+REPO = Path(__file__).resolve().parents[2]
+VIP = "192.0.2.100"
+PORT = 80
+CLIENT = ("client", "192.0.2.10")
+INSTANCE = "VI_1"
+NS_PREFIX = "e2e-"
+REQUEST_INTERVAL = 0.1   # the client sends one request every 100 ms ...
+REQUEST_TIMEOUT = 1.0    # ... and gives each one second
+STOP_DEADLINE = 15.0     # scenario 4: the stopped director must be clean by then (UML: ~2-6 s per kanotify run)
+CONVERGE_TIMEOUT = 45.0
+
+
+def mac_of(address: str) -> str:
+    """Readable fixed MACs: 192.0.2.11 -> 02:00:00:00:00:11."""
+    return f"02:00:00:00:00:{int(address.rsplit('.', 1)[1]):02d}"
+
+
+# =========================================================================== in-namespace programs
+
+
+def serve(name: str) -> None:
+    """HTTP server on :80 (every address, the VIP on lo included) answering its own name."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    body = (name + "\n").encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    ThreadingHTTPServer.allow_reuse_address = True
+    ThreadingHTTPServer.daemon_threads = True
+    server = ThreadingHTTPServer(("0.0.0.0", PORT), Handler)
+    print(f"{name}: serving on :{PORT}", flush=True)
+    server.serve_forever()
+
+
+def _one_request(started: float) -> dict[str, Any]:
+    record: dict[str, Any] = {"t": round(started, 3)}
+    try:
+        with socket.create_connection((VIP, PORT), timeout=REQUEST_TIMEOUT) as sock:
+            sock.settimeout(max(0.05, started + REQUEST_TIMEOUT - time.monotonic()))
+            sock.sendall(b"GET / HTTP/1.0\r\nHost: vip\r\n\r\n")
+            data = b""
+            while True:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.0 200"):
+            raise OSError(f"bad reply {head[:40]!r}")
+        record.update(ok=True, who=body.decode().strip())
+    except OSError as exc:
+        record.update(ok=False, err=type(exc).__name__ if not str(exc) else str(exc)[:60])
+    record["ms"] = round((time.monotonic() - started) * 1000)
+    return record
+
+
+def client(logfile: str) -> None:
+    """One request every REQUEST_INTERVAL, each in its own thread, so a hung one does not delay the next."""
+    lock = threading.Lock()
+    out = open(logfile, "a", buffering=1)
+
+    def worker(started: float) -> None:
+        record = _one_request(started)
+        with lock:
+            out.write(json.dumps(record) + "\n")
+
+    tick = time.monotonic()
+    while True:
+        threading.Thread(target=worker, args=(time.monotonic(),), daemon=True).start()
+        tick += REQUEST_INTERVAL
+        delay = tick - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        else:
+            tick = time.monotonic()  # fell behind (slow guest): do not burst
+
+
+def arp_probe(dev: str, target: str, seconds: float) -> None:
+    """Broadcast ARP requests for ``target`` from ``dev``; print who answered (JSON)."""
+    my_mac = bytes.fromhex(Path(f"/sys/class/net/{dev}/address").read_text().strip().replace(":", ""))
+    my_ip = socket.inet_aton(CLIENT[1])
+    tip = socket.inet_aton(target)
+    arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, my_mac, my_ip, b"\0" * 6, tip)
+    frame = b"\xff" * 6 + my_mac + struct.pack("!H", 0x0806) + arp
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
+    sock.bind((dev, 0x0806))
+    sock.settimeout(0.05)
+    answers: dict[str, int] = {}
+    sent = 0
+    end = time.monotonic() + seconds
+    next_send = 0.0
+    while time.monotonic() < end:
+        if sent < 3 and time.monotonic() >= next_send:
+            sock.send(frame)
+            sent += 1
+            next_send = time.monotonic() + 0.2
+        try:
+            data = sock.recv(2048)
+        except socket.timeout:
+            continue
+        if len(data) < 42:
+            continue
+        op, sha, spa = struct.unpack("!H6s4s", data[20:32])
+        if op == 2 and spa == tip:
+            mac = ":".join(f"{b:02x}" for b in sha)
+            answers[mac] = answers.get(mac, 0) + 1
+    print(json.dumps({"sent": sent, "answers": answers}))
+
+
+# =========================================================================== the driver: plumbing
+
+
+class Log:
+    """Timestamped lines to stdout and, if given, a file the host can tail."""
+
+    def __init__(self, path: str | None) -> None:
+        self.t0 = time.monotonic()
+        self.file = open(path, "a", buffering=1) if path else None
+        self.lines: list[str] = []
+
+    def __call__(self, message: str = "") -> None:
+        for text in (message.splitlines() or [""]):
+            line = f"[{time.monotonic() - self.t0:6.1f}s] {text}"
+            self.lines.append(line)
+            print(line, flush=True)
+            if self.file:
+                self.file.write(line + "\n")
+
+
+def sh(*argv: str, check: bool = True, timeout: float = 60) -> str:
+    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc.stdout
+
+
+def nsx(ns: str, *argv: str, check: bool = True, timeout: float = 60) -> str:
+    return sh("ip", "netns", "exec", ns, *argv, check=check, timeout=timeout)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.2) -> Any:
+    """Poll until ``predicate()`` is truthy; returns its value, or None at the timeout."""
+    end = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= end:
+            return None
+        time.sleep(interval)
+
+
+@dataclass
+class Node:
+    name: str
+    address: str
+    role: str  # "director", "realserver" or "both"
+    priority: int = 0
+    ns: str = ""
+    dir: Path = Path()
+    keepalived: subprocess.Popen[bytes] | None = None
+    server: subprocess.Popen[bytes] | None = None
+
+    @property
+    def mac(self) -> str:
+        return mac_of(self.address)
+
+    @property
+    def is_director(self) -> bool:
+        return self.role in ("director", "both")
+
+    @property
+    def serves_http(self) -> bool:
+        return self.role in ("realserver", "both")
+
+    @property
+    def journal(self) -> Path:
+        return self.dir / "journal.jsonl"
+
+    @property
+    def maintenance(self) -> Path:
+        return self.dir / "maintenance"
+
+
+# --------------------------------------------------------------------------- kernel state
+
+
+def addresses(node: Node) -> list[dict[str, Any]]:
+    """``ip -j addr`` in the node's namespace, flattened: dev, address/prefix, label."""
+    out = []
+    for link in json.loads(sh("ip", "-n", node.ns, "-j", "addr", "show")):
+        for info in link.get("addr_info", ()):
+            if info.get("family") == "inet":
+                out.append({
+                    "dev": link["ifname"],
+                    "addr": f"{info['local']}/{info['prefixlen']}",
+                    "label": info.get("label", link["ifname"]),
+                })
+    return out
+
+
+def vip_devs(node: Node) -> list[str]:
+    return sorted(f"{a['dev']}({a['addr']},{a['label']})" for a in addresses(node) if a["addr"].split("/")[0] == VIP)
+
+
+def has_vip_on(node: Node, dev: str) -> bool:
+    return any(a["dev"] == dev and a["addr"].split("/")[0] == VIP for a in addresses(node))
+
+
+def ipvs_rules(node: Node) -> list[str]:
+    return [line.strip() for line in nsx(node.ns, "ipvsadm-save", "-n").splitlines() if line.strip()]
+
+
+def ipvs_service(node: Node) -> list[str]:
+    """The managed service's rules (``-A``/``-a`` lines for VIP:80), as ipvsadm-save prints them."""
+    return [r for r in ipvs_rules(node) if f" {VIP}:{PORT} " in r + " "]
+
+
+def ipvs_conns(node: Node) -> dict[str, int]:
+    """Real server -> total connections IPVS scheduled to it (``ipvsadm -Ln --stats``)."""
+    result: dict[str, int] = {}
+    for line in nsx(node.ns, "ipvsadm", "-Ln", "--stats").splitlines():
+        words = line.split()
+        if len(words) >= 3 and words[0] == "->" and words[1][0].isdigit():
+            result[words[1]] = int(words[2])
+    return result
+
+
+def sysctl(node: Node, key: str) -> str:
+    return nsx(node.ns, "cat", "/proc/sys/" + key.replace(".", "/")).strip()
+
+
+def journal(node: Node) -> list[dict[str, Any]]:
+    try:
+        text = node.journal.read_text()
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def transitions(node: Node) -> list[dict[str, Any]]:
+    """Journal records of notifications that changed (or checked) the recorded state."""
+    return [r for r in journal(node) if r.get("to") and not r.get("dry_run") and r.get("command") != "reconcile"]
+
+
+def describe_record(rec: dict[str, Any]) -> str:
+    counts: dict[str, int] = {}
+    for action in rec.get("actions", ()):
+        counts[action["status"]] = counts.get(action["status"], 0) + 1
+    applied = [a["action"] for a in rec.get("actions", ()) if a["status"] == "applied" and not a["action"].startswith("sysctl")]
+    words = " ".join(rec["trigger"][1:])
+    text = (
+        f"{rec['ts'][11:23]} pid {rec.get('pid')} '{words}': {rec.get('from') or '-'} -> {rec.get('to')} "
+        f"{rec['outcome']} in {rec['duration_ms']:.0f} ms"
+    )
+    if applied:
+        text += " [" + "; ".join(applied) + "]"
+    if rec.get("note"):
+        text += f" ({rec['note']})"
+    return text
+
+
+# --------------------------------------------------------------------------- client log
+
+
+class Traffic:
+    """The client's request log: one JSON line per request, ``t`` on the guest's monotonic clock."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def records(self) -> list[dict[str, Any]]:
+        try:
+            lines = self.path.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        out = []
+        for line in lines:
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass  # the line being written
+        return sorted(out, key=lambda r: r["t"])
+
+    def window(self, t0: float, t1: float) -> list[dict[str, Any]]:
+        return [r for r in self.records() if t0 <= r["t"] < t1]
+
+    def settle(self) -> None:
+        """Let the requests in flight finish (each has REQUEST_TIMEOUT)."""
+        time.sleep(REQUEST_TIMEOUT + 0.3)
+
+
+def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Counts per answering server, failures, and the outage: first failure to the next success."""
+    served: dict[str, int] = {}
+    for r in records:
+        if r["ok"]:
+            served[r["who"]] = served.get(r["who"], 0) + 1
+    failed = [r for r in records if not r["ok"]]
+    gap = 0.0
+    if failed:
+        first_fail = failed[0]["t"]
+        later_ok = [r["t"] for r in records if r["ok"] and r["t"] > failed[-1]["t"]]
+        gap = (later_ok[0] if later_ok else records[-1]["t"]) - first_fail
+    errors: dict[str, int] = {}
+    for r in failed:
+        errors[r["err"]] = errors.get(r["err"], 0) + 1
+    return {
+        "sent": len(records),
+        "ok": len(records) - len(failed),
+        "failed": len(failed),
+        "gap_s": round(gap, 2),
+        "served": dict(sorted(served.items())),
+        "errors": errors,
+        "resumed": bool(records) and records[-1]["ok"],
+    }
+
+
+def order_of_servers(records: list[dict[str, Any]], n: int = 8) -> str:
+    return " ".join(r["who"] if r["ok"] else "FAIL" for r in records[:n])
+
+
+# =========================================================================== the cluster
+
+
+class Cluster:
+    def __init__(self, topology: str, workdir: Path, log: Log) -> None:
+        self.topology = topology
+        self.work = workdir
+        self.log = log
+        self.kanotify = Path(sys.executable).parent / "kanotify"
+        if topology == "dedicated":
+            self.nodes = [
+                Node("lb1", "192.0.2.11", "director", 150),
+                Node("lb2", "192.0.2.12", "director", 100),
+                Node("rs1", "192.0.2.21", "realserver"),
+                Node("rs2", "192.0.2.22", "realserver"),
+            ]
+        elif topology == "two-node":
+            self.nodes = [
+                Node("node1", "192.0.2.11", "both", 150),
+                Node("node2", "192.0.2.12", "both", 100),
+            ]
+        else:
+            raise ValueError(topology)
+        self.client = Node(*CLIENT, "client")
+        for node in [self.client, *self.nodes]:
+            node.ns = NS_PREFIX + node.name
+            node.dir = self.work / node.name
+        self.traffic = Traffic(self.work / "client.jsonl")
+        self.checks: list[dict[str, Any]] = []
+        self.numbers: dict[str, Any] = {}
+        self.scenario = ""
+
+    @property
+    def directors(self) -> list[Node]:
+        return [n for n in self.nodes if n.is_director]
+
+    @property
+    def servers(self) -> list[Node]:
+        return [n for n in self.nodes if n.serves_http]
+
+    def node(self, name: str) -> Node:
+        return next(n for n in self.nodes if n.name == name)
+
+    # ------------------------------------------------------------------ checks
+
+    def check(self, name: str, ok: bool, detail: Any = "") -> bool:
+        detail_text = detail if isinstance(detail, str) else json.dumps(detail, default=str)
+        self.checks.append({"scenario": self.scenario, "check": name, "ok": bool(ok), "detail": detail_text})
+        self.log(f"  {'ok  ' if ok else 'FAIL'} {name}" + (f": {detail_text}" if detail_text else ""))
+        return bool(ok)
+
+    def begin(self, title: str) -> None:
+        self.scenario = title
+        self.log("")
+        self.log(f"=== {title}")
+
+    # ------------------------------------------------------------------ build
+
+    def check_script_security(self) -> None:
+        """keepalived's enable_script_security: every component of the script path root-owned, not g/o-writable."""
+        problems = []
+        for path in [self.kanotify, *self.kanotify.parents]:
+            st = os.stat(path)
+            if st.st_uid != 0:
+                problems.append(f"{path} is owned by uid {st.st_uid}, not root")
+            if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not (stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX):
+                problems.append(f"{path} is writable by group/others (mode {stat.S_IMODE(st.st_mode):04o})")
+        if not os.access(self.kanotify, os.X_OK):
+            problems.append(f"{self.kanotify} is missing or not executable (pip install -e . into this venv)")
+        if problems:
+            raise SystemExit(
+                "keepalived's enable_script_security would refuse the notify script:\n  "
+                + "\n  ".join(problems)
+                + "\nfix the ownership/permissions of the checkout and its .venv (chown root, chmod go-w)"
+            )
+
+    def build(self) -> None:
+        self.begin(f"build: {self.topology} topology")
+        self.check_script_security()
+        sh("ip", "netns", "add", NS_PREFIX + "lan")
+        lan = NS_PREFIX + "lan"
+        sh("ip", "-n", lan, "link", "add", "br0", "type", "bridge")
+        sh("ip", "-n", lan, "link", "set", "br0", "up")
+        for node in [self.client, *self.nodes]:
+            node.dir.mkdir(parents=True, exist_ok=True)
+            sh("ip", "netns", "add", node.ns)
+            port = f"p-{node.name}"
+            sh("ip", "-n", lan, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", node.ns)
+            sh("ip", "-n", lan, "link", "set", port, "master", "br0", "up")
+            sh("ip", "-n", node.ns, "link", "set", "lo", "up")
+            sh("ip", "-n", node.ns, "link", "set", "eth0", "address", node.mac)
+            sh("ip", "-n", node.ns, "addr", "add", f"{node.address}/24", "dev", "eth0")
+            sh("ip", "-n", node.ns, "link", "set", "eth0", "up")
+        roles = ", ".join(f"{n.name} {n.address} ({n.role}, {n.mac})" for n in [self.client, *self.nodes])
+        self.log(f"bridge br0 in {lan}; {roles}; VIP {VIP}:{PORT}")
+        for node in self.servers:
+            node.server = self.spawn(node, [sys.executable, __file__, "serve", node.name], "http.log")
+        for node in self.nodes:
+            self.write_kanotify_config(node)
+        for node in self.nodes:
+            if node.role == "realserver":
+                self.configure_real_server(node)
+        for node in self.servers:
+            if not wait_for(lambda: self.listening(node), 30):
+                raise SystemExit(f"HTTP server on {node.name} did not start: {self.tail(node.dir / 'http.log')}")
+        for node in self.directors:
+            self.write_keepalived_config(node)
+        for node in self.directors:
+            self.start_keepalived(node)
+
+    def spawn(self, node: Node, argv: list[str], logname: str) -> subprocess.Popen[bytes]:
+        out = open(node.dir / logname, "ab")
+        return subprocess.Popen(
+            ["ip", "netns", "exec", node.ns, *argv], stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+
+    def listening(self, node: Node) -> bool:
+        return f":{PORT} " in nsx(node.ns, "ss", "-Hltn", check=False)
+
+    # ------------------------------------------------------------------ configs (rendered from the repo's examples)
+
+    def write_kanotify_config(self, node: Node) -> None:
+        example = {
+            "director": "examples/kanotify-director.toml",
+            "realserver": "examples/kanotify-realserver.toml",
+            "both": "examples/kanotify.toml",
+        }[node.role]
+        text = (REPO / example).read_text()
+        state = Path("/run/kanotify-e2e") / node.name  # tmpfs: private to the guest
+        hooks = node.dir / "hooks.d"
+        hooks.mkdir(exist_ok=True)
+        text = substitute(text, example, [
+            (r'(?m)^state_dir = ".*"$', f'state_dir = "{state}"'),
+            (r'(?m)^journal = ".*"$', f'journal = "{node.journal}"'),
+            (r'(?m)^hooks_dir = ".*"$', f'hooks_dir = "{hooks}"'),
+            # no syslog daemon in the guest (and /dev/log must not reach the host's)
+            (r"(?m)^syslog = true$", "syslog = false"),
+        ])
+        path = node.dir / "kanotify.toml"
+        path.write_text(text)
+        os.chmod(path, 0o644)
+        sh(str(self.kanotify), "--config", str(path), "check")
+
+    def write_keepalived_config(self, node: Node) -> None:
+        text = (REPO / "keepalived.conf.example").read_text()
+        peer = next(n for n in self.directors if n is not node)
+        rules = [
+            (r"(?m)^(\s*router_id )\S+$", rf"\g<1>{node.name}"),
+            (r"(?m)^(\s*priority )\d+$", rf"\g<1>{node.priority}"),
+            (r"(?m)^(\s*unicast_src_ip )\S+$", rf"\g<1>{node.address}"),
+            (r"(unicast_peer \{\s*\n\s*)\S+", rf"\g<1>{peer.address}"),
+            (r'file "/etc/keepalived/maintenance"', f'file "{node.maintenance}"'),
+            # the four notify_* lines and the commented generic one
+            (r'(notify\w*\s+")/usr/local/bin/kanotify --config /etc/kanotify/kanotify\.toml ',
+             rf"\g<1>{self.kanotify} --config {node.dir / 'kanotify.toml'} ", 5),
+        ]
+        if self.topology == "two-node":
+            # the generic form the example documents: drop the four specific lines, uncomment "notify"
+            rules += [
+                (r"(?m)^\s*notify_(master|backup|fault|stop)\s.*\n", "", 4),
+                (r'(?m)^(\s*)# (notify ")', r"\g<1>\g<2>"),
+            ]
+        text = substitute(text, "keepalived.conf.example", rules)
+        (node.dir / "keepalived.conf").write_text(text)
+
+    def start_keepalived(self, node: Node) -> None:
+        conf = node.dir / "keepalived.conf"
+        argv = [
+            "keepalived", "-n", "-l", "-D", "-P", "-f", str(conf),
+            "-p", str(node.dir / "keepalived.pid"), "-r", str(node.dir / "vrrp.pid"),
+        ]
+        node.keepalived = self.spawn(node, argv, "keepalived.log")
+        self.log(f"{node.name}: keepalived started (pid {node.keepalived.pid}, priority {node.priority})")
+
+    def configure_real_server(self, node: Node) -> None:
+        """Real servers: kanotify applies the VIP on lo and the ARP sysctls (``reconcile``: no keepalived)."""
+        conf = str(node.dir / "kanotify.toml")
+        started = time.monotonic()
+        proc = subprocess.run(
+            ["ip", "netns", "exec", node.ns, str(self.kanotify), "--config", conf, "reconcile"],
+            capture_output=True, text=True, timeout=120,
+        )
+        took = time.monotonic() - started
+        self.log(f"{node.name}: kanotify reconcile exit {proc.returncode} in {took:.1f}s: {proc.stdout.strip()}")
+        if proc.returncode != 0:
+            raise SystemExit(f"{node.name}: kanotify reconcile failed: {proc.stderr}")
+        plan = subprocess.run(
+            ["ip", "netns", "exec", node.ns, str(self.kanotify), "--config", conf, "plan", "--detailed-exitcode"],
+            capture_output=True, text=True, timeout=120,
+        )
+        self.check(f"{node.name}: a second run has nothing to do (plan --detailed-exitcode = 0)", plan.returncode == 0,
+                   plan.stdout.strip().splitlines()[-1:] if plan.returncode else "")
+
+    # ------------------------------------------------------------------ state helpers
+
+    def role_state(self, node: Node) -> str:
+        """What the kernel says this director is: master (VIP on eth0 + service), clean, or mixed."""
+        on_eth0 = has_vip_on(node, "eth0")
+        service = bool(ipvs_service(node))
+        if on_eth0 and service:
+            return "master"
+        if not on_eth0 and not service:
+            return "not-master"
+        return f"mixed(vip on eth0={on_eth0}, service={service})"
+
+    def wait_master(self, master: Node, timeout: float = CONVERGE_TIMEOUT) -> float | None:
+        """Wait until ``master`` holds VIP+service (with every real) and every other director neither."""
+        started = time.monotonic()
+        others = [d for d in self.directors if d is not master]
+
+        def converged() -> bool:
+            rules = ipvs_service(master)
+            reals = sum(1 for r in rules if r.startswith("-a "))
+            return (
+                has_vip_on(master, "eth0") and reals == len(self.servers)
+                and all(self.role_state(o) == "not-master" for o in others)
+            )
+
+        ok = wait_for(converged, timeout, 0.2)
+        return time.monotonic() - started if ok else None
+
+    def show_state(self) -> dict[str, Any]:
+        state = {}
+        for node in self.nodes:
+            info: dict[str, Any] = {"vip": vip_devs(node)}
+            if node.is_director:
+                info["ipvs"] = ipvs_rules(node)
+            state[node.name] = info
+            ipvs = "; ".join(info.get("ipvs", [])) or "(none)"
+            self.log(f"  {node.name:6} VIP on: {', '.join(info['vip']) or '(none)':40}"
+                     + (f" ipvsadm-save -n: {ipvs}" if node.is_director else ""))
+        return state
+
+    def journal_since(self, node: Node, count_before: int) -> list[dict[str, Any]]:
+        return transitions(node)[count_before:]
+
+    def log_journal(self, node: Node, records: Iterable[dict[str, Any]]) -> None:
+        for rec in records:
+            self.log(f"  journal {node.name}: {describe_record(rec)}")
+
+    def arp_check(self, master: Node) -> None:
+        out = nsx(self.client.ns, sys.executable, __file__, "arp-probe", "eth0", VIP, "1.5", timeout=60)
+        result = json.loads(out)
+        answers = result["answers"]
+        names = {n.mac: n.name for n in self.nodes}
+        shown = {names.get(mac, mac): count for mac, count in answers.items()}
+        self.check(f"ARP for {VIP}: only {master.name} ({master.mac}) answers", set(answers) == {master.mac}, shown)
+        neigh = json.loads(sh("ip", "-n", self.client.ns, "-j", "neigh", "show", VIP) or "[]")
+        macs = [n.get("lladdr") for n in neigh]
+        self.check(f"client's neighbour entry for the VIP is {master.name}'s MAC", macs == [master.mac],
+                   {"neigh": [names.get(m, m) for m in macs]})
+
+    # ------------------------------------------------------------------ traffic
+
+    def start_traffic(self) -> None:
+        self.traffic.proc = self.spawn(
+            self.client, [sys.executable, __file__, "client", str(self.traffic.path)], "client.log"
+        )
+        wait_for(lambda: self.traffic.records(), 30, 0.2)
+
+    def measure(self, label: str, t0: float, t1: float) -> dict[str, Any]:
+        records = self.traffic.window(t0, t1)
+        summary = summarize(records)
+        self.log(
+            f"  client ({label}): {summary['sent']} requests, {summary['failed']} failed, "
+            f"outage {summary['gap_s']:.2f}s, answered by {summary['served']}"
+            + (f", errors {summary['errors']}" if summary["errors"] else "")
+        )
+        return summary
+
+    # ------------------------------------------------------------------ teardown (inside the guest: best effort)
+
+    def stop_all(self) -> None:
+        procs = [self.traffic.proc] + [n.keepalived for n in self.nodes] + [n.server for n in self.nodes]
+        for proc in procs:
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            if proc is not None:
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+    @staticmethod
+    def tail(path: Path, lines: int = 15) -> str:
+        try:
+            return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return f"({path} missing)"
+
+
+def substitute(text: str, source: str, rules: list[tuple[Any, ...]]) -> str:
+    """Apply regex rules; each must match (exactly ``n`` times when given): the examples must not drift."""
+    for rule in rules:
+        pattern, repl = rule[0], rule[1]
+        expected = rule[2] if len(rule) > 2 else 1
+        text, count = re.subn(pattern, repl, text)
+        if count != expected:
+            raise SystemExit(f"{source}: expected {expected} match(es) of {pattern!r}, found {count}: "
+                             "update tests/e2e/cluster.py together with the example")
+    return text
+
+
+class ProcWatch(threading.Thread):
+    """Samples /proc every 50 ms for processes whose command line contains ``needle``.
+
+    Cheap (no fork), so it sees even a short-lived process: used to show what
+    happens to a STOP notification's processes when keepalived exits.
+    """
+
+    def __init__(self, needle: bytes, t0: float) -> None:
+        super().__init__(daemon=True)
+        self.needle = needle
+        self.t0 = t0
+        self.seen: dict[int, dict[str, Any]] = {}
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            now = time.monotonic() - self.t0
+            for entry in os.scandir("/proc"):
+                if not entry.name.isdigit():
+                    continue
+                try:
+                    with open(f"/proc/{entry.name}/cmdline", "rb") as fh:
+                        if self.needle not in fh.read():
+                            continue
+                    with open(f"/proc/{entry.name}/stat", "rb") as fh:
+                        raw = fh.read()
+                except OSError:
+                    continue
+                fields = raw[raw.rindex(b")") + 2:].split()
+                pid = int(entry.name)
+                info = self.seen.setdefault(pid, {"first": now, "pgid": int(fields[2]), "sid": int(fields[3])})
+                info["last"] = now
+                info["sid"] = int(fields[3])  # the worker's setsid() happens after its fork
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join(timeout=5)
+
+
+# =========================================================================== scenarios
+
+
+def set_maintenance(node: Node, value: int) -> None:
+    tmp = node.maintenance.with_suffix(".tmp")
+    tmp.write_text(f"{value}\n")
+    os.replace(tmp, node.maintenance)  # keepalived watches the file with inotify
+
+
+def scenario_steady(c: Cluster, master: Node, backup: Node, title: str) -> None:
+    c.begin(title)
+    took = c.wait_master(master)
+    if not c.check(f"{master.name} is MASTER (VIP on eth0, service with {len(c.servers)} reals); {backup.name} not",
+                   took is not None, f"after {took:.1f}s" if took is not None else c.role_state(master)):
+        return
+    for node in c.directors:
+        c.log_journal(node, transitions(node))
+    c.start_traffic()
+    t0 = time.monotonic()
+    time.sleep(4)
+    t1 = time.monotonic()
+    c.traffic.settle()
+    summary = c.measure("steady state, 4 s", t0, t1)
+    c.numbers["steady"] = summary
+    c.log(f"  first answers: {order_of_servers(c.traffic.window(t0, t1))}")
+    c.check("no request failed", summary["failed"] == 0 and summary["sent"] >= 20, summary)
+    names = {s.name for s in c.servers}
+    c.check(f"requests spread over {' and '.join(sorted(names))}", set(summary["served"]) == names, summary["served"])
+    state = c.show_state()
+    c.check(f"{backup.name} has no managed IPVS service", ipvs_service(backup) == [], state[backup.name].get("ipvs"))
+    c.check(f"{backup.name} does not hold the VIP on eth0", not has_vip_on(backup, "eth0"), state[backup.name]["vip"])
+    conns = ipvs_conns(master)
+    c.check(f"IPVS on {master.name} scheduled connections to every real server",
+            len(conns) == len(c.servers) and all(v > 0 for v in conns.values()), conns)
+    expected = [
+        "-A -t 192.0.2.100:80 -s rr",
+        *sorted(f"-a -t 192.0.2.100:80 -r {s.address}:80 -g -w 1" for s in c.servers),
+    ]
+    c.check(f"ipvsadm-save -n on {master.name} is exactly the configured service", ipvs_service(master) == expected,
+            ipvs_service(master))
+    for node in c.nodes:
+        if node.serves_http and node is not master:
+            on_lo = has_vip_on(node, "lo") and any(
+                a["addr"] == f"{VIP}/32" and a["label"] == "lo:0" for a in addresses(node)
+            )
+            arp = (sysctl(node, "net.ipv4.conf.all.arp_ignore"), sysctl(node, "net.ipv4.conf.all.arp_announce"))
+            c.check(f"{node.name} (real server) has {VIP}/32 on lo:0 and arp_ignore/arp_announce = 1/2",
+                    on_lo and arp == ("1", "2") and not has_vip_on(node, "eth0"), {"vip": vip_devs(node), "arp": arp})
+    last = {n.name: (transitions(n) or [{}])[-1] for n in c.directors}
+    c.check(
+        "journal: last transition of each director converged to its VRRP state",
+        last[master.name].get("to") == "master" and last[backup.name].get("to") == "backup"
+        and all(r.get("outcome") == "converged" for r in last.values()),
+        {k: f"{v.get('to')} {v.get('outcome')}" for k, v in last.items()},
+    )
+
+
+def scenario_failover(c: Cluster, old: Node, new: Node, title: str, key: str, value: int) -> None:
+    """Planned failover/fail-back: write the maintenance file on ``old`` (value 1) or on ``new`` (value 0)."""
+    c.begin(title)
+    j_before = {n.name: len(transitions(n)) for n in c.directors}
+    flag_node = old if value == 1 else new
+    t0 = time.monotonic()
+    set_maintenance(flag_node, value)
+    c.log(f"wrote {value} to {flag_node.name}'s track_file (priority {flag_node.priority} -> "
+          f"{flag_node.priority - 100 * value}) under traffic (a request every {REQUEST_INTERVAL * 1000:.0f} ms)")
+    took = c.wait_master(new)
+    c.check(f"{new.name} took over: VIP on eth0 + service; {old.name} released both",
+            took is not None, f"converged {took:.1f}s after the change" if took is not None else c.role_state(new))
+    time.sleep(3)  # traffic after the switch
+    t1 = time.monotonic()
+    c.traffic.settle()
+    summary = c.measure(f"{title}, {t1 - t0:.0f} s", t0, t1)
+    summary["converged_s"] = round(took, 2) if took is not None else None
+    c.numbers[key] = summary
+    after = [r for r in c.traffic.window(t1 - 2.0, t1)]
+    c.check("traffic resumed: the last 2 s all answered", bool(after) and all(r["ok"] for r in after),
+            summarize(after))
+    names = {s.name for s in c.servers}
+    c.check(f"after the switch requests still reach {' and '.join(sorted(names))}",
+            set(summarize(after)["served"]) == names, summarize(after)["served"])
+    conns = ipvs_conns(new)
+    c.check(f"the new master {new.name}'s IPVS is forwarding", sum(conns.values()) > 0, conns)
+    c.show_state()
+    for node in (old, new):
+        records = c.journal_since(node, j_before[node.name])
+        c.log_journal(node, records)
+    want = {old.name: "backup", new.name: "master"}
+    for node in (old, new):
+        records = [r for r in c.journal_since(node, j_before[node.name]) if r["outcome"] != "superseded"]
+        c.check(f"journal of {node.name}: -> {want[node.name]} converged",
+                bool(records) and records[-1]["to"] == want[node.name] and records[-1]["outcome"] == "converged",
+                [f"{r['to']} {r['outcome']}" for r in records])
+
+
+def scenario_history(c: Cluster, expected: dict[str, list[str]]) -> None:
+    """Every transition is in each director's journal, in order, each converged."""
+    for node in c.directors:
+        records = [r for r in transitions(node) if r["outcome"] != "superseded"]
+        seq: list[str] = []
+        for r in records:
+            if not seq or seq[-1] != r["to"]:
+                seq.append(r["to"])
+        want = expected[node.name]
+        # keepalived notifies BACKUP at start-up; a node that wins the first election may skip it
+        ok = seq == want or (want[0] == "backup" and seq == want[1:])
+        c.check(f"journal of {node.name} shows every transition: {' -> '.join(want)}", ok, " -> ".join(seq))
+        bad = [r for r in records if r["outcome"] != "converged"]
+        c.check(f"journal of {node.name}: every transition converged", not bad,
+                [describe_record(r) for r in bad])
+
+
+def parse_monitor(path: Path, since_wall: float) -> list[tuple[float, str]]:
+    """``ip -ts monitor address`` lines about the VIP: (seconds after ``since_wall``, line)."""
+    from datetime import datetime
+
+    events = []
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return events
+    for line in lines:
+        m = re.match(r"\[(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)\]\s*(.*)", line)
+        if m and f" {VIP}/" in m.group(2):
+            wall = datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S.%f").timestamp()
+            events.append((wall - since_wall, " ".join(m.group(2).split())))
+    return events
+
+
+def scenario_stop(c: Cluster, old: Node, new: Node, title: str) -> None:
+    """SIGTERM to the master's keepalived: it must release VIP and services although keepalived
+    SIGKILLs its STOP notification after 1 s (kanotify's STOP fast path detaches first)."""
+    c.begin(title)
+    assert old.keepalived is not None
+    j_before = len(transitions(old))
+    klog = old.dir / "keepalived.log"
+    klog_size = klog.stat().st_size
+    monitors = {
+        node.name: c.spawn(node, ["ip", "-ts", "monitor", "address"], "monitor.log") for node in (old, new)
+    }
+    time.sleep(1.0)  # the monitors are listening
+    t0 = time.monotonic()
+    wall0 = time.time()
+    watch = ProcWatch(f"{old.dir / 'kanotify.toml'}\0stop\0".encode(), t0)
+    watch.start()
+    old.keepalived.send_signal(signal.SIGTERM)
+    c.log(f"SIGTERM to {old.name}'s keepalived (pid {old.keepalived.pid}) under traffic")
+    # Polled (each sample is an upper bound: a sample costs ~0.1-0.5 s in the guest) ...
+    marks: dict[str, float | None] = {"vip_gone": None, "service_gone": None, "keepalived_exited": None,
+                                      "peer_master": None}
+    end = t0 + 30
+
+    def stop_running() -> bool:
+        return any(info["last"] > time.monotonic() - t0 - 0.3 for info in watch.seen.values())
+
+    while time.monotonic() < end and (not all(v is not None for v in marks.values()) or stop_running()):
+        if marks["keepalived_exited"] is None and old.keepalived.poll() is not None:
+            marks["keepalived_exited"] = time.monotonic() - t0
+        if marks["vip_gone"] is None and not has_vip_on(old, "eth0"):
+            marks["vip_gone"] = time.monotonic() - t0
+        if marks["service_gone"] is None and not ipvs_service(old):
+            marks["service_gone"] = time.monotonic() - t0
+        if marks["peer_master"] is None and has_vip_on(new, "eth0") and ipvs_service(new):
+            marks["peer_master"] = time.monotonic() - t0
+        time.sleep(0.05)
+    watch.stop()
+    for proc in monitors.values():
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+    for pid, info in sorted(watch.seen.items()):
+        role = "detached worker (own session)" if info["sid"] == pid else "notify process (keepalived's session)"
+        c.log(f"  STOP notification pid {pid}: {role}, seen {info['first']:.2f}s .. {info['last']:.2f}s")
+    # ... and exact, from the kernel's own address events.
+    for node in (old, new):
+        for at, line in parse_monitor(node.dir / "monitor.log", wall0):
+            c.log(f"  ip monitor {node.name}: +{at:.2f}s {line}")
+    removed = [at for at, line in parse_monitor(old.dir / "monitor.log", wall0) if line.startswith("Deleted")]
+    added = [at for at, line in parse_monitor(new.dir / "monitor.log", wall0) if not line.startswith("Deleted")]
+    stop_records = [r for r in c.journal_since(old, j_before) if r["to"] == "stop"]
+    numbers: dict[str, Any] = {k: (round(v, 2) if v is not None else None) for k, v in marks.items()}
+    numbers["vip_removed_exact"] = round(removed[0], 2) if removed else None
+    numbers["peer_vip_added_exact"] = round(added[0], 2) if added else None
+    if stop_records:
+        from datetime import datetime
+
+        rec = stop_records[-1]
+        done = datetime.fromisoformat(rec["ts"].replace("Z", "+00:00")).timestamp() - wall0
+        numbers["stop_run_started"] = round(done - rec["duration_ms"] / 1000, 2)
+        numbers["stop_run_done"] = round(done, 2)
+    c.numbers["stop"] = numbers
+    c.log(f"  seconds after SIGTERM: {numbers}")
+    # exact when known: the kernel's address event, and the end of the STOP run (it verifies IPVS)
+    vip_gone = numbers["vip_removed_exact"] if numbers["vip_removed_exact"] is not None else numbers["vip_gone"]
+    service_gone = numbers.get("stop_run_done", numbers["service_gone"])
+    c.check(f"{old.name} released the VIP and its IPVS service within {STOP_DEADLINE:.0f}s",
+            None not in (vip_gone, service_gone, numbers["vip_gone"], numbers["service_gone"])
+            and max(vip_gone, service_gone) <= STOP_DEADLINE,
+            {"vip_removed": vip_gone, "service_removed_by": service_gone,
+             "polled_vip_gone": numbers["vip_gone"], "polled_service_gone": numbers["service_gone"]})
+    c.check(f"{new.name} took over (VIP on eth0 + service)", marks["peer_master"] is not None,
+            {"peer_vip_added": numbers["peer_vip_added_exact"], "polled": numbers["peer_master"]})
+    c.check(f"keepalived on {old.name} exited", marks["keepalived_exited"] is not None,
+            f"exit code {old.keepalived.returncode} after {numbers['keepalived_exited']}s")
+    time.sleep(3)  # nothing may re-bind it later (a late notification), and traffic runs on
+    t1 = time.monotonic()
+    c.traffic.settle()
+    c.check(f"3 s later {old.name} still has neither VIP nor service",
+            not vip_devs(old) and not ipvs_service(old), {"vip": vip_devs(old), "ipvs": ipvs_service(old)})
+    summary = c.measure(f"{title}, {t1 - t0:.0f} s", t0, t1)
+    c.numbers["stop"].update(failed=summary["failed"], gap_s=summary["gap_s"], sent=summary["sent"])
+    after = c.traffic.window(t1 - 2.0, t1)
+    c.check("traffic resumed on the other director: the last 2 s all answered",
+            bool(after) and all(r["ok"] for r in after), summarize(after))
+    c.show_state()
+    records = c.journal_since(old, j_before)
+    c.log_journal(old, records)
+    c.check(f"journal of {old.name}: the STOP notification converged",
+            bool(stop_records) and stop_records[-1]["outcome"] == "converged",
+            [describe_record(r) for r in stop_records])
+    exited = marks["keepalived_exited"]
+    if stop_records and exited is not None and numbers["stop_run_done"] > exited:
+        c.log(f"  -> kanotify finished {numbers['stop_run_done'] - exited:.1f}s after keepalived exited: "
+              "its detached worker outlived keepalived's kill of the notify process")
+    with open(klog, "rb") as fh:
+        fh.seek(klog_size)
+        for line in fh.read().decode(errors="replace").splitlines():
+            c.log(f"  keepalived {old.name}: {line.strip()}")
+
+
+def scenario_arp(c: Cluster, master: Node, title: str) -> None:
+    c.begin(title)
+    c.arp_check(master)
+
+
+# =========================================================================== runs
+
+
+def run_dedicated(c: Cluster) -> None:
+    lb1, lb2 = c.node("lb1"), c.node("lb2")
+    scenario_steady(c, lb1, lb2, "1. dedicated directors: lb1 MASTER spreads VIP:80 over rs1+rs2, lb2 BACKUP idle")
+    scenario_arp(c, lb1, "6. real servers never answer ARP for the VIP (lb1 master)")
+    scenario_failover(c, lb1, lb2, "2. planned failover under traffic (track_file on lb1)", "failover", 1)
+    scenario_arp(c, lb2, "6. ARP after failover (lb2 master)")
+    scenario_failover(c, lb2, lb1, "3. fail-back with preemption (track_file back to 0)", "failback", 0)
+    c.begin("3. the journal on both directors shows every transition")
+    for node in c.directors:
+        c.log_journal(node, transitions(node))
+    scenario_history(c, {"lb1": ["backup", "master", "backup", "master"], "lb2": ["backup", "master", "backup"]})
+    scenario_stop(c, lb1, lb2, "4. keepalived stopped on the master (SIGTERM)")
+
+
+def run_two_node(c: Cluster) -> None:
+    n1, n2 = c.node("node1"), c.node("node2")
+    scenario_steady(c, n1, n2, "5. two-node: node1 MASTER forwards to itself and node2; node2 BACKUP is a real server")
+    scenario_arp(c, n1, "6. two-node: node2 holds the VIP on lo but never answers ARP for it")
+    scenario_failover(c, n1, n2, "5. two-node failover under traffic (track_file on node1)", "failover", 1)
+    c.check("node1 (now BACKUP) serves as a real server: VIP on lo:0, no IPVS service",
+            has_vip_on(n1, "lo") and not ipvs_service(n1), {"vip": vip_devs(n1), "ipvs": ipvs_service(n1)})
+    scenario_arp(c, n2, "6. two-node: ARP after failover (node2 master, node1 real server)")
+    c.begin("5. the journal on both nodes shows every transition")
+    for node in c.directors:
+        c.log_journal(node, transitions(node))
+    scenario_history(c, {"node1": ["backup", "master", "backup"], "node2": ["backup", "master"]})
+
+
+def main_run(args: argparse.Namespace) -> int:
+    if os.environ.get("KANOTIFY_IN_GUEST") != "1":
+        print("cluster.py run builds namespaces, a bridge and keepalived: run it in the UML guest "
+              "(tests/e2e/test_cluster.py or scripts/demo)", file=sys.stderr)
+        return 2
+    guest_dir = Path(os.environ.get("KANOTIFY_GUEST_DIR", "/tmp"))
+    result_path = Path(args.result) if args.result else guest_dir / "e2e-result.json"
+    work = guest_dir / f"cluster-{args.topology}"
+    work.mkdir(parents=True, exist_ok=True)
+    os.chmod(work, 0o755)
+    log = Log(args.log)
+    cluster = Cluster(args.topology, work, log)
+    started = time.monotonic()
+    error = None
+    try:
+        cluster.build()
+        (run_dedicated if args.topology == "dedicated" else run_two_node)(cluster)
+    except BaseException as exc:  # noqa: BLE001 - report everything in the result
+        import traceback
+
+        error = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        log(f"ERROR: {error}")
+    finally:
+        try:
+            cluster.stop_all()
+        except Exception as exc:  # noqa: BLE001
+            log(f"teardown: {exc}")
+    seconds = time.monotonic() - started
+    failed = [ch for ch in cluster.checks if not ch["ok"]]
+    ok = error is None and not failed and bool(cluster.checks)
+    log("")
+    log(f"=== {args.topology}: {'PASS' if ok else 'FAIL'}: {len(cluster.checks) - len(failed)}/{len(cluster.checks)} "
+        f"checks in {seconds:.0f}s" + (f"; failed: {', '.join(ch['check'] for ch in failed)}" if failed else ""))
+    for key in ("failover", "failback"):
+        n = cluster.numbers.get(key)
+        if n:
+            log(f"    {key:9}: {n['failed']} of {n['sent']} requests failed, outage {n['gap_s']:.2f}s, "
+                f"converged {n.get('converged_s')}s after the priority change")
+    if "stop" in cluster.numbers:
+        n = cluster.numbers["stop"]
+        log(f"    stop     : after SIGTERM, keepalived exited {n.get('keepalived_exited')}s, VIP removed "
+            f"{n.get('vip_removed_exact')}s, IPVS service removed by {n.get('stop_run_done')}s, peer bound the VIP "
+            f"{n.get('peer_vip_added_exact')}s; {n.get('failed')} of {n.get('sent')} requests failed, "
+            f"outage {n.get('gap_s')}s")
+    nodes_info = {}
+    for node in cluster.nodes:
+        nodes_info[node.name] = {
+            "journal": journal(node),
+            "keepalived_log": cluster.tail(node.dir / "keepalived.log", 80) if node.is_director else "",
+        }
+    result = {
+        "topology": args.topology,
+        "ok": ok,
+        "error": error,
+        "seconds": round(seconds, 1),
+        "checks": cluster.checks,
+        "numbers": cluster.numbers,
+        "nodes": nodes_info,
+        "log": "\n".join(log.lines),
+    }
+    result_path.write_text(json.dumps(result, indent=1))
+    return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("run")
+    p.add_argument("--topology", choices=("dedicated", "two-node"), required=True)
+    p.add_argument("--result")
+    p.add_argument("--log")
+    p = sub.add_parser("serve")
+    p.add_argument("name")
+    p = sub.add_parser("client")
+    p.add_argument("logfile")
+    p = sub.add_parser("arp-probe")
+    p.add_argument("dev")
+    p.add_argument("ip")
+    p.add_argument("seconds", type=float)
+    args = parser.parse_args(argv)
+    if args.cmd == "run":
+        return main_run(args)
+    if args.cmd == "serve":
+        serve(args.name)
+    elif args.cmd == "client":
+        client(args.logfile)
+    elif args.cmd == "arp-probe":
+        arp_probe(args.dev, args.ip, args.seconds)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
