@@ -180,8 +180,8 @@ class DeleteReal(Action):
 class HookAction(Action):
     """A step contributed by a hook plugin; applied by calling ``run``.
 
-    ``run`` receives the dry-run flag (always ``False`` when the engine applies
-    it, since dry-run never applies) and may raise to report failure.
+    ``run()`` takes no arguments (it is never called in dry-run, which applies
+    nothing) and raises to report failure.
     """
 
     domain: ClassVar[str] = "hook"

@@ -207,6 +207,9 @@ class Engine:
         record: bool = False,
     ) -> RunResult:
         started = time.monotonic()
+        start_run = getattr(self.hooks, "start_run", None)
+        if start_run is not None:  # forget the previous run's hook problems (one engine, many runs)
+            start_run()
         ctx = RunContext(command, names, {}, {}, dry_run, self.config, priority)
         try:
             try:
