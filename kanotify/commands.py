@@ -358,9 +358,39 @@ def cmd_history(g: Globals, n: int) -> NoReturn:
     elif not records:
         out(f"no transitions recorded in {config.settings.journal}")
     else:
-        for rec in records:
-            out(f"{str(rec.get('ts', '?')):<25} {summary_line(rec)}")
+        out(format_history(records))
     raise Exit(EXIT_OK)
+
+
+def format_history(records: Sequence[dict[str, Any]]) -> str:
+    """The journal as a table, newest last; failures spelled out under their row."""
+    rows = [("TIME (UTC)", "INSTANCE", "TRANSITION", "OUTCOME", "APPLIED", "FAILED", "MS", "TRIGGER")]
+    notes: dict[int, list[str]] = {}
+    for i, rec in enumerate(records, start=1):
+        actions = [a for a in rec.get("actions", ()) if isinstance(a, dict)]
+        who = rec.get("instance") or ",".join(
+            str(x.get("instance")) for x in rec.get("instances", ()) if isinstance(x, dict)) or "-"
+        outcome = str(rec.get("outcome", "?")) + (" (dry-run)" if rec.get("dry_run") else "")
+        rows.append((
+            str(rec.get("ts", "?"))[:23].replace("T", " "),
+            who,
+            f"{rec.get('from') or '-'} -> {rec.get('to') or '-'}",
+            outcome,
+            str(sum(a.get("status") == "applied" for a in actions)),
+            str(sum(a.get("status") == "failed" for a in actions)),
+            f"{float(rec.get('duration_ms') or 0):.0f}",
+            " ".join(str(w) for w in rec.get("trigger", ())[1:])[:40],
+        ))
+        notes[i] = [f"{a.get('action')}: {a.get('error', '').splitlines()[0] if a.get('error') else ''}"
+                    for a in actions if a.get("status") == "failed"]
+        if rec.get("note"):
+            notes[i].append(str(rec["note"]))
+    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
+    lines = []
+    for i, row in enumerate(rows):
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        lines.extend(f"    ! {text}" for text in notes.get(i, ()))
+    return "\n".join(lines)
 
 
 def cmd_check(g: Globals) -> NoReturn:

@@ -228,7 +228,8 @@ def test_status_history_and_json(backend, conf, capsys) -> None:  # type: ignore
     assert report["instances"][0]["state"] == "backup" and report["drift"] == []
     assert run(["--config", conf, "history", "-n", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 1 and "master -> backup" in lines[0]
+    assert len(lines) == 2 and lines[0].split()[:3] == ["TIME", "(UTC)", "INSTANCE"]
+    assert "VI_1" in lines[1] and "master -> backup" in lines[1] and "converged" in lines[1]
     assert run(["--config", conf, "history", "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 2
 
