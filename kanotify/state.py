@@ -197,6 +197,19 @@ class StateStore:
         finally:
             os.close(fd)
 
+    def _remove_stale_temp_files(self) -> None:
+        """Temp files of runs killed between write and rename (only the lock holder writes one)."""
+        prefix = STATE_FILE + ".tmp-"
+        try:
+            names = [n for n in os.listdir(self.dir) if n.startswith(prefix)]
+        except OSError:
+            return
+        for name in names:
+            try:
+                os.unlink(os.path.join(self.dir, name))
+            except OSError:
+                pass
+
     def load(self) -> Records:
         try:
             with open(self.path, "rb") as fh:
@@ -221,15 +234,24 @@ class StateStore:
             return Records()
 
     def save(self, records: Records) -> None:
+        """Replace ``state.json`` atomically.  Call with the run lock held."""
         data = (json.dumps(records.to_json(), indent=1, sort_keys=True) + "\n").encode()
         tmp = f"{self.path}.tmp-{os.getpid()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        self._remove_stale_temp_files()
         try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
         dfd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
         try:
             os.fsync(dfd)
