@@ -169,6 +169,32 @@ def run_in_netns(name: str, fn: Callable[..., Any], *args: Any, timeout: float =
     return value
 
 
+_PRELOADED = False
+
+
+def preload_cli(config: str) -> None:
+    """Import (and warm up) the CLI and the kernel backends once in the test process, so
+    that the children forked by :meth:`Node.cli` start at once instead of importing
+    typer, pyroute2 ... again."""
+    global _PRELOADED
+    if _PRELOADED:
+        return
+    import contextlib
+    import io
+
+    import pyroute2  # noqa: F401 - the address backend imports it when first used
+    import kanotify.backends.address  # noqa: F401
+    import kanotify.backends.sysctl  # noqa: F401
+    import kanotify.backends.system  # noqa: F401
+    import kanotify.engine  # noqa: F401
+    import kanotify.status  # noqa: F401
+    from kanotify.cli import run
+
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        run(["--config", config, "check"])  # read-only; imports what typer imports lazily
+    _PRELOADED = True
+
+
 def _cli_in_process(args: list[str]) -> tuple[int, str, str]:
     """Runs in the forked child: the real CLI, real backends, this namespace's kernel."""
     import contextlib
@@ -265,6 +291,7 @@ class Node:
 
     def cli(self, *args: str) -> tuple[int, str, str]:
         """The CLI in a forked child of the test process, inside the namespace (cheap)."""
+        preload_cli(str(self.config))
         return run_in_netns(self.ns, _cli_in_process, ["--config", str(self.config), *args])
 
     # ---------------------------------------------------------------- the kernel
