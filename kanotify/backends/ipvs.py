@@ -27,7 +27,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence, TypeVar
 
 from ..actions import (
     Action,
@@ -42,6 +42,8 @@ from ..errors import ApplyError
 from ..model import IPAddress, ObservedService, RealServer, RealServerStats, ServiceKey, VirtualService
 from . import ipvs_msg as m
 from .retry import call_with_retry
+
+T = TypeVar("T")
 
 #: Errnos that mean "the thing to delete is already gone".
 _GONE = frozenset({errno.ESRCH, errno.ENOENT})
@@ -107,9 +109,17 @@ class IpvsSocket:
             raise ApplyError(
                 f"IPVS netlink: no answer from the kernel within {self.timeout:g}s", errno.ETIMEDOUT
             ) from None
+        except OSError as exc:  # ENOBUFS: replies were dropped (receive buffer full)
+            raise ApplyError(f"IPVS netlink: receive: {exc.strerror}", exc.errno) from None
         if flags & socket.MSG_TRUNC:
             raise m.DecodeError("netlink message larger than the 64 KiB receive buffer")
         return list(m.iter_messages(data))
+
+    def _send(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except OSError as exc:
+            raise ApplyError(f"IPVS netlink: send: {exc.strerror}", exc.errno) from None
 
     def _resolve_family(self) -> int:
         seq = self.next_seq()
@@ -132,7 +142,7 @@ class IpvsSocket:
         text) when the kernel refuses it.
         """
         self.requests += 1
-        self.sock.send(data)
+        self._send(data)
         replies: list[m.Message] = []
         while True:
             for msg in self._recv():
@@ -168,12 +178,12 @@ class IpvsSocket:
             return {}
         barrier = messages[-1][0]
         self.requests += 1
-        self.sock.sendall(b"".join(data for _seq, data in messages))
+        self._send(b"".join(data for _seq, data in messages))
         failed: dict[int, tuple[int, str]] = {}
         while True:
             try:
                 received = self._recv()
-            except OSError as exc:
+            except ApplyError as exc:
                 if exc.errno == errno.ENOBUFS:
                     self._resync()
                     raise _Uncertain() from exc
@@ -218,10 +228,10 @@ def _open_socket(netns: str | None) -> socket.socket:
 
     if netns is None:
         return make()
-    return _in_netns(netns, make)
+    return in_netns(netns, make)
 
 
-def _in_netns(netns: str, make):  # type: ignore[no-untyped-def]
+def in_netns(netns: str, make: Callable[[], T]) -> T:
     """Run ``make()`` with this thread inside network namespace ``netns`` (then switch back).
 
     A socket keeps the namespace it was created in, so only its creation needs
@@ -322,7 +332,8 @@ class IpvsBackend:
         """Every IPVS service, normalized (no real servers)."""
         sock = self.socket
         try:
-            return [m.service_from_payload(msg.payload) for msg in sock.dump(m.IPVS_CMD_GET_SERVICE)]
+            msgs = self._retrying(sock.dump, m.IPVS_CMD_GET_SERVICE, what="list ipvs services")
+            return [m.service_from_payload(msg.payload) for msg in msgs]
         except ApplyError as exc:
             raise ApplyError(f"list ipvs services: {exc}", exc.errno) from None
 
@@ -331,7 +342,7 @@ class IpvsBackend:
         attrs = m.nla(m.IPVS_CMD_ATTR_SERVICE, m.service_key_attrs(key))
         sock = self.socket
         try:
-            msgs = sock.dump(m.IPVS_CMD_GET_DEST, attrs)
+            msgs = self._retrying(sock.dump, m.IPVS_CMD_GET_DEST, attrs, what=f"list real servers of {key}")
         except ApplyError as exc:
             raise ApplyError(f"list real servers of ipvs service {key}: {exc}", exc.errno) from None
         result = {}
@@ -371,7 +382,7 @@ class IpvsBackend:
         if action.is_noop:
             return
         try:
-            call_with_retry(self._send_one, action, what=str(action), budget=self.retry_budget)
+            self._retrying(self._send_one, action, what=str(action))
         except ApplyError as exc:
             self._after_failure(action, exc)
 
@@ -384,6 +395,19 @@ class IpvsBackend:
         return results
 
     # ------------------------------------------------------------------ internals
+
+    def _retrying(self, fn: Callable[..., T], *args: object, what: str) -> T:
+        """``fn(*args)``; only if it fails with a transient errno, retried by :func:`call_with_retry`.
+
+        The first attempt is made directly so the common case never imports
+        tenacity (~25 ms natively) on the notify path.
+        """
+        try:
+            return fn(*args)
+        except ApplyError as exc:
+            if exc.errno not in _transient():
+                raise
+        return call_with_retry(fn, *args, what=what, budget=self.retry_budget)
 
     def _apply_batch(self, chunk: list[tuple[int, Action]], results: list[BaseException | None]) -> None:
         try:
@@ -557,4 +581,4 @@ def format_table(services: Iterable[ObservedService]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["IpvsBackend", "IpvsSocket", "format_table"]
+__all__ = ["IpvsBackend", "IpvsSocket", "format_table", "in_netns"]

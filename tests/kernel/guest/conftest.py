@@ -42,8 +42,10 @@ def lan() -> Iterator[Lan]:
     bridge = f"kt{tag}br"
     servers: list[subprocess.Popen[bytes]] = []
     made: list[str] = []
+    host_ends: list[str] = []
     try:
         run(["ip", "link", "add", bridge, "type", "bridge"])
+        run(["ip", "link", "set", bridge, "addrgenmode", "none"])
         run(["ip", "link", "set", bridge, "up"])
         addresses = {"dir": "192.0.2.1", "cl": "192.0.2.10", "rs1": "192.0.2.21", "rs2": "192.0.2.22"}
         for role, ns in names.items():
@@ -51,6 +53,9 @@ def lan() -> Iterator[Lan]:
             made.append(ns)
             host_end = f"kt{tag}{role}"
             run(["ip", "link", "add", host_end, "type", "veth", "peer", "name", "eth0", "netns", ns])
+            host_ends.append(host_end)
+            # A bridge port needs no address: no IPv6 link-local on the root namespace's side.
+            run(["ip", "link", "set", host_end, "addrgenmode", "none"])
             run(["ip", "link", "set", host_end, "master", bridge, "up"])
             run(["ip", "-n", ns, "link", "set", "lo", "up"])
             run(["ip", "-n", ns, "addr", "add", f"{addresses[role]}/24", "dev", "eth0"])
@@ -72,6 +77,10 @@ def lan() -> Iterator[Lan]:
         for proc in servers:
             proc.kill()
             proc.wait()
+        # Deleting a namespace removes its veth pairs only later (asynchronously):
+        # delete the root namespace's ends ourselves, now.
+        for dev in host_ends:
+            subprocess.run(["ip", "link", "del", dev], capture_output=True)
         for ns in made:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         subprocess.run(["ip", "link", "del", bridge], capture_output=True)

@@ -193,6 +193,8 @@ def test_errors_name_the_action_and_errno(ipvs: IpvsBackend, batch: bool) -> Non
         (EditReal(TCP, RealServer(ip("192.0.2.9"), 80), RealServer(ip("192.0.2.9"), 80, weight=2)), errno.ENOENT,
          "real server does not exist"),
         (AddReal(TCP, RealServer(ip("192.0.2.21"), 80, u_threshold=1, l_threshold=5)), errno.ERANGE, "threshold"),
+        (AddService(VirtualService(ServiceKey.inet("tcp", ip("2001:db8::1"), 80), "rr", 60, 0)), errno.EINVAL,
+         "rejected an attribute"),  # IPv6 persistence netmask must be 1..128
     ]
     if batch:
         results = ipvs.apply_many([action for action, _code, _text in cases])

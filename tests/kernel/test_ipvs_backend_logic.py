@@ -1,0 +1,149 @@
+"""IpvsBackend's decisions without a kernel: retries, batch error mapping, lost replies, the table.
+
+The kernel-facing behaviour is proven in the UML guest (``guest/``); these pin
+the paths a real kernel rarely takes (transient errors, receive overruns) with
+a scripted socket.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+from typing import Any
+
+from kanotify.actions import AddReal, AddService, DeleteService, EditService, Noop
+from kanotify.backends import ipvs as ipvs_mod
+from kanotify.backends import ipvs_msg as m
+from kanotify.backends.ipvs import IpvsBackend, format_table
+from kanotify.errors import ApplyError
+from kanotify.model import ObservedService, RealServer, RealServerStats, ServiceKey, VirtualService
+
+ip = ipaddress.ip_address
+KEY = ServiceKey.inet("tcp", ip("192.0.2.100"), 80)
+SERVICE = VirtualService(KEY, "wrr")
+
+
+class ScriptedSocket:
+    """Stands in for IpvsSocket: answers requests from a script of errnos (0 = ACK)."""
+
+    family = 0x20
+
+    def __init__(self, request_errors: list[int] | None = None, batch_errors: dict[int, int] | None = None,
+                 uncertain: bool = False) -> None:
+        self.request_errors = list(request_errors or [])
+        self.batch_errors = dict(batch_errors or {})  # position in the batch -> errno
+        self.uncertain = uncertain
+        self.requests = 0
+        self.sent: list[int] = []  # genl commands, in order
+        self._seq = 0
+
+    def next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def request(self, data: bytes, seq: int) -> list[Any]:
+        self.requests += 1
+        (msg,) = m.iter_messages(data)
+        self.sent.append(msg.payload[0])
+        code = self.request_errors.pop(0) if self.request_errors else 0
+        if code:
+            raise ApplyError("scripted", code)
+        return []
+
+    def batch(self, messages: list[tuple[int, bytes]]) -> dict[int, tuple[int, str]]:
+        self.requests += 1
+        flags = [next(m.iter_messages(data)).flags for _seq, data in messages]
+        assert [bool(f & m.NLM_F_ACK) for f in flags] == [False] * (len(messages) - 1) + [True], "one barrier, last"
+        self.sent.extend(next(m.iter_messages(data)).payload[0] for _seq, data in messages)
+        if self.uncertain:
+            self.uncertain = False
+            raise ipvs_mod._Uncertain()
+        return {messages[pos][0]: (code, "") for pos, code in self.batch_errors.items()}
+
+    def close(self) -> None:
+        pass
+
+
+def backend_with(sock: ScriptedSocket, **kw: Any) -> IpvsBackend:
+    backend = IpvsBackend(retry_budget=1.0, **kw)
+    backend._sock = sock  # type: ignore[assignment]
+    return backend
+
+
+def test_transient_error_is_retried() -> None:
+    sock = ScriptedSocket(request_errors=[errno.EBUSY, errno.EAGAIN, 0])
+    backend = backend_with(sock)
+    backend.apply(AddService(SERVICE))
+    assert sock.sent == [m.IPVS_CMD_NEW_SERVICE] * 3
+    assert backend.writes == 3
+
+
+def test_permanent_error_is_not_retried() -> None:
+    sock = ScriptedSocket(request_errors=[errno.EINVAL])
+    backend = backend_with(sock)
+    try:
+        backend.apply(EditService(SERVICE, VirtualService(KEY, "rr")))
+    except ApplyError as exc:
+        assert exc.errno == errno.EINVAL
+        assert str(exc).startswith("edit ipvs service tcp 192.0.2.100:80: scheduler wrr -> rr")
+        assert "[EINVAL]" in str(exc)
+    else:
+        raise AssertionError("no error")
+    assert sock.sent == [m.IPVS_CMD_SET_SERVICE]
+
+
+def test_batch_maps_errors_to_their_actions() -> None:
+    actions = [
+        AddService(SERVICE),
+        Noop("nothing"),
+        AddReal(KEY, RealServer(ip("192.0.2.21"), 80)),
+        DeleteService(VirtualService(ServiceKey.mark(3))),
+        AddReal(KEY, RealServer(ip("192.0.2.22"), 80)),
+    ]
+    # Positions count only the messages sent (the Noop sends none).
+    sock = ScriptedSocket(batch_errors={1: errno.EINVAL, 2: errno.ESRCH, 3: errno.EBUSY})
+    backend = backend_with(sock)
+    results = backend.apply_many(actions)
+    assert results[0] is None and results[1] is None
+    assert isinstance(results[2], ApplyError) and results[2].errno == errno.EINVAL
+    assert "add real server 192.0.2.21:80" in str(results[2])
+    assert results[3] is None  # deleting what is gone is converged
+    assert results[4] is None  # EBUSY: re-sent on its own, which succeeded
+    assert sock.sent == [
+        m.IPVS_CMD_NEW_SERVICE, m.IPVS_CMD_NEW_DEST, m.IPVS_CMD_DEL_SERVICE, m.IPVS_CMD_NEW_DEST,
+        m.IPVS_CMD_NEW_DEST,
+    ]
+    assert backend.writes == 5
+
+
+def test_batches_are_cut_at_batch_size() -> None:
+    sock = ScriptedSocket()
+    backend = backend_with(sock, batch_size=3)
+    actions = [AddService(VirtualService(ServiceKey.mark(i), "rr")) for i in range(1, 8)]
+    assert backend.apply_many(actions) == [None] * 7
+    assert sock.requests == 3  # 3 + 3 + 1
+
+
+def test_lost_replies_reapply_each_action() -> None:
+    sock = ScriptedSocket(uncertain=True)
+    backend = backend_with(sock)
+    actions = [AddService(SERVICE), AddReal(KEY, RealServer(ip("192.0.2.21"), 80))]
+    assert backend.apply_many(actions) == [None, None]
+    assert backend.overruns == 1
+    assert sock.sent == [m.IPVS_CMD_NEW_SERVICE, m.IPVS_CMD_NEW_DEST] * 2
+
+
+def test_format_table_reads_like_ipvsadm() -> None:
+    services = [
+        ObservedService(
+            VirtualService(KEY, "sh", 300, 24, frozenset({"sh-port"})),
+            {(ip("192.0.2.21"), 80): (RealServer(ip("192.0.2.21"), 80, "dr", 3), RealServerStats(2, 5))},
+        ),
+        ObservedService(VirtualService(ServiceKey.mark(9, 6), "rr")),
+    ]
+    lines = format_table(services).splitlines()
+    assert lines[2:] == [
+        "FWM  9 IPv6 rr",
+        "TCP  192.0.2.100:80 sh (sh-port) persistent 300 mask /24",
+        "  -> 192.0.2.21:80                Route   3      2          5",
+    ]
