@@ -54,6 +54,7 @@ REQUEST_INTERVAL = 0.1   # the client sends one request every 100 ms ...
 REQUEST_TIMEOUT = 1.0    # ... and gives each one second
 STOP_DEADLINE = 15.0     # scenario 4: the stopped director must be clean by then (UML: ~2-6 s per kanotify run)
 CONVERGE_TIMEOUT = 45.0
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def mac_of(address: str) -> str:
@@ -306,7 +307,11 @@ def describe_record(rec: dict[str, Any]) -> str:
     for action in rec.get("actions", ()):
         counts[action["status"]] = counts.get(action["status"], 0) + 1
     applied = [a["action"] for a in rec.get("actions", ()) if a["status"] == "applied" and not a["action"].startswith("sysctl")]
-    words = " ".join(rec["trigger"][1:])
+    argv = list(rec["trigger"])
+    if "--config" in argv:  # the per-node config path is noise here
+        i = argv.index("--config")
+        del argv[i:i + 2]
+    words = " ".join(argv)
     text = (
         f"{rec['ts'][11:23]} pid {rec.get('pid')} '{words}': {rec.get('from') or '-'} -> {rec.get('to')} "
         f"{rec['outcome']} in {rec['duration_ms']:.0f} ms"
@@ -438,13 +443,21 @@ class Cluster:
     # ------------------------------------------------------------------ build
 
     def check_script_security(self) -> None:
-        """keepalived's enable_script_security: every component of the script path root-owned, not g/o-writable."""
+        """keepalived's enable_script_security, the same rule as its check_script_secure().
+
+        Every component of the script's real path must be owned by root; a
+        directory without the sticky bit, or the file, must not be writable by
+        others, nor by its group unless that group is root.  Otherwise keepalived
+        logs "Unsafe permissions found for script" and never runs it.
+        """
         problems = []
-        for path in [self.kanotify, *self.kanotify.parents]:
+        real = Path(os.path.realpath(self.kanotify))
+        for path in [real, *real.parents]:
             st = os.stat(path)
             if st.st_uid != 0:
                 problems.append(f"{path} is owned by uid {st.st_uid}, not root")
-            if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not (stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX):
+            checked = stat.S_ISREG(st.st_mode) or (stat.S_ISDIR(st.st_mode) and not st.st_mode & stat.S_ISVTX)
+            if checked and ((st.st_gid != 0 and st.st_mode & stat.S_IWGRP) or st.st_mode & stat.S_IWOTH):
                 problems.append(f"{path} is writable by group/others (mode {stat.S_IMODE(st.st_mode):04o})")
         if not os.access(self.kanotify, os.X_OK):
             problems.append(f"{self.kanotify} is missing or not executable (pip install -e . into this venv)")
@@ -697,6 +710,8 @@ class ProcWatch(threading.Thread):
         self.t0 = t0
         self.seen: dict[int, dict[str, Any]] = {}
         self.done = threading.Event()
+        # /proc/uptime and start times share the boot clock: uptime at t0 turns start times into "after t0"
+        self.uptime0 = float(Path("/proc/uptime").read_text().split()[0]) - (time.monotonic() - t0)
 
     def run(self) -> None:
         while not self.done.is_set():
@@ -714,7 +729,11 @@ class ProcWatch(threading.Thread):
                     continue
                 fields = raw[raw.rindex(b")") + 2:].split()
                 pid = int(entry.name)
-                info = self.seen.setdefault(pid, {"first": now, "pgid": int(fields[2]), "sid": int(fields[3])})
+                info = self.seen.setdefault(pid, {
+                    "first": now, "pgid": int(fields[2]), "sid": int(fields[3]),
+                    # exact start, in seconds after t0 (field 22: clock ticks since boot)
+                    "started": int(fields[19]) / CLK_TCK - self.uptime0,
+                })
                 info["last"] = now
                 info["sid"] = int(fields[3])  # the worker's setsid() happens after its fork
             time.sleep(0.05)
@@ -736,6 +755,9 @@ def set_maintenance(node: Node, value: int) -> None:
 def scenario_steady(c: Cluster, master: Node, backup: Node, title: str) -> None:
     c.begin(title)
     took = c.wait_master(master)
+    refused = [line for n in c.directors for line in c.tail(n.dir / "keepalived.log", 200).splitlines()
+               if "Unsafe permissions" in line or "SECURITY VIOLATION" in line]
+    c.check("keepalived accepted the notify scripts (enable_script_security)", not refused, refused[:2])
     if not c.check(f"{master.name} is MASTER (VIP on eth0, service with {len(c.servers)} reals); {backup.name} not",
                    took is not None, f"after {took:.1f}s" if took is not None else c.role_state(master)):
         return
@@ -894,8 +916,11 @@ def scenario_stop(c: Cluster, old: Node, new: Node, title: str) -> None:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=10)
     for pid, info in sorted(watch.seen.items()):
-        role = "detached worker (own session)" if info["sid"] == pid else "notify process (keepalived's session)"
-        c.log(f"  STOP notification pid {pid}: {role}, seen {info['first']:.2f}s .. {info['last']:.2f}s")
+        role = "detached worker (own session)" if info["sid"] == pid else "notify process (keepalived's process group)"
+        c.log(f"  STOP notification pid {pid}: {role}, started {info['started']:.2f}s, "
+              f"last seen {info['last']:.2f}s")
+    workers = [i for pid, i in watch.seen.items() if i["sid"] == pid]
+    parents = [i for pid, i in watch.seen.items() if i["sid"] != pid]
     # ... and exact, from the kernel's own address events.
     for node in (old, new):
         for at, line in parse_monitor(node.dir / "monitor.log", wall0):
@@ -906,6 +931,10 @@ def scenario_stop(c: Cluster, old: Node, new: Node, title: str) -> None:
     numbers: dict[str, Any] = {k: (round(v, 2) if v is not None else None) for k, v in marks.items()}
     numbers["vip_removed_exact"] = round(removed[0], 2) if removed else None
     numbers["peer_vip_added_exact"] = round(added[0], 2) if added else None
+    # the margin of kanotify's STOP fast path: its fork must beat keepalived's kill (1 s after the STOP notify)
+    numbers["stop_notify_started"] = round(min(i["started"] for i in parents), 2) if parents else None
+    numbers["stop_worker_forked"] = round(min(i["started"] for i in workers), 2) if workers else None
+    numbers["stop_notify_last_seen"] = round(max(i["last"] for i in parents), 2) if parents else None
     if stop_records:
         from datetime import datetime
 
@@ -1029,7 +1058,9 @@ def main_run(args: argparse.Namespace) -> int:
                 f"converged {n.get('converged_s')}s after the priority change")
     if "stop" in cluster.numbers:
         n = cluster.numbers["stop"]
-        log(f"    stop     : after SIGTERM, keepalived exited {n.get('keepalived_exited')}s, VIP removed "
+        log(f"    stop     : after SIGTERM, the STOP notify started {n.get('stop_notify_started')}s, forked its "
+            f"worker {n.get('stop_worker_forked')}s, was killed by {n.get('stop_notify_last_seen')}s; keepalived exited "
+            f"{n.get('keepalived_exited')}s, VIP removed "
             f"{n.get('vip_removed_exact')}s, IPVS service removed by {n.get('stop_run_done')}s, peer bound the VIP "
             f"{n.get('peer_vip_added_exact')}s; {n.get('failed')} of {n.get('sent')} requests failed, "
             f"outage {n.get('gap_s')}s")
