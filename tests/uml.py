@@ -188,11 +188,7 @@ def run_in_guest(
             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "TMPDIR": str(job_dir)},
         )
         try:
-            timed_out = False
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                timed_out = True
+            timed_out = not _wait_unreaped(proc.pid, timeout)
         finally:
             _kill_group(proc)
     seconds = time.monotonic() - started
@@ -220,8 +216,23 @@ def run_in_guest(
             shutil.rmtree(job_dir, ignore_errors=True)
 
 
+def _wait_unreaped(pid: int, timeout: float) -> bool:
+    """Wait until ``pid`` exits, WITHOUT reaping it; False on timeout.
+
+    While our child is an unreaped zombie its pid -- the id of the process
+    group of UML's helpers -- cannot be reused, so :func:`_kill_group` can
+    never hit an unrelated group.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """Kill the process group of the ``linux`` process we started (its pid is the pgid)."""
+    """Kill the process group of the ``linux`` process we started (its pid is the pgid), then reap it."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -247,13 +258,13 @@ def pytest_in_guest(
     paths: Sequence[str], *, extra_args: Sequence[str] = (), timeout: float = 600.0,
     env: Mapping[str, str] | None = None,
 ) -> GuestResult:
-    """Run ``python -m pytest PATHS`` in a guest, with a private basetemp and no cache writes."""
+    """Run ``python -m pytest PATHS`` in a guest without cache writes to the checkout.
+
+    pytest's temporary directories land under the guest's private ``TMPDIR``
+    (inside the job directory), never in the host's shared ``/tmp/pytest-of-root``.
+    """
     argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *paths, *extra_args]
-    argv += ["--basetemp", "$KANOTIFY_GUEST_DIR/pytest"]  # placeholder, resolved below
-    # The basetemp must be inside the job dir, which only exists at run time:
-    # run through sh so the guest expands it.
-    script = " ".join(shlex.quote(a) for a in argv[:-1]) + ' "$KANOTIFY_GUEST_DIR/pytest"'
-    return run_in_guest(["/bin/sh", "-c", script], env=env, timeout=timeout)
+    return run_in_guest(argv, env=env, timeout=timeout)
 
 
 if __name__ == "__main__":  # manual use: python tests/uml.py CMD ARGS...
