@@ -336,20 +336,25 @@ class IpvsBackend:
             return [m.service_from_payload(msg.payload) for msg in msgs]
         except ApplyError as exc:
             raise ApplyError(f"list ipvs services: {exc}", exc.errno) from None
+        except m.DecodeError as exc:
+            raise ApplyError(f"list ipvs services: unreadable answer from the kernel: {exc}", errno.EPROTO) from exc
 
     def reals(self, key: ServiceKey) -> dict[tuple[IPAddress, int], tuple[RealServer, RealServerStats]]:
         """The real servers of one service with their counters (empty if it does not exist)."""
         attrs = m.nla(m.IPVS_CMD_ATTR_SERVICE, m.service_key_attrs(key))
         sock = self.socket
+        what = f"list real servers of ipvs service {key}"
         try:
-            msgs = self._retrying(sock.dump, m.IPVS_CMD_GET_DEST, attrs, what=f"list real servers of {key}")
+            msgs = self._retrying(sock.dump, m.IPVS_CMD_GET_DEST, attrs, what=what)
+            result = {}
+            for msg in msgs:
+                real, stats = m.dest_from_payload(msg.payload, key.family)
+                result[real.key] = (real, stats)
+            return result
         except ApplyError as exc:
-            raise ApplyError(f"list real servers of ipvs service {key}: {exc}", exc.errno) from None
-        result = {}
-        for msg in msgs:
-            real, stats = m.dest_from_payload(msg.payload, key.family)
-            result[real.key] = (real, stats)
-        return result
+            raise ApplyError(f"{what}: {exc}", exc.errno) from None
+        except m.DecodeError as exc:
+            raise ApplyError(f"{what}: unreadable answer from the kernel: {exc}", errno.EPROTO) from exc
 
     def get_service(self, key: ServiceKey) -> VirtualService | None:
         """One service as the kernel has it, or ``None``."""
