@@ -126,16 +126,27 @@ class Records:
         if not isinstance(data, dict):
             raise ValueError("top level is not an object")
         records = cls()
-        for name, rec in (data.get("instances") or {}).items():
+        instances = data.get("instances") or {}
+        if not isinstance(instances, dict):
+            raise ValueError("instances is not an object")
+        for name, rec in instances.items():
             if not isinstance(rec, dict):
                 raise ValueError(f"instance {name!r} is not an object")
+            trigger = rec.get("trigger") or []
+            if not isinstance(trigger, list):
+                raise ValueError(f"instance {name!r}: trigger is not a list")
             records.instances[str(name)] = InstanceRecord(
                 state=State.parse(str(rec.get("state"))),
                 ticket=Ticket.from_json(rec.get("ticket")),
                 since=str(rec.get("since", "")),
-                trigger=[str(w) for w in rec.get("trigger") or []],
+                trigger=[str(w) for w in trigger],
             )
-        for item in data.get("draining") or []:
+        draining = data.get("draining") or []
+        if not isinstance(draining, list):
+            raise ValueError("draining is not a list")
+        for item in draining:
+            if not isinstance(item, list) or len(item) != 3:
+                raise ValueError(f"draining entry {item!r} is not [service, real server, since]")
             svc, real, since = item
             records.draining[(str(svc), str(real))] = float(since)
         return records
@@ -221,8 +232,8 @@ class StateStore:
             return Records()
         try:
             return Records.from_json(json.loads(raw))
-        except (ValueError, TypeError, KeyError) as exc:
-            aside = f"{self.path}.corrupt-{int(time.time())}"
+        except (ValueError, TypeError, KeyError, RecursionError) as exc:  # RecursionError: [[[[...]]]]
+            aside = f"{self.path}.corrupt-{int(time.time())}-{os.getpid()}"  # never overwrite an earlier one
             try:
                 os.replace(self.path, aside)
                 where = f"moved to {aside}"
