@@ -48,13 +48,18 @@ class Journal:
             os.close(fd)
 
     def records(self) -> Iterator[dict[str, Any]]:
-        """Every whole, parseable record, oldest first.  Garbage lines are skipped."""
+        """Every whole, well-formed record, oldest first.
+
+        Garbage is skipped: lines that are not JSON, JSON that is not an object,
+        and objects whose known keys have the wrong type (so ``history`` and
+        other readers can rely on the shapes :func:`well_formed` checks).
+        """
         for line in self._lines():
             try:
                 record = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue
-            if isinstance(record, dict):
+            if well_formed(record):
                 yield record
 
     def tail(self, n: int) -> list[dict[str, Any]]:
@@ -73,6 +78,39 @@ class Journal:
                     yield raw.decode("utf-8", "replace")
         except FileNotFoundError:
             return
+
+
+_STR, _OPT_STR, _NUMBER = (str,), (str, type(None)), (int, float)
+_RECORD_SHAPES: dict[str, tuple[type, ...]] = {
+    "ts": _STR, "command": _STR, "outcome": _STR, "note": _STR,
+    "instance": _OPT_STR, "from": _OPT_STR, "to": _OPT_STR,
+    "trigger": (list,), "instances": (list,), "actions": (list,), "warnings": (list,), "verify": (list,),
+    "dry_run": (bool,), "duration_ms": _NUMBER,
+}
+_ACTION_SHAPES: dict[str, tuple[type, ...]] = {
+    "action": _STR, "status": _STR, "error": _OPT_STR, "errno": (int, type(None)),
+}
+
+
+def _shaped(obj: Any, shapes: dict[str, tuple[type, ...]]) -> bool:
+    if not isinstance(obj, dict):
+        return False
+    for key, types in shapes.items():
+        if key in obj:
+            value = obj[key]
+            if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+                return False
+    return True
+
+
+def well_formed(record: Any) -> bool:
+    """A journal record whose known keys (spec.md "Journal") have the types kanotify writes."""
+    if not _shaped(record, _RECORD_SHAPES):
+        return False
+    if not all(_shaped(a, _ACTION_SHAPES) for a in record.get("actions", ())):
+        return False
+    return all(_shaped(i, {"instance": _OPT_STR, "from": _OPT_STR, "to": _OPT_STR})
+               for i in record.get("instances", ()))
 
 
 def _drop_partial_tail(fd: int) -> None:
