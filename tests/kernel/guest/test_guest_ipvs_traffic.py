@@ -14,6 +14,7 @@ write counter: one SET_DEST.
 from __future__ import annotations
 
 import socket
+import struct
 import time
 from dataclasses import replace
 
@@ -129,3 +130,27 @@ def test_drain_keeps_connections_then_deletes(lan: Lan) -> None:
             ]
         finally:
             client.close()
+
+
+def test_drained_real_is_deleted_once_its_connections_are_gone(lan: Lan) -> None:
+    """The other way a drain ends: the kernel's counters drop to 0, the next reconcile deletes."""
+    service = VirtualService(ServiceKey.inet("tcp", VIP, 80), "rr")
+    with IpvsBackend(netns=lan.director) as ipvs:
+        sync(ipvs, make_config(spec(service, RS1)))
+        client = connect_from(lan.client, str(VIP), 80)
+        assert _hello(client) == "rs1"
+        config = make_config(spec(service, RS2))
+        assert sync(ipvs, config).kinds() == ["AddReal", "EditReal"]  # RS2 in, RS1 drained
+        # Abort the connection (RST): IPVS keeps the entry in CLOSE state for 10 s.
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()
+        deadline = time.monotonic() + 40
+        while connections(lan.director).get("192.0.2.21:80") != (0, 0):
+            assert time.monotonic() < deadline, f"connections never expired: {connections(lan.director)}"
+            time.sleep(0.5)
+        observed = ipvs.observe()[service.key].reals[RS1.key]
+        assert observed[0].weight == 0 and observed[1].connections == 0
+        done = sync(ipvs, config, options=PlanOptions(now=1.0, draining={drain_key(service.key, RS1.key): 0.0}))
+        assert done.kinds() == ["DeleteReal"]
+        assert "no connections" in str(done.changes[0])
+        assert save(lan.director) == ["-A -t 192.0.2.100:80 -s rr", "-a -t 192.0.2.100:80 -r 192.0.2.22:80 -g -w 1"]
