@@ -27,10 +27,20 @@ def insecure_reason(path: str, *, follow: bool = True) -> str | None:
 
 
 def check_config_file(path: str) -> None:
-    """Refuse a config file that is not owned by root or is group/world-writable."""
+    """Refuse a config file that someone other than root could change.
+
+    The file itself must be owned by root and not writable by group/others, and
+    so must every directory above it -- both on the path as given and on the
+    resolved one -- or another user could simply replace the file (or a
+    symlink to it).  keepalived's ``enable_script_security`` rule.
+    """
     reason = insecure_reason(path)
     if reason:
         raise ConfigError([Problem(path, "", f"refused: {reason} (chown root and chmod go-w)")])
+    for where in (os.path.dirname(os.path.abspath(path)), path):
+        reason = insecure_path_reason(where)
+        if reason:
+            raise ConfigError([Problem(path, "", f"refused: {reason}: another user could replace the config")])
 
 
 def insecure_path_reason(path: str) -> str | None:
