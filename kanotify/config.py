@@ -835,7 +835,8 @@ class _ConfigReader:
         netmask = None
         if t.has("persistence_netmask"):
             full = 128 if sid.family == 6 else 32
-            netmask = t.integer("persistence_netmask", 0, full)
+            # the kernel refuses an IPv6 persistence netmask of /0 (EINVAL); IPv4 /0 is fine
+            netmask = t.integer("persistence_netmask", 1 if sid.family == 6 else 0, full)
             if persistence == 0:
                 t.problem("persistence_netmask", "expected persistence > 0 first: the netmask only groups "
                                                  "clients of a persistent service")

@@ -44,7 +44,7 @@ class SystemBackend:
             elif domain == "ipvs":
                 from .ipvs import IpvsBackend
 
-                backend = IpvsBackend()
+                backend = IpvsBackend(netns=self.netns)
             elif domain == "hook":
                 backend = _HookRunner()
             else:

@@ -631,3 +631,10 @@ def test_fuzz_any_value_anywhere_never_crashes(data: st.DataObject) -> None:
         assert exc.problems
     else:
         assert isinstance(cfg, Config)
+
+
+def test_ipv6_persistence_netmask_zero_is_refused_as_the_kernel_does() -> None:
+    found = problems(MIN + '[[instance.service]]\nprotocol = "tcp"\naddress = "2001:db8::1"\nport = 80\n'
+                     'persistence = 60\npersistence_netmask = 0\n')
+    assert [p.path for p in found] == ["instance[0].service[0].persistence_netmask"]
+    assert "1..128" in found[0].message
