@@ -42,7 +42,7 @@ ARP_SYSCTLS = {
 
 SETTINGS = """\
 [settings]
-state_dir = "{tmp}/state"
+state_dir = "{state_dir}"
 journal = "{tmp}/journal.jsonl"
 hooks_dir = "{tmp}/hooks.d"
 syslog = {syslog}
@@ -232,6 +232,7 @@ class Node:
     instances: str = TWO_NODE
     syslog: bool = False
     lock_timeout: float = 30
+    state_subdir: str = "state"  # relative to tmp
     config: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -243,7 +244,8 @@ class Node:
     def write_config(self, instances: str) -> None:
         self.instances = instances
         text = SETTINGS.format(
-            tmp=self.tmp, syslog="true" if self.syslog else "false", lock_timeout=self.lock_timeout
+            tmp=self.tmp, state_dir=self.state_dir, syslog="true" if self.syslog else "false",
+            lock_timeout=self.lock_timeout,
         ) + instances
         self.config.write_text(text)
         os.chmod(self.config, 0o644)
@@ -254,7 +256,7 @@ class Node:
 
     @property
     def state_dir(self) -> Path:
-        return self.tmp / "state"
+        return self.tmp / self.state_subdir
 
     @property
     def state_file(self) -> Path:
