@@ -221,7 +221,9 @@ class StateStore:
             except OSError:
                 pass
 
-    def load(self) -> Records:
+    def load(self, *, repair: bool = True) -> Records:
+        """The recorded states; a corrupt file counts as empty.  With ``repair`` (only
+        under the run lock) a corrupt file is also moved aside, kept for a human."""
         try:
             with open(self.path, "rb") as fh:
                 raw = fh.read()
@@ -234,11 +236,13 @@ class StateStore:
             return Records.from_json(json.loads(raw))
         except (ValueError, TypeError, KeyError, RecursionError) as exc:  # RecursionError: [[[[...]]]]
             aside = f"{self.path}.corrupt-{int(time.time())}-{os.getpid()}"  # never overwrite an earlier one
-            try:
-                os.replace(self.path, aside)
-                where = f"moved to {aside}"
-            except OSError:
-                where = "left in place"
+            where = "left in place"
+            if repair:
+                try:
+                    os.replace(self.path, aside)
+                    where = f"moved to {aside}"
+                except OSError:
+                    pass
             self.warnings.append(
                 f"{self.path} is corrupt ({exc}); {where}; every instance counts as BACKUP until notified"
             )

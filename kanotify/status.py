@@ -17,7 +17,7 @@ from .state import StateStore
 def collect_status(config: Config, backend_factory: Callable[[], Backend] | None = None) -> dict[str, Any]:
     """Everything ``status`` shows, as plain data (this is also the ``--json`` output)."""
     store = StateStore(config.settings.state_dir)
-    records = store.load()
+    records = store.load(repair=False)  # read-only and unlocked: leave a corrupt file to the next run
     recorded = records.states()
     states = {name: recorded.get(name, State.BACKUP) for name in config.instance_names}
     desired = desired_state(config, states)

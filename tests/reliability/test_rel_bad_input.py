@@ -192,18 +192,19 @@ def test_corrupt_state_file_is_moved_aside_and_the_run_recovers(node: Node) -> N
         state = "master" if n % 2 == 0 else "backup"
         node.state_file.write_bytes(content)
         if n < 2:
-            status = node.run("status")
-            status_code, status_text = status.returncode, status.stdout + status.stderr
-            node.state_file.write_bytes(content)  # status may have moved it aside already
+            status = node.run("--json", "status")
+            status_code, status_out, status_err = status.returncode, status.stdout, status.stderr
+        else:
+            status_code, status_out, status_err = node.cli("--json", "status")
+        assert status_code == 0 and "Traceback" not in status_out + status_err, status_out + status_err
+        assert "is corrupt" in "".join(json.loads(status_out)["warnings"])
+        assert node.state_file.read_bytes() == content, "status is read-only: it leaves the file to the next run"
+        if n < 2:
             run = ok(node.run(state, "VI_1"))
             code, stderr = run.returncode, run.stderr
         else:
-            status_code, out, err = node.cli("status")
-            status_text = out + err
-            node.state_file.write_bytes(content)
             code, out, stderr = node.cli(state, "VI_1")
             assert code == 0 and "Traceback" not in out + stderr, out + stderr
-        assert status_code == 0 and "Traceback" not in status_text, status_text
         assert "is corrupt" in stderr, f"{content[:40]!r}: {stderr}"
         assert node.recorded()["instances"]["VI_1"]["state"] == state
         kept = list(node.state_dir.glob("state.json.corrupt-*"))
