@@ -102,3 +102,27 @@ def test_flap_storm_ends_in_the_state_of_the_last_notification_started(node: Nod
         f"{outcomes['converged']} converged, {outcomes['superseded']} superseded; "
         f"{out_of_order} took the lock before an older run"
     )
+
+
+def test_a_run_that_cannot_get_the_lock_in_time_gives_up_cleanly(node: Node) -> None:
+    """``lock_timeout`` bounds the wait: exit 1, journaled as failed, nothing applied."""
+    import fcntl
+    import os
+
+    node.lock_timeout = 1
+    node.write_config(node.instances)
+    assert node.run("backup", "VI_1").returncode == 0
+    before = node.addresses(), node.state_file.read_bytes()
+    fd = os.open(node.state_dir / "lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # another run holds the lock
+        result = node.run("master", "VI_1")
+    finally:
+        os.close(fd)
+    assert result.returncode == 1 and "Traceback" not in result.stdout + result.stderr
+    assert "lock_timeout" in result.stdout + result.stderr
+    assert (node.addresses(), node.state_file.read_bytes()) == before
+    record = node.records()[-1]
+    assert record["outcome"] == "failed" and record["actions"] == [] and "lock_timeout" in record["note"]
+    assert node.run("master", "VI_1").returncode == 0  # once the lock is free again
+    assert MASTER_VIP in node.addresses()
