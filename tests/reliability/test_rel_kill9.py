@@ -103,8 +103,10 @@ def test_kill_9_at_random_points_then_reconcile_converges(node: Node) -> None:
             kinds["killed after the journal line"] += 1
         elif 0 < lo < VIPS or 0 < sysctls_set < len(ARP_SYSCTLS):
             kinds["killed in the middle of the apply (kernel half changed)"] += 1
+        elif lo == (VIPS if state == "master" else 0) and sysctls_set == len(ARP_SYSCTLS):
+            kinds["killed after the apply, before the journal line"] += 1
         else:
-            kinds["killed after recording, kernel not or fully changed"] += 1
+            kinds["killed after recording the state, before the apply"] += 1
 
         # ---- the next reconcile finishes the job
         fix = node.run("reconcile")
