@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from run import run_cluster
+from e2e_runner import run_cluster
 
 pytestmark = pytest.mark.e2e
 

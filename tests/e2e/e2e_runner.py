@@ -2,7 +2,7 @@
 
 Used by ``test_cluster.py`` and by ``scripts/demo``::
 
-    python tests/e2e/run.py [dedicated|two-node|all]
+    python tests/e2e/e2e_runner.py [dedicated|two-node|all]
 
 streams the guest's log while it runs (the guest appends it to a file on the
 host filesystem, which UML shares) and exits non-zero when a check failed.
@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 E2E_DIR = Path(__file__).resolve().parent
 TESTS_DIR = E2E_DIR.parent
@@ -31,7 +31,8 @@ CLUSTER = E2E_DIR / "cluster.py"
 
 
 def run_cluster(
-    topology: str, *, stream: Callable[[str], None] | None = None, timeout: float = 420.0
+    topology: str, *, stream: Callable[[str], None] | None = None, timeout: float = 420.0,
+    extra_args: Sequence[str] = (), env: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, Any], GuestResult]:
     """Run one topology in a fresh guest; returns (the driver's JSON result, the guest result).
 
@@ -50,9 +51,9 @@ def run_cluster(
         argv = [
             "/bin/sh", "-c",
             f'exec {sys.executable} {CLUSTER} run --topology {topology} --log {logfile} '
-            f'--result "$KANOTIFY_GUEST_DIR/e2e-result.json"',
+            f'--result "$KANOTIFY_GUEST_DIR/e2e-result.json" ' + " ".join(extra_args),
         ]
-        guest = run_in_guest(argv, timeout=timeout, keep=True)
+        guest = run_in_guest(argv, timeout=timeout, keep=True, env=env)
         try:
             path = guest.job_dir / "e2e-result.json"
             if not path.exists():
@@ -92,7 +93,7 @@ def main(argv: list[str]) -> int:
     which = argv[0] if argv else "all"
     topologies = TOPOLOGIES if which == "all" else (which,)
     if any(t not in TOPOLOGIES for t in topologies):
-        print(f"usage: run.py [{'|'.join(TOPOLOGIES)}|all]", file=sys.stderr)
+        print(f"usage: e2e_runner.py [{'|'.join(TOPOLOGIES)}|all]", file=sys.stderr)
         return 2
     failed = []
     started = time.monotonic()
