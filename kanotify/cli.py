@@ -26,6 +26,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    # states are matched without regard to case: `kanotify MASTER` is `kanotify master`
+    context_settings={"token_normalize_func": str.lower},
 )
 
 

@@ -14,6 +14,7 @@ Exit codes: 0 converged (or dry-run done), 1 an action failed, 2 usage error,
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, NoReturn, Sequence
@@ -104,6 +105,8 @@ def split_fast(argv: Sequence[str]) -> tuple[Globals, list[str]] | None:
         else:
             words.append(word)
         i += 1
+    if words:
+        words[0] = words[0].lower()  # `kanotify MASTER` is `kanotify master`
     if words and words[0] in TRANSITIONS and len(words) <= 2:
         return g, words
     if words and words[0] == "notify" and len(words) == 5:
@@ -175,12 +178,11 @@ def load(g: Globals):  # type: ignore[no-untyped-def]
     from .config import config_path, load_config
 
     path = config_path(g.config)
-    config = load_config(path)
-    if not g.allow_insecure:
+    if not g.allow_insecure and os.path.exists(path):  # refused before it is even parsed
         from .security import check_config_file
 
         check_config_file(path)
-    return config
+    return load_config(path)
 
 
 def make_engine(g: Globals, config):  # type: ignore[no-untyped-def]
@@ -196,8 +198,6 @@ def make_engine(g: Globals, config):  # type: ignore[no-untyped-def]
 
 def _has_hook_sources(config) -> bool:  # type: ignore[no-untyped-def]
     """Plugins may come from the hooks dir or from installed entry points."""
-    import os
-
     try:
         if any(name.endswith(".py") for name in os.listdir(config.settings.hooks_dir)):
             return True

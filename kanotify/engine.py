@@ -16,6 +16,7 @@ Every entry point (a notification, ``reconcile``, ``plan``) goes through
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -212,14 +213,18 @@ class Engine:
             start_run()
         ctx = RunContext(command, names, {}, {}, dry_run, self.config, priority)
         try:
-            try:
-                self.store.ensure_dir()
-            except KanotifyError:
-                if not dry_run:
-                    raise
-                return self._run_locked(ctx, new_states, argv, ticket, record, started, locked=False)
-            with self.store.lock(self.config.settings.lock_timeout):
-                return self._run_locked(ctx, new_states, argv, ticket, record, started, locked=True)
+            with contextlib.ExitStack() as stack:
+                locked = True
+                try:
+                    self.store.ensure_dir()
+                    stack.enter_context(self.store.lock(self.config.settings.lock_timeout))
+                except KanotifyError as exc:
+                    if not dry_run:
+                        raise
+                    # a dry-run changes nothing: it may plan without the lock (read-only state dir)
+                    locked = False
+                    self.warnings.append(f"{exc}; planned without the lock")
+                return self._run_locked(ctx, new_states, argv, ticket, record, started, locked=locked)
         except KanotifyError as exc:  # lock timeout, unusable state dir, ...
             return self._failed_early(ctx, argv, started, str(exc))
         except Exception as exc:  # noqa: BLE001 - e.g. netlink unusable: journal it with its traceback
@@ -236,7 +241,7 @@ class Engine:
         started: float,
         locked: bool,
     ) -> RunResult:
-        records = self.store.load() if locked else Records()
+        records = self.store.load(repair=locked)
         self.warnings.extend(self.store.warnings)
         recorded = records.states()
         ctx.from_states = {n: recorded.get(n) for n in ctx.instances}
@@ -447,7 +452,10 @@ class Engine:
         try:
             self.journal.append(record)
         except OSError as exc:
-            self.warnings.append(f"cannot write journal {self.journal.path}: {exc.strerror}")
+            message = f"cannot write journal {self.journal.path}: {exc.strerror}"
+            self.warnings.append(message)
+            record.setdefault("warnings", []).append(message)  # the CLI prints these
+            syslog_line(message, enabled=self.config.settings.syslog, error=True)
         syslog_line(
             summary_line(record),
             enabled=self.config.settings.syslog,

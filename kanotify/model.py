@@ -40,7 +40,8 @@ class State(str, enum.Enum):
             return cls(word)
         except ValueError:
             raise ValueError(
-                f"unknown state {text!r}: expected one of master, backup, fault, stop"
+                f"unknown state {text!r}: expected one of master, backup, fault, stop "
+                "(any case; keepalived's DELETED counts as stop)"
             ) from None
 
     def __str__(self) -> str:

@@ -311,3 +311,19 @@ def test_check_exits_78_with_the_key_path_on_every_broken_config(tmp_path, capsy
     if path:
         assert path in err
     assert word.lower() in err.lower()
+
+
+def test_state_commands_are_case_insensitive(backend, conf) -> None:  # type: ignore[no-untyped-def]
+    from kanotify.commands import run_fast
+
+    assert run(["--config", conf, "MASTER"]) == 0
+    assert run_fast(["--config", conf, "Backup", "VI_1"]) == 0
+    assert [r["to"] for r in journal(conf)] == ["master", "backup"]
+
+
+def test_a_journal_that_cannot_be_written_is_reported(backend, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    conf = tmp_path / "k.toml"
+    (tmp_path / "journal-is-a-dir").mkdir()
+    conf.write_text(ONE.format(tmp=tmp_path).replace("journal.jsonl", "journal-is-a-dir"))
+    assert run(["--config", str(conf), "master"]) == 0  # the host converged; the log line is what failed
+    assert "cannot write journal" in capsys.readouterr().err
