@@ -68,6 +68,8 @@ class AddressBackend:
         self.device_wait = device_wait
         self.writes = 0
         self._waited: set[str] = set()
+        #: per device, the addresses as last read, while apply_many runs (None: no caching)
+        self._cache: dict[int, dict[tuple[int, IPInterface], _Found]] | None = None
         try:
             # flags=0: never create the namespace as a side effect of opening it.
             self._ipr: Any = IPRoute() if netns is None else IPRoute(netns=netns, flags=0)
@@ -123,15 +125,23 @@ class AddressBackend:
             raise ApplyError(f"the address backend cannot apply {type(action).__name__}: {action}")
 
     def apply_many(self, actions: Iterable[Action]) -> list[BaseException | None]:
-        """Apply each action in order; one failure does not stop the others."""
+        """Apply each action in order; one failure does not stop the others.
+
+        The address list is read once for the whole batch and kept up to date
+        by the removals themselves, so removing N VIPs is one dump, not N.
+        """
         results: list[BaseException | None] = []
-        for action in actions:
-            try:
-                self.apply(action)
-            except Exception as exc:  # noqa: BLE001 - reported per action by the engine
-                results.append(exc)
-            else:
-                results.append(None)
+        self._cache = {}
+        try:
+            for action in actions:
+                try:
+                    self.apply(action)
+                except Exception as exc:  # noqa: BLE001 - reported per action by the engine
+                    results.append(exc)
+                else:
+                    results.append(None)
+        finally:
+            self._cache = None
         return results
 
     def close(self) -> None:
@@ -154,6 +164,7 @@ class AddressBackend:
         else:
             request["flags"] = IFA_F_NODAD
         self.writes += 1
+        self._forget(index)  # the kernel decides primary/secondary: read it again when needed
         try:
             call_with_retry(self._ipr.addr, "add", what=what, **request)
         except ApplyError as exc:
@@ -189,13 +200,16 @@ class AddressBackend:
         index = self._index(vip.dev)
         if index is None:
             return  # the device is gone, and its addresses with it
-        found = self._dump({index})
+        found = self._addresses_of(index)
         target = found.get((index, vip.address))
         if target is None:
             return  # already gone: nothing sent
         restore = None
         if vip.family == 4 and not target.flags & IFA_F_SECONDARY and _has_secondaries(found, index, target):
             restore = self._promote_secondaries(vip.dev, what)
+            self._forget(index)  # secondaries are about to be promoted
+        else:
+            found.pop((index, vip.address), None)
         try:
             self.writes += 1
             call_with_retry(
@@ -240,6 +254,18 @@ class AddressBackend:
                 f"{what}: device {dev} does not exist (retried for up to {self.device_wait:g}s)",
                 errno.ENODEV,
             ) from exc
+
+    def _addresses_of(self, index: int) -> dict[tuple[int, IPInterface], _Found]:
+        """The addresses of one device: from the batch cache when there is one."""
+        if self._cache is None:
+            return self._dump({index})
+        if index not in self._cache:
+            self._cache[index] = self._dump({index})
+        return self._cache[index]
+
+    def _forget(self, index: int) -> None:
+        if self._cache is not None:
+            self._cache.pop(index, None)
 
     def _dump(self, indices: set[int]) -> dict[tuple[int, IPInterface], _Found]:
         """Every address on the given devices, keyed by (ifindex, address/prefix)."""
