@@ -350,7 +350,7 @@ def cmd_status(g: Globals) -> NoReturn:
 def cmd_history(g: Globals, n: int) -> NoReturn:
     """``kanotify history [-n N]``."""
     config = load(g)
-    from .journal import Journal, summary_line
+    from .journal import Journal
 
     records = Journal(config.settings.journal).tail(n)
     if g.json:

@@ -20,38 +20,27 @@ prerequisites fail loudly instead of skipping.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
-import pickle
 import select
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import traceback
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import pytest
 
-CLONE_NEWNET = 0x40000000
+from nstools import process_gone, run_cmd, run_in_netns  # noqa: E402,F401  (shared)
+
 PREFIX = "kt3-"
-CHILD_TIMEOUT = 60.0
 
 def require_prerequisites() -> None:
     if os.geteuid() != 0:
         pytest.fail("tests/netns need root (network namespaces, raw sockets); run them as root")
     if shutil.which("ip") is None:
         pytest.fail("tests/netns need the `ip` command (apt-get install iproute2)")
-
-
-def run_cmd(cmd: list[str], check: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(cmd, capture_output=True, text=True, **kw)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()}")
-    return proc
 
 
 @dataclass
@@ -98,59 +87,6 @@ class Netns:
     def run(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         """Call ``fn(*args, **kw)`` in a forked child that has joined this namespace."""
         return run_in_netns(self.name, fn, *args, **kw)
-
-
-def run_in_netns(name: str, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
-    """Fork, ``setns`` into ``/run/netns/NAME``, run ``fn``; return its result or raise its exception."""
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        status = 0
-        try:
-            os.close(read_fd)
-            try:
-                fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
-                libc = ctypes.CDLL(None, use_errno=True)
-                if libc.setns(fd, CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise OSError(err, f"setns({name}): {os.strerror(err)}")
-                os.close(fd)
-                payload = ("ok", fn(*args, **kw), None)
-            except BaseException as exc:  # noqa: BLE001 - shipped to the parent
-                payload = ("err", exc, traceback.format_exc())
-            try:
-                data = pickle.dumps(payload)
-            except Exception as exc:  # noqa: BLE001
-                data = pickle.dumps(("err", RuntimeError(f"unpicklable result: {exc!r}"), traceback.format_exc()))
-            with os.fdopen(write_fd, "wb") as out:
-                out.write(data)
-        except BaseException:  # noqa: BLE001
-            status = 1
-        finally:
-            os._exit(status)
-    os.close(write_fd)
-    chunks = []
-    try:
-        with os.fdopen(read_fd, "rb") as src:
-            while True:
-                ready, _, _ = select.select([src], [], [], CHILD_TIMEOUT)
-                if not ready:
-                    os.kill(pid, signal.SIGKILL)
-                    raise AssertionError(f"code running in netns {name} did not finish in {CHILD_TIMEOUT}s")
-                chunk = src.read1(65536)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-    finally:
-        os.waitpid(pid, 0)
-    if not chunks:
-        raise AssertionError(f"code running in netns {name} died without a result")
-    kind, value, tb = pickle.loads(b"".join(chunks))
-    if kind == "err":
-        if tb:
-            value.add_note(f"--- raised inside netns {name}:\n{tb}")
-        raise value
-    return value
 
 
 def socket_in_netns(name: str, family: int, kind: int, proto: int = 0) -> socket.socket:
@@ -200,15 +136,6 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "co
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.01)
-
-
-def process_gone(pid: int) -> bool:
-    """True once ``pid`` has exited (a zombie waiting for a non-reaping init counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except FileNotFoundError:
-        return True
 
 
 @dataclass

@@ -14,24 +14,20 @@ kanotify itself (which is what ``kill -9`` and the journal's ``pid`` refer to).
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
-import pickle
-import select
 import shutil
-import signal
 import subprocess
 import sys
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import pytest
 
+from nstools import process_gone, run_cmd, run_in_netns  # noqa: E402,F401  (shared)
+
 PREFIX = "kt7-"
-CLONE_NEWNET = 0x40000000
 KANOTIFY = str(Path(sys.executable).with_name("kanotify"))
 ARP_SYSCTLS = {
     "net.ipv4.conf.all.arp_ignore": "1",
@@ -86,13 +82,6 @@ def require_root() -> None:
         pytest.fail(f"no kanotify console script next to {sys.executable}: pip install -e . in this venv")
 
 
-def run_cmd(cmd: list[str], check: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(cmd, capture_output=True, text=True, **kw)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()}")
-    return proc
-
-
 def make_namespace(name: str) -> None:
     """A namespace with lo up and eth0 <-> p0 (veth) up, eth0 = 192.0.2.1/24."""
     run_cmd(["ip", "netns", "add", name])
@@ -111,62 +100,6 @@ def make_namespace(name: str) -> None:
 
 def delete_namespace(name: str) -> None:
     subprocess.run(["ip", "netns", "del", name], capture_output=True)
-
-
-def run_in_netns(name: str, fn: Callable[..., Any], *args: Any, timeout: float = 120.0, **kw: Any) -> Any:
-    """Call ``fn`` in a forked child that joined netns ``name``; its result or exception comes back.
-
-    Cheap (no interpreter start, modules already imported): used for read-backs and
-    for running the CLI in-process against the namespace's kernel.
-    """
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        status = 0
-        try:
-            os.close(read_fd)
-            try:
-                fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
-                libc = ctypes.CDLL(None, use_errno=True)
-                if libc.setns(fd, CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise OSError(err, f"setns({name}): {os.strerror(err)}")
-                os.close(fd)
-                payload = ("ok", fn(*args, **kw), None)
-            except BaseException as exc:  # noqa: BLE001 - shipped to the parent
-                payload = ("err", exc, traceback.format_exc())
-            try:
-                data = pickle.dumps(payload)
-            except Exception as exc:  # noqa: BLE001
-                data = pickle.dumps(("err", RuntimeError(f"unpicklable: {exc!r}"), traceback.format_exc()))
-            with os.fdopen(write_fd, "wb") as out:
-                out.write(data)
-        except BaseException:  # noqa: BLE001
-            status = 1
-        finally:
-            os._exit(status)
-    os.close(write_fd)
-    chunks = []
-    try:
-        with os.fdopen(read_fd, "rb") as src:
-            while True:
-                ready, _, _ = select.select([src], [], [], timeout)
-                if not ready:
-                    os.kill(pid, signal.SIGKILL)
-                    raise AssertionError(f"code in netns {name} did not finish in {timeout}s")
-                chunk = src.read1(65536)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-    finally:
-        os.waitpid(pid, 0)
-    if not chunks:
-        raise AssertionError(f"code in netns {name} died without a result")
-    kind, value, tb = pickle.loads(b"".join(chunks))
-    if kind == "err":
-        value.add_note(f"--- raised inside netns {name}:\n{tb}")
-        raise value
-    return value
 
 
 _PRELOADED = False
@@ -320,15 +253,6 @@ class Node:
 
     def set_sysctls(self, values: dict[str, object]) -> None:
         run_in_netns(self.ns, _write_sysctls, values)
-
-
-def process_gone(pid: int) -> bool:
-    """True once ``pid`` has exited (a zombie counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except FileNotFoundError:
-        return True
 
 
 def processes_mentioning(text: str, exclude: Iterable[int] = ()) -> list[int]:

@@ -22,7 +22,6 @@ import json
 import os
 import shlex
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest

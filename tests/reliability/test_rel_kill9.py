@@ -20,7 +20,6 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
@@ -132,7 +131,7 @@ def test_kill_9_at_random_points_then_reconcile_converges(node: Node) -> None:
     assert not list(node.state_dir.glob("state.json.tmp-*"))
     node.records()
     print(
-        f"\nkill -9: calibration runs (wall/engine ms): "
+        "\nkill -9: calibration runs (wall/engine ms): "
         + ", ".join(f"{s} {wall[s] * 1000:.0f}/{engine[s] * 1000:.0f}" for s in wall)
         + f"; {KILLS} kills: "
         f"{dict(kinds)}; reconcile had work to do after {reconcile_applied}"
