@@ -1,21 +1,29 @@
 """Entry point: ``kanotify`` and ``python -m kanotify``.
 
 Kept tiny on purpose, because of keepalived's STOP notifications: keepalived
-SIGKILLs the process group of a STOP script after one second, and on a slow
-host Python may not even have imported its libraries by then -- leaving a
+ends the process group of a STOP script about one second after starting it
+(keepalived 2.2.7 sends SIGTERM, as tests/e2e measured; the docs speak of
+SIGKILL), and on a slow host Python may not even have imported its libraries
+by then -- leaving a
 director that keeps its VIP after keepalived stopped, i.e. a duplicate VIP on
 the LAN.  So, before any heavy import, a STOP notification (``kanotify stop``
 or ``kanotify notify ... STOP|DELETED``) forks: the child leaves keepalived's
 process group (``setsid``) and does the work under the usual lock; the parent
 waits for it and passes its exit code on.  If keepalived kills the parent, the
-child carries on.  The notification's ticket (its place in keepalived's order)
+child carries on.  Until the worker has left the group, the parent ignores
+SIGTERM/SIGINT/SIGHUP; against a SIGKILL only forking early helps, hence no
+import before the fork.  The notification's ticket (its place in keepalived's order)
 is taken before the fork, so the detached worker keeps the original order.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
+
+#: what keepalived sends a STOP script's process group when it stops waiting for it
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 #: global options that take a value (so their value is not mistaken for the command)
 _VALUE_OPTIONS = {"--config"}
@@ -38,7 +46,7 @@ def _is_stop_notification(argv: list[str]) -> bool:
         return False
     if words[0].lower() == "stop":
         return True
-    return words[0] == "notify" and len(words) == 5 and words[3].upper() in ("STOP", "DELETED")
+    return words[0].lower() == "notify" and len(words) == 5 and words[3].upper() in ("STOP", "DELETED")
 
 
 def _detach_and_wait() -> int | None:
@@ -53,6 +61,8 @@ def _detach_and_wait() -> int | None:
     if pid == 0:
         os.close(read_end)
         os.setsid()
+        for signum in _STOP_SIGNALS:  # out of keepalived's process group: default handling again
+            signal.signal(signum, signal.SIG_DFL)
         from .state import pin_ticket
 
         pin_ticket(fields)
@@ -74,6 +84,8 @@ def _detach_and_wait() -> int | None:
 def main() -> None:
     argv = sys.argv[1:]
     if os.environ.get("KANOTIFY_NO_DETACH") != "1" and _is_stop_notification(argv):
+        for signum in _STOP_SIGNALS:  # keepalived's SIGTERM must not end the job before the fork
+            signal.signal(signum, signal.SIG_IGN)
         code = _detach_and_wait()
         if code is not None:
             sys.exit(code)
