@@ -327,3 +327,16 @@ def test_a_journal_that_cannot_be_written_is_reported(backend, tmp_path, capsys)
     conf.write_text(ONE.format(tmp=tmp_path).replace("journal.jsonl", "journal-is-a-dir"))
     assert run(["--config", str(conf), "master"]) == 0  # the host converged; the log line is what failed
     assert "cannot write journal" in capsys.readouterr().err
+
+
+def test_the_cheap_plugin_probe_finds_an_installed_entry_point(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from kanotify.commands import _has_hook_sources
+    from kanotify.config import parse_config
+
+    config = parse_config(f'[settings]\nhooks_dir = "{tmp_path}/none"\n[[instance]]\nname = "VI_1"\n', "k.toml")
+    site = tmp_path / "site"
+    (site / "myplugin-1.0.dist-info").mkdir(parents=True)
+    monkeypatch.setattr("sys.path", [str(site)])
+    assert not _has_hook_sources(config)
+    (site / "myplugin-1.0.dist-info" / "entry_points.txt").write_text("[kanotify.hooks]\nmine = myplugin\n")
+    assert _has_hook_sources(config)
