@@ -29,6 +29,7 @@ from typing import Any, Iterable
 from ..actions import Action, BindVip, UnbindVip
 from ..errors import ApplyError
 from ..model import IPInterface, Vip
+from .base import apply_each
 from .retry import call_with_retry
 
 IFA_F_SECONDARY = 0x01
@@ -130,19 +131,11 @@ class AddressBackend:
         The address list is read once for the whole batch and kept up to date
         by the removals themselves, so removing N VIPs is one dump, not N.
         """
-        results: list[BaseException | None] = []
         self._cache = {}
         try:
-            for action in actions:
-                try:
-                    self.apply(action)
-                except Exception as exc:  # noqa: BLE001 - reported per action by the engine
-                    results.append(exc)
-                else:
-                    results.append(None)
+            return apply_each(self, actions)
         finally:
             self._cache = None
-        return results
 
     def close(self) -> None:
         """Close the netlink socket."""

@@ -54,3 +54,10 @@ def apply_each(backend: Backend, actions: Iterable[Action]) -> list[BaseExceptio
         else:
             results.append(None)
     return results
+
+
+class OneAtATime:
+    """Mixin for backends without batching: ``apply_many`` applies each action in turn."""
+
+    def apply_many(self, actions: Sequence[Action]) -> list[BaseException | None]:
+        return apply_each(self, actions)  # type: ignore[arg-type]

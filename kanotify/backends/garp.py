@@ -33,6 +33,7 @@ import time
 from ..actions import Action, SendGarp
 from ..errors import ApplyError
 from ..model import Vip
+from .base import OneAtATime
 
 ETH_P_ARP = 0x0806
 ETH_P_IPV6 = 0x86DD
@@ -142,7 +143,7 @@ class _Announcer:
         self.sock.close()
 
 
-class GarpBackend:
+class GarpBackend(OneAtATime):
     """Applies :class:`SendGarp`; holds no state between actions.
 
     ``detach=False`` sends every announcement in the calling process (for
@@ -183,18 +184,6 @@ class GarpBackend:
                         self.sent += 1
         finally:
             announcer.close()
-
-    def apply_many(self, actions: list[Action]) -> list[BaseException | None]:
-        """Apply each action; one failure does not stop the others."""
-        results: list[BaseException | None] = []
-        for action in actions:
-            try:
-                self.apply(action)
-            except Exception as exc:  # noqa: BLE001 - reported per action by the engine
-                results.append(exc)
-            else:
-                results.append(None)
-        return results
 
     def close(self) -> None:
         """Nothing to release: sockets are opened per action."""

@@ -20,6 +20,7 @@ from typing import Iterable
 
 from ..actions import Action, SetSysctl
 from ..errors import ApplyError
+from .base import OneAtATime
 
 _ARP_KEYS = ("arp_ignore", "arp_announce")
 _PER_DEVICE = re.compile(r"^net\.ipv[46]\.(?:conf|neigh)\.([^.]+)\.")
@@ -39,7 +40,7 @@ def key_to_relpath(key: str) -> str:
     return "/".join(part.replace("/", ".") for part in key.split("."))
 
 
-class SysctlBackend:
+class SysctlBackend(OneAtATime):
     """Reads and writes sysctls below ``root`` (``/proc/sys``; a tmp dir in tests)."""
 
     def __init__(self, root: str = "/proc/sys") -> None:
@@ -147,18 +148,6 @@ class SysctlBackend:
                 f"{'nothing' if got is None else repr(got)} (the kernel rejected or rewrote it)",
                 errno.EIO,
             )
-
-    def apply_many(self, actions: Iterable[Action]) -> list[BaseException | None]:
-        """Apply each action; one failure does not stop the others."""
-        results: list[BaseException | None] = []
-        for action in actions:
-            try:
-                self.apply(action)
-            except Exception as exc:  # noqa: BLE001 - reported per action by the engine
-                results.append(exc)
-            else:
-                results.append(None)
-        return results
 
     def close(self) -> None:
         """Nothing to release: every access opens and closes its file."""
