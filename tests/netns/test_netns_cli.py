@@ -250,3 +250,26 @@ def test_dry_run_changes_nothing(pair: Pair, tmp_path: Path) -> None:
     # a real run afterwards still sees everything to do
     assert node.run("master", "VI_1").returncode == 0
     assert "applied" in _statuses(node.records()[-1])
+
+
+def test_status_shows_recorded_state_vips_effective_arp_and_drift(pair: Pair, tmp_path: Path) -> None:
+    """`status` reads the real kernel: effective ARP policy = max(all, interface), drift after a hand edit."""
+    node = Node(pair.a, tmp_path)
+    assert node.run("backup").returncode == 0
+    pair.a.set_sysctls({"net.ipv4.conf.all.arp_ignore": 0, "net.ipv4.conf.eth0.arp_ignore": 2})
+    pair.a.ip("addr", "del", "192.0.2.100/32", "dev", "lo")
+    done = node.run("--json", "status")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["instances"] == [
+        {"instance": "VI_1", "state": "backup", "effective": "backup", "since": report["instances"][0]["since"]}]
+    assert report["arp"]["eth0"] == {"arp_ignore": 2, "arp_announce": 2}  # max(all 0, eth0 2); announce from all
+    assert report["arp"]["lo"]["arp_ignore"] == 1
+    assert {v["vip"]: v["bound"] for v in report["vips"]} == {
+        "192.0.2.100/24 dev eth0 label eth0:0": False, "192.0.2.100/32 dev lo label lo:0": False}
+    assert report["drift"] == [
+        "set sysctl net.ipv4.conf.all.arp_ignore = 1 (was 0)", "bind 192.0.2.100/32 dev lo label lo:0"]
+    text = node.run("status").stdout
+    assert "drift (what reconcile would change):" in text and "eth0" in text
+    assert node.run("reconcile").returncode == 0
+    assert json.loads(node.run("--json", "status").stdout)["drift"] == []
