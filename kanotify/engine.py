@@ -208,6 +208,8 @@ class Engine:
         record: bool = False,
     ) -> RunResult:
         started = time.monotonic()
+        self.warnings = []  # per run: one engine may serve many runs
+        self.store.warnings = []
         start_run = getattr(self.hooks, "start_run", None)
         if start_run is not None:  # forget the previous run's hook problems (one engine, many runs)
             start_run()
@@ -398,7 +400,6 @@ class Engine:
         record = self._record(ctx, [], OUTCOME_FAILED, argv, _ms(started), note=message)
         if traceback_text:
             record["traceback"] = traceback_text
-        self.warnings.append(message)
         self._write_journal(record)
         return RunResult(ctx, [], OUTCOME_FAILED, record)
 

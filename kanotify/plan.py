@@ -204,19 +204,24 @@ def _plan_ipvs(desired: Desired, observed: Observed, options: PlanOptions) -> li
             adds.append(AddService(spec.service))
             real_changes.extend(AddReal(key, rs) for rs in spec.reals)
             continue
-        if have.service.same_config(spec.service):
-            noops.append(Noop(f"ipvs service {key} up to date"))
-        else:
+        service_same = have.service.same_config(spec.service)
+        if not service_same:
             edits.append(EditService(have.service, spec.service))
         desired_reals = {rs.key: rs for rs in spec.reals}
+        reals_same = 0
         for rs in spec.reals:
             current = have.reals.get(rs.key)
             if current is None:
                 real_changes.append(AddReal(key, rs))
             elif current[0] == rs:
-                noops.append(Noop(f"real server {rs} of {key} up to date"))
+                reals_same += 1
             else:
                 real_changes.append(EditReal(key, current[0], rs))
+        # One no-op per service, not per real server: 1000 services x 10 reals must not
+        # make an 11,000-entry journal line on every reconcile.
+        if service_same or reals_same:
+            what = f"ipvs service {key}" if service_same else f"the other real servers of {key}"
+            noops.append(Noop(f"{what} up to date ({reals_same} of {len(spec.reals)} real servers)"))
         for rkey in sorted(have.reals.keys() - desired_reals.keys(), key=_real_sort):
             real_removals.append(_drain(key, *have.reals[rkey], options))
 

@@ -227,7 +227,7 @@ CASES = [
     Case("two-node master converged: nothing to do", TWO_NODE, {"VI_1": "master"}, [],
          setup=_master_converged,
          noops=["sysctl net.ipv4.conf.all.arp_ignore already 1", "192.0.2.100/24 dev eth0 label eth0:0 already bound",
-                "192.0.2.100/32 dev lo label lo:0 already absent", "ipvs service tcp 192.0.2.100:80 up to date"]),
+                "192.0.2.100/32 dev lo label lo:0 already absent", "ipvs service tcp 192.0.2.100:80 up to date (2 of 2 real servers)"]),
     Case("two-node master -> backup: VIP released first, ipvs removed, then the lo VIP", TWO_NODE,
          {"VI_1": "backup"}, [
              "remove 192.0.2.100/24 dev eth0 label eth0:0",
