@@ -301,16 +301,15 @@ class Engine:
                 aborted, extra = str(exc), []
             if extra:
                 ctx.plan = Plan(ctx.plan.actions + tuple(extra))
+            verify: list[str] = []
             if aborted is not None:
                 results = [
                     ActionResult(a, NOOP) if a.is_noop else ActionResult(a, SKIPPED, f"not applied: {aborted}")
                     for a in ctx.plan
                 ]
-                verify = []
                 self.warnings.append(aborted)
             elif ctx.dry_run:
                 results = [ActionResult(a, NOOP if a.is_noop else SKIPPED) for a in ctx.plan]
-                verify: list[str] = []
             else:
                 results = self._apply(ctx, backend)
                 after = backend.observe(scope)
@@ -328,11 +327,8 @@ class Engine:
             or bool(getattr(self.hooks, "problems", None))
         )
         outcome = OUTCOME_FAILED if failed or verify else CONVERGED
-        if superseded:
-            note = "superseded for " + ", ".join(superseded)
-        else:
-            note = None
-        result_record = self._record(ctx, results, outcome, argv, _ms(started), verify=verify, note=note)
+        partial = "superseded for " + ", ".join(superseded) if superseded else None
+        result_record = self._record(ctx, results, outcome, argv, _ms(started), verify=verify, note=partial)
         result = RunResult(ctx, results, outcome, result_record, verify)
         self._call_after(ctx, result)
         self._write_journal(result_record)

@@ -364,7 +364,7 @@ class HookManager:
     def _entry_point_plugins(self) -> list[tuple[str, str, object]]:
         from importlib.metadata import entry_points
 
-        found = []
+        found: list[tuple[str, str, object]] = []
         for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
             source = f"entry point {ep.name} = {ep.value}"
             if not self.enabled(ep.name):
@@ -394,7 +394,7 @@ class HookManager:
         from .security import insecure_path_reason
 
         dir_reason = None if allow_insecure else insecure_path_reason(directory)
-        found = []
+        found: list[tuple[str, str, object]] = []
         for path in files:
             name = file_plugin_name(path)
             if not _NAME_RE.match(name):

@@ -36,7 +36,7 @@ from .actions import (
     UnbindVip,
 )
 from .config import Config
-from .model import Desired, IPAddress, Observed, ServiceKey, ServiceSpec, State, Vip
+from .model import Desired, IPAddress, Observed, ServiceKey, ServiceSpec, State, Vip, VipSpec
 
 #: (service, (real address, real port)) -> when kanotify started draining it
 DrainKey = tuple[str, str]
@@ -99,8 +99,8 @@ def desired_state(
     """
     names = set(config.instance_names if instances is None else instances)
     scoped = [inst for inst in config.instances if inst.name in names]
-    vips = []
-    services = []
+    vips: list[VipSpec] = []
+    services: list[ServiceSpec] = []
     for inst in scoped:
         state = states.get(inst.name, State.BACKUP)
         vips.extend(spec for spec in inst.vips if state in spec.states)

@@ -43,7 +43,13 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-def apply_each(backend: Backend, actions: Iterable[Action]) -> list[BaseException | None]:
+class Applier(Protocol):
+    """Anything with ``apply(action)``: a whole backend or one domain's backend."""
+
+    def apply(self, action: Action) -> None: ...
+
+
+def apply_each(backend: Applier, actions: Iterable[Action]) -> list[BaseException | None]:
     """Default ``apply_many``: one action at a time, errors collected."""
     results: list[BaseException | None] = []
     for action in actions:
@@ -60,4 +66,4 @@ class OneAtATime:
     """Mixin for backends without batching: ``apply_many`` applies each action in turn."""
 
     def apply_many(self, actions: Sequence[Action]) -> list[BaseException | None]:
-        return apply_each(self, actions)  # type: ignore[arg-type]
+        return apply_each(self, actions)  # type: ignore[arg-type]  # (self has apply)

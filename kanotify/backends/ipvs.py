@@ -447,11 +447,11 @@ class IpvsBackend:
             if seq not in failed:
                 continue
             code, text = failed[seq]
-            exc = ApplyError(text or os.strerror(code), code)
+            error = ApplyError(text or os.strerror(code), code)
             if code in (errno.EEXIST, *_GONE) or code in _transient():
-                results[i] = self._capture_after_failure(action, exc)
+                results[i] = self._capture_after_failure(action, error)
             else:
-                results[i] = self._error(action, exc)
+                results[i] = self._error(action, error)
 
     def _capture(self, action: Action) -> BaseException | None:
         try:

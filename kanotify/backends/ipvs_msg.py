@@ -131,7 +131,7 @@ PROTOCOL_NUMBERS: Mapping[str, int] = {"tcp": socket.IPPROTO_TCP, "udp": socket.
 _PROTOCOL_NAMES = {num: name for name, num in PROTOCOL_NUMBERS.items()}
 
 _AF = {4: socket.AF_INET, 6: socket.AF_INET6}
-_VERSION = {socket.AF_INET: 4, socket.AF_INET6: 6}
+_VERSION: dict[int, int] = {int(socket.AF_INET): 4, int(socket.AF_INET6): 6}
 
 
 class DecodeError(ValueError):

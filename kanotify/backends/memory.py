@@ -72,8 +72,8 @@ class MemoryBackend:
             self.sysctls[key] = str(value)
         self.addresses: set[Vip] = set(addresses)
         self.services: dict[ServiceKey, VirtualServiceState] = {}
-        for key, observed in (services or {}).items():
-            self.services[key] = VirtualServiceState.from_observed(observed)
+        for service_key, observed in (services or {}).items():
+            self.services[service_key] = VirtualServiceState.from_observed(observed)
         self.ipvs_available = ipvs_available
         self.writes: list[Action] = []
         self.garps: list[SendGarp] = []
