@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, NoReturn, Sequence
 
-from .errors import EXIT_OK, ConfigError, KanotifyError, UsageError
+from .errors import EXIT_FAILED, EXIT_OK, ConfigError, KanotifyError, UsageError
 from .model import State
 
 #: options that belong to the whole program, with whether they take a value
@@ -410,8 +410,15 @@ def format_history(records: Sequence[dict[str, Any]]) -> str:
 
 
 def cmd_check(g: Globals) -> NoReturn:
-    """``kanotify check``."""
+    """``kanotify check``: the config, and the hook plugins it would load."""
     config = load(g)
+    plugins: list[str] = []
+    problems: list[dict[str, Any]] = []
+    if config.hooks or _has_hook_sources(config):
+        from .hooks import load_hooks
+
+        manager = load_hooks(config, allow_insecure=g.allow_insecure)
+        plugins, problems = manager.names, list(manager.problems)
     summary: dict[str, Any] = {
         "config": config.path,
         "valid": True,
@@ -419,12 +426,18 @@ def cmd_check(g: Globals) -> NoReturn:
         "vips": sum(len(i.vips) for i in config.instances),
         "services": sum(len(i.services) for i in config.instances),
         "sysctls": len(config.sysctls),
+        "plugins": plugins,
+        "plugin_problems": problems,
     }
     if g.json:
-        out(json.dumps(summary, indent=2))
+        out(json.dumps(summary, indent=2, default=str))
     else:
         out(
             f"{config.path}: OK ({len(config.instances)} instance(s), {summary['vips']} VIP(s), "
             f"{summary['services']} service(s), {summary['sysctls']} sysctl(s))"
         )
-    raise Exit(EXIT_OK)
+        if plugins:
+            out("hook plugins: " + ", ".join(plugins))
+        for problem in problems:
+            err(f"kanotify: hook {problem.get('hook')}: {problem.get('error')}")
+    raise Exit(EXIT_FAILED if problems else EXIT_OK)

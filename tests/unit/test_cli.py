@@ -340,3 +340,19 @@ def test_the_cheap_plugin_probe_finds_an_installed_entry_point(tmp_path, monkeyp
     assert not _has_hook_sources(config)
     (site / "myplugin-1.0.dist-info" / "entry_points.txt").write_text("[kanotify.hooks]\nmine = myplugin\n")
     assert _has_hook_sources(config)
+
+
+def test_check_lists_hook_plugins_and_their_load_problems(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    hooks_dir = tmp_path / "hooks.d"
+    hooks_dir.mkdir()
+    (hooks_dir / "good.py").write_text("def kanotify_after_transition(ctx, result):\n    pass\n")
+    (hooks_dir / "broken.py").write_text("import no_such_module_here\n")
+    conf = tmp_path / "k.toml"
+    conf.write_text(ONE.format(tmp=tmp_path).replace("syslog = false", f'syslog = false\nhooks_dir = "{hooks_dir}"'))
+    assert run(["--config", str(conf), "check"]) == 1
+    captured = capsys.readouterr()
+    assert "hook plugins: good" in captured.out
+    assert "broken" in captured.err and "no_such_module_here" in captured.err
+    (hooks_dir / "broken.py").unlink()
+    assert run(["--config", str(conf), "--json", "check"]) == 0
+    assert json.loads(capsys.readouterr().out)["plugins"] == ["good"]
