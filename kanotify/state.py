@@ -45,15 +45,14 @@ class Ticket:
     pid: int
 
     def newer_than(self, other: "Ticket | None") -> bool:
+        """True unless ``other`` was issued in this boot at the same time or later."""
         if other is None or other.boot_id != self.boot_id:
             return True  # nothing recorded, or recorded before the last reboot
         return (self.start_ticks, self.pid) > (other.start_ticks, other.pid)
 
     def older_than(self, other: "Ticket | None") -> bool:
         """True when ``other`` was issued strictly later in this boot (this one is stale)."""
-        if other is None or other.boot_id != self.boot_id:
-            return False
-        return (self.start_ticks, self.pid) < (other.start_ticks, other.pid)
+        return other is not None and other.boot_id == self.boot_id and other.newer_than(self)
 
     def to_json(self) -> list[object]:
         return [self.boot_id, self.start_ticks, self.pid]
