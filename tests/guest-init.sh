@@ -26,7 +26,8 @@ mount -t devtmpfs devtmpfs /dev 2>/dev/null
 mount -t tmpfs tmpfs /run                 # ip netns, keepalived pid files: private to the guest
 mount -t tmpfs tmpfs /dev/shm
 mount -t tmpfs tmpfs /lib/modules         # point modprobe at the UML kernel's modules
-ln -s "/usr/lib/uml/modules/$(uname -r)" "/lib/modules/$(uname -r)"
+# the kernel's modules: KANOTIFY_UML_MODULES from the kernel command line (tests/uml.py)
+ln -s "${KANOTIFY_UML_MODULES:-/usr/lib/uml/modules}/$(uname -r)" "/lib/modules/$(uname -r)"
 
 if [ -z "$dir" ] || [ ! -f "$dir/run.sh" ]; then
     echo "kanotify guest-init: no job (KANOTIFY_GUEST_DIR=$dir)" >/dev/console

@@ -74,23 +74,31 @@ class GuestResult:
     job_dir: Path
 
 
-def find_uml() -> tuple[str, Path]:
-    """The UML kernel binary and its modules directory; fail loudly if missing.
+#: Where ``scripts/uml-kernel`` unpacks a kernel that boots on hosts Debian 12's cannot (AMX CPUs).
+LOCAL_UML = REPO_ROOT / ".uml"
 
-    CI installs ``user-mode-linux`` itself (``.ci/run``); a missing kernel is a
-    broken test environment, never a reason to skip.
+
+def find_uml() -> tuple[str, Path]:
+    """The UML kernel binary and its modules directory (``<dir>/<version>/``); fail loudly if missing.
+
+    ``.uml/linux`` (from ``scripts/uml-kernel``) comes first, then Debian's ``/usr/bin/linux``.  CI
+    installs both itself (``scripts/setup``); a missing kernel is a broken test environment, never a
+    reason to skip.
     """
+    local = LOCAL_UML / "linux"
+    if os.access(local, os.X_OK) and (LOCAL_UML / "modules").is_dir():
+        return str(local), (LOCAL_UML / "modules").resolve()
     kernel = shutil.which("linux") or shutil.which("linux", path="/usr/bin:/usr/local/bin")
     if kernel is None:
         raise GuestError(
-            "user-mode Linux kernel 'linux' not found on PATH: "
-            "apt-get install -y user-mode-linux kmod ipvsadm iproute2"
+            "user-mode Linux kernel not found (.uml/linux or 'linux' on PATH): run scripts/setup "
+            "(apt-get install -y user-mode-linux kmod ipvsadm iproute2; scripts/uml-kernel)"
         )
     modules_root = Path("/usr/lib/uml/modules")
     versions = sorted(p for p in modules_root.glob("*") if p.is_dir()) if modules_root.is_dir() else []
     if not versions:
         raise GuestError(f"no UML kernel modules under {modules_root}: reinstall user-mode-linux")
-    return kernel, versions[-1]
+    return kernel, modules_root
 
 
 def _prepare_host() -> None:
@@ -152,7 +160,7 @@ def run_in_guest(
     guest never wrote an exit code (the ``linux`` process's own exit code says
     nothing about the guest command).
     """
-    kernel, _modules_dir = find_uml()
+    kernel, modules_dir = find_uml()
     _prepare_host()
     job_dir = Path(tempfile.mkdtemp(prefix="kanotify-uml-"))
     os.chmod(job_dir, 0o755)
@@ -174,6 +182,7 @@ def run_in_guest(
         "con=null",
         "con0=fd:0,fd:1",
         f"KANOTIFY_GUEST_DIR={job_dir}",
+        f"KANOTIFY_UML_MODULES={modules_dir}",
     ]
     started = time.monotonic()
     with open(console_path, "wb") as console, open(os.devnull, "rb") as devnull:
