@@ -29,7 +29,7 @@ from kanotify.backends import ipvs_msg as m  # noqa: E402
 from kanotify.backends.ipvs import IpvsBackend  # noqa: E402
 from kanotify.config import Config, Settings  # noqa: E402
 from kanotify.model import Instance, Observed, RealServer, ServiceKey, ServiceSpec, State, VirtualService  # noqa: E402
-from kanotify.plan import desired_state, plan  # noqa: E402
+from kanotify.plan import desired_for, plan  # noqa: E402
 
 
 def build_config(services: int, reals: int) -> Config:
@@ -75,10 +75,10 @@ def timed(fn: Callable[[], object]) -> tuple[float, object]:
 
 
 def kanotify_sync(config: Config, batch: bool) -> dict[str, float | int]:
-    """desired_state + observe + plan + apply, as the engine does; times per phase."""
+    """desired_for + observe + plan + apply, as the engine does; times per phase."""
     with IpvsBackend() as backend:
         t_open, _ = timed(lambda: backend.socket)
-        desired = desired_state(config, {"VI_1": State.MASTER})
+        desired = desired_for(config, {"VI_1": State.MASTER})
         t_observe, services = timed(backend.observe)
         t_plan, the_plan = timed(lambda: plan(desired, Observed(services=services)))  # type: ignore[arg-type]
         changes = the_plan.changes  # type: ignore[attr-defined]

@@ -77,7 +77,7 @@ def test_dry_run_only_reads(kanotify_env, systemd):
     result = env.transition("VI_1", "master", dry_run=True)
     assert systemd.changes() == []
     assert systemd.calls == [[SYSTEMCTL, "is-active", "haproxy.service"]]
-    assert env.statuses(result)[f"[systemd_unit] {SYSTEMCTL} start haproxy.service (was inactive)"] == "skipped"
+    assert env.statuses(result)[f"[systemd_unit] {SYSTEMCTL} start haproxy.service (was inactive)"] == "pending"
 
 
 def test_several_units_and_another_systemctl(kanotify_env, systemd):

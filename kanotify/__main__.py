@@ -22,26 +22,14 @@ import os
 import signal
 import sys
 
+from .options import command_words
+
 #: what keepalived sends a STOP script's process group when it stops waiting for it
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
-#: global options that take a value (so their value is not mistaken for the command)
-_VALUE_OPTIONS = {"--config"}
-
 
 def _is_stop_notification(argv: list[str]) -> bool:
-    words = []
-    skip = False
-    for word in argv:
-        if skip:
-            skip = False
-            continue
-        if word in _VALUE_OPTIONS:
-            skip = True
-            continue
-        if word.startswith("-"):
-            continue
-        words.append(word)
+    words = command_words(argv)  # the option table knows which options take a value
     if not words:
         return False
     if words[0].lower() == "stop":
@@ -51,7 +39,7 @@ def _is_stop_notification(argv: list[str]) -> bool:
 
 def _detach_and_wait() -> int | None:
     """Fork a worker in a new session.  Returns the exit code in the parent, None in the worker."""
-    # Only os-level work before the fork: importing kanotify.state here would about
+    # Only os-level work before the fork: importing kanotify.store here would about
     # double the time in which keepalived's SIGKILL can still catch the whole job.
     from .procinfo import ticket_fields
 
@@ -63,7 +51,7 @@ def _detach_and_wait() -> int | None:
         os.setsid()
         for signum in _STOP_SIGNALS:  # out of keepalived's process group: default handling again
             signal.signal(signum, signal.SIG_DFL)
-        from .state import pin_ticket
+        from .store import pin_ticket
 
         pin_ticket(fields)
         os.environ["KANOTIFY_STATUS_FD"] = str(write_end)

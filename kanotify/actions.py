@@ -4,14 +4,17 @@ Every action is a frozen dataclass with an operator-readable ``str()``.  The
 planner produces them, dry-run prints them, the journal records them and only
 a backend's ``apply`` turns them into system changes.  ``Noop`` is kept in the
 plan on purpose: "arp_ignore on all already 1" is useful in a journal.
+
+An action that only makes sense after another one succeeded says so in its
+data (:attr:`Action.depends_on`): the engine skips it when one of those failed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Callable, ClassVar
 
-from .model import RealServer, ServiceKey, Vip, VirtualService
+from .model import RealServer, ServiceKey, Vip, VirtualService, format_hostport
 
 
 @dataclass(frozen=True)
@@ -24,8 +27,14 @@ class Action:
     def is_noop(self) -> bool:
         return False
 
-    def to_json(self) -> dict[str, object]:
-        return {"action": str(self), "type": type(self).__name__}
+    @property
+    def depends_on(self) -> tuple["Action", ...]:
+        """Actions of the same plan that must have succeeded for this one to be applied.
+
+        They come earlier in the plan; when one failed (or was itself skipped),
+        the engine skips this action instead of applying it.
+        """
+        return ()
 
 
 @dataclass(frozen=True)
@@ -92,6 +101,11 @@ class SendGarp(Action):
     vip: Vip
     count: int = 5
     interval: float = 0.2
+
+    @property
+    def depends_on(self) -> tuple[Action, ...]:
+        """Announcing a VIP that could not be bound would advertise an address nobody answers."""
+        return (BindVip(self.vip),)
 
     def __str__(self) -> str:
         kind = "gratuitous ARP" if self.vip.family == 4 else "unsolicited NA"
@@ -194,22 +208,21 @@ class HookAction(Action):
 
 
 def _hostport(real: RealServer) -> str:
-    from .model import format_hostport
-
     return format_hostport(real.address, real.port)
 
 
-def _diff(old: object, new: object) -> str:
-    """``scheduler rr -> wrr, weight 1 -> 3`` for two dataclasses of one type."""
-    from dataclasses import fields
+def _shown(value: object) -> object:
+    if isinstance(value, frozenset):
+        return ",".join(sorted(str(v) for v in value)) or "none"
+    return value
 
+
+def _diff(old: VirtualService | RealServer, new: VirtualService | RealServer) -> str:
+    """``scheduler rr -> wrr, weight 1 -> 3`` for two values of one type."""
     parts = []
-    for f in fields(old):  # type: ignore[arg-type]
+    for f in fields(old):
         a, b = getattr(old, f.name), getattr(new, f.name)
         if f.name == "key" or a == b:
             continue
-        if isinstance(a, frozenset) or isinstance(b, frozenset):
-            a = ",".join(sorted(a)) or "none"  # type: ignore[arg-type]
-            b = ",".join(sorted(b)) or "none"  # type: ignore[arg-type]
-        parts.append(f"{f.name} {a} -> {b}")
+        parts.append(f"{f.name} {_shown(a)} -> {_shown(b)}")
     return ", ".join(parts) or "no change"

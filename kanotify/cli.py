@@ -1,8 +1,9 @@
 """The command line (typer): parse, call :mod:`kanotify.commands`, exit with its code.
 
-Global options (``--config``, ``--dry-run``, ``--json``, ``-v``) are accepted
-before and after the command: :func:`~kanotify.commands.hoist_global_options`
-moves them in front before typer sees argv.  The keepalived forms
+Global options (``--config``, ``--dry-run``, ``--json``, ``-v``, ``--no-daemon``)
+are accepted before and after the command: :func:`kanotify.options.hoist` moves
+them in front before typer sees argv.  Their names and help come from the one
+table in :mod:`kanotify.options`.  The keepalived forms
 (``master|backup|fault|stop``, ``notify``) usually never reach this module:
 ``kanotify.__main__`` runs them without importing typer.
 """
@@ -15,9 +16,20 @@ from typing import Any, Callable, NoReturn, Optional, Sequence
 import typer
 
 from . import commands
-from .commands import Globals, hoist_global_options
+from .commands import Globals
 from .errors import EXIT_OK
 from .model import State
+from .options import GLOBAL_OPTIONS, hoist
+
+_OPTIONS = {option.dest: option for option in GLOBAL_OPTIONS}
+
+
+def _global(dest: str, default: Any) -> Any:
+    """The typer option for one entry of the global option table."""
+    option = _OPTIONS[dest]
+    return typer.Option(
+        default, *option.names, help=option.help, metavar=option.metavar, hidden=option.hidden, count=option.count,
+    )
 
 app = typer.Typer(
     name="kanotify",
@@ -34,19 +46,14 @@ app = typer.Typer(
 @app.callback()
 def _globals(
     ctx: typer.Context,
-    config: Optional[str] = typer.Option(
-        None, "--config", metavar="PATH",
-        help="Config file [default: $KANOTIFY_CONFIG or /etc/kanotify/kanotify.toml].",
-    ),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; change nothing."),
-    json_out: bool = typer.Option(False, "--json", help="Machine-readable output on stdout."),
-    verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="More detail."),
-    allow_insecure: bool = typer.Option(
-        False, "--allow-insecure", hidden=True,
-        help="Skip the ownership/permission checks of the config file and hooks dir (tests only).",
-    ),
+    config: Optional[str] = _global("config", None),
+    dry_run: bool = _global("dry_run", False),
+    json: bool = _global("json", False),
+    verbose: int = _global("verbose", 0),
+    no_daemon: bool = _global("no_daemon", False),
+    allow_insecure: bool = _global("allow_insecure", False),
 ) -> None:
-    ctx.obj = Globals(config, dry_run, json_out, verbose, allow_insecure)
+    ctx.obj = Globals(config, dry_run, json, verbose, no_daemon, allow_insecure)
 
 
 def _call(ctx: typer.Context, fn: Callable[..., Any], *args: Any) -> NoReturn:
@@ -127,13 +134,13 @@ def history(
 
 @app.command()
 def check(ctx: typer.Context) -> None:
-    """Validate the config file only."""
+    """Validate the config file and load the hook plugins it would use; change nothing."""
     _call(ctx, commands.cmd_check)
 
 
 def run(argv: Sequence[str] | None = None) -> int:
     """Run the CLI with ``argv`` (without the program name); returns the exit code."""
-    words = hoist_global_options(sys.argv[1:] if argv is None else argv)
+    words = hoist(list(sys.argv[1:] if argv is None else argv))
     try:
         app(args=words, prog_name="kanotify")
     except SystemExit as exc:  # typer/click end every run with SystemExit in standalone mode
@@ -147,4 +154,4 @@ def run(argv: Sequence[str] | None = None) -> int:
     return EXIT_OK
 
 
-__all__ = ["app", "run", "hoist_global_options"]
+__all__ = ["app", "run"]

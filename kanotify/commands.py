@@ -17,14 +17,18 @@ import json
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, NoReturn, Sequence
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence
 
 from .errors import EXIT_FAILED, EXIT_OK, ConfigError, KanotifyError, UsageError
+from .journal import Journal, outcome_text, summary_line
 from .model import State
+from .options import split
 
-#: options that belong to the whole program, with whether they take a value
-GLOBAL_OPTIONS = {"--config": True, "--dry-run": False, "--json": False, "-v": False, "--verbose": False,
-                  "--allow-insecure": False}
+if TYPE_CHECKING:
+    from .config import Config
+    from .engine import Engine
+    from .run import RunResult
+
 TRANSITIONS = ("master", "backup", "fault", "stop")
 MAX_WORD = 256
 EXIT_CHANGES_PENDING = 2  # plan --detailed-exitcode
@@ -40,71 +44,32 @@ class Exit(Exception):
 
 @dataclass
 class Globals:
-    """The global options."""
+    """The global options (:data:`kanotify.options.GLOBAL_OPTIONS`), parsed."""
 
     config: str | None = None
     dry_run: bool = False
     json: bool = False
     verbose: int = 0
+    no_daemon: bool = False
     allow_insecure: bool = False
-
-
-def hoist_global_options(argv: Sequence[str]) -> list[str]:
-    """Move global options found after the command in front of it.
-
-    ``kanotify master VI_1 --dry-run`` == ``kanotify --dry-run master VI_1``.
-    Everything after ``--`` is left alone.
-    """
-    front: list[str] = []
-    rest: list[str] = []
-    words = list(argv)
-    i = 0
-    while i < len(words):
-        word = words[i]
-        if word == "--":
-            rest.extend(words[i:])
-            break
-        name = word.split("=", 1)[0]
-        if name in GLOBAL_OPTIONS:
-            front.append(word)
-            if GLOBAL_OPTIONS[name] and "=" not in word and i + 1 < len(words):
-                front.append(words[i + 1])
-                i += 1
-        else:
-            rest.append(word)
-        i += 1
-    return front + rest
 
 
 def split_fast(argv: Sequence[str]) -> tuple[Globals, list[str]] | None:
     """Parse the keepalived forms without typer; ``None`` for anything else (typer handles it)."""
+    parsed = split(list(argv))
+    if parsed is None:
+        return None
+    found, words = parsed
+    if any(w.startswith("-") for w in words):
+        return None  # --help, unknown options: let typer explain
     g = Globals()
-    words: list[str] = []
-    i = 0
-    while i < len(argv):
-        word = argv[i]
-        name, _, value = word.partition("=")
-        if name == "--config":
-            if value:
-                g.config = value
-            elif i + 1 < len(argv):
-                g.config = argv[i + 1]
-                i += 1
-            else:
-                return None
-        elif word == "--dry-run":
-            g.dry_run = True
-        elif word == "--json":
-            g.json = True
-        elif word in ("-v", "--verbose"):
-            g.verbose += 1
-        elif word == "--allow-insecure":
-            g.allow_insecure = True
-        elif word.startswith("-"):
-            return None  # --help, unknown options: let typer explain
+    for option, value, count in found:
+        if option.takes_value:
+            setattr(g, option.dest, value)
+        elif option.count:
+            setattr(g, option.dest, getattr(g, option.dest) + count)
         else:
-            words.append(word)
-        i += 1
+            setattr(g, option.dest, True)
     if words:
         words[0] = words[0].lower()  # `kanotify MASTER` is `kanotify master`
     if words and words[0] in TRANSITIONS and len(words) <= 2:
@@ -173,7 +138,7 @@ def parse_state(word: str) -> State:
         raise UsageError(str(exc)) from None
 
 
-def load(g: Globals):  # type: ignore[no-untyped-def]
+def load(g: Globals) -> Config:
     """The validated config (ConfigError -> exit 78), refused if others can write it."""
     from .config import config_path, load_config
 
@@ -185,7 +150,7 @@ def load(g: Globals):  # type: ignore[no-untyped-def]
     return load_config(path)
 
 
-def make_engine(g: Globals, config):  # type: ignore[no-untyped-def]
+def make_engine(g: Globals, config: Config) -> Engine:
     from .engine import Engine
 
     hooks = None
@@ -196,7 +161,7 @@ def make_engine(g: Globals, config):  # type: ignore[no-untyped-def]
     return Engine(config, hooks=hooks)
 
 
-def _has_hook_sources(config) -> bool:  # type: ignore[no-untyped-def]
+def _has_hook_sources(config: Config) -> bool:
     """Could there be plugins?  (files in the hooks dir, or an installed ``kanotify.hooks`` entry point)
 
     A cheap look before the real loading: ``importlib.metadata`` costs ~20 ms to
@@ -224,7 +189,7 @@ def _has_hook_sources(config) -> bool:  # type: ignore[no-untyped-def]
     return False
 
 
-def resolve_instance(config, name: str | None, command: str) -> str:  # type: ignore[no-untyped-def]
+def resolve_instance(config: Config, name: str | None, command: str) -> str:
     names = config.instance_names
     if name is None:
         if len(names) == 1:
@@ -238,32 +203,28 @@ def resolve_instance(config, name: str | None, command: str) -> str:  # type: ig
     return name
 
 
-def print_result(g: Globals, result) -> None:  # type: ignore[no-untyped-def]
-    from .journal import summary_line
+#: how ``print_result`` marks each action status
+_MARKS = {"applied": "+", "pending": "+", "noop": "=", "failed": "!", "skipped": "~"}
 
+
+def print_result(g: Globals, result: RunResult) -> None:
     if g.json:
         out(json.dumps(result.record, indent=2, default=str))
         return
     for item in result.results:
         if item.status == "noop" and not (g.verbose or g.dry_run):
             continue
-        mark = {"applied": "+", "noop": "=", "failed": "!", "skipped": "~"}[item.status]
-        if g.dry_run and item.status == "skipped":
-            mark = "+"
-        out(f"{mark} {item.action}")
-        if item.status == "failed" and item.error:
-            out(f"    error: {item.error.splitlines()[0]}")
+        out(f"{_MARKS[item.status]} {item.action}")
+        if item.status in ("failed", "skipped") and item.error:
+            out(f"    {'error' if item.status == 'failed' else 'skipped'}: {item.error.splitlines()[0]}")
     for line in result.verify:
         out(f"! still differs after apply: {line}")
-    if g.dry_run:
-        pending = sum(1 for r in result.results if r.status == "skipped")
-        out(f"dry-run: {pending} change(s) would be made, nothing was changed")
     out(summary_line(result.record))
     for warning in result.record.get("warnings", ()):
         err(f"kanotify: warning: {warning}")
 
 
-def _finish(g: Globals, result) -> NoReturn:  # type: ignore[no-untyped-def]
+def _finish(g: Globals, result: RunResult) -> NoReturn:
     print_result(g, result)
     raise Exit(result.exit_code)
 
@@ -277,7 +238,7 @@ def cmd_transition(g: Globals, state: State, instance: str | None) -> NoReturn:
         _check_word(instance, "instance")
     config = load(g)
     name = resolve_instance(config, instance, state.value)
-    from .state import notification_ticket
+    from .store import notification_ticket
 
     result = make_engine(g, config).transition(
         [name], state, argv=_argv(), command=state.value, dry_run=g.dry_run, ticket=notification_ticket()
@@ -318,7 +279,7 @@ def cmd_notify(g: Globals, words: Sequence[str]) -> NoReturn:
         result = engine.ignored(argv=_argv(), command=command, note=note)
         out(json.dumps(result.record, indent=2) if g.json else f"kanotify: {note}")
         raise Exit(EXIT_OK)
-    from .state import notification_ticket
+    from .store import notification_ticket
 
     result = engine.transition(
         names, state, argv=_argv(), command=command, dry_run=g.dry_run,
@@ -327,7 +288,7 @@ def cmd_notify(g: Globals, words: Sequence[str]) -> NoReturn:
     _finish(g, result)
 
 
-def _scope(config, instance: str | None) -> list[str] | None:  # type: ignore[no-untyped-def]
+def _scope(config: Config, instance: str | None) -> list[str] | None:
     return None if instance is None else [resolve_instance(config, instance, "reconcile")]
 
 
@@ -366,8 +327,6 @@ def cmd_status(g: Globals) -> NoReturn:
 def cmd_history(g: Globals, n: int) -> NoReturn:
     """``kanotify history [-n N]``."""
     config = load(g)
-    from .journal import Journal
-
     records = Journal(config.settings.journal).tail(n)
     if g.json:
         out(json.dumps(records, indent=2))
@@ -386,7 +345,7 @@ def format_history(records: Sequence[dict[str, Any]]) -> str:
         actions = [a for a in rec.get("actions", ()) if isinstance(a, dict)]
         who = rec.get("instance") or ",".join(
             str(x.get("instance")) for x in rec.get("instances", ()) if isinstance(x, dict)) or "-"
-        outcome = str(rec.get("outcome", "?")) + (" (dry-run)" if rec.get("dry_run") else "")
+        outcome = outcome_text(rec)
         rows.append((
             str(rec.get("ts", "?"))[:23].replace("T", " "),
             who,
@@ -418,7 +377,7 @@ def cmd_check(g: Globals) -> NoReturn:
         from .hooks import load_hooks
 
         manager = load_hooks(config, allow_insecure=g.allow_insecure)
-        plugins, problems = manager.names, list(manager.problems)
+        plugins, problems = manager.names, [p.to_json() for p in manager.load_problems]
     summary: dict[str, Any] = {
         "config": config.path,
         "valid": True,

@@ -64,3 +64,41 @@ class LockTimeout(KanotifyError):
 
 class HookError(KanotifyError):
     """A hook plugin failed, or could not be loaded."""
+
+
+@dataclass(frozen=True)
+class HookProblem:
+    """One thing that went wrong with a hook plugin: which plugin, in which call, and what.
+
+    ``call`` is ``load``, ``before_transition``, ``action`` (one of the
+    plugin's actions; ``action`` names it), ``action_failed`` or
+    ``after_transition``.  ``required`` is the plugin's ``[hooks.NAME]``
+    setting; ``timeout`` says the call ran past its time bound; ``traceback``
+    is kept for unexpected exceptions.  :meth:`to_json` is what the journal
+    record's ``"hooks"`` list holds.
+    """
+
+    hook: str
+    call: str
+    error: str
+    required: bool = False
+    timeout: bool = False
+    action: str | None = None
+    traceback: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        data: dict[str, object] = {
+            "hook": self.hook,
+            "call": self.call,
+            "error": self.error,
+            "required": self.required,
+            "timeout": self.timeout,
+        }
+        if self.action is not None:
+            data["action"] = self.action
+        if self.traceback is not None:
+            data["traceback"] = self.traceback
+        return data
+
+    def __str__(self) -> str:
+        return f"hook {self.hook}: {self.call}: {self.error}"

@@ -35,17 +35,24 @@ Like pytest's ``pytest_*`` functions in a ``conftest.py``, a function named
 ``kanotify_*`` is a hook implementation even without ``@hookimpl``; the
 decorator is only needed for ``tryfirst``/``trylast``.
 
+The hook specs are in :mod:`kanotify.hookspecs`; plugin authors import what
+they need from :mod:`kanotify.plugin`.
+
 Every problem (a plugin that did not load, raised, returned something invalid or
-was too slow) is one dict in :attr:`HookManager.problems`; the engine copies them
-into the journal record (``"hooks"``) and the run exits 1.  The transition itself
-still converges, unless the failing plugin is ``required``: then
-:meth:`HookManager.before_transition` raises :class:`~kanotify.errors.HookError`
+was too slow) is a :class:`~kanotify.errors.HookProblem`.  Load problems stay on
+the :class:`HookManager` for its life (a broken plugin is reported on every
+run); everything else belongs to one run's :class:`HookRun`, which the engine
+gets from :meth:`HookManager.begin`.  The engine copies them into the journal
+record (``"hooks"``) and the run exits 1.  The transition itself still
+converges, unless the failing plugin is ``required``: then
+:meth:`HookRun.before_transition` raises :class:`~kanotify.errors.HookError`
 and the engine applies nothing.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import logging
 import os
 import re
@@ -55,24 +62,36 @@ import time
 import traceback
 from dataclasses import dataclass, replace
 from types import MappingProxyType, ModuleType
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
 import pluggy
 
 from .actions import Action, HookAction, Noop
-from .errors import ApplyError, HookError
+from .errors import ApplyError, HookError, HookProblem
+from .hookspecs import HOOK_NAMES, PROJECT, HookSpecs, Options
 
 if TYPE_CHECKING:
     from .config import Config
-    from .engine import RunContext, RunResult
+    from .run import RunContext, RunResult
 
-PROJECT = "kanotify"
 ENTRY_POINT_GROUP = "kanotify.hooks"
+_PREFIX = "kanotify_"
 
-#: Marks a hook spec (used only here).
-hookspec = pluggy.HookspecMarker(PROJECT)
 #: Marks a hook implementation in a plugin: ``@hookimpl(tryfirst=True)``.
 hookimpl = pluggy.HookimplMarker(PROJECT)
+
+F = TypeVar("F", bound=Callable[..., object])
+_DRY_RUN_SAFE = "kanotify_dry_run_safe"
+
+
+def dry_run_safe(function: F) -> F:
+    """Mark a ``kanotify_after_transition`` that may run in a dry-run too (it has no side effects).
+
+    Without the mark, kanotify does not call ``after_transition`` for a dry-run
+    (``plan``, ``--dry-run``): that hook is where plugins write files or call APIs.
+    """
+    setattr(function, _DRY_RUN_SAFE, True)
+    return function
 
 log = logging.getLogger("kanotify.hooks")
 
@@ -81,71 +100,7 @@ BEFORE, AFTER, FAILED, ACTION, LOAD = "before_transition", "after_transition", "
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]+\Z")
 _ORDER_PREFIX_RE = re.compile(r"\d+[-_](?=.)")
-_EMPTY: Mapping[str, Any] = MappingProxyType({})
-
-
-class HookSpecs:
-    """The hooks kanotify calls.  Implement any subset; take any subset of the arguments.
-
-    Every hook gets ``ctx`` (:class:`kanotify.engine.RunContext`: ``instances``,
-    ``from_states``/``to_states`` (and ``instance``/``from_state``/``to_state``
-    when the run is about one instance), ``priority`` (from the generic notify,
-    else ``None``), ``plan``, ``dry_run``, ``command``, ``config`` and
-    ``logger``) and ``options``: the plugin's own keys of its ``[hooks.NAME]``
-    table (read-only mapping, empty when there is no table).
-
-    Each call runs in its own thread, bounded by the plugin's timeout; when it is
-    exceeded kanotify stops waiting, records a problem "timed out after Xs" and
-    goes on (the call keeps running in the background until the process exits,
-    so a plugin that starts a subprocess should bound it too:
-    :func:`command_action` does).
-    """
-
-    @hookspec
-    def kanotify_before_transition(
-        self, ctx: RunContext, options: Mapping[str, Any]
-    ) -> Sequence[HookAction | Noop] | HookAction | Noop | None:
-        """Contribute steps to the plan; called once per run, after planning, before applying.
-
-        Fires for every notification, ``reconcile`` and ``plan``/``--dry-run``
-        (``ctx.dry_run`` is then true), with ``ctx.plan`` already holding the
-        built-in actions.  It should *decide*, not *do*: return a list of
-        :class:`~kanotify.actions.HookAction` (see :func:`command_action`) and
-        kanotify appends them to the plan, so dry-run prints them, the journal
-        records them, and they are run -- time-bounded, never in dry-run --
-        after the built-in steps (VIPs are bound / removed by then).  A
-        :class:`~kanotify.actions.Noop` records why nothing is needed.  Reading
-        the system here (``systemctl is-active``) is fine; changing it is not.
-
-        An exception (or a return value that is not a list of those actions) is
-        recorded as a problem and the plugin contributes nothing; the run
-        still converges and exits 1.  If the plugin is ``required``, the engine
-        applies nothing at all (outcome ``failed``).
-        """
-
-    @hookspec
-    def kanotify_after_transition(self, ctx: RunContext, result: RunResult, options: Mapping[str, Any]) -> None:
-        """Observe the outcome; called once per run, after apply and verify, before the journal line.
-
-        ``result`` is the :class:`~kanotify.engine.RunResult`: ``outcome``
-        (``converged``/``failed``), per-action ``results`` and ``record`` (the
-        journal line as it stands).  Also fires in dry-run: a plugin with side
-        effects here (writing a file, calling an API) must check ``ctx.dry_run``
-        and do nothing then.  The return value is ignored; an exception is
-        recorded as a problem (exit 1) and changes nothing else.
-        """
-
-    @hookspec
-    def kanotify_action_failed(
-        self, ctx: RunContext, action: Action, error: BaseException, options: Mapping[str, Any]
-    ) -> None:
-        """React to one failed action (built-in or a hook's); called right after it failed.
-
-        ``error`` is the exception (an :class:`~kanotify.errors.ApplyError` with
-        ``errno`` for kernel failures).  The remaining actions are applied
-        afterwards either way.  Return value ignored; an exception is recorded
-        as a problem.
-        """
+_EMPTY: Options = MappingProxyType({})
 
 
 @dataclass(frozen=True)
@@ -158,17 +113,22 @@ class Plugin:
 
 
 class _PluginManager(pluggy.PluginManager):
-    """pluggy's manager, plus pytest's convenience: ``kanotify_*`` functions need no decorator."""
+    """pluggy's manager, plus pytest's convenience: ``kanotify_*`` functions need no decorator.
+
+    Only attributes named ``kanotify_*`` are ever looked at: pluggy's own parse
+    calls ``getattr`` on every attribute of a plugin, which would run a
+    plugin object's properties or ``__getattr__`` at load time.
+    """
 
     def parse_hookimpl_opts(self, plugin: object, name: str) -> Any:
+        if not name.startswith(_PREFIX):
+            return None
         opts = super().parse_hookimpl_opts(plugin, name)
-        if opts is None and name.startswith("kanotify_"):
-            import inspect  # already imported by pluggy
-
-            # statically, as pluggy does: never run a property or __getattr__ of a plugin
+        if opts is None:
+            # statically: never run a property or __getattr__ of a plugin
             found = inspect.getattr_static(plugin, name, None)
             if isinstance(found, (staticmethod, classmethod)) or inspect.isfunction(found) or inspect.ismethod(found):
-                return {}  # type: ignore[return-value]
+                return {}
         return opts
 
 
@@ -266,13 +226,11 @@ def _error_text(exc: BaseException) -> str:
 
 
 class HookManager:
-    """The plugins of one config, and the interface the engine calls.
+    """The plugins of one config: loading, settings, and a :class:`HookRun` per run.
 
-    ``problems`` lists what went wrong with hooks: load problems (kept for the
-    whole process: a broken plugin is reported on every run) and those of the
-    current run (reset when a run starts, at :meth:`before_transition`).  Each
-    is ``{"hook", "call", "error", "required", "timeout"}`` (plus ``"action"``
-    for a hook action, ``"traceback"`` for an unexpected exception).
+    Implements the engine's :class:`~kanotify.run.Hooks` protocol.  It keeps
+    only what outlives a run: the registered plugins and their
+    :attr:`load_problems` (a broken plugin is reported on every run).
     """
 
     def __init__(self, config: Config) -> None:
@@ -280,15 +238,9 @@ class HookManager:
         self.pm = _PluginManager(PROJECT)
         self.pm.add_hookspecs(HookSpecs)
         self.plugins: dict[str, Plugin] = {}
-        self._load_problems: list[dict[str, Any]] = []
-        self._run_problems: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
+        self.load_problems: list[HookProblem] = []
 
     # ------------------------------------------------------------------ settings
-
-    @property
-    def problems(self) -> list[dict[str, Any]]:
-        return self._load_problems + self._run_problems
 
     def enabled(self, name: str) -> bool:
         settings = self.config.hooks.get(name)
@@ -304,7 +256,7 @@ class HookManager:
             return float(settings.timeout)
         return float(self.config.settings.hook_timeout)
 
-    def options(self, name: str) -> Mapping[str, Any]:
+    def options(self, name: str) -> Options:
         settings = self.config.hooks.get(name)
         return settings.options if settings is not None else _EMPTY
 
@@ -313,28 +265,24 @@ class HookManager:
         """Plugin names in registration order (the call order, unless ``tryfirst``/``trylast``)."""
         return list(self.plugins)
 
+    def problem(
+        self, name: str, call: str, error: str, *, timeout: bool = False, action: str | None = None,
+        traceback: str | None = None,
+    ) -> HookProblem:
+        """A problem of plugin ``name``, logged; the caller keeps it where it belongs."""
+        log.warning("hook %s: %s: %s", name, call, error)
+        return HookProblem(name, call, error, self.required(name), timeout, action, traceback)
+
     # ------------------------------------------------------------------ loading
 
-    def problem(self, name: str, call: str, error: str, *, timeout: bool = False, **extra: Any) -> dict[str, Any]:
-        """Record a problem of plugin ``name`` (a load problem when ``call`` is ``"load"``)."""
-        item: dict[str, Any] = {
-            "hook": name,
-            "call": call,
-            "error": error,
-            "required": self.required(name),
-            "timeout": timeout,
-        }
-        item.update(extra)
-        with self._lock:
-            (self._load_problems if call == LOAD else self._run_problems).append(item)
-        log.warning("hook %s: %s: %s", name, call, error)
-        return item
+    def _load_problem(self, name: str, error: str, *, traceback: str | None = None) -> None:
+        self.load_problems.append(self.problem(name, LOAD, error, traceback=traceback))
 
     def register_all(self, plugins: Iterable[tuple[str, str, object]]) -> None:
         """Register ``(name, source, obj)`` triples; they are called in this order."""
         for name, source, obj in plugins:
             if name in self.plugins:
-                self.problem(name, LOAD, f"{source}: another plugin is already named {name!r}; not loaded")
+                self._load_problem(name, f"{source}: another plugin is already named {name!r}; not loaded")
                 continue
             self._register(name, source, obj)
 
@@ -346,23 +294,22 @@ class HookManager:
         try:
             self.pm.register(obj, name=name)
         except Exception as exc:  # noqa: BLE001 - pluggy's PluginValidationError, or a bad object
-            self.problem(name, LOAD, f"{source}: {exc}")
+            self._load_problem(name, f"{source}: {exc}")
             return
         for caller in self.pm.get_hookcallers(obj) or []:
             bad = None
             if not caller.has_spec():
-                known = ", ".join(sorted(n for n in dir(HookSpecs) if n.startswith("kanotify_")))
-                bad = f"unknown hook {caller.name} (known: {known})"
+                bad = f"unknown hook {caller.name} (known: {', '.join(HOOK_NAMES)})"
             elif any(i.hookwrapper or i.wrapper for i in caller.get_hookimpls() if i.plugin is obj):
                 bad = f"{caller.name}: hook wrappers are not supported"
             if bad:
                 self.pm.unregister(obj)
-                self.problem(name, LOAD, f"{source}: {bad}; not loaded")
+                self._load_problem(name, f"{source}: {bad}; not loaded")
                 return
         self.plugins[name] = Plugin(name, source, obj)
 
     def _entry_point_plugins(self) -> list[tuple[str, str, object]]:
-        from importlib.metadata import entry_points
+        from importlib.metadata import entry_points  # ~20 ms: only when plugins may exist
 
         found: list[tuple[str, str, object]] = []
         for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
@@ -372,8 +319,7 @@ class HookManager:
             try:
                 obj = ep.load()
             except BaseException as exc:  # noqa: BLE001 - a broken plugin must not stop the transition
-                self.problem(ep.name, LOAD, f"{source}: cannot import: {_error_text(exc)}",
-                             traceback=_traceback(exc))
+                self._load_problem(ep.name, f"{source}: cannot import: {_error_text(exc)}", traceback=_traceback(exc))
                 continue
             found.append((ep.name, source, obj))
         return found
@@ -382,12 +328,12 @@ class HookManager:
         if not os.path.exists(directory):
             return []
         if not os.path.isdir(directory):
-            self.problem("hooks_dir", LOAD, f"hooks_dir {directory} is not a directory")
+            self._load_problem("hooks_dir", f"hooks_dir {directory} is not a directory")
             return []
         try:
             files = [f for f in _hook_files(directory) if self.enabled(file_plugin_name(f))]
         except OSError as exc:
-            self.problem("hooks_dir", LOAD, f"hooks_dir {directory}: cannot list: {exc.strerror}")
+            self._load_problem("hooks_dir", f"hooks_dir {directory}: cannot list: {exc.strerror}")
             return []
         if not files:
             return []
@@ -398,33 +344,38 @@ class HookManager:
         for path in files:
             name = file_plugin_name(path)
             if not _NAME_RE.match(name):
-                self.problem(name, LOAD, f"{path}: a plugin name is letters, digits and _.-; not loaded")
+                self._load_problem(name, f"{path}: a plugin name is letters, digits and _.-; not loaded")
                 continue
             reason = dir_reason or (None if allow_insecure else insecure_path_reason(path))
             if reason:
-                self.problem(name, LOAD, f"{path}: refused: {reason} "
-                             "(hooks must be owned by root and not writable by group or others: "
-                             "chown root and chmod go-w)")
+                self._load_problem(name, f"{path}: refused: {reason} "
+                                         "(hooks must be owned by root and not writable by group or others: "
+                                         "chown root and chmod go-w)")
                 continue
             try:
                 module = load_plugin_file(path)
             except BaseException as exc:  # noqa: BLE001 - includes SyntaxError and SystemExit
-                self.problem(name, LOAD, f"{path}: cannot import: {_error_text(exc)}", traceback=_traceback(exc))
+                self._load_problem(name, f"{path}: cannot import: {_error_text(exc)}", traceback=_traceback(exc))
                 continue
             found.append((name, path, module))
         return found
 
     def _check_configured(self) -> None:
         """A ``[hooks.NAME]`` table with no plugin of that name is most likely a typo."""
-        failed = {p["hook"] for p in self._load_problems}
+        failed = {p.hook for p in self.load_problems}
         for name, settings in self.config.hooks.items():
             if settings.enabled and name not in self.plugins and name not in failed:
-                self.problem(name, LOAD, f"[hooks.{name}] is configured but no plugin named {name!r} was found "
-                             f"(entry point group {ENTRY_POINT_GROUP}, or {self.config.settings.hooks_dir}/{name}.py)")
+                self._load_problem(name, f"[hooks.{name}] is configured but no plugin named {name!r} was found "
+                                         f"(entry point group {ENTRY_POINT_GROUP}, or "
+                                         f"{self.config.settings.hooks_dir}/{name}.py)")
 
     # ------------------------------------------------------------------ calling
 
-    def _impls(self, hook: str) -> list[tuple[str, Any]]:
+    def begin(self, ctx: RunContext) -> HookRun:
+        """The hook calls of one run (the engine's :class:`~kanotify.run.Hooks` protocol)."""
+        return HookRun(self, ctx)
+
+    def impls(self, hook: str) -> list[tuple[str, Any]]:
         """Implementations in call order: ``tryfirst`` ones, the rest, ``trylast`` ones.
 
         Within each group, in registration (= discovery) order -- not pluggy's
@@ -435,58 +386,71 @@ class HookManager:
         impls.sort(key=lambda i: (0 if i.tryfirst else 2 if i.trylast else 1, order.get(i.plugin_name, 0)))
         return [(impl.plugin_name, impl) for impl in impls]
 
-    def _call(self, name: str, impl: Any, call: str, kwargs: Mapping[str, Any]) -> tuple[bool, Any]:
+
+class HookRun:
+    """The hook calls of one run, and the problems they had.
+
+    ``problems`` is the manager's load problems followed by this run's; the
+    run's own are forgotten with this object, so nothing of one run leaks
+    into the next.
+    """
+
+    def __init__(self, manager: HookManager, ctx: RunContext) -> None:
+        self.manager = manager
+        self.ctx = ctx
+        self._problems: list[HookProblem] = []
+        self._lock = threading.Lock()  # a timed-out action's thread may still report
+
+    @property
+    def problems(self) -> list[HookProblem]:
+        with self._lock:
+            return self.manager.load_problems + self._problems
+
+    def _problem(self, name: str, call: str, error: str, **extra: Any) -> None:
+        problem = self.manager.problem(name, call, error, **extra)
+        with self._lock:
+            self._problems.append(problem)
+
+    def _call(self, name: str, impl: Any, call: str, kwargs: dict[str, object]) -> tuple[bool, Any]:
         """Call one implementation, bounded; record a problem and return ``(False, None)`` if it failed."""
         args = [kwargs[a] for a in impl.argnames]
-        timeout = self.timeout(name)
+        timeout = self.manager.timeout(name)
         started = time.monotonic()
         try:
             value = _call_bounded(impl.function, args, timeout, name)
         except _Timeout:
-            self.problem(name, call, f"timed out after {timeout:g}s", timeout=True)
+            self._problem(name, call, f"timed out after {timeout:g}s", timeout=True)
             return False, None
         except BaseException as exc:  # noqa: BLE001 - isolation is the point
-            self.problem(name, call, _error_text(exc), traceback=_traceback(exc))
+            self._problem(name, call, _error_text(exc), traceback=_traceback(exc))
             return False, None
         log.debug("hook %s: %s took %.1f ms", name, call, (time.monotonic() - started) * 1000)
         return True, value
 
-    def start_run(self) -> None:
-        """Forget the previous run's problems (load problems stay: the plugin is still broken).
-
-        :meth:`before_transition` does this too; an engine that runs many
-        transitions in one process (``listen``) calls it at the start of each
-        run, so a run that never reaches the hooks (superseded, ignored) does
-        not report the previous run's problems.
-        """
-        with self._lock:
-            self._run_problems = []
-
-    def before_transition(self, ctx: RunContext) -> list[Action]:
+    def before_transition(self) -> list[Action]:
         """Collect the plugins' actions; raise :class:`HookError` if a required plugin failed."""
-        self.start_run()
         actions: list[Action] = []
-        for name, impl in self._impls("kanotify_before_transition"):
-            ok, value = self._call(name, impl, BEFORE, {"ctx": ctx, "options": self.options(name)})
+        for name, impl in self.manager.impls("kanotify_before_transition"):
+            ok, value = self._call(name, impl, BEFORE, {"ctx": self.ctx, "options": self.manager.options(name)})
             if ok:
                 contributed = self._accept(name, value)
                 if contributed is not None:
                     actions.extend(contributed)
         # load problems count too: a required plugin that is not loaded has failed
-        failed_required = [p for p in self.problems if p["required"]]
+        failed_required = [p for p in self.problems if p.required]
         if failed_required:
-            detail = "; ".join(f"{p['hook']}: {p['call']}: {p['error']}" for p in failed_required)
+            detail = "; ".join(f"{p.hook}: {p.call}: {p.error}" for p in failed_required)
             raise HookError(f"required hook failed, nothing applied: {detail}")
         return actions
 
-    def _accept(self, name: str, value: Any) -> list[Action] | None:
+    def _accept(self, name: str, value: object) -> list[Action] | None:
         """Check what ``kanotify_before_transition`` returned; bind its actions to this plugin."""
         if value is None:
             return []
         items = [value] if isinstance(value, (HookAction, Noop)) else value
         if not isinstance(items, (list, tuple)) or not all(isinstance(a, (HookAction, Noop)) for a in items):
-            self.problem(name, BEFORE, f"returned {type(value).__name__} {value!r:.200}: expected a list of "
-                         "HookAction (or Noop) or None; its actions were not added")
+            self._problem(name, BEFORE, f"returned {type(value).__name__} {value!r:.200}: expected a list of "
+                                        "HookAction (or Noop) or None; its actions were not added")
             return None
         result: list[Action] = []
         for item in items:
@@ -500,26 +464,29 @@ class HookManager:
     def _bound_action(self, name: str, action: HookAction) -> HookAction:
         """The action with this plugin's name and its ``run`` bounded by the plugin's timeout."""
         original = action.run
-        timeout = self.timeout(name)
+        timeout = self.manager.timeout(name)
 
         def run() -> object:
             try:
                 return _call_bounded(original, (), timeout, name)
             except _Timeout:
                 message = f"timed out after {timeout:g}s"
-                self.problem(name, ACTION, message, timeout=True, action=f"[{name}] {action.description}")
+                self._problem(name, ACTION, message, timeout=True, action=f"[{name}] {action.description}")
                 raise ApplyError(f"[{name}] {action.description}: {message}") from None
 
         return replace(action, plugin=name, run=run)
 
-    def after_transition(self, ctx: RunContext, result: RunResult) -> None:
-        for name, impl in self._impls("kanotify_after_transition"):
-            self._call(name, impl, AFTER, {"ctx": ctx, "result": result, "options": self.options(name)})
+    def after_transition(self, result: RunResult) -> None:
+        """Tell the plugins the outcome; in a dry-run only those marked :func:`dry_run_safe`."""
+        for name, impl in self.manager.impls("kanotify_after_transition"):
+            if self.ctx.dry_run and getattr(impl.function, _DRY_RUN_SAFE, False) is not True:
+                continue
+            self._call(name, impl, AFTER, {"ctx": self.ctx, "result": result, "options": self.manager.options(name)})
 
-    def action_failed(self, ctx: RunContext, action: Action, error: BaseException) -> None:
-        for name, impl in self._impls("kanotify_action_failed"):
-            self._call(name, impl, FAILED,
-                       {"ctx": ctx, "action": action, "error": error, "options": self.options(name)})
+    def action_failed(self, action: Action, error: BaseException) -> None:
+        for name, impl in self.manager.impls("kanotify_action_failed"):
+            self._call(name, impl, FAILED, {"ctx": self.ctx, "action": action, "error": error,
+                                            "options": self.manager.options(name)})
 
 
 def _traceback(exc: BaseException) -> str:
@@ -606,7 +573,7 @@ def command_action(
     return HookAction(plugin=plugin, description=text, run=run)
 
 
-def watched_instance(ctx: RunContext, options: Mapping[str, Any]) -> str | None:
+def watched_instance(ctx: RunContext, options: Options) -> str | None:
     """The VRRP instance a host-wide plugin follows, if this run is about it, else None.
 
     That is ``options["instance"]``, or the config's only instance.  A plugin
@@ -630,12 +597,12 @@ def watched_instance(ctx: RunContext, options: Mapping[str, Any]) -> str | None:
 __all__ = [
     "ENTRY_POINT_GROUP",
     "HookManager",
-    "HookSpecs",
+    "HookRun",
     "Plugin",
     "command_action",
+    "dry_run_safe",
     "file_plugin_name",
     "hookimpl",
-    "hookspec",
     "load_hooks",
     "load_plugin_file",
     "remaining_time",

@@ -1,8 +1,8 @@
 """The transition journal: one whole JSON line per invocation, plus a syslog line.
 
 keepalived runs notify scripts with stdio on ``/dev/null``, so a script that
-only prints has logged nothing.  Every run appends one JSON object (see
-spec.md "Journal") to ``settings.journal`` and, when ``/dev/log`` exists, one
+only prints has logged nothing.  Every run appends one JSON object (the
+keys are in docs/reliability.md and README.md) to ``settings.journal`` and, when ``/dev/log`` exists, one
 human-readable line per transition to syslog (ident ``kanotify``, facility
 daemon).
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import deque
 from datetime import datetime, timezone
 from typing import Any, Iterator
 
@@ -65,8 +66,6 @@ class Journal:
     def tail(self, n: int) -> list[dict[str, Any]]:
         if n <= 0:
             return []
-        from collections import deque
-
         return list(deque(self.records(), maxlen=n))
 
     def _lines(self) -> Iterator[str]:
@@ -104,7 +103,7 @@ def _shaped(obj: Any, shapes: dict[str, tuple[type, ...]]) -> bool:
 
 
 def well_formed(record: Any) -> bool:
-    """A journal record whose known keys (spec.md "Journal") have the types kanotify writes."""
+    """A journal record whose known keys have the types kanotify writes."""
     if not _shaped(record, _RECORD_SHAPES):
         return False
     if not all(_shaped(a, _ACTION_SHAPES) for a in record.get("actions", ())):
@@ -154,8 +153,23 @@ def syslog_line(message: str, *, enabled: bool = True, error: bool = False) -> b
     return True
 
 
+def outcome_text(record: dict[str, Any]) -> str:
+    """The outcome as an operator reads it: ``converged``, or for a dry-run what is pending.
+
+    A dry-run's journal outcome is ``converged`` when planning worked, which
+    says nothing about the host: the text says what the plan would do instead.
+    """
+    outcome = str(record.get("outcome", "?"))
+    if not record.get("dry_run"):
+        return outcome
+    if outcome != "converged":
+        return f"dry-run {outcome}"
+    pending = sum(1 for a in record.get("actions", ()) if isinstance(a, dict) and a.get("status") == "pending")
+    return f"dry-run: {pending} change(s) pending, nothing changed" if pending else "dry-run: nothing to do"
+
+
 def summary_line(record: dict[str, Any]) -> str:
-    """``VI_1 backup -> master: converged (3 applied, 5 no-op, 0 failed) in 41 ms``"""
+    """``VI_1 backup -> master: converged (3 applied, 5 noop) in 41 ms``"""
     counts: dict[str, int] = {}
     for action in record.get("actions", ()):
         status = action.get("status", "?") if isinstance(action, dict) else "?"
@@ -163,9 +177,7 @@ def summary_line(record: dict[str, Any]) -> str:
     who = record.get("instance") or ",".join(i.get("instance", "?") for i in record.get("instances", ())) or "-"
     move = f"{record.get('from') or '-'} -> {record.get('to') or '-'}"
     parts = ", ".join(f"{counts[k]} {k}" for k in ("applied", "failed", "skipped", "noop") if counts.get(k))
-    text = f"{who} {move}: {record.get('outcome')}"
-    if record.get("dry_run"):
-        text += " (dry-run)"
+    text = f"{who} {move}: {outcome_text(record)}"
     if parts:
         text += f" ({parts})"
     text += f" in {record.get('duration_ms', 0):.0f} ms"

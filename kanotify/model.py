@@ -57,6 +57,15 @@ SCHEDULERS = (
 SERVICE_FLAGS = ("one-packet", "sh-fallback", "sh-port")
 
 
+def normalize_sysctl(value: str) -> str:
+    """A sysctl value as text with whitespace runs folded: ``"4096\\t87380\\n"`` -> ``"4096 87380"``.
+
+    The one normalization used wherever a value is compared: in the config, the
+    planner and the read-back of the sysctl backend.
+    """
+    return " ".join(str(value).split())
+
+
 def format_hostport(address: IPAddress, port: int) -> str:
     """``192.0.2.1:80`` or ``[2001:db8::1]:80``, as ipvsadm prints them."""
     if address.version == 6:
@@ -283,6 +292,30 @@ class Desired:
     def needs_ipvs(self) -> bool:
         return bool(self.managed_services) or self.ipvs_exclusive
 
+    @property
+    def scope(self) -> "Scope":
+        """What a backend must observe to plan this: the managed objects, nothing else."""
+        return Scope(
+            sysctls=tuple(key for key, _ in self.sysctls),
+            vips=self.managed_vips,
+            services=self.managed_services,
+            ipvs=self.needs_ipvs,
+        )
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What to observe: only managed things are ever read back or touched.
+
+    ``ipvs`` is False when no IPVS service is managed and ``ipvs_exclusive`` is
+    off, so a VIP-only host never opens the IPVS netlink family at all.
+    """
+
+    sysctls: tuple[str, ...] = ()
+    vips: frozenset[Vip] = frozenset()
+    services: frozenset[ServiceKey] = frozenset()
+    ipvs: bool = False
+
 
 # --------------------------------------------------------------------------- observed state
 
@@ -311,5 +344,4 @@ class Observed:
     sysctls: Mapping[str, str | None] = field(default_factory=dict)
     vips: frozenset[Vip] = frozenset()
     services: Mapping[ServiceKey, ObservedService] | None = None
-    missing_devices: frozenset[str] = frozenset()
     ipvs_error: str | None = None

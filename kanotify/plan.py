@@ -18,8 +18,8 @@ not even mentioned (except foreign IPVS services with ``ipvs_exclusive``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Iterable, Iterator, Mapping
 
 from .actions import (
     Action,
@@ -36,7 +36,19 @@ from .actions import (
     UnbindVip,
 )
 from .config import Config
-from .model import Desired, IPAddress, Observed, ServiceKey, ServiceSpec, State, Vip, VipSpec
+from .model import (
+    Desired,
+    IPAddress,
+    Observed,
+    RealServer,
+    RealServerStats,
+    ServiceKey,
+    ServiceSpec,
+    State,
+    VipSpec,
+    format_hostport,
+    normalize_sysctl,
+)
 
 #: (service, (real address, real port)) -> when kanotify started draining it
 DrainKey = tuple[str, str]
@@ -56,15 +68,11 @@ class Plan:
     def has_changes(self) -> bool:
         return any(not a.is_noop for a in self.actions)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Action]:
         return iter(self.actions)
 
     def __len__(self) -> int:
         return len(self.actions)
-
-    def lines(self) -> list[str]:
-        """One readable line per action: ``+`` for a change, ``=`` for a no-op."""
-        return [("= " if a.is_noop else "+ ") + str(a) for a in self.actions]
 
 
 @dataclass(frozen=True)
@@ -80,15 +88,13 @@ class PlanOptions:
 
 
 def drain_key(service: ServiceKey, real: tuple[IPAddress, int]) -> DrainKey:
-    from .model import format_hostport
-
     return (str(service), format_hostport(*real))
 
 
 # --------------------------------------------------------------------------- desired state
 
 
-def desired_state(
+def desired_for(
     config: Config, states: Mapping[str, State], instances: Iterable[str] | None = None
 ) -> Desired:
     """What the host should look like when each instance is in ``states[name]``.
@@ -138,11 +144,6 @@ def _plan_sysctls(desired: Desired, observed: Observed) -> list[Action]:
         else:
             actions.append(SetSysctl(key, value, current))
     return actions
-
-
-def normalize_sysctl(value: str) -> str:
-    """``"4096\\t87380"`` and ``"4096 87380"`` are the same value."""
-    return " ".join(str(value).split())
 
 
 def _plan_vips(
@@ -239,14 +240,12 @@ def _plan_ipvs(desired: Desired, observed: Observed, options: PlanOptions) -> li
     return noops + adds + edits + real_changes + real_removals + deletes
 
 
-def _drain(service: ServiceKey, real, stats, options: PlanOptions) -> Action:  # type: ignore[no-untyped-def]
+def _drain(service: ServiceKey, real: RealServer, stats: RealServerStats, options: PlanOptions) -> Action:
     """A real server removed from the config of a service that stays: drain, then delete."""
     if stats.connections == 0 or options.drain_timeout <= 0:
         return DeleteReal(service, real, "removed from config, no connections")
     started = options.draining.get(drain_key(service, real.key))
     if real.weight != 0:
-        from dataclasses import replace
-
         return EditReal(service, real, replace(real, weight=0), f"drain: {stats.connections} connections")
     if started is not None and options.now - started >= options.drain_timeout:
         return DeleteReal(service, real, f"drain timeout {options.drain_timeout:g}s reached")
@@ -288,13 +287,4 @@ def next_draining(
     return result
 
 
-__all__ = [
-    "Plan",
-    "PlanOptions",
-    "desired_state",
-    "plan",
-    "next_draining",
-    "drain_key",
-    "normalize_sysctl",
-    "Vip",
-]
+__all__ = ["DrainKey", "Plan", "PlanOptions", "desired_for", "drain_key", "next_draining", "plan"]

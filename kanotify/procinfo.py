@@ -3,7 +3,7 @@
 Free of imports on purpose: the STOP fast path (``__main__``) reads it before
 it forks its detached worker, and every millisecond spent importing before
 that fork is a millisecond in which keepalived's SIGKILL can still land.
-:mod:`kanotify.state` wraps the fields in a :class:`~kanotify.state.Ticket`.
+:mod:`kanotify.store` wraps the fields in a :class:`~kanotify.store.Ticket`.
 """
 
 from __future__ import annotations

@@ -5,40 +5,33 @@ Read-only: no lock is taken and nothing is written.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Callable
 
-from .backends.base import Backend, Scope
+from . import backends
+from .backends import ArpPolicy, Backend
 from .config import Config
 from .model import State
-from .plan import PlanOptions, desired_state, plan
-from .state import StateStore
+from .plan import PlanOptions, desired_for, plan
+from .store import StateStore
 
 
 def collect_status(config: Config, backend_factory: Callable[[], Backend] | None = None) -> dict[str, Any]:
     """Everything ``status`` shows, as plain data (this is also the ``--json`` output)."""
     store = StateStore(config.settings.state_dir)
-    records = store.load(repair=False)  # read-only and unlocked: leave a corrupt file to the next run
-    recorded = records.states()
+    saved, warnings = store.load(repair=False)  # read-only and unlocked: leave a corrupt file to the next run
+    recorded = saved.states()
     states = {name: recorded.get(name, State.BACKUP) for name in config.instance_names}
-    desired = desired_state(config, states)
-    scope = Scope(
-        sysctls=tuple(k for k, _ in desired.sysctls),
-        vips=desired.managed_vips,
-        services=desired.managed_services,
-        ipvs=True,
-    )
-    if backend_factory is None:
-        from . import engine
-
-        backend_factory = engine._system_backend
-    backend = backend_factory()
+    desired = desired_for(config, states)
+    scope = replace(desired.scope, ipvs=True)  # foreign IPVS services are shown too
+    backend = (backend_factory or backends.system_backend)()
     try:
         observed = backend.observe(scope)
         arp = _effective_arp(backend)
     finally:
         backend.close()
     drift = plan(desired, observed, PlanOptions(garp_count=0, drain_timeout=config.settings.drain_timeout,
-                                                 draining=records.draining))
+                                                 draining=saved.draining))
 
     desired_vips = {spec.vip.key for spec in desired.vips}
     bound = {vip.key: vip for vip in observed.vips}
@@ -60,7 +53,7 @@ def collect_status(config: Config, backend_factory: Callable[[], Backend] | None
                 "instance": name,
                 "state": recorded[name].value if name in recorded else None,
                 "effective": states[name].value,
-                "since": records.instances[name].since if name in records.instances else None,
+                "since": saved.instances[name].since if name in saved.instances else None,
             }
             for name in config.instance_names
         ],
@@ -79,17 +72,14 @@ def collect_status(config: Config, backend_factory: Callable[[], Backend] | None
         ],
         "arp": arp,
         "drift": [str(a) for a in drift.changes],
-        "warnings": store.warnings,
+        "warnings": warnings,
     }
 
 
-def _effective_arp(backend: Backend) -> dict[str, dict[str, int]]:
+def _effective_arp(backend: Backend) -> ArpPolicy:
     """Effective arp_ignore/arp_announce per interface = max(all, interface)."""
-    getter = getattr(backend, "effective_arp", None)
-    if getter is None:
-        return {}
     try:
-        return dict(getter())
+        return dict(backend.effective_arp())
     except Exception:  # noqa: BLE001 - status must show the rest even if /proc is odd
         return {}
 

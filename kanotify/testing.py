@@ -33,9 +33,11 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 if TYPE_CHECKING:
     from .backends.memory import MemoryBackend
     from .config import Config
-    from .engine import Engine, RunContext, RunResult
+    from .engine import Engine
+    from .errors import HookProblem
     from .hooks import HookManager
     from .model import State
+    from .run import RunContext, RunResult
 
 # The fixture is defined only when pytest is already loaded (as it is when pytest
 # loads this module through its ``pytest11`` entry point): the builders work
@@ -129,9 +131,9 @@ def make_context(
     >>> (ctx.instance, ctx.from_state.value, ctx.to_state.value, ctx.dry_run)
     ('VI_1', 'backup', 'master', True)
     """
-    from .engine import RunContext
     from .model import State
     from .plan import Plan
+    from .run import RunContext
 
     to_state = State.parse(to) if isinstance(to, str) else to
     from_state = State.parse(from_) if isinstance(from_, str) else from_
@@ -211,8 +213,9 @@ class Harness:
         return list(self.engine.journal.records())
 
     @property
-    def problems(self) -> list[dict[str, Any]]:
-        return self.hooks.problems
+    def problems(self) -> list[HookProblem]:
+        """The hook problems of the last run (before any run: the plugins' load problems)."""
+        return list(self.results[-1].problems) if self.results else list(self.hooks.load_problems)
 
 
 def make_engine(

@@ -1,11 +1,26 @@
 """Backends: the only code that touches the system.
 
 A backend turns kernel state into value objects (:meth:`Backend.observe`) and
-applies single actions (:meth:`Backend.apply`).  :class:`~kanotify.backends.memory.MemoryBackend`
-implements the same interface in memory for unit tests and plugin authors;
-:func:`~kanotify.backends.system.SystemBackend` is the real one.
+applies actions (:meth:`Backend.apply_many`).  :func:`system_backend` makes the
+real one; :class:`~kanotify.backends.memory.MemoryBackend` implements the same
+interface in memory, behaving as the kernel does, for unit tests and plugin
+authors.
 """
 
-from .base import Backend, Scope
+from __future__ import annotations
 
-__all__ = ["Backend", "Scope"]
+from .base import ArpPolicy, Backend, OneAtATime, Scope
+
+
+def system_backend(netns: str | None = None) -> Backend:
+    """The backend of this host (or of network namespace ``netns``).
+
+    Its domain backends (and their heavy imports, pyroute2 among them) are
+    created only when an observation or action needs them.
+    """
+    from .system import SystemBackend  # keeps ``import kanotify.backends`` cheap
+
+    return SystemBackend(netns)
+
+
+__all__ = ["ArpPolicy", "Backend", "OneAtATime", "Scope", "system_backend"]

@@ -80,20 +80,18 @@ class AddressBackend:
 
     # ------------------------------------------------------------------ observe
 
-    def observe(self, vips: Iterable[Vip]) -> tuple[frozenset[Vip], frozenset[str]]:
-        """(the asked-for VIPs that are bound, as the kernel has them; the devices that do not exist).
+    def observe(self, vips: Iterable[Vip]) -> frozenset[Vip]:
+        """The asked-for VIPs that are bound, as the kernel has them.
 
         A bound VIP comes back with the label the kernel reports, so a label
-        drift shows up as a difference; IPv6 addresses have no label.
+        drift shows up as a difference; IPv6 addresses have no label.  A VIP on
+        a device that does not exist is simply not bound.
         """
         wanted = list(vips)
         indices: dict[str, int] = {}
-        missing: set[str] = set()
         for dev in sorted({vip.dev for vip in wanted}):
             index = self._index(dev)
-            if index is None:
-                missing.add(dev)
-            else:
+            if index is not None:
                 indices[dev] = index
         found = self._dump(set(indices.values())) if indices else {}
         bound = set()
@@ -104,7 +102,7 @@ class AddressBackend:
             have = found.get((index, vip.address))
             if have is not None:
                 bound.add(Vip(vip.address, vip.dev, have.label))
-        return frozenset(bound), frozenset(missing)
+        return frozenset(bound)
 
     def flags_of(self, vip: Vip) -> int | None:
         """The kernel's ``IFA_F_*`` flags of a bound VIP (``None`` if not bound); for tests and status."""

@@ -1,40 +1,42 @@
-"""The interface every backend implements."""
+"""The interfaces every backend implements, and the one-at-a-time default for batching."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Iterable, Protocol, Sequence, runtime_checkable
 
 from ..actions import Action
-from ..model import Observed, ServiceKey, Vip
+from ..model import Observed, Scope
 
-
-@dataclass(frozen=True)
-class Scope:
-    """What to observe: only managed things are ever read back or touched.
-
-    ``ipvs`` is False when no IPVS service is managed and ``ipvs_exclusive`` is
-    off, so a VIP-only host never opens the IPVS netlink family at all.
-    """
-
-    sysctls: tuple[str, ...] = ()
-    vips: frozenset[Vip] = frozenset()
-    services: frozenset[ServiceKey] = frozenset()
-    ipvs: bool = False
+#: Effective ARP policy per interface: ``{"eth0": {"arp_ignore": 1, "arp_announce": 2}}``.
+ArpPolicy = dict[str, dict[str, int]]
 
 
 @runtime_checkable
 class Backend(Protocol):
-    """Observe the system and apply actions to it.
+    """Observe the system and apply actions to it: what the engine and ``status`` ask of a backend.
 
     ``apply`` raises :class:`~kanotify.errors.ApplyError` (with the errno when
     there is one) if the action could not be applied; "already there" and
-    "already gone" are success.  ``apply_many`` lets a backend batch (IPVS
-    sends many messages with one ACK barrier); it returns one exception or
-    ``None`` per action, in order.
+    "already gone" are success.  ``apply_many`` applies a sequence in order and
+    returns one exception or ``None`` per action; a backend that can batch
+    (IPVS sends many messages with one ACK barrier) does so there, the others
+    inherit :class:`OneAtATime`.  ``effective_arp`` is the ARP policy the kernel
+    really uses per interface (``max(all, interface)``), for ``status``.
     """
 
     def observe(self, scope: Scope) -> Observed: ...
+
+    def apply(self, action: Action) -> None: ...
+
+    def apply_many(self, actions: Sequence[Action]) -> list[BaseException | None]: ...
+
+    def effective_arp(self) -> ArpPolicy: ...
+
+    def close(self) -> None: ...
+
+
+class DomainBackend(Protocol):
+    """One domain's backend inside the system backend (sysctl, address, garp, ipvs, hook)."""
 
     def apply(self, action: Action) -> None: ...
 
@@ -44,13 +46,13 @@ class Backend(Protocol):
 
 
 class Applier(Protocol):
-    """Anything with ``apply(action)``: a whole backend or one domain's backend."""
+    """Anything with ``apply(action)``."""
 
     def apply(self, action: Action) -> None: ...
 
 
 def apply_each(backend: Applier, actions: Iterable[Action]) -> list[BaseException | None]:
-    """Default ``apply_many``: one action at a time, errors collected."""
+    """One action at a time, errors collected: the default ``apply_many``."""
     results: list[BaseException | None] = []
     for action in actions:
         try:
@@ -65,5 +67,11 @@ def apply_each(backend: Applier, actions: Iterable[Action]) -> list[BaseExceptio
 class OneAtATime:
     """Mixin for backends without batching: ``apply_many`` applies each action in turn."""
 
+    def apply(self, action: Action) -> None:  # pragma: no cover - every user defines it
+        raise NotImplementedError
+
     def apply_many(self, actions: Sequence[Action]) -> list[BaseException | None]:
-        return apply_each(self, actions)  # type: ignore[arg-type]  # (self has apply)
+        return apply_each(self, actions)
+
+
+__all__ = ["ArpPolicy", "Backend", "DomainBackend", "OneAtATime", "Scope", "apply_each"]

@@ -1,10 +1,11 @@
-"""An in-memory backend with the same interface as the real one.
+"""An in-memory host that behaves like the kernel backends: the test twin.
 
-Used by kanotify's own unit tests and shipped for plugin authors: it behaves
-like the kernel where that matters to kanotify (missing devices and sysctl keys
-are errors, "already there" is fine, the IPVS "hashed" flag does not exist
-here because value types never carry it) and records every write so a test can
-assert that a second run wrote nothing.
+Used by kanotify's own unit tests and shipped for plugin authors.  It answers
+every action the way :func:`~kanotify.backends.system_backend` does against a
+real kernel -- the same successes ("already there", "already gone"), the same
+errors with the same errnos -- and a contract suite (``tests/contract``) runs
+the same cases against both to keep it that way.  It also records every write,
+so a test can assert that a second run wrote nothing.
 
 >>> from kanotify.backends.memory import MemoryBackend
 >>> backend = MemoryBackend(devices={"lo", "eth0"})
@@ -15,7 +16,7 @@ assert that a second run wrote nothing.
 from __future__ import annotations
 
 import errno
-from typing import Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping
 
 from ..actions import (
     Action,
@@ -33,34 +34,39 @@ from ..actions import (
 )
 from ..errors import ApplyError
 from ..model import (
+    SCHEDULERS,
     IPAddress,
     Observed,
     ObservedService,
     RealServer,
     RealServerStats,
+    Scope,
     ServiceKey,
     Vip,
+    VirtualService,
 )
-from .base import Scope, apply_each
+from .base import ArpPolicy, OneAtATime
 
 _ARP_KEYS = ("arp_ignore", "arp_announce")
 
 
-class MemoryBackend:
+
+class MemoryBackend(OneAtATime):
     """A fake host: devices, addresses, sysctls and an IPVS table in dicts.
 
     ``writes`` lists every action that changed something, ``garps`` every
     announcement sent; ``fail`` maps an action's text to an errno to inject a
-    failure for that action.
+    failure for that action.  ``schedulers`` are the IPVS schedulers "loaded".
     """
 
     def __init__(
         self,
         devices: Iterable[str] = ("lo", "eth0"),
-        sysctls: dict[str, str | int] | None = None,
+        sysctls: Mapping[str, str | int] | None = None,
         addresses: Iterable[Vip] = (),
-        services: dict[ServiceKey, ObservedService] | None = None,
+        services: Mapping[ServiceKey, ObservedService] | None = None,
         ipvs_available: bool = True,
+        schedulers: Iterable[str] = SCHEDULERS,
     ) -> None:
         self.devices = set(devices)
         self.sysctls: dict[str, str] = {}
@@ -71,21 +77,21 @@ class MemoryBackend:
         for key, value in (sysctls or {}).items():
             self.sysctls[key] = str(value)
         self.addresses: set[Vip] = set(addresses)
-        self.services: dict[ServiceKey, VirtualServiceState] = {}
-        for service_key, observed in (services or {}).items():
-            self.services[service_key] = VirtualServiceState.from_observed(observed)
+        self.services: dict[ServiceKey, ServiceState] = {
+            key: ServiceState.from_observed(observed) for key, observed in (services or {}).items()
+        }
         self.ipvs_available = ipvs_available
+        self.schedulers = frozenset(schedulers)
         self.writes: list[Action] = []
         self.garps: list[SendGarp] = []
         self.fail: dict[str, int] = {}
 
-    # ------------------------------------------------------------------ observe
+    # ------------------------------------------------------------------ the Backend protocol
 
     def observe(self, scope: Scope) -> Observed:
         sysctls = {key: self.sysctls.get(key) for key in scope.sysctls}
         wanted = {vip.key for vip in scope.vips}
         vips = frozenset(a for a in self.addresses if a.key in wanted)
-        missing = frozenset(v.dev for v in scope.vips if v.dev not in self.devices)
         services = None
         ipvs_error = None
         if scope.ipvs:
@@ -93,118 +99,31 @@ class MemoryBackend:
                 services = {key: state.observed() for key, state in self.services.items()}
             else:
                 ipvs_error = "IPVS is not available (Protocol not available)"
-        return Observed(
-            sysctls=sysctls,
-            vips=vips,
-            services=services,
-            missing_devices=missing,
-            ipvs_error=ipvs_error,
-        )
-
-    # ------------------------------------------------------------------ apply
+        return Observed(sysctls=sysctls, vips=vips, services=services, ipvs_error=ipvs_error)
 
     def apply(self, action: Action) -> None:
         code = self.fail.get(str(action))
         if code is not None:
             raise ApplyError(f"{action}: injected failure", code)
-        handler = getattr(self, f"_apply_{type(action).__name__}", None)
+        handler = _HANDLERS.get(type(action))
         if handler is None:
             raise ApplyError(f"memory backend cannot apply {type(action).__name__}")
-        if handler(action) is not False:
+        if handler(self, action):
             self.writes.append(action)
 
-    def apply_many(self, actions: Sequence[Action]) -> list[BaseException | None]:
-        return apply_each(self, actions)
+    def effective_arp(self) -> ArpPolicy:
+        """max(all, interface) per device, as the kernel computes it."""
+        result: ArpPolicy = {}
+        for dev in sorted(self.devices):
+            result[dev] = {
+                name: max(int(self.sysctls.get(f"net.ipv4.conf.{dev}.{name}", "0")),
+                          int(self.sysctls.get(f"net.ipv4.conf.all.{name}", "0")))
+                for name in _ARP_KEYS
+            }
+        return result
 
     def close(self) -> None:
         pass
-
-    def _apply_SetSysctl(self, action: SetSysctl) -> bool:
-        if action.key not in self.sysctls:
-            raise ApplyError(f"sysctl {action.key} does not exist", errno.ENOENT)
-        if self.sysctls[action.key] == action.value:
-            return False
-        self.sysctls[action.key] = action.value
-        return True
-
-    def _apply_BindVip(self, action: BindVip) -> bool:
-        vip = action.vip
-        if vip.dev not in self.devices:
-            raise ApplyError(f"device {vip.dev} does not exist", errno.ENODEV)
-        current = {a.key: a for a in self.addresses}.get(vip.key)
-        if current == vip:
-            return False
-        if current is not None:
-            self.addresses.discard(current)
-        self.addresses.add(vip)
-        return True
-
-    def _apply_UnbindVip(self, action: UnbindVip) -> bool:
-        current = {a.key: a for a in self.addresses}.get(action.vip.key)
-        if current is None:
-            return False
-        self.addresses.discard(current)
-        return True
-
-    def _apply_SendGarp(self, action: SendGarp) -> bool:
-        if action.vip.dev not in self.devices:
-            raise ApplyError(f"device {action.vip.dev} does not exist", errno.ENODEV)
-        self.garps.append(action)
-        return False  # sends packets, changes no state
-
-    def _apply_HookAction(self, action: HookAction) -> bool:
-        action.run()
-        return True
-
-    def _ipvs(self) -> None:
-        if not self.ipvs_available:
-            raise ApplyError("IPVS is not available", errno.ENOPROTOOPT)
-
-    def _apply_AddService(self, action: AddService) -> bool:
-        self._ipvs()
-        key = action.service.key
-        if key in self.services:
-            raise ApplyError(f"ipvs service {key} already exists", errno.EEXIST)
-        self.services[key] = VirtualServiceState(action.service)
-        return True
-
-    def _apply_EditService(self, action: EditService) -> bool:
-        self._service(action.new.key).service = action.new
-        return True
-
-    def _apply_DeleteService(self, action: DeleteService) -> bool:
-        self._service(action.service.key)
-        del self.services[action.service.key]
-        return True
-
-    def _apply_AddReal(self, action: AddReal) -> bool:
-        state = self._service(action.service)
-        if action.real.key in state.reals:
-            raise ApplyError(f"real server {action.real} already exists", errno.EEXIST)
-        state.reals[action.real.key] = (action.real, RealServerStats())
-        return True
-
-    def _apply_EditReal(self, action: EditReal) -> bool:
-        state = self._service(action.service)
-        if action.new.key not in state.reals:
-            raise ApplyError(f"real server {action.new} does not exist", errno.ENOENT)
-        stats = state.reals[action.new.key][1]
-        state.reals[action.new.key] = (action.new, stats)
-        return True
-
-    def _apply_DeleteReal(self, action: DeleteReal) -> bool:
-        state = self._service(action.service)
-        if action.real.key not in state.reals:
-            raise ApplyError(f"real server {action.real} does not exist", errno.ENOENT)
-        del state.reals[action.real.key]
-        return True
-
-    def _service(self, key: ServiceKey) -> "VirtualServiceState":
-        self._ipvs()
-        try:
-            return self.services[key]
-        except KeyError:
-            raise ApplyError(f"ipvs service {key} does not exist", errno.ENOENT) from None
 
     # ------------------------------------------------------------------ test helpers
 
@@ -216,27 +135,179 @@ class MemoryBackend:
 
     def add_foreign_service(self, key: ServiceKey, scheduler: str = "wlc", reals: Iterable[RealServer] = ()) -> None:
         """Add a service as ``ipvsadm`` would, behind kanotify's back."""
-        from ..model import VirtualService
-
-        state = VirtualServiceState(VirtualService(key, scheduler))
+        state = ServiceState(VirtualService(key, scheduler))
         for rs in reals:
             state.reals[rs.key] = (rs, RealServerStats())
         self.services[key] = state
 
+    # ------------------------------------------------------------------ what the kernel checks
 
-class VirtualServiceState:
+    def _device(self, dev: str, action: Action) -> None:
+        if dev not in self.devices:
+            raise ApplyError(f"{action}: device {dev} does not exist", errno.ENODEV)
+
+    def _ipvs(self, action: Action) -> None:
+        if not self.ipvs_available:
+            raise ApplyError(f"{action}: IPVS is not available: modprobe ip_vs", errno.ENOPROTOOPT)
+
+    def _service(self, key: ServiceKey, action: Action) -> ServiceState:
+        self._ipvs(action)
+        state = self.services.get(key)
+        if state is None:
+            raise ApplyError(f"{action}: No such process (the virtual service does not exist)", errno.ESRCH)
+        return state
+
+    def _scheduler(self, service: VirtualService, action: Action) -> None:
+        if service.scheduler not in self.schedulers:
+            raise ApplyError(f"{action}: no IPVS scheduler {service.scheduler!r} in this kernel", errno.ENOENT)
+
+    @staticmethod
+    def _thresholds(real: RealServer, action: Action) -> None:
+        if real.l_threshold > real.u_threshold:
+            raise ApplyError(f"{action}: the lower threshold is above the upper threshold", errno.ERANGE)
+
+
+class ServiceState:
     """Mutable IPVS service record inside :class:`MemoryBackend`."""
 
-    def __init__(self, service, reals=None):  # type: ignore[no-untyped-def]
+    def __init__(
+        self, service: VirtualService,
+        reals: Mapping[tuple[IPAddress, int], tuple[RealServer, RealServerStats]] | None = None,
+    ) -> None:
         self.service = service
         self.reals: dict[tuple[IPAddress, int], tuple[RealServer, RealServerStats]] = dict(reals or {})
 
     @classmethod
-    def from_observed(cls, observed: ObservedService) -> "VirtualServiceState":
-        return cls(observed.service, dict(observed.reals))
+    def from_observed(cls, observed: ObservedService) -> ServiceState:
+        return cls(observed.service, observed.reals)
 
     def observed(self) -> ObservedService:
         return ObservedService(self.service, dict(self.reals))
 
 
-__all__ = ["MemoryBackend"]
+# --------------------------------------------------------------------------- the handlers
+
+
+def _set_sysctl(host: MemoryBackend, action: SetSysctl) -> bool:
+    if action.key not in host.sysctls:
+        raise ApplyError(f"sysctl {action.key} does not exist", errno.ENOENT)
+    if host.sysctls[action.key] == action.value:
+        return False
+    host.sysctls[action.key] = action.value
+    return True
+
+
+def _bind_vip(host: MemoryBackend, action: BindVip) -> bool:
+    vip = action.vip
+    host._device(vip.dev, action)
+    for have in host.addresses:
+        if have.dev != vip.dev or have.address.ip != vip.address.ip:
+            continue
+        if have.key == vip.key:
+            if vip.family == 6 or have.label == vip.label:
+                return False  # exactly this VIP: converged
+            raise ApplyError(f"bind {vip}: already bound with label {have.label or have.dev}; "
+                             "remove it first to change the label", errno.EEXIST)
+        if vip.family == 6:  # IPv6 keys an address by itself on a device, whatever the prefix
+            raise ApplyError(f"bind {vip}: {vip.address.ip} is already on {vip.dev} as "
+                             f"{have.address.with_prefixlen}, which is not this VIP", errno.EEXIST)
+    host.addresses.add(vip)
+    return True
+
+
+def _unbind_vip(host: MemoryBackend, action: UnbindVip) -> bool:
+    current = next((a for a in host.addresses if a.key == action.vip.key), None)
+    if current is None:
+        return False  # already gone (or its device is)
+    host.addresses.discard(current)
+    return True
+
+
+def _send_garp(host: MemoryBackend, action: SendGarp) -> bool:
+    if action.vip.dev == "lo":
+        raise ApplyError(f"{action}: refusing to announce on lo (loopback has no neighbours)")
+    host._device(action.vip.dev, action)
+    host.garps.append(action)
+    return False  # sends packets, changes no state
+
+
+def _hook_action(host: MemoryBackend, action: HookAction) -> bool:
+    action.run()
+    return True
+
+
+def _add_service(host: MemoryBackend, action: AddService) -> bool:
+    host._ipvs(action)
+    host._scheduler(action.service, action)
+    key = action.service.key
+    current = host.services.get(key)
+    if current is None:
+        host.services[key] = ServiceState(action.service)
+        return True
+    if current.service.same_config(action.service):
+        return False  # already there
+    current.service = action.service  # exists with another configuration: edited in place
+    return True
+
+
+def _edit_service(host: MemoryBackend, action: EditService) -> bool:
+    state = host._service(action.new.key, action)
+    host._scheduler(action.new, action)
+    if state.service.same_config(action.new):
+        return False
+    state.service = action.new
+    return True
+
+
+def _delete_service(host: MemoryBackend, action: DeleteService) -> bool:
+    host._ipvs(action)
+    return host.services.pop(action.service.key, None) is not None  # already gone: fine
+
+
+def _add_real(host: MemoryBackend, action: AddReal) -> bool:
+    state = host._service(action.service, action)
+    host._thresholds(action.real, action)
+    current = state.reals.get(action.real.key)
+    if current is not None and current[0] == action.real:
+        return False  # already there
+    stats = current[1] if current is not None else RealServerStats()
+    state.reals[action.real.key] = (action.real, stats)  # new, or edited in place
+    return True
+
+
+def _edit_real(host: MemoryBackend, action: EditReal) -> bool:
+    state = host._service(action.service, action)
+    current = state.reals.get(action.new.key)
+    if current is None:
+        raise ApplyError(f"{action}: No such file or directory (the real server does not exist)", errno.ENOENT)
+    host._thresholds(action.new, action)
+    if current[0] == action.new:
+        return False
+    state.reals[action.new.key] = (action.new, current[1])
+    return True
+
+
+def _delete_real(host: MemoryBackend, action: DeleteReal) -> bool:
+    host._ipvs(action)
+    state = host.services.get(action.service)
+    if state is None:
+        return False  # the service is gone, and its real servers with it
+    return state.reals.pop(action.real.key, None) is not None
+
+
+#: action type -> how the kernel answers it (the handler returns whether anything changed)
+_HANDLERS: dict[type[Action], Callable[[MemoryBackend, Any], bool]] = {
+    SetSysctl: _set_sysctl,
+    BindVip: _bind_vip,
+    UnbindVip: _unbind_vip,
+    SendGarp: _send_garp,
+    HookAction: _hook_action,
+    AddService: _add_service,
+    EditService: _edit_service,
+    DeleteService: _delete_service,
+    AddReal: _add_real,
+    EditReal: _edit_real,
+    DeleteReal: _delete_real,
+}
+
+__all__ = ["MemoryBackend", "ServiceState"]

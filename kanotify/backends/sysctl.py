@@ -20,15 +20,11 @@ from typing import Iterable
 
 from ..actions import Action, SetSysctl
 from ..errors import ApplyError
+from ..model import normalize_sysctl
 from .base import OneAtATime
 
 _ARP_KEYS = ("arp_ignore", "arp_announce")
 _PER_DEVICE = re.compile(r"^net\.ipv[46]\.(?:conf|neigh)\.([^.]+)\.")
-
-
-def normalize(value: str) -> str:
-    """Whitespace-normalized text: ``"4096\\t87380\\n"`` -> ``"4096 87380"``."""
-    return " ".join(str(value).split())
 
 
 def key_to_relpath(key: str) -> str:
@@ -59,7 +55,7 @@ class SysctlBackend(OneAtATime):
         """
         try:
             with open(self.path(key), encoding="ascii", errors="replace") as fh:
-                return normalize(fh.read())
+                return normalize_sysctl(fh.read())
         except FileNotFoundError:
             return None
         except NotADirectoryError:
@@ -142,9 +138,9 @@ class SysctlBackend(OneAtATime):
                 reason += " (needs root; /proc/sys read-only in a container?)"
             raise ApplyError(f"sysctl {key}: cannot set {value!r}: {reason}", code) from exc
         got = self.read(key)
-        if got is None or got != normalize(value):
+        if got is None or got != normalize_sysctl(value):
             raise ApplyError(
-                f"sysctl {key}: wrote {normalize(value)!r} but it reads back "
+                f"sysctl {key}: wrote {normalize_sysctl(value)!r} but it reads back "
                 f"{'nothing' if got is None else repr(got)} (the kernel rejected or rewrote it)",
                 errno.EIO,
             )
@@ -161,4 +157,4 @@ def _missing_hint(key: str) -> str:
     return "typo, or the kernel module that provides it is not loaded"
 
 
-__all__ = ["SysctlBackend", "key_to_relpath", "normalize"]
+__all__ = ["SysctlBackend", "key_to_relpath"]

@@ -7,12 +7,18 @@ VIP-only host never opens the IPVS netlink family.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from itertools import groupby
+from typing import TYPE_CHECKING, Sequence
 
-from ..actions import Action
+from ..actions import Action, HookAction
 from ..errors import ApplyError
-from ..model import Observed
-from .base import Scope, apply_each
+from ..model import Observed, Scope, Vip
+from .base import ArpPolicy, DomainBackend, OneAtATime
+from .sysctl import SysctlBackend
+
+if TYPE_CHECKING:
+    from .address import AddressBackend
+    from .ipvs import IpvsBackend
 
 
 class SystemBackend:
@@ -23,93 +29,96 @@ class SystemBackend:
 
     def __init__(self, netns: str | None = None) -> None:
         self.netns = netns
-        self._backends: dict[str, Any] = {}
+        self._sysctl = SysctlBackend()  # plain file I/O: costs nothing to create
+        self._address: AddressBackend | None = None
+        self._ipvs: IpvsBackend | None = None
+        self._others: dict[str, DomainBackend] = {}
 
-    # Each factory imports its module lazily: start-up cost matters on the notify path.
-    def _get(self, domain: str) -> Any:
-        backend = self._backends.get(domain)
+    # The factories import their modules lazily: start-up cost matters on the notify path.
+
+    def address(self) -> AddressBackend:
+        if self._address is None:
+            from .address import AddressBackend
+
+            self._address = AddressBackend(netns=self.netns)
+        return self._address
+
+    def ipvs(self) -> IpvsBackend:
+        if self._ipvs is None:
+            from .ipvs import IpvsBackend
+
+            self._ipvs = IpvsBackend(netns=self.netns)
+        return self._ipvs
+
+    def _domain(self, domain: str) -> DomainBackend:
+        if domain == "sysctl":
+            return self._sysctl
+        if domain == "address":
+            return self.address()
+        if domain == "ipvs":
+            return self.ipvs()
+        backend = self._others.get(domain)
         if backend is None:
-            if domain == "sysctl":
-                from .sysctl import SysctlBackend
-
-                backend = SysctlBackend()
-            elif domain == "address":
-                from .address import AddressBackend
-
-                backend = AddressBackend(netns=self.netns)
-            elif domain == "garp":
+            if domain == "garp":
                 from .garp import GarpBackend
 
                 backend = GarpBackend()
-            elif domain == "ipvs":
-                from .ipvs import IpvsBackend
-
-                backend = IpvsBackend(netns=self.netns)
             elif domain == "hook":
                 backend = _HookRunner()
             else:
                 raise ApplyError(f"no backend for {domain!r} actions")
-            self._backends[domain] = backend
+            self._others[domain] = backend
         return backend
 
+    # ------------------------------------------------------------------ the Backend protocol
+
     def observe(self, scope: Scope) -> Observed:
-        sysctls = self._get("sysctl").read_many(scope.sysctls) if scope.sysctls else {}
-        vips: frozenset = frozenset()
-        missing: frozenset[str] = frozenset()
-        if scope.vips:
-            vips, missing = self._get("address").observe(scope.vips)
+        sysctls = self._sysctl.read_many(scope.sysctls) if scope.sysctls else {}
+        vips: frozenset[Vip] = self.address().observe(scope.vips) if scope.vips else frozenset()
         services = None
         ipvs_error = None
         if scope.ipvs:
             try:
-                services = self._get("ipvs").observe()
+                services = self.ipvs().observe()
             except (ApplyError, OSError, ImportError) as exc:
                 ipvs_error = str(exc)
-        return Observed(
-            sysctls=sysctls,
-            vips=vips,
-            services=services,
-            missing_devices=missing,
-            ipvs_error=ipvs_error,
-        )
+        return Observed(sysctls=sysctls, vips=vips, services=services, ipvs_error=ipvs_error)
 
-    def effective_arp(self) -> dict[str, dict[str, int]]:
+    def effective_arp(self) -> ArpPolicy:
         """Per interface, the ARP policy the kernel really uses: max(all, interface)."""
-        return self._get("sysctl").effective_arp()
+        return self._sysctl.effective_arp()
 
     def apply(self, action: Action) -> None:
-        self._get(action.domain).apply(action)
+        self._domain(action.domain).apply(action)
 
     def apply_many(self, actions: Sequence[Action]) -> list[BaseException | None]:
         """Apply in order; consecutive actions of one domain go to its backend together."""
         results: list[BaseException | None] = []
-        start = 0
-        while start < len(actions):
-            domain = actions[start].domain
-            end = start
-            while end < len(actions) and actions[end].domain == domain:
-                end += 1
-            chunk = actions[start:end]
+        for domain, group in groupby(actions, key=lambda a: a.domain):
+            chunk = list(group)
             try:
-                backend = self._get(domain)
+                backend = self._domain(domain)
             except Exception as exc:  # noqa: BLE001 - reported per action
                 results.extend(exc for _ in chunk)
             else:
-                many = getattr(backend, "apply_many", None)
-                results.extend(many(chunk) if many else apply_each(backend, chunk))
-            start = end
+                results.extend(backend.apply_many(chunk))
         return results
 
     def close(self) -> None:
-        for backend in self._backends.values():
-            close = getattr(backend, "close", None)
-            if close is not None:
-                close()
-        self._backends.clear()
+        for backend in (self._address, self._ipvs, *self._others.values()):
+            if backend is not None:
+                backend.close()
+        self._address = self._ipvs = None
+        self._others.clear()
 
 
-class _HookRunner:
+class _HookRunner(OneAtATime):
     """Applies :class:`~kanotify.actions.HookAction`: calls the plugin's callable."""
 
     def apply(self, action: Action) -> None:
-        action.run()  # type: ignore[attr-defined]
+        if not isinstance(action, HookAction):
+            raise ApplyError(f"the hook runner cannot apply {type(action).__name__}: {action}")
+        action.run()
+
+    def close(self) -> None:
+        """Nothing to release."""

@@ -1,6 +1,6 @@
 """The command line: exit codes, global options in both positions, usage errors, JSON.
 
-Runs the CLI in-process with the in-memory backend (``kanotify.engine._system_backend``
+Runs the CLI in-process with the in-memory backend (``kanotify.backends.system_backend``
 patched), plus a few real subprocesses for the installed console script.
 """
 
@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from kanotify.backends.memory import MemoryBackend
-from kanotify.cli import hoist_global_options, run
+from kanotify.cli import run
+from kanotify.options import hoist as hoist_global_options
 
 ONE = """
 [settings]
@@ -53,7 +54,7 @@ KANOTIFY = str(Path(sys.executable).with_name("kanotify"))
 @pytest.fixture
 def backend(monkeypatch: pytest.MonkeyPatch) -> MemoryBackend:
     fake = MemoryBackend(devices={"lo", "eth0"})
-    monkeypatch.setattr("kanotify.engine._system_backend", lambda: fake)
+    monkeypatch.setattr("kanotify.backends.system_backend", lambda: fake)
     return fake
 
 

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from kanotify.actions import BindVip
 from kanotify.backends.memory import MemoryBackend
 from kanotify.config import parse_config
 from kanotify.engine import Engine
 from kanotify.journal import Journal
 from kanotify.model import State
-from kanotify.state import StateStore, Ticket
+from kanotify.store import StateStore, Ticket
 
 CONFIG = """
 [settings]
@@ -144,10 +145,10 @@ def test_dry_run_changes_nothing_and_is_journaled(env) -> None:  # type: ignore[
                                ticket=_ticket(1))
     assert result.outcome == "converged" and result.plan.has_changes
     assert backend.writes == [] and backend.garps == []
-    assert set(_statuses(result.record)) == {"skipped", "noop"}
+    assert set(_statuses(result.record)) == {"pending", "noop"}
     assert _journal(tmp)[0]["dry_run"] is True
     # and the state was not recorded
-    assert StateStore(str(tmp / "state")).load().instances == {}
+    assert StateStore(str(tmp / "state")).load()[0].instances == {}
 
 
 def test_stale_notification_is_superseded_and_changes_nothing(env) -> None:  # type: ignore[no-untyped-def]
@@ -157,7 +158,7 @@ def test_stale_notification_is_superseded_and_changes_nothing(env) -> None:  # t
     stale = engine.transition(["VI_1"], State.BACKUP, argv=["t"], command="backup", ticket=_ticket(3))
     assert stale.outcome == "superseded" and stale.exit_code == 0
     assert len(backend.writes) == writes
-    assert StateStore(str(tmp / "state")).load().states() == {"VI_1": State.MASTER}
+    assert StateStore(str(tmp / "state")).load()[0].states() == {"VI_1": State.MASTER}
     assert _journal(tmp)[-1]["outcome"] == "superseded"
 
 
@@ -185,7 +186,7 @@ def test_reconcile_uses_recorded_state_and_unrecorded_counts_as_backup(env) -> N
 def test_reconcile_with_state_records_it(env) -> None:  # type: ignore[no-untyped-def]
     engine, _, _, tmp = env
     engine.reconcile(["VI_2"], State.MASTER, argv=["t"])
-    assert StateStore(str(tmp / "state")).load().states() == {"VI_2": State.MASTER}
+    assert StateStore(str(tmp / "state")).load()[0].states() == {"VI_2": State.MASTER}
 
 
 def test_group_notification_applies_to_every_instance(env) -> None:  # type: ignore[no-untyped-def]
@@ -194,7 +195,7 @@ def test_group_notification_applies_to_every_instance(env) -> None:  # type: ign
     assert result.outcome == "converged"
     assert {str(a) for a in backend.addresses} == {
         "192.0.2.100/24 dev eth0 label eth0:0", "198.51.100.100/24 dev eth0"}
-    assert StateStore(str(tmp / "state")).load().states() == {"VI_1": State.MASTER, "VI_2": State.MASTER}
+    assert StateStore(str(tmp / "state")).load()[0].states() == {"VI_1": State.MASTER, "VI_2": State.MASTER}
     assert result.record["instance"] is None and len(result.record["instances"]) == 2
 
 
@@ -237,7 +238,13 @@ def test_failed_bind_skips_its_garp_and_other_actions_still_apply(env) -> None: 
 
 def test_silent_apply_failure_is_caught_by_verification(env) -> None:  # type: ignore[no-untyped-def]
     engine, backend, _, tmp = env
-    backend._apply_BindVip = lambda action: False  # type: ignore[method-assign]  # claims success, does nothing
+    real_apply = backend.apply
+
+    def lying_apply(action):  # type: ignore[no-untyped-def]  # a bind that claims success and does nothing
+        if not isinstance(action, BindVip):
+            real_apply(action)
+
+    backend.apply = lying_apply  # type: ignore[method-assign]
     result = engine.transition(["VI_1"], State.MASTER, argv=["t"], command="master", ticket=_ticket(1))
     assert result.outcome == "failed"
     assert result.verify == ["bind 192.0.2.100/24 dev eth0 label eth0:0"]
@@ -298,7 +305,7 @@ def test_drain_then_delete_after_timeout(env) -> None:  # type: ignore[no-untype
     last = engine.reconcile(["VI_1"], argv=["t"])
     assert [str(r.action) for r in last.results if r.status == "applied"] == [
         "delete real server 192.0.2.22:80 from tcp 192.0.2.100:80 (drain timeout 60s reached)"]
-    assert StateStore(str(tmp / "state")).load().draining == {}
+    assert StateStore(str(tmp / "state")).load()[0].draining == {}
 
 
 def test_ignored_notification_is_journaled(env) -> None:  # type: ignore[no-untyped-def]

@@ -67,9 +67,9 @@ def test_an_argument_not_in_the_spec_is_a_load_problem(tmp_path):
 
     hooks = manager(tmp_path, [Typo()])
     assert hooks.names == []
-    [problem] = hooks.problems
-    assert problem["hook"] == "Typo" and problem["call"] == "load"
-    assert "opts" in problem["error"]
+    [problem] = hooks.load_problems
+    assert problem.hook == "Typo" and problem.call == "load"
+    assert "opts" in problem.error
 
 
 def test_an_unknown_hook_name_is_a_load_problem(tmp_path):
@@ -79,7 +79,7 @@ def test_an_unknown_hook_name_is_a_load_problem(tmp_path):
 
     hooks = manager(tmp_path, [Misspelled()])
     assert hooks.names == []
-    assert "unknown hook kanotify_before_transtion" in hooks.problems[0]["error"]
+    assert "unknown hook kanotify_before_transtion" in hooks.load_problems[0].error
 
 
 def test_hook_wrappers_are_refused(tmp_path):
@@ -90,7 +90,7 @@ def test_hook_wrappers_are_refused(tmp_path):
 
     hooks = manager(tmp_path, [Wrapper()])
     assert hooks.names == []
-    assert "wrappers are not supported" in hooks.problems[0]["error"]
+    assert "wrappers are not supported" in hooks.load_problems[0].error
 
 
 def test_undecorated_kanotify_functions_are_hooks_other_functions_are_not(tmp_path):
@@ -104,8 +104,9 @@ def test_undecorated_kanotify_functions_are_hooks_other_functions_are_not(tmp_pa
             raise AssertionError("not a hook")
 
     hooks = manager(tmp_path, [Plain()])
-    hooks.after_transition(make_context(), "the result")
-    assert calls == ["the result"] and hooks.problems == []
+    run = hooks.begin(make_context())
+    run.after_transition("the result")
+    assert calls == ["the result"] and run.problems == []
 
 
 def test_a_hook_takes_any_subset_of_the_arguments_and_gets_its_own_options(tmp_path):
@@ -124,7 +125,8 @@ def test_a_hook_takes_any_subset_of_the_arguments_and_gets_its_own_options(tmp_p
             seen["b"] = (ctx.instance, dict(options))
 
     hooks = manager(tmp_path, [A(), B()], hooks={"a": {"unit": "x.service", "timeout": 3}})
-    hooks.before_transition(make_context())
+    run = hooks.begin(make_context())
+    run.before_transition()
     assert seen == {"a": {"unit": "x.service"}, "b": ("VI_1", {})}
     assert hooks.timeout("a") == 3 and hooks.timeout("b") == 5.0  # settings.hook_timeout
 
@@ -141,7 +143,8 @@ def test_call_order_is_registration_order_with_tryfirst_and_trylast(tmp_path):
         Recorder("first", log, tryfirst=True),
     ]
     hooks = manager(tmp_path, plugins)
-    actions = hooks.before_transition(make_context())
+    run = hooks.begin(make_context())
+    actions = run.before_transition()
     assert log == ["first", "one", "two", "last"]
     assert [str(a) for a in actions] == [
         "[first] step of first", "[one] step of one", "[two] step of two", "[last] step of last",
@@ -159,8 +162,9 @@ def test_files_are_loaded_sorted_and_ordering_prefixes_are_not_part_of_the_name(
                  "conftest.py", "notes.txt"):
         write_plugin(hooks_dir, name, body)
     hooks = manager(tmp_path)
+    run = hooks.begin(make_context())
     assert hooks.names == ["alpha", "beta", "gamma"]
-    assert [str(a) for a in hooks.before_transition(make_context())] == [
+    assert [str(a) for a in run.before_transition()] == [
         "[alpha] here", "[beta] here", "[gamma] here",
     ]
     assert file_plugin_name("/x/10-conntrackd.py") == "conntrackd"
@@ -171,7 +175,7 @@ def test_two_plugins_with_one_name(tmp_path):
     log: list[str] = []
     hooks = manager(tmp_path, [Recorder("x", log), Recorder("x", log)])
     assert hooks.names == ["x"]
-    assert "already named 'x'" in hooks.problems[0]["error"]
+    assert "already named 'x'" in hooks.load_problems[0].error
 
 
 # --------------------------------------------------------------------------- return values
@@ -184,7 +188,7 @@ def test_actions_are_bound_to_the_plugin_that_returned_them(tmp_path):
         def kanotify_before_transition(self):
             return HookAction(plugin="someone-else", description="do it", run=lambda: 42)
 
-    [action] = manager(tmp_path, [P()]).before_transition(make_context())
+    [action] = manager(tmp_path, [P()]).begin(make_context()).before_transition()
     assert isinstance(action, HookAction) and action.plugin == "mine"
     assert action.run() == 42
 
@@ -196,7 +200,7 @@ def test_noops_are_kept_with_the_plugin_name(tmp_path):
         def kanotify_before_transition(self):
             return [Noop("unit already active")]
 
-    [action] = manager(tmp_path, [P()]).before_transition(make_context())
+    [action] = manager(tmp_path, [P()]).begin(make_context()).before_transition()
     assert action.is_noop and str(action) == "[mine] unit already active"
 
 
@@ -217,9 +221,10 @@ def test_anything_else_is_a_problem_and_adds_nothing(tmp_path, value):
             return value
 
     hooks = manager(tmp_path, [P()])
-    assert hooks.before_transition(make_context()) == []
-    [problem] = hooks.problems
-    assert problem["call"] == "before_transition" and "expected a list of HookAction" in problem["error"]
+    run = hooks.begin(make_context())
+    assert run.before_transition() == []
+    [problem] = run.problems
+    assert problem.call == "before_transition" and "expected a list of HookAction" in problem.error
 
 
 # --------------------------------------------------------------------------- failures
@@ -233,14 +238,15 @@ def test_an_exception_is_a_problem_with_its_traceback_and_the_others_still_run(t
             raise RuntimeError("boom")
 
     hooks = manager(tmp_path, [Broken(), Recorder("fine", log)])
-    actions = hooks.before_transition(make_context())
+    run = hooks.begin(make_context())
+    actions = run.before_transition()
     assert [str(a) for a in actions] == ["[fine] step of fine"]
-    [problem] = hooks.problems
-    assert problem == {
+    [problem] = run.problems
+    assert problem.to_json() == {
         "hook": "Broken", "call": "before_transition", "error": "RuntimeError: boom",
-        "required": False, "timeout": False, "traceback": problem["traceback"],
+        "required": False, "timeout": False, "traceback": problem.traceback,
     }
-    assert 'raise RuntimeError("boom")' in problem["traceback"]
+    assert 'raise RuntimeError("boom")' in problem.traceback
 
 
 def test_system_exit_in_a_plugin_is_only_a_problem(tmp_path):
@@ -249,8 +255,9 @@ def test_system_exit_in_a_plugin_is_only_a_problem(tmp_path):
             sys.exit(3)
 
     hooks = manager(tmp_path, [Exits()])
-    hooks.after_transition(make_context(), None)
-    assert hooks.problems[0]["error"] == "SystemExit: 3"
+    run = hooks.begin(make_context())
+    run.after_transition(None)
+    assert run.problems[0].error == "SystemExit: 3"
 
 
 def test_a_required_plugin_failing_raises_hook_error(tmp_path):
@@ -261,23 +268,25 @@ def test_a_required_plugin_failing_raises_hook_error(tmp_path):
             raise RuntimeError("cannot reach the API")
 
     hooks = manager(tmp_path, [Broken()], hooks={"vital": {"required": True}})
+    run = hooks.begin(make_context())
     with pytest.raises(HookError, match="vital: before_transition: RuntimeError: cannot reach the API"):
-        hooks.before_transition(make_context())
-    assert hooks.problems[0]["required"] is True
+        run.before_transition()
+    assert run.problems[0].required is True
 
 
 def test_a_required_plugin_that_is_missing_raises_hook_error(tmp_path):
     hooks = manager(tmp_path, hooks={"vital": {"required": True}, "optional": {}})
-    assert {p["hook"] for p in hooks.problems} == {"vital", "optional"}
-    assert "no plugin named 'vital' was found" in hooks.problems[0]["error"]
+    run = hooks.begin(make_context())
+    assert {p.hook for p in run.problems} == {"vital", "optional"}
+    assert "no plugin named 'vital' was found" in run.problems[0].error
     with pytest.raises(HookError, match="vital"):
-        hooks.before_transition(make_context())
+        run.before_transition()
 
 
 def test_disabled_plugins_are_not_even_imported(tmp_path):
     write_plugin(tmp_path / "hooks.d", "broken.py", "raise ImportError('would fail')\n")
     hooks = manager(tmp_path, hooks={"broken": {"enabled": False}})
-    assert hooks.names == [] and hooks.problems == []
+    assert hooks.names == [] and hooks.load_problems == []
 
 
 def test_run_problems_are_reset_per_run_load_problems_stay(tmp_path):
@@ -291,11 +300,14 @@ def test_run_problems_are_reset_per_run_load_problems_stay(tmp_path):
                 raise RuntimeError("first time")
 
     hooks = manager(tmp_path, [Flaky()])
-    hooks.before_transition(make_context())
-    assert [p["hook"] for p in hooks.problems] == ["syntax", "Flaky"]
-    assert "SyntaxError" in hooks.problems[0]["error"]
-    hooks.before_transition(make_context())
-    assert [p["hook"] for p in hooks.problems] == ["syntax"]
+    first = hooks.begin(make_context())
+    first.before_transition()
+    assert [p.hook for p in first.problems] == ["syntax", "Flaky"]
+    assert "SyntaxError" in first.problems[0].error
+    second = hooks.begin(make_context())
+    second.before_transition()
+    assert [p.hook for p in second.problems] == ["syntax"]
+    assert [p.hook for p in hooks.load_problems] == ["syntax"]
 
 
 # --------------------------------------------------------------------------- time bounds
@@ -312,12 +324,13 @@ def test_a_slow_call_is_abandoned_after_its_timeout(tmp_path):
             return [Noop("too late")]
 
     hooks = manager(tmp_path, [Slow()], hooks={"slow": {"timeout": 0.2}})
+    run = hooks.begin(make_context())
     try:
-        assert hooks.before_transition(make_context()) == []
+        assert run.before_transition() == []
     finally:
         release.set()
-    [problem] = hooks.problems
-    assert problem["error"] == "timed out after 0.2s" and problem["timeout"] is True
+    [problem] = run.problems
+    assert problem.error == "timed out after 0.2s" and problem.timeout is True
 
 
 def test_a_slow_hook_action_fails_with_a_timeout(tmp_path):
@@ -330,14 +343,15 @@ def test_a_slow_hook_action_fails_with_a_timeout(tmp_path):
             return [HookAction(plugin="slow", description="wait", run=lambda: release.wait(5))]
 
     hooks = manager(tmp_path, [Slow()], hooks={"slow": {"timeout": 0.2}})
-    [action] = hooks.before_transition(make_context())
+    run = hooks.begin(make_context())
+    [action] = run.before_transition()
     try:
         with pytest.raises(ApplyError, match=r"\[slow\] wait: timed out after 0.2s"):
             action.run()
     finally:
         release.set()
-    [problem] = hooks.problems
-    assert (problem["call"], problem["timeout"], problem["action"]) == ("action", True, "[slow] wait")
+    [problem] = run.problems
+    assert (problem.call, problem.timeout, problem.action) == ("action", True, "[slow] wait")
 
 
 def test_remaining_time_tells_a_plugin_its_budget(tmp_path):
@@ -349,7 +363,7 @@ def test_remaining_time_tells_a_plugin_its_budget(tmp_path):
         def kanotify_before_transition(self):
             seen.append(remaining_time())
 
-    manager(tmp_path, [P()], hooks={"p": {"timeout": 2}}).before_transition(make_context())
+    manager(tmp_path, [P()], hooks={"p": {"timeout": 2}}).begin(make_context()).before_transition()
     assert 0 < seen[0] <= 2
     assert remaining_time(7.0) == 7.0  # outside a hook call
 
@@ -388,7 +402,7 @@ def test_command_action_kills_a_command_that_outlives_its_timeout():
 
 def test_a_missing_hooks_dir_is_fine(tmp_path):
     hooks = manager(tmp_path, hooks_dir=str(tmp_path / "nope"))
-    assert hooks.names == [] and hooks.problems == []
+    assert hooks.names == [] and hooks.load_problems == []
 
 
 def test_entry_points_are_loaded_by_name_and_a_broken_one_is_reported(tmp_path, monkeypatch):
@@ -409,10 +423,11 @@ def test_entry_points_are_loaded_by_name_and_a_broken_one_is_reported(tmp_path, 
     config = make_config(base_dir=tmp_path, hooks={"off": {"enabled": False}})
     hooks = load_hooks(config)
     assert hooks.names == ["good"]
-    assert [str(a) for a in hooks.before_transition(make_context())] == ["[good] from an entry point"]
-    [problem] = hooks.problems
-    assert problem["hook"] == "zz_broken"
-    assert "cannot import: RuntimeError: half installed" in problem["error"]
+    run = hooks.begin(make_context())
+    assert [str(a) for a in run.before_transition()] == ["[good] from an entry point"]
+    [problem] = run.problems
+    assert problem.hook == "zz_broken"
+    assert "cannot import: RuntimeError: half installed" in problem.error
     assert "kanotify_ep_never_imported" not in sys.modules
 
 
@@ -437,8 +452,8 @@ def test_insecure_hooks_dir_refuses_every_file(tmp_path):
     hooks_dir.chmod(0o775)
     hooks = manager(tmp_path)
     assert hooks.names == []
-    assert [p["hook"] for p in hooks.problems] == ["a", "b"]
-    error = hooks.problems[0]["error"]
+    assert [p.hook for p in hooks.load_problems] == ["a", "b"]
+    error = hooks.load_problems[0].error
     assert error.startswith(f"{hooks_dir}/a.py: refused: {hooks_dir} is writable by group or others (mode 0775)")
     assert "chown root and chmod go-w" in error
 
@@ -450,7 +465,7 @@ def test_a_file_owned_by_someone_else_is_refused_the_others_load(tmp_path):
     os.chown(theirs, NOBODY, NOBODY)
     hooks = manager(tmp_path)
     assert hooks.names == ["ours"]
-    assert f"owned by uid {NOBODY}, not root" in hooks.problems[0]["error"]
+    assert f"owned by uid {NOBODY}, not root" in hooks.load_problems[0].error
 
 
 def test_allow_insecure_loads_anyway(tmp_path):
@@ -499,16 +514,16 @@ def test_an_unreadable_hooks_dir_is_a_problem_not_a_crash(tmp_path, mocker):
 
     mocker.patch("os.listdir", side_effect=listdir)
     hooks = manager(tmp_path)
-    assert hooks.problems[0]["error"] == f"hooks_dir {hooks_dir}: cannot list: Permission denied"
+    assert hooks.load_problems[0].error == f"hooks_dir {hooks_dir}: cannot list: Permission denied"
 
 
-def test_start_run_forgets_the_last_runs_problems(tmp_path):
+def test_a_new_run_forgets_the_last_runs_problems(tmp_path):
     class Broken:
         def kanotify_after_transition(self):
             raise RuntimeError("x")
 
     hooks = manager(tmp_path, [Broken()], hooks={"ghost": {}})
-    hooks.after_transition(make_context(), None)
-    assert [p["hook"] for p in hooks.problems] == ["ghost", "Broken"]
-    hooks.start_run()
-    assert [p["hook"] for p in hooks.problems] == ["ghost"]
+    run = hooks.begin(make_context())
+    run.after_transition(None)
+    assert [p.hook for p in run.problems] == ["ghost", "Broken"]
+    assert [p.hook for p in hooks.begin(make_context()).problems] == ["ghost"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from kanotify.actions import HookAction
-from kanotify.hooks import hookimpl
+from kanotify.hooks import dry_run_safe, hookimpl
 from kanotify.testing import make_config, make_engine
 
 VIP = "bind 192.0.2.100/24 dev eth0"
@@ -72,12 +72,28 @@ def test_action_failed_is_called_for_an_injected_failure(kanotify_env):
     assert result.exit_code == 1
 
 
-def test_dry_run_calls_before_and_after_but_never_runs_hook_actions(kanotify_env):
+def test_dry_run_calls_before_but_not_after_and_never_runs_hook_actions(kanotify_env):
     env, tracer = tracer_env(kanotify_env)
     result = env.transition("VI_1", "master", dry_run=True)
-    assert [e.split("(")[0] for e in tracer.events] == ["before", "after"]
-    assert env.statuses(result)["[tracer] step"] == "skipped"
+    assert [e.split("(")[0] for e in tracer.events] == ["before"]
+    assert env.statuses(result)["[tracer] step"] == "pending"
     assert env.backend.writes == []
+
+
+def test_after_transition_marked_dry_run_safe_is_called_in_a_dry_run_too(kanotify_env):
+    seen: list[bool] = []
+
+    class Observer:
+        kanotify_name = "observer"
+
+        @dry_run_safe
+        def kanotify_after_transition(self, ctx):
+            seen.append(ctx.dry_run)
+
+    env = kanotify_env.engine(plugins=[Observer()])
+    env.transition("VI_1", "master", dry_run=True)
+    env.transition("VI_1", "master")
+    assert seen == [True, False]
 
 
 def test_a_raising_hook_does_not_stop_convergence_and_the_journal_says_who_and_why(kanotify_env):
@@ -243,13 +259,13 @@ def test_a_hook_action_shows_up_in_kanotify_plan_and_is_not_run(tmp_path):
     done = _kanotify("--config", str(config), "plan", "--state", "master")
     assert done.returncode == 0, done.stderr
     assert f"+ [marker] touch {marker}" in done.stdout.splitlines()
-    assert "dry-run: 1 change(s) would be made" in done.stdout
+    assert "dry-run: 1 change(s) pending, nothing changed" in done.stdout
     assert not marker.exists()
     done = _kanotify("--config", str(config), "--json", "plan", "--detailed-exitcode")
     assert done.returncode == 2  # the hook's step is a pending change
     record = json.loads(done.stdout)
     assert record["dry_run"] is True
-    assert {"action": f"[marker] touch {marker}", "status": "skipped"} in record["actions"]
+    assert {"action": f"[marker] touch {marker}", "status": "pending"} in record["actions"]
     assert not marker.exists()
 
 

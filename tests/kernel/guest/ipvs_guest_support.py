@@ -17,7 +17,7 @@ from kanotify.actions import Action
 from kanotify.backends.ipvs import IpvsBackend, in_netns
 from kanotify.config import Config, Settings
 from kanotify.model import Instance, Observed, RealServer, ServiceSpec, State, VirtualService
-from kanotify.plan import Plan, PlanOptions, desired_state, plan
+from kanotify.plan import Plan, PlanOptions, desired_for, plan
 
 ip = ipaddress.ip_address
 INSTANCE = "VI_1"
@@ -115,7 +115,7 @@ def sync(
     batch: bool = True,
 ) -> SyncResult:
     """What the engine does for IPVS: desired x observed -> plan -> apply; errors fail the test."""
-    desired = desired_state(config, {INSTANCE: state})
+    desired = desired_for(config, {INSTANCE: state})
     observed = Observed(services=backend.observe())
     the_plan = plan(desired, observed, options)
     before = backend.writes

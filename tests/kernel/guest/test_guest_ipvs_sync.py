@@ -1,4 +1,4 @@
-"""Minimal-diff sync in a real kernel: planner (desired_state + plan) + IpvsBackend, checked with ipvsadm."""
+"""Minimal-diff sync in a real kernel: planner (desired_for + plan) + IpvsBackend, checked with ipvsadm."""
 
 from __future__ import annotations
 

@@ -117,7 +117,7 @@ def test_drain_keeps_connections_then_deletes(lan: Lan) -> None:
             # While it drains, a reconcile writes nothing.
             waiting = sync(ipvs, config, options=PlanOptions(now=1000.0, draining={}))
             assert waiting.writes == 0
-            assert any("draining" in line for line in waiting.plan.lines())
+            assert any("draining" in str(action) for action in waiting.plan)
 
             # Once the drain timeout has passed, it is deleted even with connections.
             started = {drain_key(service.key, drained.key): 1000.0}

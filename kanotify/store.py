@@ -1,11 +1,11 @@
-"""Recorded instance states, the run lock, and notification ordering.
+"""The saved VRRP states, the run lock, and notification ordering.
 
 keepalived starts notify scripts concurrently and without ordering, so two
 things are kept in ``settings.state_dir``:
 
 * ``lock`` -- an ``flock`` that serializes runs (bounded wait: ``lock_timeout``);
-* ``state.json`` -- per instance the last recorded state and the *ticket* of the
-  notification that recorded it.  A ticket is ``(boot id, start time in clock
+* ``state.json`` -- per instance the last notified VRRP state and the *ticket* of
+  the notification that set it, plus the drain start times of real servers.  A ticket is ``(boot id, start time in clock
   ticks, pid)`` of the kanotify process: keepalived forks notification scripts
   in the order it issues them, so a later notification has a later start time
   (or, within one tick, a higher pid).  A run whose ticket is older than the
@@ -88,7 +88,9 @@ def notification_ticket() -> Ticket:
 
 
 @dataclass
-class InstanceRecord:
+class SavedState:
+    """One instance's entry in ``state.json``: its state, and the notification that set it."""
+
     state: State
     ticket: Ticket | None = None
     since: str = ""
@@ -104,10 +106,10 @@ class InstanceRecord:
 
 
 @dataclass
-class Records:
+class SavedStates:
     """Everything in ``state.json``."""
 
-    instances: dict[str, InstanceRecord] = field(default_factory=dict)
+    instances: dict[str, SavedState] = field(default_factory=dict)
     draining: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def states(self) -> dict[str, State]:
@@ -121,10 +123,10 @@ class Records:
         }
 
     @classmethod
-    def from_json(cls, data: Any) -> "Records":
+    def from_json(cls, data: Any) -> "SavedStates":
         if not isinstance(data, dict):
             raise ValueError("top level is not an object")
-        records = cls()
+        saved = cls()
         instances = data.get("instances") or {}
         if not isinstance(instances, dict):
             raise ValueError("instances is not an object")
@@ -134,7 +136,7 @@ class Records:
             trigger = rec.get("trigger") or []
             if not isinstance(trigger, list):
                 raise ValueError(f"instance {name!r}: trigger is not a list")
-            records.instances[str(name)] = InstanceRecord(
+            saved.instances[str(name)] = SavedState(
                 state=State.parse(str(rec.get("state"))),
                 ticket=Ticket.from_json(rec.get("ticket")),
                 since=str(rec.get("since", "")),
@@ -147,8 +149,8 @@ class Records:
             if not isinstance(item, list) or len(item) != 3:
                 raise ValueError(f"draining entry {item!r} is not [service, real server, since]")
             svc, real, since = item
-            records.draining[(str(svc), str(real))] = float(since)
-        return records
+            saved.draining[(str(svc), str(real))] = float(since)
+        return saved
 
 
 class StateStore:
@@ -161,7 +163,6 @@ class StateStore:
     def __init__(self, state_dir: str) -> None:
         self.dir = state_dir
         self.path = os.path.join(state_dir, STATE_FILE)
-        self.warnings: list[str] = []
 
     def ensure_dir(self) -> None:
         try:
@@ -220,19 +221,24 @@ class StateStore:
             except OSError:
                 pass
 
-    def load(self, *, repair: bool = True) -> Records:
-        """The recorded states; a corrupt file counts as empty.  With ``repair`` (only
-        under the run lock) a corrupt file is also moved aside, kept for a human."""
+    def load(self, *, repair: bool = True) -> tuple[SavedStates, list[str]]:
+        """The saved states, and warnings about them; a corrupt file counts as empty.
+
+        With ``repair`` (only under the run lock) a corrupt file is also moved
+        aside, kept for a human.  The warnings belong to the caller's run: the
+        store keeps nothing between runs.
+        """
         try:
             with open(self.path, "rb") as fh:
                 raw = fh.read()
         except FileNotFoundError:
-            return Records()
+            return SavedStates(), []
         except OSError as exc:
-            self.warnings.append(f"cannot read {self.path}: {exc.strerror}; treating every instance as unrecorded")
-            return Records()
+            return SavedStates(), [
+                f"cannot read {self.path}: {exc.strerror}; treating every instance as unrecorded"
+            ]
         try:
-            return Records.from_json(json.loads(raw))
+            return SavedStates.from_json(json.loads(raw)), []
         except (ValueError, TypeError, KeyError, RecursionError) as exc:  # RecursionError: [[[[...]]]]
             aside = f"{self.path}.corrupt-{int(time.time())}-{os.getpid()}"  # never overwrite an earlier one
             where = "left in place"
@@ -242,14 +248,13 @@ class StateStore:
                     where = f"moved to {aside}"
                 except OSError:
                     pass
-            self.warnings.append(
+            return SavedStates(), [
                 f"{self.path} is corrupt ({exc}); {where}; every instance counts as BACKUP until notified"
-            )
-            return Records()
+            ]
 
-    def save(self, records: Records) -> None:
+    def save(self, saved: SavedStates) -> None:
         """Replace ``state.json`` atomically.  Call with the run lock held."""
-        data = (json.dumps(records.to_json(), indent=1, sort_keys=True) + "\n").encode()
+        data = (json.dumps(saved.to_json(), indent=1, sort_keys=True) + "\n").encode()
         tmp = f"{self.path}.tmp-{os.getpid()}"
         self._remove_stale_temp_files()
         try:
