@@ -40,10 +40,7 @@ Config (every key optional)::
 
 from __future__ import annotations
 
-from typing import Any, Mapping
-
-from kanotify.actions import HookAction
-from kanotify.hooks import command_action, watched_instance
+from kanotify.plugin import HookAction, Options, RunContext, command_action, watched_instance
 
 NAME = "conntrackd"
 DEFAULT_BINARY = "/usr/sbin/conntrackd"
@@ -68,14 +65,14 @@ STEPS: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 
-def commands(state: str, options: Mapping[str, Any]) -> list[list[str]]:
+def commands(state: str, options: Options) -> list[list[str]]:
     """The argv lists for entering ``state``, in order."""
     binary = str(options.get("conntrackd", DEFAULT_BINARY))
     config = str(options.get("config", DEFAULT_CONFIG))
     return [[binary, "-C", config, flag] for flag, _ in STEPS[state]]
 
 
-def kanotify_before_transition(ctx: Any, options: Mapping[str, Any]) -> list[HookAction]:
+def kanotify_before_transition(ctx: RunContext, options: Options) -> list[HookAction]:
     """The handover commands when the watched instance changes state; nothing otherwise."""
     name = watched_instance(ctx, options)
     if name is None:

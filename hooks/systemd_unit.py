@@ -29,10 +29,7 @@ from __future__ import annotations
 
 import re
 import subprocess
-from typing import Any, Mapping
-
-from kanotify.actions import HookAction, Noop
-from kanotify.hooks import command_action, remaining_time, watched_instance
+from kanotify.plugin import HookAction, Noop, Options, RunContext, State, command_action, remaining_time, watched_instance
 
 NAME = "systemd_unit"
 DEFAULT_SYSTEMCTL = "/usr/bin/systemctl"
@@ -42,16 +39,18 @@ RUNNING = ("active", "activating", "reloading")
 STOPPED = ("inactive", "failed")
 
 
-def units(options: Mapping[str, Any]) -> list[str]:
+def units(options: Options) -> list[str]:
     """The configured unit names, validated."""
     value = options.get("units", options.get("unit"))
     names = [value] if isinstance(value, str) else value
     if not names or not isinstance(names, list):
         raise ValueError("option 'unit' (a unit name) or 'units' (a list) is required")
+    result: list[str] = []
     for unit in names:
         if not isinstance(unit, str) or not _UNIT_RE.match(unit):
             raise ValueError(f"not a systemd unit name: {unit!r}")
-    return names
+        result.append(unit)
+    return result
 
 
 def is_active(systemctl: str, unit: str) -> str:
@@ -66,13 +65,13 @@ def is_active(systemctl: str, unit: str) -> str:
     return (done.stdout or "").strip().splitlines()[0] if (done.stdout or "").strip() else "unknown"
 
 
-def kanotify_before_transition(ctx: Any, options: Mapping[str, Any]) -> list[HookAction | Noop]:
+def kanotify_before_transition(ctx: RunContext, options: Options) -> list[HookAction | Noop]:
     """Start the units when the watched instance is MASTER, stop them otherwise."""
     name = watched_instance(ctx, options)
     if name is None:
         return []
     systemctl = str(options.get("systemctl", DEFAULT_SYSTEMCTL))
-    start = ctx.to_states[name].value == "master"
+    start = ctx.to_states[name] is State.MASTER
     verb, done_states, done_word = ("start", RUNNING, "active") if start else ("stop", STOPPED, "inactive")
     actions: list[HookAction | Noop] = []
     for unit in units(options):

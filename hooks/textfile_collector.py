@@ -27,7 +27,7 @@ the values they had (an instance appears after its first transition or
 ``reconcile``).  It is written atomically -- a temporary file in the same
 directory, fsync, rename -- so node_exporter never reads half a file (it only
 reads ``*.prom``; the temporary name ends in ``.tmp``).  Nothing is written in
-dry-run (``kanotify plan``).
+dry-run (``kanotify plan``): kanotify does not call ``after_transition`` then.
 
 Install: copy to ``/etc/kanotify/hooks.d/textfile_collector.py`` (root-owned, 0644).
 Config (optional)::
@@ -43,7 +43,9 @@ import os
 import re
 import tempfile
 import time
-from typing import Any, Mapping
+from typing import Mapping
+
+from kanotify.plugin import Options, RunContext, RunResult
 
 NAME = "textfile_collector"
 DEFAULT_DIRECTORY = "/var/lib/prometheus/node-exporter"
@@ -68,7 +70,7 @@ def _unescape(value: str) -> str:
     return re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), value)
 
 
-def path(options: Mapping[str, Any]) -> str:
+def path(options: Options) -> str:
     """The ``.prom`` file this plugin writes."""
     name = str(options.get("file", DEFAULT_FILE))
     if "/" in name or not name.endswith(".prom"):
@@ -132,10 +134,8 @@ def write_atomically(target: str, text: str) -> None:
         raise
 
 
-def kanotify_after_transition(ctx: Any, result: Any, options: Mapping[str, Any]) -> None:
-    """Update the metrics file with this run's states; nothing in dry-run."""
-    if ctx.dry_run:
-        return
+def kanotify_after_transition(ctx: RunContext, result: RunResult, options: Options) -> None:
+    """Update the metrics file with this run's states (kanotify does not call it for a dry-run)."""
     target = path(options)
     try:
         with open(target, encoding="utf-8") as fh:
@@ -146,6 +146,8 @@ def kanotify_after_transition(ctx: Any, result: Any, options: Mapping[str, Any])
     for name, state in ctx.to_states.items():
         before = ctx.from_states.get(name)
         known = instances.get(name)
-        changed = before != state or known is None or known[0] != state.value
-        instances[name] = (state.value, now if changed else known[1])  # type: ignore[index]
+        if known is None or before != state or known[0] != state.value:
+            instances[name] = (state.value, now)
+        else:
+            instances[name] = (state.value, known[1])
     write_atomically(target, render(instances, result.outcome == "converged", now))

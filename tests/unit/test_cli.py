@@ -16,7 +16,6 @@ import pytest
 
 from kanotify.backends.memory import MemoryBackend
 from kanotify.cli import run
-from kanotify.options import hoist as hoist_global_options
 
 ONE = """
 [settings]
@@ -82,13 +81,6 @@ def test_help_lists_the_commands() -> None:
     for command in ("master", "backup", "fault", "stop", "notify", "reconcile", "plan", "status", "history", "check"):
         assert command in out
     assert subprocess.run([sys.executable, "-m", "kanotify", "--help"], capture_output=True).returncode == 0
-
-
-def test_hoisting_global_options() -> None:
-    assert hoist_global_options(["master", "VI_1", "--dry-run", "--config", "x.toml"]) == [
-        "--dry-run", "--config", "x.toml", "master", "VI_1"]
-    assert hoist_global_options(["plan", "--config=x", "--json", "-v"]) == ["--config=x", "--json", "-v", "plan"]
-    assert hoist_global_options(["master", "--", "--json"]) == ["master", "--", "--json"]
 
 
 def test_global_options_in_both_positions_do_the_same(backend, conf, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -1,4 +1,9 @@
-"""The package type-checks (style: "type everything"); mypy runs as part of the suite."""
+"""The package and the example plugins type-check (style: "type everything"); mypy runs in the suite.
+
+The configuration is pyproject.toml's ``[tool.mypy]``: untyped definitions are
+errors in the package, unused ``type: ignore`` comments too, and the plugins in
+hooks/ must do without ``Any`` (they use :mod:`kanotify.plugin` alone).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_mypy_finds_no_errors_in_the_package() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "mypy", "--ignore-missing-imports", "--no-error-summary", "kanotify"],
+        [sys.executable, "-m", "mypy", "--no-error-summary"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stdout + done.stderr
