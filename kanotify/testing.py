@@ -28,9 +28,10 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 if TYPE_CHECKING:
+    from .actions import Action
     from .backends.memory import MemoryBackend
     from .config import Config
     from .engine import Engine
@@ -78,8 +79,8 @@ def make_config(
     toml: str | None = None,
     *,
     base_dir: str | os.PathLike[str] | None = None,
-    hooks: Mapping[str, Mapping[str, Any]] | None = None,
-    **settings: Any,
+    hooks: Mapping[str, Mapping[str, object]] | None = None,
+    **settings: object,
 ) -> Config:
     """A validated :class:`~kanotify.config.Config` whose files live under ``base_dir``.
 
@@ -123,7 +124,7 @@ def make_context(
     config: Config | None = None,
     priority: int | None = None,
     command: str | None = None,
-    plan: Sequence[Any] = (),
+    plan: Sequence[Action] = (),
 ) -> RunContext:
     """The ``ctx`` a hook receives, for calling a hook function directly.
 
@@ -225,7 +226,7 @@ def make_engine(
     *,
     discover: bool = False,
     allow_insecure: bool = False,
-    clock: Any = None,
+    clock: Callable[[], float] | None = None,
 ) -> Harness:
     """An engine for ``config`` on ``backend`` (a fresh :class:`MemoryBackend`) with ``plugins``.
 
@@ -242,10 +243,10 @@ def make_engine(
     cfg = config if config is not None else make_config()
     fake = backend if backend is not None else MemoryBackend()
     hooks = load_hooks(cfg, allow_insecure, plugins=plugins, entry_points=False, hooks_dir=discover)
-    kwargs: dict[str, Any] = {}
-    if clock is not None:
-        kwargs["clock"] = clock
-    engine = Engine(cfg, backend_factory=lambda: fake, hooks=hooks, **kwargs)
+    if clock is None:
+        engine = Engine(cfg, backend_factory=lambda: fake, hooks=hooks)
+    else:
+        engine = Engine(cfg, backend_factory=lambda: fake, hooks=hooks, clock=clock)
     return Harness(cfg, fake, hooks, engine)
 
 
@@ -263,9 +264,12 @@ class KanotifyEnv:
     def journal_path(self) -> str:
         return os.path.join(self.base_dir, "journal.jsonl")
 
-    def config(self, toml: str | None = None, **kwargs: Any) -> Config:
+    def config(
+        self, toml: str | None = None, *, hooks: Mapping[str, Mapping[str, object]] | None = None,
+        **settings: object,
+    ) -> Config:
         """:func:`make_config` with files under this environment's directory."""
-        return make_config(toml, base_dir=self.base_dir, **kwargs)
+        return make_config(toml, base_dir=self.base_dir, hooks=hooks, **settings)
 
     def engine(
         self,
@@ -274,17 +278,23 @@ class KanotifyEnv:
         config: Config | None = None,
         backend: MemoryBackend | None = None,
         toml: str | None = None,
-        hooks: Mapping[str, Mapping[str, Any]] | None = None,
-        **kwargs: Any,
+        hooks: Mapping[str, Mapping[str, object]] | None = None,
+        discover: bool = False,
+        allow_insecure: bool = False,
+        clock: Callable[[], float] | None = None,
     ) -> Harness:
         """:func:`make_engine`; the config is built from ``toml``/``hooks`` unless given."""
         cfg = config if config is not None else self.config(toml, hooks=hooks)
-        return make_engine(cfg, plugins, backend, **kwargs)
+        return make_engine(cfg, plugins, backend, discover=discover, allow_insecure=allow_insecure, clock=clock)
 
-    def context(self, *args: Any, **kwargs: Any) -> RunContext:
+    def context(
+        self, instance: str = "VI_1", to: State | str = "master", from_: State | str | None = None, *,
+        dry_run: bool = False, config: Config | None = None, priority: int | None = None,
+        command: str | None = None, plan: Sequence[Action] = (),
+    ) -> RunContext:
         """:func:`make_context` with this environment's default config."""
-        kwargs.setdefault("config", self.config())
-        return make_context(*args, **kwargs)
+        return make_context(instance, to, from_, dry_run=dry_run, config=config or self.config(),
+                            priority=priority, command=command, plan=plan)
 
 
 if pytest is not None:
