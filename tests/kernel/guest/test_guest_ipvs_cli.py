@@ -172,7 +172,7 @@ def test_edit_through_the_cli_is_in_place(conf: Path) -> None:
 def test_dry_run_changes_nothing(conf: Path) -> None:
     record = kanotify(conf, "--dry-run", "master", "VI_1")
     assert record["dry_run"] is True
-    assert len(ipvs_actions(record, "skipped")) == 7  # planned, not applied
+    assert len(ipvs_actions(record, "pending")) == 7  # planned, not applied
     assert save() == []
 
 
