@@ -41,6 +41,7 @@ from ..actions import (
 from ..errors import ApplyError
 from ..model import IPAddress, ObservedService, RealServer, RealServerStats, ServiceKey, VirtualService
 from . import ipvs_msg as m
+from . import netlink as nl
 from .retry import call_with_retry
 
 T = TypeVar("T")
@@ -83,9 +84,9 @@ class IpvsSocket:
 
     def _configure(self, rcvbuf: int) -> None:
         sock = self.sock
-        for option in (m.NETLINK_CAP_ACK, m.NETLINK_EXT_ACK):
+        for option in (nl.NETLINK_CAP_ACK, nl.NETLINK_EXT_ACK):
             try:
-                sock.setsockopt(m.SOL_NETLINK, option, 1)
+                sock.setsockopt(nl.SOL_NETLINK, option, 1)
             except OSError:
                 pass  # old kernels: errors are just longer / have no text
         try:
@@ -102,7 +103,7 @@ class IpvsSocket:
     def close(self) -> None:
         self.sock.close()
 
-    def _recv(self) -> list[m.Message]:
+    def _recv(self) -> list[nl.Message]:
         try:
             data, _anc, flags, _addr = self.sock.recvmsg(1 << 16)
         except socket.timeout:
@@ -113,7 +114,7 @@ class IpvsSocket:
             raise ApplyError(f"IPVS netlink: receive: {exc.strerror}", exc.errno) from None
         if flags & socket.MSG_TRUNC:
             raise m.DecodeError("netlink message larger than the 64 KiB receive buffer")
-        return list(m.iter_messages(data))
+        return list(nl.iter_messages(data))
 
     def _send(self, data: bytes) -> None:
         try:
@@ -135,7 +136,7 @@ class IpvsSocket:
 
     # ------------------------------------------------------------------ requests
 
-    def request(self, data: bytes, seq: int) -> list[m.Message]:
+    def request(self, data: bytes, seq: int) -> list[nl.Message]:
         """Send one request (ACK or DUMP) and return its reply messages.
 
         Raises :class:`ApplyError` with the kernel's errno (and extended-ack
@@ -143,29 +144,29 @@ class IpvsSocket:
         """
         self.requests += 1
         self._send(data)
-        replies: list[m.Message] = []
+        replies: list[nl.Message] = []
         while True:
             for msg in self._recv():
                 if msg.seq != seq:
                     continue  # a late answer to an earlier, timed-out request
-                if msg.type == m.NLMSG_ERROR:
-                    code, text = m.parse_error(msg)
+                if msg.type == nl.NLMSG_ERROR:
+                    code, text = nl.parse_error(msg)
                     if code:
                         raise ApplyError(text or os.strerror(code), code)
                     return replies
-                if msg.type == m.NLMSG_DONE:
-                    code = -int.from_bytes(msg.payload[:4], "little", signed=True) if msg.payload else 0
+                if msg.type == nl.NLMSG_DONE:
+                    code = nl.done_error(msg)
                     if code > 0:
                         raise ApplyError(os.strerror(code), code)
                     return replies
-                if msg.type in (m.NLMSG_NOOP, m.NLMSG_OVERRUN):
+                if msg.type in (nl.NLMSG_NOOP, nl.NLMSG_OVERRUN):
                     continue
                 replies.append(msg)
 
-    def dump(self, cmd: int, attrs: bytes = b"") -> list[m.Message]:
+    def dump(self, cmd: int, attrs: bytes = b"") -> list[nl.Message]:
         """A DUMP request of this family."""
         seq = self.next_seq()
-        return self.request(m.genlmsg(self.family, cmd, m.NLM_F_REQUEST | m.NLM_F_DUMP, seq, attrs), seq)
+        return self.request(m.genlmsg(self.family, cmd, nl.NLM_F_REQUEST | nl.NLM_F_DUMP, seq, attrs), seq)
 
     def batch(self, messages: Sequence[tuple[int, bytes]]) -> dict[int, tuple[int, str]]:
         """Send pre-encoded messages at once; the last must carry NLM_F_ACK (the barrier).
@@ -189,9 +190,9 @@ class IpvsSocket:
                     raise _Uncertain() from exc
                 raise
             for msg in received:
-                if msg.type != m.NLMSG_ERROR:
+                if msg.type != nl.NLMSG_ERROR:
                     continue
-                code, text = m.parse_error(msg)
+                code, text = nl.parse_error(msg)
                 if code:
                     failed[msg.seq] = (code, text)
                 if msg.seq == barrier:
@@ -222,7 +223,7 @@ class IpvsSocket:
 def _open_socket(netns: str | None) -> socket.socket:
     def make() -> socket.socket:
         try:
-            return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, m.NETLINK_GENERIC)
+            return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, nl.NETLINK_GENERIC)
         except OSError as exc:
             raise ApplyError(f"IPVS netlink: cannot open a generic netlink socket: {exc.strerror}", exc.errno) from None
 
@@ -341,7 +342,7 @@ class IpvsBackend:
 
     def reals(self, key: ServiceKey) -> dict[tuple[IPAddress, int], tuple[RealServer, RealServerStats]]:
         """The real servers of one service with their counters (empty if it does not exist)."""
-        attrs = m.nla(m.IPVS_CMD_ATTR_SERVICE, m.service_key_attrs(key))
+        attrs = nl.nla(m.IPVS_CMD_ATTR_SERVICE, m.service_key_attrs(key))
         sock = self.socket
         what = f"list real servers of ipvs service {key}"
         try:
@@ -360,7 +361,7 @@ class IpvsBackend:
         """One service as the kernel has it, or ``None``."""
         sock = self.socket
         seq = sock.next_seq()
-        data = m.service_request(sock.family, m.IPVS_CMD_GET_SERVICE, seq, key, m.NLM_F_REQUEST | m.NLM_F_ACK)
+        data = m.service_request(sock.family, m.IPVS_CMD_GET_SERVICE, seq, key, nl.NLM_F_REQUEST | nl.NLM_F_ACK)
         try:
             replies = sock.request(data, seq)
         except ApplyError as exc:
@@ -425,14 +426,14 @@ class IpvsBackend:
         for i, action in chunk:
             try:
                 seq = sock.next_seq()
-                encoded.append((i, seq, action, self._encode(action, seq, m.NLM_F_REQUEST)))
+                encoded.append((i, seq, action, self._encode(action, seq, nl.NLM_F_REQUEST)))
             except (ValueError, ApplyError) as exc:
                 results[i] = exc if isinstance(exc, ApplyError) else ApplyError(f"{action}: {exc}", errno.EINVAL)
         if not encoded:
             return
         # The barrier: the last message asks for an ACK.
         i, seq, action, _data = encoded[-1]
-        encoded[-1] = (i, seq, action, self._encode(action, seq, m.NLM_F_REQUEST | m.NLM_F_ACK))
+        encoded[-1] = (i, seq, action, self._encode(action, seq, nl.NLM_F_REQUEST | nl.NLM_F_ACK))
         self.writes += len(encoded)
         try:
             failed = sock.batch([(seq, data) for _i, seq, _a, data in encoded])
@@ -472,7 +473,7 @@ class IpvsBackend:
     def _send_one(self, action: Action) -> None:
         sock = self.socket
         seq = sock.next_seq()
-        data = self._encode(action, seq, m.NLM_F_REQUEST | m.NLM_F_ACK)
+        data = self._encode(action, seq, nl.NLM_F_REQUEST | nl.NLM_F_ACK)
         self.writes += 1
         sock.request(data, seq)
 

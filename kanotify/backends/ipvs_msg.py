@@ -1,9 +1,10 @@
 """IPVS generic-netlink messages <-> kanotify's value types, with nothing but ``struct``.
 
 This module is pure: bytes in, value types out, and back.  The socket lives in
-:mod:`kanotify.backends.ipvs`.  It covers exactly the messages kanotify sends
-(new/set/del of services and real servers, service and dest dumps, the
-family lookup) and the replies it reads.
+:mod:`kanotify.backends.ipvs`, the protocol-independent netlink framing
+(headers, attributes, errors) in :mod:`kanotify.backends.netlink`.  It covers
+exactly the messages kanotify sends (new/set/del of services and real servers,
+service and dest dumps, the family lookup) and the replies it reads.
 
 Why not pyroute2's ``IPVSService``/``IPVSDest``: encoding through them costs
 ~0.3 ms per message against ~0.01 ms here (it matters for 11,000-message
@@ -29,40 +30,19 @@ from __future__ import annotations
 import ipaddress
 import socket
 import struct
-from dataclasses import dataclass
-from typing import Iterator, Mapping
+from typing import Mapping
 
 from ..model import IPAddress, RealServer, RealServerStats, ServiceKey, VirtualService
+from .netlink import NLM_F_ACK, NLM_F_REQUEST, DecodeError, nla, nlmsg, parse_attrs
 
-# --------------------------------------------------------------------------- netlink
-
-NETLINK_GENERIC = 16
-SOL_NETLINK = 270
-NETLINK_CAP_ACK = 10
-NETLINK_EXT_ACK = 11
-
-NLMSG_NOOP = 1
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
-NLMSG_OVERRUN = 4
-
-NLM_F_REQUEST = 0x1
-NLM_F_MULTI = 0x2
-NLM_F_ACK = 0x4
-NLM_F_DUMP = 0x300
-NLM_F_CAPPED = 0x100
-NLM_F_ACK_TLVS = 0x200
-NLMSGERR_ATTR_MSG = 1
+# --------------------------------------------------------------------------- generic netlink
 
 GENL_ID_CTRL = 0x10
 CTRL_CMD_GETFAMILY = 3
 CTRL_ATTR_FAMILY_ID = 1
 CTRL_ATTR_FAMILY_NAME = 2
 
-_NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
 _GENLHDR = struct.Struct("=BBH")  # cmd, version, reserved
-_NLA = struct.Struct("=HH")  # len, type
-_NLA_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED / NLA_F_NET_BYTEORDER
 
 # --------------------------------------------------------------------------- IPVS
 
@@ -134,23 +114,7 @@ _AF = {4: socket.AF_INET, 6: socket.AF_INET6}
 _VERSION: dict[int, int] = {int(socket.AF_INET): 4, int(socket.AF_INET6): 6}
 
 
-class DecodeError(ValueError):
-    """A kernel message kanotify cannot read (truncated, unknown family or protocol)."""
-
-
 # --------------------------------------------------------------------------- encoding
-
-
-def nla(attr_type: int, data: bytes) -> bytes:
-    """One netlink attribute, padded to 4 bytes."""
-    length = _NLA.size + len(data)
-    return _NLA.pack(length, attr_type) + data + b"\0" * (-length % 4)
-
-
-def nlmsg(msg_type: int, flags: int, seq: int, payload: bytes) -> bytes:
-    """One netlink message (header + payload, padded to 4 bytes)."""
-    length = _NLMSGHDR.size + len(payload)
-    return _NLMSGHDR.pack(length, msg_type, flags, seq, 0) + payload + b"\0" * (-length % 4)
 
 
 def genlmsg(family: int, cmd: int, flags: int, seq: int, attrs: bytes, version: int = IPVS_GENL_VERSION) -> bytes:
@@ -263,61 +227,12 @@ def dest_request(
 # --------------------------------------------------------------------------- decoding
 
 
-@dataclass(frozen=True)
-class Message:
-    """One netlink message as read from the socket."""
-
-    type: int
-    flags: int
-    seq: int
-    payload: bytes
-
-
-def iter_messages(data: bytes) -> Iterator[Message]:
-    """Split one ``recv`` buffer into netlink messages."""
-    offset = 0
-    while offset + _NLMSGHDR.size <= len(data):
-        length, mtype, flags, seq, _pid = _NLMSGHDR.unpack_from(data, offset)
-        if length < _NLMSGHDR.size or offset + length > len(data):
-            raise DecodeError(f"truncated netlink message at offset {offset} (length {length})")
-        yield Message(mtype, flags, seq, data[offset + _NLMSGHDR.size : offset + length])
-        offset += (length + 3) & ~3
-
-
-def parse_attrs(data: bytes, offset: int = 0) -> dict[int, bytes]:
-    """Attributes of one level by type (the last one wins; IPVS never repeats them)."""
-    attrs: dict[int, bytes] = {}
-    while offset + _NLA.size <= len(data):
-        length, atype = _NLA.unpack_from(data, offset)
-        if length < _NLA.size:
-            break
-        attrs[atype & _NLA_TYPE_MASK] = data[offset + _NLA.size : offset + length]
-        offset += (length + 3) & ~3
-    return attrs
-
-
 def genl_attrs(payload: bytes) -> tuple[int, dict[int, bytes]]:
     """(cmd, attributes) of a generic netlink message payload."""
     if len(payload) < _GENLHDR.size:
         raise DecodeError("generic netlink message shorter than its header")
     cmd = payload[0]
     return cmd, parse_attrs(payload, _GENLHDR.size)
-
-
-def parse_error(msg: Message) -> tuple[int, str]:
-    """(errno, extended-ack text or "") of an NLMSG_ERROR; errno 0 is an ACK."""
-    (error,) = struct.unpack_from("=i", msg.payload, 0)
-    text = ""
-    if msg.flags & NLM_F_ACK_TLVS:
-        if msg.flags & NLM_F_CAPPED:
-            tlv_offset = 4 + _NLMSGHDR.size
-        else:
-            (orig_len,) = struct.unpack_from("=I", msg.payload, 4)
-            tlv_offset = 4 + ((orig_len + 3) & ~3)
-        raw = parse_attrs(msg.payload, tlv_offset).get(NLMSGERR_ATTR_MSG)
-        if raw:
-            text = raw.split(b"\0", 1)[0].decode(errors="replace")
-    return -error, text
 
 
 def family_id(payload: bytes) -> int:

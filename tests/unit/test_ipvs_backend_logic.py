@@ -14,6 +14,7 @@ from typing import Any
 from kanotify.actions import AddReal, AddService, DeleteService, EditService, Noop
 from kanotify.backends import ipvs as ipvs_mod
 from kanotify.backends import ipvs_msg as m
+from kanotify.backends import netlink as nl
 from kanotify.backends.ipvs import IpvsBackend, format_table
 from kanotify.errors import ApplyError
 from kanotify.model import ObservedService, RealServer, RealServerStats, ServiceKey, VirtualService
@@ -43,7 +44,7 @@ class ScriptedSocket:
 
     def request(self, data: bytes, seq: int) -> list[Any]:
         self.requests += 1
-        (msg,) = m.iter_messages(data)
+        (msg,) = nl.iter_messages(data)
         self.sent.append(msg.payload[0])
         code = self.request_errors.pop(0) if self.request_errors else 0
         if code:
@@ -52,9 +53,9 @@ class ScriptedSocket:
 
     def batch(self, messages: list[tuple[int, bytes]]) -> dict[int, tuple[int, str]]:
         self.requests += 1
-        flags = [next(m.iter_messages(data)).flags for _seq, data in messages]
-        assert [bool(f & m.NLM_F_ACK) for f in flags] == [False] * (len(messages) - 1) + [True], "one barrier, last"
-        self.sent.extend(next(m.iter_messages(data)).payload[0] for _seq, data in messages)
+        flags = [next(nl.iter_messages(data)).flags for _seq, data in messages]
+        assert [bool(f & nl.NLM_F_ACK) for f in flags] == [False] * (len(messages) - 1) + [True], "one barrier, last"
+        self.sent.extend(next(nl.iter_messages(data)).payload[0] for _seq, data in messages)
         if self.uncertain:
             self.uncertain = False
             raise ipvs_mod._Uncertain()
