@@ -26,6 +26,7 @@ from typing import Callable
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, when run as a script
 
 from kanotify.backends import ipvs_msg as m  # noqa: E402
+from kanotify.backends import netlink as nl  # noqa: E402
 from kanotify.backends.ipvs import IpvsBackend  # noqa: E402
 from kanotify.config import Config, Settings  # noqa: E402
 from kanotify.model import Instance, Observed, RealServer, ServiceKey, ServiceSpec, State, VirtualService  # noqa: E402
@@ -108,7 +109,7 @@ def encoder_costs(config: Config, sample: int = 2000) -> dict[str, float]:
     reals = [(s.service.key, rs) for s in config.instances[0].services for rs in s.reals][:sample]
     start = time.perf_counter()
     for seq, (key, rs) in enumerate(reals):
-        m.dest_request(0x20, m.IPVS_CMD_NEW_DEST, seq, key, rs, m.NLM_F_REQUEST)
+        m.dest_request(0x20, m.IPVS_CMD_NEW_DEST, seq, key, rs, nl.NLM_F_REQUEST)
     ours = (time.perf_counter() - start) / len(reals)
 
     from pyroute2 import IPVSDest, IPVSService
@@ -120,7 +121,7 @@ def encoder_costs(config: Config, sample: int = 2000) -> dict[str, float]:
         msg["cmd"] = pr.IPVS_CMD_NEW_DEST
         msg["version"] = 1
         msg["header"]["type"] = 0x20
-        msg["header"]["flags"] = m.NLM_F_REQUEST
+        msg["header"]["flags"] = nl.NLM_F_REQUEST
         msg["header"]["sequence_number"] = seq
         svc = IPVSService(addr=str(key.address), port=key.port, protocol=6)
         dest = IPVSDest(addr=str(rs.address), port=rs.port, fwd_method=3, weight=rs.weight)

@@ -231,6 +231,117 @@ class RealServerStats:
         return self.active_conns + self.inactive_conns
 
 
+# --------------------------------------------------------------------------- IPVS sync daemon
+
+#: Sync daemon states, as IPVS numbers them (1 master, 2 backup).
+SYNC_STATES = ("master", "backup")
+#: The kernel's defaults when a start request leaves them out (``start_sync_thread``).
+SYNC_DEFAULT_GROUP = ipaddress.IPv4Address("224.0.0.81")
+SYNC_DEFAULT_PORT = 8848
+SYNC_DEFAULT_TTL = 1
+#: Longest interface name the kernel's policy takes (``IP_VS_IFNAME_MAXLEN`` - 1).
+SYNC_IFNAME_MAX = 15
+
+
+@dataclass(frozen=True, eq=False)
+class SyncDaemon:
+    """One IPVS connection-sync daemon: what ``ipvsadm --start-daemon`` starts.
+
+    ``state`` is ``"master"`` (sends this director's connections) or
+    ``"backup"`` (receives them); both may run at once.  ``interface`` is the
+    multicast interface, ``sync_id`` the id in every sync message (0..255; a
+    backup with id 0 accepts any), ``group``/``port``/``ttl`` the multicast
+    group (IPv4 or IPv6), UDP port and TTL.  ``maxlen`` is the largest sync
+    message payload; ``None`` means the kernel's default, which it computes
+    from the interface MTU when the daemon starts (1500 - IP/UDP headers for a
+    master: 1472 over IPv4, 1452 over IPv6; the interface MTU, at least 1500,
+    minus headers for a backup).
+
+    Equality compares configuration: every field, and ``maxlen`` only when both
+    sides set it.  The kernel always reports a number for ``maxlen``, so a
+    daemon read back from the kernel equals the ``SyncDaemon`` it was started
+    from, defaults included; a daemon running with another explicit ``maxlen``
+    does not.  (``None`` matches any ``maxlen``, so this equality is not
+    transitive across three values; compare desired with observed.)
+
+    Values the kernel would silently change are refused (``ValueError``):
+    port and TTL 0 (the kernel substitutes its default), a ``sync_id`` above
+    255 (the sync protocol carries 8 bits), a ``maxlen`` outside the range the
+    kernel clamps to (a master 1..65507, a backup 1024..65507; 65487 over IPv6).
+
+    >>> d = SyncDaemon("master", "eth0", 51)
+    >>> str(d)
+    'master sync daemon (mcast=eth0, syncid=51, group=224.0.0.81, port=8848, ttl=1)'
+    >>> d == SyncDaemon("master", "eth0", 51, maxlen=1472)   # as the kernel reports it
+    True
+    >>> d == SyncDaemon("master", "eth0", 52)
+    False
+    """
+
+    state: str
+    interface: str
+    sync_id: int = 0
+    maxlen: int | None = None  # None: the kernel's default (computed from the MTU)
+    group: IPAddress = SYNC_DEFAULT_GROUP
+    port: int = SYNC_DEFAULT_PORT
+    ttl: int = SYNC_DEFAULT_TTL
+
+    def __post_init__(self) -> None:
+        problem = self._problem()
+        if problem:
+            raise ValueError(f"{self.state} sync daemon: {problem}")
+
+    def _problem(self) -> str:
+        if self.state not in SYNC_STATES:
+            return f"state {self.state!r}: expected master or backup"
+        name = self.interface
+        if not name or len(name.encode()) > SYNC_IFNAME_MAX or any(c in name for c in "\0/ \t\n"):
+            return f"interface {name!r}: expected a device name of 1..{SYNC_IFNAME_MAX} characters"
+        if not 0 <= self.sync_id <= 255:
+            return f"sync_id {self.sync_id}: expected 0..255"
+        if not isinstance(self.group, (ipaddress.IPv4Address, ipaddress.IPv6Address)) or not self.group.is_multicast:
+            return f"group {self.group}: expected a multicast address (IPv4 224.0.0.0/4 or IPv6 ff00::/8)"
+        if not 1 <= self.port <= 65535:
+            return f"port {self.port}: expected 1..65535"
+        if not 1 <= self.ttl <= 255:
+            return f"ttl {self.ttl}: expected 1..255"
+        if self.maxlen is not None:
+            low, high = (1 if self.state == "master" else 1024), 65535 - self.header_len
+            if not low <= self.maxlen <= high:
+                return f"maxlen {self.maxlen}: expected {low}..{high} (the kernel would clamp it)"
+        return ""
+
+    @property
+    def family(self) -> int:
+        """4 or 6: the family of the multicast group."""
+        return self.group.version
+
+    @property
+    def header_len(self) -> int:
+        """IP + UDP header bytes of a sync message (the kernel subtracts them from the MTU)."""
+        return 28 if self.family == 4 else 48
+
+    def _key(self) -> tuple[object, ...]:
+        return (self.state, self.interface, self.sync_id, self.group, self.port, self.ttl)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SyncDaemon):
+            return NotImplemented
+        if self._key() != other._key():
+            return False
+        return self.maxlen is None or other.maxlen is None or self.maxlen == other.maxlen
+
+    def __hash__(self) -> int:
+        return hash(self._key())  # without maxlen: equal values must hash alike
+
+    def __str__(self) -> str:
+        maxlen = "" if self.maxlen is None else f", maxlen={self.maxlen}"
+        return (
+            f"{self.state} sync daemon (mcast={self.interface}, syncid={self.sync_id}{maxlen}, "
+            f"group={self.group}, port={self.port}, ttl={self.ttl})"
+        )
+
+
 # --------------------------------------------------------------------------- desired state
 
 

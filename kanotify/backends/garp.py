@@ -33,6 +33,7 @@ import time
 from ..actions import Action, SendGarp
 from ..errors import ApplyError
 from ..model import Vip
+from . import netlink as nl
 from .base import OneAtATime
 
 ETH_P_ARP = 0x0806
@@ -52,10 +53,7 @@ ALL_NODES = "ff02::1"
 # rtnetlink, for the "still bound?" check of the detached sender
 _RTM_NEWADDR = 20
 _RTM_GETADDR = 22
-_NLM_F_REQUEST = 0x1
-_NLM_F_DUMP = 0x300
-_NLMSG_ERROR = 2
-_NLMSG_DONE = 3
+_IFADDRMSG = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, ifindex
 _IFA_ADDRESS = 1
 _IFA_LOCAL = 2
 
@@ -272,38 +270,35 @@ def still_bound(vip: Vip) -> bool:
     family = socket.AF_INET if vip.family == 4 else socket.AF_INET6
     want = vip.address.ip.packed
     prefixlen = vip.address.network.prefixlen
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sock:
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, nl.NETLINK_ROUTE) as sock:
         sock.settimeout(2.0)
-        body = struct.pack("=BBBBI", family, 0, 0, 0, 0)
-        header = struct.pack("=IHHII", 16 + len(body), _RTM_GETADDR, _NLM_F_REQUEST | _NLM_F_DUMP, 1, 0)
-        sock.send(header + body)
+        sock.send(getaddr_request(family, seq=1))
         while True:
-            data = sock.recv(65536)
-            offset = 0
-            while offset + 16 <= len(data):
-                length, kind = struct.unpack_from("=IH", data, offset)
-                if length < 16:
+            try:
+                messages = list(nl.iter_messages(sock.recv(65536)))
+            except nl.DecodeError:
+                return False
+            for msg in messages:
+                if msg.type in (nl.NLMSG_DONE, nl.NLMSG_ERROR):
                     return False
-                if kind in (_NLMSG_DONE, _NLMSG_ERROR):
-                    return False
-                if kind == _RTM_NEWADDR and _addr_matches(data[offset + 16 : offset + length], ifindex, want, prefixlen):
+                if msg.type == _RTM_NEWADDR and _addr_matches(msg.payload, ifindex, want, prefixlen):
                     return True
-                offset += (length + 3) & ~3
+
+
+def getaddr_request(family: int, seq: int) -> bytes:
+    """RTM_GETADDR dump request for the addresses of one family (``struct ifaddrmsg``, all zero but it)."""
+    return nl.nlmsg(_RTM_GETADDR, nl.NLM_F_REQUEST | nl.NLM_F_DUMP, seq, _IFADDRMSG.pack(family, 0, 0, 0, 0))
 
 
 def _addr_matches(msg: bytes, ifindex: int, want: bytes, prefixlen: int) -> bool:
-    _family, plen, _flags, _scope, index = struct.unpack_from("=BBBBI", msg, 0)
+    """Is this RTM_NEWADDR payload the address ``want``/``prefixlen`` on ``ifindex``?"""
+    if len(msg) < _IFADDRMSG.size:
+        return False
+    _family, plen, _flags, _scope, index = _IFADDRMSG.unpack_from(msg, 0)
     if index != ifindex or plen != prefixlen:
         return False
-    offset = 8
-    while offset + 4 <= len(msg):
-        rta_len, rta_type = struct.unpack_from("=HH", msg, offset)
-        if rta_len < 4:
-            return False
-        if rta_type in (_IFA_ADDRESS, _IFA_LOCAL) and msg[offset + 4 : offset + rta_len] == want:
-            return True
-        offset += (rta_len + 3) & ~3
-    return False
+    attrs = nl.parse_attrs(msg, _IFADDRMSG.size)
+    return want in (attrs.get(_IFA_ADDRESS), attrs.get(_IFA_LOCAL))
 
 
 __all__ = ["GarpBackend", "arp_frame", "na_message", "hw_address", "still_bound"]

@@ -20,6 +20,10 @@ owns the socket.
   maps it to its action.  One round trip per batch instead of per message.
 * ``writes`` counts the write commands sent, so tests can prove that a
   second sync writes nothing and that an edit is one ``SET`` (no DEL + NEW).
+* The connection-sync daemons are observed with :meth:`IpvsBackend.daemons`
+  and started/stopped one at a time (:meth:`~IpvsBackend.start_daemon`,
+  :meth:`~IpvsBackend.stop_daemon`), with the same "converged is not an
+  error" rule.
 """
 
 from __future__ import annotations
@@ -39,8 +43,18 @@ from ..actions import (
     EditService,
 )
 from ..errors import ApplyError
-from ..model import IPAddress, ObservedService, RealServer, RealServerStats, ServiceKey, VirtualService
+from ..model import (
+    SYNC_STATES,
+    IPAddress,
+    ObservedService,
+    RealServer,
+    RealServerStats,
+    ServiceKey,
+    SyncDaemon,
+    VirtualService,
+)
 from . import ipvs_msg as m
+from . import netlink as nl
 from .retry import call_with_retry
 
 T = TypeVar("T")
@@ -83,9 +97,9 @@ class IpvsSocket:
 
     def _configure(self, rcvbuf: int) -> None:
         sock = self.sock
-        for option in (m.NETLINK_CAP_ACK, m.NETLINK_EXT_ACK):
+        for option in (nl.NETLINK_CAP_ACK, nl.NETLINK_EXT_ACK):
             try:
-                sock.setsockopt(m.SOL_NETLINK, option, 1)
+                sock.setsockopt(nl.SOL_NETLINK, option, 1)
             except OSError:
                 pass  # old kernels: errors are just longer / have no text
         try:
@@ -102,7 +116,7 @@ class IpvsSocket:
     def close(self) -> None:
         self.sock.close()
 
-    def _recv(self) -> list[m.Message]:
+    def _recv(self) -> list[nl.Message]:
         try:
             data, _anc, flags, _addr = self.sock.recvmsg(1 << 16)
         except socket.timeout:
@@ -113,7 +127,7 @@ class IpvsSocket:
             raise ApplyError(f"IPVS netlink: receive: {exc.strerror}", exc.errno) from None
         if flags & socket.MSG_TRUNC:
             raise m.DecodeError("netlink message larger than the 64 KiB receive buffer")
-        return list(m.iter_messages(data))
+        return list(nl.iter_messages(data))
 
     def _send(self, data: bytes) -> None:
         try:
@@ -135,7 +149,7 @@ class IpvsSocket:
 
     # ------------------------------------------------------------------ requests
 
-    def request(self, data: bytes, seq: int) -> list[m.Message]:
+    def request(self, data: bytes, seq: int) -> list[nl.Message]:
         """Send one request (ACK or DUMP) and return its reply messages.
 
         Raises :class:`ApplyError` with the kernel's errno (and extended-ack
@@ -143,29 +157,29 @@ class IpvsSocket:
         """
         self.requests += 1
         self._send(data)
-        replies: list[m.Message] = []
+        replies: list[nl.Message] = []
         while True:
             for msg in self._recv():
                 if msg.seq != seq:
                     continue  # a late answer to an earlier, timed-out request
-                if msg.type == m.NLMSG_ERROR:
-                    code, text = m.parse_error(msg)
+                if msg.type == nl.NLMSG_ERROR:
+                    code, text = nl.parse_error(msg)
                     if code:
                         raise ApplyError(text or os.strerror(code), code)
                     return replies
-                if msg.type == m.NLMSG_DONE:
-                    code = -int.from_bytes(msg.payload[:4], "little", signed=True) if msg.payload else 0
+                if msg.type == nl.NLMSG_DONE:
+                    code = nl.done_error(msg)
                     if code > 0:
                         raise ApplyError(os.strerror(code), code)
                     return replies
-                if msg.type in (m.NLMSG_NOOP, m.NLMSG_OVERRUN):
+                if msg.type in (nl.NLMSG_NOOP, nl.NLMSG_OVERRUN):
                     continue
                 replies.append(msg)
 
-    def dump(self, cmd: int, attrs: bytes = b"") -> list[m.Message]:
+    def dump(self, cmd: int, attrs: bytes = b"") -> list[nl.Message]:
         """A DUMP request of this family."""
         seq = self.next_seq()
-        return self.request(m.genlmsg(self.family, cmd, m.NLM_F_REQUEST | m.NLM_F_DUMP, seq, attrs), seq)
+        return self.request(m.genlmsg(self.family, cmd, nl.NLM_F_REQUEST | nl.NLM_F_DUMP, seq, attrs), seq)
 
     def batch(self, messages: Sequence[tuple[int, bytes]]) -> dict[int, tuple[int, str]]:
         """Send pre-encoded messages at once; the last must carry NLM_F_ACK (the barrier).
@@ -189,9 +203,9 @@ class IpvsSocket:
                     raise _Uncertain() from exc
                 raise
             for msg in received:
-                if msg.type != m.NLMSG_ERROR:
+                if msg.type != nl.NLMSG_ERROR:
                     continue
-                code, text = m.parse_error(msg)
+                code, text = nl.parse_error(msg)
                 if code:
                     failed[msg.seq] = (code, text)
                 if msg.seq == barrier:
@@ -222,7 +236,7 @@ class IpvsSocket:
 def _open_socket(netns: str | None) -> socket.socket:
     def make() -> socket.socket:
         try:
-            return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, m.NETLINK_GENERIC)
+            return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, nl.NETLINK_GENERIC)
         except OSError as exc:
             raise ApplyError(f"IPVS netlink: cannot open a generic netlink socket: {exc.strerror}", exc.errno) from None
 
@@ -341,7 +355,7 @@ class IpvsBackend:
 
     def reals(self, key: ServiceKey) -> dict[tuple[IPAddress, int], tuple[RealServer, RealServerStats]]:
         """The real servers of one service with their counters (empty if it does not exist)."""
-        attrs = m.nla(m.IPVS_CMD_ATTR_SERVICE, m.service_key_attrs(key))
+        attrs = nl.nla(m.IPVS_CMD_ATTR_SERVICE, m.service_key_attrs(key))
         sock = self.socket
         what = f"list real servers of ipvs service {key}"
         try:
@@ -360,7 +374,7 @@ class IpvsBackend:
         """One service as the kernel has it, or ``None``."""
         sock = self.socket
         seq = sock.next_seq()
-        data = m.service_request(sock.family, m.IPVS_CMD_GET_SERVICE, seq, key, m.NLM_F_REQUEST | m.NLM_F_ACK)
+        data = m.service_request(sock.family, m.IPVS_CMD_GET_SERVICE, seq, key, nl.NLM_F_REQUEST | nl.NLM_F_ACK)
         try:
             replies = sock.request(data, seq)
         except ApplyError as exc:
@@ -425,14 +439,14 @@ class IpvsBackend:
         for i, action in chunk:
             try:
                 seq = sock.next_seq()
-                encoded.append((i, seq, action, self._encode(action, seq, m.NLM_F_REQUEST)))
+                encoded.append((i, seq, action, self._encode(action, seq, nl.NLM_F_REQUEST)))
             except (ValueError, ApplyError) as exc:
                 results[i] = exc if isinstance(exc, ApplyError) else ApplyError(f"{action}: {exc}", errno.EINVAL)
         if not encoded:
             return
         # The barrier: the last message asks for an ACK.
         i, seq, action, _data = encoded[-1]
-        encoded[-1] = (i, seq, action, self._encode(action, seq, m.NLM_F_REQUEST | m.NLM_F_ACK))
+        encoded[-1] = (i, seq, action, self._encode(action, seq, nl.NLM_F_REQUEST | nl.NLM_F_ACK))
         self.writes += len(encoded)
         try:
             failed = sock.batch([(seq, data) for _i, seq, _a, data in encoded])
@@ -472,7 +486,7 @@ class IpvsBackend:
     def _send_one(self, action: Action) -> None:
         sock = self.socket
         seq = sock.next_seq()
-        data = self._encode(action, seq, m.NLM_F_REQUEST | m.NLM_F_ACK)
+        data = self._encode(action, seq, nl.NLM_F_REQUEST | nl.NLM_F_ACK)
         self.writes += 1
         sock.request(data, seq)
 
@@ -515,21 +529,122 @@ class IpvsBackend:
 
     @staticmethod
     def _error(action: Action, exc: ApplyError) -> ApplyError:
-        code = exc.errno
-        detail = str(exc)
-        prefix = f"{action}: "
-        if detail.startswith(prefix):
-            detail = detail[len(prefix) :]
-        hint = _hint(action, code)
-        name = errno.errorcode.get(code or 0, str(code))
-        text = f"{action}: {detail} [{name}]" + (f" ({hint})" if hint else "")
-        return ApplyError(text, code)
+        return _explained(str(action), exc, _hint(action, exc.errno))
+
+    # ------------------------------------------------------------------ sync daemons
+
+    def daemons(self) -> tuple[SyncDaemon, ...]:
+        """The running IPVS sync daemons: none, a master, a backup or both (master first)."""
+        what = "list ipvs sync daemons"
+        try:
+            sock = self.socket
+            msgs = self._retrying(sock.dump, m.IPVS_CMD_GET_DAEMON, what=what)
+            found = [m.daemon_from_payload(msg.payload) for msg in msgs]
+        except ApplyError as exc:
+            raise _explained(what, exc, _daemon_hint(exc.errno, None)) from None
+        except nl.DecodeError as exc:
+            raise ApplyError(f"{what}: unreadable answer from the kernel: {exc}", errno.EPROTO) from exc
+        return tuple(sorted(found, key=lambda d: SYNC_STATES.index(d.state)))
+
+    def start_daemon(self, daemon: SyncDaemon) -> None:
+        """Start ``daemon``.  Already running with exactly this configuration is success.
+
+        A daemon of the same state running with other parameters is an
+        :class:`ApplyError` with errno EEXIST whose message shows both: the
+        kernel cannot change a running daemon, so the caller stops that one
+        (:meth:`stop_daemon`) and starts this one.  Other refusals carry the
+        kernel's errno and a hint (ENODEV: no such interface; EINVAL: mixed
+        IPv4/IPv6 destinations; ENOPROTOOPT: no IPVS in this kernel).
+        """
+        what = f"start {daemon}"
+        flags = nl.NLM_F_REQUEST | nl.NLM_F_ACK
+
+        def encode(family: int, seq: int) -> bytes:
+            return m.daemon_start_request(family, seq, daemon, flags)
+
+        try:
+            self._retrying(self._daemon_command, encode, what=what)
+        except ApplyError as exc:
+            if exc.errno != errno.EEXIST:
+                raise _explained(what, exc, _daemon_hint(exc.errno, daemon)) from None
+            running = next((d for d in self.daemons() if d.state == daemon.state), None)
+            if running == daemon:
+                return  # converged
+            raise ApplyError(
+                f"{what}: the {daemon.state} sync daemon already runs with other parameters: {running} [EEXIST] "
+                "(the kernel cannot change a running daemon: stop it, then start this one)",
+                errno.EEXIST,
+            ) from None
+
+    def stop_daemon(self, state: str) -> None:
+        """Stop the sync daemon of ``state`` (``"master"`` or ``"backup"``); none running is success.
+
+        An unknown state is a ``ValueError``, raised before anything is sent.
+        """
+        what = f"stop {state} sync daemon"
+        flags = nl.NLM_F_REQUEST | nl.NLM_F_ACK
+
+        def encode(family: int, seq: int) -> bytes:
+            return m.daemon_stop_request(family, seq, state, flags)
+
+        try:
+            self._retrying(self._daemon_command, encode, what=what)
+        except ApplyError as exc:
+            if exc.errno == errno.ESRCH:
+                return  # already stopped
+            raise _explained(what, exc, _daemon_hint(exc.errno, None)) from None
+
+    def _daemon_command(self, encode: Callable[[int, int], bytes]) -> None:
+        """One daemon write with a fresh sequence number (``encode(family, seq)``), answered by an ACK."""
+        sock = self.socket
+        seq = sock.next_seq()
+        data = encode(sock.family, seq)
+        self.writes += 1
+        sock.request(data, seq)
 
 
 def _transient() -> frozenset[int]:
     from .retry import TRANSIENT_ERRNOS
 
     return TRANSIENT_ERRNOS
+
+
+def _explained(what: str, exc: ApplyError, hint: str) -> ApplyError:
+    """``what: detail [ERRNAME] (hint)``: the error an operator reads, errno kept."""
+    code = exc.errno
+    detail = str(exc)
+    prefix = f"{what}: "
+    if detail.startswith(prefix):
+        detail = detail[len(prefix) :]
+    name = errno.errorcode.get(code or 0, str(code))
+    return ApplyError(f"{what}: {detail} [{name}]" + (f" ({hint})" if hint else ""), code)
+
+
+def _daemon_hint(code: int | None, daemon: SyncDaemon | None) -> str:
+    """What a refused sync daemon command most likely means (measured on Linux 7.2).
+
+    ``daemon`` is the one being started (``None`` for a stop or a dump).
+    SyncDaemon already refuses every value the kernel's checks would, so a
+    start's EINVAL is the one thing left: mixed-family real servers.
+    """
+    if daemon is None:
+        return "needs root (CAP_NET_ADMIN)" if code in (errno.EPERM, errno.EACCES) else ""
+    if code == errno.ENODEV:
+        return f"no such interface {daemon.interface}"
+    if code == errno.EINVAL:
+        return (
+            "mixed IPv4/IPv6 destinations: a service has real servers of the other address family, "
+            "which the sync protocol cannot carry"
+        )
+    if code == errno.EADDRNOTAVAIL:
+        return f"no usable IPv{daemon.family} source address on {daemon.interface} yet (duplicate address detection?)"
+    if code == errno.ENETUNREACH:
+        return f"{daemon.interface} is down or cannot reach {daemon.group} (IPv{daemon.family} disabled on it?)"
+    if code == errno.EAFNOSUPPORT:
+        return "this kernel's IPVS has no IPv6 support"
+    if code in (errno.EPERM, errno.EACCES):
+        return "needs root (CAP_NET_ADMIN)"
+    return ""  # ENOPROTOOPT (no IPVS) explains itself: see _NOT_AVAILABLE
 
 
 def _hint(action: Action, code: int | None) -> str:

@@ -1,9 +1,11 @@
 """IPVS generic-netlink messages <-> kanotify's value types, with nothing but ``struct``.
 
 This module is pure: bytes in, value types out, and back.  The socket lives in
-:mod:`kanotify.backends.ipvs`.  It covers exactly the messages kanotify sends
-(new/set/del of services and real servers, service and dest dumps, the
-family lookup) and the replies it reads.
+:mod:`kanotify.backends.ipvs`, the protocol-independent netlink framing
+(headers, attributes, errors) in :mod:`kanotify.backends.netlink`.  It covers
+exactly the messages kanotify sends (new/set/del of services and real servers,
+service and dest dumps, start/stop/dump of the sync daemons, the family
+lookup) and the replies it reads.
 
 Why not pyroute2's ``IPVSService``/``IPVSDest``: encoding through them costs
 ~0.3 ms per message against ~0.01 ms here (it matters for 11,000-message
@@ -21,7 +23,11 @@ Wire facts (Linux ``ip_vs_ctl.c``, checked against a 6.1 kernel):
 * new/set of a service need scheduler, flags, timeout and netmask all present;
   new/set of a dest need forwarding method, weight and both thresholds;
 * persistence is the ``PERSISTENT`` flag *and* a timeout; the kernel ORs in
-  ``HASHED`` on every service.
+  ``HASHED`` on every service;
+* sync daemon (checked against Linux 7.2): ``MCAST_PORT`` is a u16 in *host*
+  order while ``MCAST_GROUP`` is an ``in_addr`` in network order; a start needs
+  state, interface and sync id; the dump reports every field, ``maxlen``
+  included (the kernel's computed default when none was given).
 """
 
 from __future__ import annotations
@@ -29,40 +35,30 @@ from __future__ import annotations
 import ipaddress
 import socket
 import struct
-from dataclasses import dataclass
-from typing import Iterator, Mapping
+from typing import Mapping
 
-from ..model import IPAddress, RealServer, RealServerStats, ServiceKey, VirtualService
+from ..model import (
+    SYNC_DEFAULT_GROUP,
+    SYNC_DEFAULT_PORT,
+    SYNC_DEFAULT_TTL,
+    SYNC_STATES,
+    IPAddress,
+    RealServer,
+    RealServerStats,
+    ServiceKey,
+    SyncDaemon,
+    VirtualService,
+)
+from .netlink import NLM_F_ACK, NLM_F_REQUEST, DecodeError, nla, nlmsg, parse_attrs
 
-# --------------------------------------------------------------------------- netlink
-
-NETLINK_GENERIC = 16
-SOL_NETLINK = 270
-NETLINK_CAP_ACK = 10
-NETLINK_EXT_ACK = 11
-
-NLMSG_NOOP = 1
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
-NLMSG_OVERRUN = 4
-
-NLM_F_REQUEST = 0x1
-NLM_F_MULTI = 0x2
-NLM_F_ACK = 0x4
-NLM_F_DUMP = 0x300
-NLM_F_CAPPED = 0x100
-NLM_F_ACK_TLVS = 0x200
-NLMSGERR_ATTR_MSG = 1
+# --------------------------------------------------------------------------- generic netlink
 
 GENL_ID_CTRL = 0x10
 CTRL_CMD_GETFAMILY = 3
 CTRL_ATTR_FAMILY_ID = 1
 CTRL_ATTR_FAMILY_NAME = 2
 
-_NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
 _GENLHDR = struct.Struct("=BBH")  # cmd, version, reserved
-_NLA = struct.Struct("=HH")  # len, type
-_NLA_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED / NLA_F_NET_BYTEORDER
 
 # --------------------------------------------------------------------------- IPVS
 
@@ -77,15 +73,20 @@ IPVS_CMD_NEW_DEST = 5
 IPVS_CMD_SET_DEST = 6
 IPVS_CMD_DEL_DEST = 7
 IPVS_CMD_GET_DEST = 8
+IPVS_CMD_NEW_DAEMON = 9
+IPVS_CMD_DEL_DAEMON = 10
+IPVS_CMD_GET_DAEMON = 11  # dump only; the replies are IPVS_CMD_NEW_DAEMON
 
 #: Commands that change kernel state (counted as "writes").
 WRITE_COMMANDS = frozenset({
     IPVS_CMD_NEW_SERVICE, IPVS_CMD_SET_SERVICE, IPVS_CMD_DEL_SERVICE,
     IPVS_CMD_NEW_DEST, IPVS_CMD_SET_DEST, IPVS_CMD_DEL_DEST,
+    IPVS_CMD_NEW_DAEMON, IPVS_CMD_DEL_DAEMON,
 })
 
 IPVS_CMD_ATTR_SERVICE = 1
 IPVS_CMD_ATTR_DEST = 2
+IPVS_CMD_ATTR_DAEMON = 3
 
 IPVS_SVC_ATTR_AF = 1
 IPVS_SVC_ATTR_PROTOCOL = 2
@@ -108,6 +109,20 @@ IPVS_DEST_ATTR_ACTIVE_CONNS = 7
 IPVS_DEST_ATTR_INACT_CONNS = 8
 IPVS_DEST_ATTR_PERSIST_CONNS = 9
 IPVS_DEST_ATTR_ADDR_FAMILY = 11
+
+# Inside IPVS_CMD_ATTR_DAEMON; the kernel's ip_vs_daemon_policy in brackets.
+IPVS_DAEMON_ATTR_STATE = 1  # u32: 1 master, 2 backup (new and del need it)
+IPVS_DAEMON_ATTR_MCAST_IFN = 2  # NUL-terminated string, at most 15 characters (new needs it)
+IPVS_DAEMON_ATTR_SYNC_ID = 3  # u32 (new needs it)
+IPVS_DAEMON_ATTR_SYNC_MAXLEN = 4  # u16
+IPVS_DAEMON_ATTR_MCAST_GROUP = 5  # u32 policy, network order (an in_addr)
+IPVS_DAEMON_ATTR_MCAST_GROUP6 = 6  # 16 bytes (an in6_addr)
+IPVS_DAEMON_ATTR_MCAST_PORT = 7  # u16, HOST order
+IPVS_DAEMON_ATTR_MCAST_TTL = 8  # u8
+
+#: sync daemon state names <-> IP_VS_STATE_* values
+DAEMON_STATES: Mapping[str, int] = {"master": 1, "backup": 2}
+_DAEMON_STATE_NAMES = {code: name for name, code in DAEMON_STATES.items()}
 
 IP_VS_SVC_F_PERSISTENT = 0x0001
 IP_VS_SVC_F_HASHED = 0x0002
@@ -134,23 +149,7 @@ _AF = {4: socket.AF_INET, 6: socket.AF_INET6}
 _VERSION: dict[int, int] = {int(socket.AF_INET): 4, int(socket.AF_INET6): 6}
 
 
-class DecodeError(ValueError):
-    """A kernel message kanotify cannot read (truncated, unknown family or protocol)."""
-
-
 # --------------------------------------------------------------------------- encoding
-
-
-def nla(attr_type: int, data: bytes) -> bytes:
-    """One netlink attribute, padded to 4 bytes."""
-    length = _NLA.size + len(data)
-    return _NLA.pack(length, attr_type) + data + b"\0" * (-length % 4)
-
-
-def nlmsg(msg_type: int, flags: int, seq: int, payload: bytes) -> bytes:
-    """One netlink message (header + payload, padded to 4 bytes)."""
-    length = _NLMSGHDR.size + len(payload)
-    return _NLMSGHDR.pack(length, msg_type, flags, seq, 0) + payload + b"\0" * (-length % 4)
 
 
 def genlmsg(family: int, cmd: int, flags: int, seq: int, attrs: bytes, version: int = IPVS_GENL_VERSION) -> bytes:
@@ -263,61 +262,12 @@ def dest_request(
 # --------------------------------------------------------------------------- decoding
 
 
-@dataclass(frozen=True)
-class Message:
-    """One netlink message as read from the socket."""
-
-    type: int
-    flags: int
-    seq: int
-    payload: bytes
-
-
-def iter_messages(data: bytes) -> Iterator[Message]:
-    """Split one ``recv`` buffer into netlink messages."""
-    offset = 0
-    while offset + _NLMSGHDR.size <= len(data):
-        length, mtype, flags, seq, _pid = _NLMSGHDR.unpack_from(data, offset)
-        if length < _NLMSGHDR.size or offset + length > len(data):
-            raise DecodeError(f"truncated netlink message at offset {offset} (length {length})")
-        yield Message(mtype, flags, seq, data[offset + _NLMSGHDR.size : offset + length])
-        offset += (length + 3) & ~3
-
-
-def parse_attrs(data: bytes, offset: int = 0) -> dict[int, bytes]:
-    """Attributes of one level by type (the last one wins; IPVS never repeats them)."""
-    attrs: dict[int, bytes] = {}
-    while offset + _NLA.size <= len(data):
-        length, atype = _NLA.unpack_from(data, offset)
-        if length < _NLA.size:
-            break
-        attrs[atype & _NLA_TYPE_MASK] = data[offset + _NLA.size : offset + length]
-        offset += (length + 3) & ~3
-    return attrs
-
-
 def genl_attrs(payload: bytes) -> tuple[int, dict[int, bytes]]:
     """(cmd, attributes) of a generic netlink message payload."""
     if len(payload) < _GENLHDR.size:
         raise DecodeError("generic netlink message shorter than its header")
     cmd = payload[0]
     return cmd, parse_attrs(payload, _GENLHDR.size)
-
-
-def parse_error(msg: Message) -> tuple[int, str]:
-    """(errno, extended-ack text or "") of an NLMSG_ERROR; errno 0 is an ACK."""
-    (error,) = struct.unpack_from("=i", msg.payload, 0)
-    text = ""
-    if msg.flags & NLM_F_ACK_TLVS:
-        if msg.flags & NLM_F_CAPPED:
-            tlv_offset = 4 + _NLMSGHDR.size
-        else:
-            (orig_len,) = struct.unpack_from("=I", msg.payload, 4)
-            tlv_offset = 4 + ((orig_len + 3) & ~3)
-        raw = parse_attrs(msg.payload, tlv_offset).get(NLMSGERR_ATTR_MSG)
-        if raw:
-            text = raw.split(b"\0", 1)[0].decode(errors="replace")
-    return -error, text
 
 
 def family_id(payload: bytes) -> int:
@@ -436,3 +386,96 @@ def dest_from_payload(payload: bytes, service_family: int) -> tuple[RealServer, 
     if inner is None:
         raise DecodeError("IPVS dest reply without IPVS_CMD_ATTR_DEST")
     return decode_dest(parse_attrs(inner), service_family)
+
+
+# --------------------------------------------------------------------------- sync daemon
+
+
+def daemon_attrs(daemon: SyncDaemon) -> bytes:
+    """Everything a start (``IPVS_CMD_NEW_DAEMON``) carries, inside ``IPVS_CMD_ATTR_DAEMON``.
+
+    Group, port and TTL are always sent (kanotify's defaults are the kernel's),
+    ``maxlen`` only when set, so the kernel computes its own default from the
+    interface MTU otherwise.
+    """
+    group = (
+        nla(IPVS_DAEMON_ATTR_MCAST_GROUP, daemon.group.packed)
+        if daemon.family == 4
+        else nla(IPVS_DAEMON_ATTR_MCAST_GROUP6, daemon.group.packed)
+    )
+    out = (
+        nla(IPVS_DAEMON_ATTR_STATE, struct.pack("=I", DAEMON_STATES[daemon.state]))
+        + nla(IPVS_DAEMON_ATTR_MCAST_IFN, daemon.interface.encode() + b"\0")
+        + nla(IPVS_DAEMON_ATTR_SYNC_ID, struct.pack("=I", daemon.sync_id))
+    )
+    if daemon.maxlen is not None:
+        out += nla(IPVS_DAEMON_ATTR_SYNC_MAXLEN, struct.pack("=H", daemon.maxlen))
+    return (
+        out
+        + group
+        + nla(IPVS_DAEMON_ATTR_MCAST_PORT, struct.pack("=H", daemon.port))
+        + nla(IPVS_DAEMON_ATTR_MCAST_TTL, struct.pack("=B", daemon.ttl))
+    )
+
+
+def daemon_start_request(family: int, seq: int, daemon: SyncDaemon, flags: int) -> bytes:
+    """``IPVS_CMD_NEW_DAEMON``: start ``daemon`` (EEXIST if one of its state already runs)."""
+    return genlmsg(family, IPVS_CMD_NEW_DAEMON, flags, seq, nla(IPVS_CMD_ATTR_DAEMON, daemon_attrs(daemon)))
+
+
+def daemon_stop_request(family: int, seq: int, state: str, flags: int) -> bytes:
+    """``IPVS_CMD_DEL_DAEMON``: stop the daemon of ``state`` (ESRCH if none runs); the state is all it needs."""
+    try:
+        code = DAEMON_STATES[state]
+    except KeyError:
+        raise ValueError(f"sync daemon state {state!r}: expected one of {', '.join(SYNC_STATES)}") from None
+    inner = nla(IPVS_DAEMON_ATTR_STATE, struct.pack("=I", code))
+    return genlmsg(family, IPVS_CMD_DEL_DAEMON, flags, seq, nla(IPVS_CMD_ATTR_DAEMON, inner))
+
+
+def decode_daemon(attrs: Mapping[int, bytes]) -> SyncDaemon:
+    """The attributes of one ``IPVS_CMD_ATTR_DAEMON`` (a dump reply) as a :class:`SyncDaemon`.
+
+    ``maxlen`` is the kernel's number (it reports its computed default too);
+    a kernel too old to report group, port or TTL gets the defaults.
+    """
+    code = _u32(attrs, IPVS_DAEMON_ATTR_STATE)
+    state = _DAEMON_STATE_NAMES.get(code)
+    if state is None:
+        raise DecodeError(f"sync daemon with unknown state {code}")
+    raw_ifn = attrs.get(IPVS_DAEMON_ATTR_MCAST_IFN)
+    if raw_ifn is None:
+        raise DecodeError("sync daemon without an interface")
+    raw6 = attrs.get(IPVS_DAEMON_ATTR_MCAST_GROUP6)
+    raw4 = attrs.get(IPVS_DAEMON_ATTR_MCAST_GROUP)
+    if raw6 is not None:
+        group: IPAddress = ipaddress.IPv6Address(raw6[:16])
+    elif raw4 is not None:
+        group = ipaddress.IPv4Address(raw4[:4])
+    else:
+        group = SYNC_DEFAULT_GROUP
+    raw_maxlen = attrs.get(IPVS_DAEMON_ATTR_SYNC_MAXLEN)
+    raw_ttl = attrs.get(IPVS_DAEMON_ATTR_MCAST_TTL)
+    try:
+        return SyncDaemon(
+            state=state,
+            interface=raw_ifn.split(b"\0", 1)[0].decode(errors="replace"),
+            sync_id=_u32(attrs, IPVS_DAEMON_ATTR_SYNC_ID),
+            maxlen=struct.unpack("=H", raw_maxlen[:2])[0] if raw_maxlen else None,
+            group=group,
+            port=_u16(attrs, IPVS_DAEMON_ATTR_MCAST_PORT, SYNC_DEFAULT_PORT),
+            ttl=raw_ttl[0] if raw_ttl else SYNC_DEFAULT_TTL,
+        )
+    except ValueError as exc:
+        # Only a raw netlink client can get there (the kernel keeps a sync id
+        # above 255, which ipvsadm refuses); everything else it reports is in range.
+        raise DecodeError(str(exc)) from None
+
+
+def daemon_from_payload(payload: bytes) -> SyncDaemon:
+    """Decode one ``IPVS_CMD_GET_DAEMON`` dump part."""
+    _cmd, attrs = genl_attrs(payload)
+    inner = attrs.get(IPVS_CMD_ATTR_DAEMON)
+    if inner is None:
+        raise DecodeError("IPVS daemon reply without IPVS_CMD_ATTR_DAEMON")
+    return decode_daemon(parse_attrs(inner))

@@ -1,12 +1,11 @@
 """The IPVS message codec, checked against pyroute2's parser/encoder as an independent oracle.
 
-These run on the host (no IPVS, no root needed): they pin the wire format the
-kernel tests in the guest then prove against a real kernel.
+Pure (no kernel, no root): they pin the wire format the kernel tests in the
+guest (``tests/kernel/guest/``) then prove against a real kernel.
 """
 
 from __future__ import annotations
 
-import errno
 import ipaddress
 import struct
 import subprocess
@@ -18,6 +17,7 @@ from hypothesis import strategies as st
 from pyroute2.netlink.generic import ipvs as pr
 
 from kanotify.backends import ipvs_msg as m
+from kanotify.backends import netlink as nl
 from kanotify.model import FORWARDS, SCHEDULERS, SERVICE_FLAGS, RealServer, RealServerStats, ServiceKey, VirtualService
 
 ip = ipaddress.ip_address
@@ -36,7 +36,7 @@ def pyroute2_reply(cmd: int, attrs: list, seq: int = 9) -> bytes:
     out["cmd"] = cmd
     out["version"] = 1
     out["header"]["type"] = FAMILY
-    out["header"]["flags"] = m.NLM_F_MULTI
+    out["header"]["flags"] = nl.NLM_F_MULTI
     out["header"]["sequence_number"] = seq
     out["attrs"] = attrs
     out.encode()
@@ -58,11 +58,11 @@ SERVICES = [
 
 @pytest.mark.parametrize("service", SERVICES, ids=str)
 def test_service_request_reads_back_in_pyroute2(service: VirtualService) -> None:
-    data = m.service_request(FAMILY, m.IPVS_CMD_NEW_SERVICE, 77, service, m.NLM_F_REQUEST | m.NLM_F_ACK)
+    data = m.service_request(FAMILY, m.IPVS_CMD_NEW_SERVICE, 77, service, nl.NLM_F_REQUEST | nl.NLM_F_ACK)
     msg = pyroute2_parse(data)
     assert msg["header"]["type"] == FAMILY
     assert msg["header"]["sequence_number"] == 77
-    assert msg["header"]["flags"] == m.NLM_F_REQUEST | m.NLM_F_ACK
+    assert msg["header"]["flags"] == nl.NLM_F_REQUEST | nl.NLM_F_ACK
     assert msg["cmd"] == m.IPVS_CMD_NEW_SERVICE
     svc = msg.get("IPVS_CMD_ATTR_SERVICE")
     key = service.key
@@ -93,7 +93,7 @@ def test_service_request_reads_back_in_pyroute2(service: VirtualService) -> None
 
 def test_delete_carries_only_the_key() -> None:
     service = SERVICES[1]
-    data = m.service_request(FAMILY, m.IPVS_CMD_DEL_SERVICE, 1, service.key, m.NLM_F_REQUEST)
+    data = m.service_request(FAMILY, m.IPVS_CMD_DEL_SERVICE, 1, service.key, nl.NLM_F_REQUEST)
     svc = pyroute2_parse(data).get("IPVS_CMD_ATTR_SERVICE")
     names = [name for name, _value in svc["attrs"]]
     assert names == ["IPVS_SVC_ATTR_AF", "IPVS_SVC_ATTR_PROTOCOL", "IPVS_SVC_ATTR_ADDR", "IPVS_SVC_ATTR_PORT"]
@@ -124,7 +124,7 @@ def test_kernel_reply_is_normalized() -> None:
         netmask="255.255.255.255",
         sched="sh",
     )
-    (msg,) = m.iter_messages(pyroute2_reply(m.IPVS_CMD_NEW_SERVICE, attrs))
+    (msg,) = nl.iter_messages(pyroute2_reply(m.IPVS_CMD_NEW_SERVICE, attrs))
     assert msg.seq == 9
     service = m.service_from_payload(msg.payload)
     assert service == VirtualService(
@@ -137,7 +137,7 @@ def test_kernel_reply_ipv6_fwmark_prefix_length() -> None:
     # 64 as the kernel sends it for IPv6: a host-order u32 (pyroute2 calls it "64.0.0.0" here).
     netmask = str(ipaddress.IPv4Address(struct.pack("=I", 64)))
     attrs = kernel_service_attrs(10, [("IPVS_SVC_ATTR_FWMARK", 9)], m.IP_VS_SVC_F_HASHED, 0, netmask)
-    (msg,) = m.iter_messages(pyroute2_reply(m.IPVS_CMD_NEW_SERVICE, attrs))
+    (msg,) = nl.iter_messages(pyroute2_reply(m.IPVS_CMD_NEW_SERVICE, attrs))
     assert m.service_from_payload(msg.payload) == VirtualService(ServiceKey.mark(9, 6), "wlc", 0, 64)
 
 
@@ -145,13 +145,13 @@ def test_timeout_without_persistent_flag_is_no_persistence() -> None:
     attrs = kernel_service_attrs(
         2, [("IPVS_SVC_ATTR_FWMARK", 1)], m.IP_VS_SVC_F_HASHED, timeout=300, netmask="255.255.255.255"
     )
-    (msg,) = m.iter_messages(pyroute2_reply(m.IPVS_CMD_NEW_SERVICE, attrs))
+    (msg,) = nl.iter_messages(pyroute2_reply(m.IPVS_CMD_NEW_SERVICE, attrs))
     assert m.service_from_payload(msg.payload).persistence == 0
 
 
 def test_noncontiguous_ipv4_mask_never_equals_a_prefix() -> None:
     attrs = kernel_service_attrs(2, [("IPVS_SVC_ATTR_FWMARK", 1)], 3, 300, "255.0.255.0")
-    (msg,) = m.iter_messages(pyroute2_reply(m.IPVS_CMD_NEW_SERVICE, attrs))
+    (msg,) = nl.iter_messages(pyroute2_reply(m.IPVS_CMD_NEW_SERVICE, attrs))
     service = m.service_from_payload(msg.payload)
     assert service.netmask == -1
     assert not service.same_config(VirtualService(service.key, "wlc", 300, 16))
@@ -168,7 +168,7 @@ REALS = [
 @pytest.mark.parametrize("real", REALS, ids=str)
 def test_dest_request_reads_back_in_pyroute2(real: RealServer) -> None:
     key = ServiceKey.inet("tcp", real.address, 80)
-    data = m.dest_request(FAMILY, m.IPVS_CMD_SET_DEST, 5, key, real, m.NLM_F_REQUEST)
+    data = m.dest_request(FAMILY, m.IPVS_CMD_SET_DEST, 5, key, real, nl.NLM_F_REQUEST)
     msg = pyroute2_parse(data)
     assert msg["cmd"] == m.IPVS_CMD_SET_DEST
     svc = msg.get("IPVS_CMD_ATTR_SERVICE")
@@ -186,7 +186,7 @@ def test_dest_request_reads_back_in_pyroute2(real: RealServer) -> None:
 
 def test_dest_delete_carries_only_the_key() -> None:
     real = REALS[2]
-    data = m.dest_request(FAMILY, m.IPVS_CMD_DEL_DEST, 5, ServiceKey.mark(1), real, m.NLM_F_REQUEST, full=False)
+    data = m.dest_request(FAMILY, m.IPVS_CMD_DEL_DEST, 5, ServiceKey.mark(1), real, nl.NLM_F_REQUEST, full=False)
     dest = pyroute2_parse(data).get("IPVS_CMD_ATTR_DEST")
     names = {name for name, _v in dest["attrs"]}
     assert names == {"IPVS_DEST_ATTR_ADDR", "IPVS_DEST_ATTR_PORT", "IPVS_DEST_ATTR_ADDR_FAMILY"}
@@ -205,7 +205,7 @@ def test_kernel_dest_reply_with_counters() -> None:
         ("IPVS_DEST_ATTR_PERSIST_CONNS", 5),
         ("IPVS_DEST_ATTR_ADDR_FAMILY", 2),
     ]})]
-    (msg,) = m.iter_messages(pyroute2_reply(m.IPVS_CMD_NEW_DEST, attrs))
+    (msg,) = nl.iter_messages(pyroute2_reply(m.IPVS_CMD_NEW_DEST, attrs))
     real, stats = m.dest_from_payload(msg.payload, 4)
     assert real == RealServer(ip("192.0.2.21"), 80, "dr", 0)
     assert stats == RealServerStats(3, 4)
@@ -258,8 +258,8 @@ def _as_reply(request: bytes, cmd: int) -> bytes:
 @settings(max_examples=300, deadline=None)
 @given(services())
 def test_service_round_trip(service: VirtualService) -> None:
-    data = m.service_request(FAMILY, m.IPVS_CMD_NEW_SERVICE, 1, service, m.NLM_F_REQUEST)
-    (msg,) = m.iter_messages(data)
+    data = m.service_request(FAMILY, m.IPVS_CMD_NEW_SERVICE, 1, service, nl.NLM_F_REQUEST)
+    (msg,) = nl.iter_messages(data)
     assert m.service_from_payload(msg.payload) == service
 
 
@@ -267,8 +267,8 @@ def test_service_round_trip(service: VirtualService) -> None:
 @given(reals())
 def test_dest_round_trip(real: RealServer) -> None:
     key = ServiceKey.mark(1, real.address.version)
-    data = m.dest_request(FAMILY, m.IPVS_CMD_NEW_DEST, 1, key, real, m.NLM_F_REQUEST)
-    (msg,) = m.iter_messages(data)
+    data = m.dest_request(FAMILY, m.IPVS_CMD_NEW_DEST, 1, key, real, nl.NLM_F_REQUEST)
+    (msg,) = nl.iter_messages(data)
     assert m.dest_from_payload(msg.payload, key.family) == (real, RealServerStats())
 
 
@@ -276,7 +276,7 @@ def test_dest_round_trip(real: RealServer) -> None:
 @given(services())
 def test_pyroute2_agrees_on_every_service(service: VirtualService) -> None:
     """pyroute2 parses every message this codec writes, without unknown attributes."""
-    data = m.service_request(FAMILY, m.IPVS_CMD_SET_SERVICE, 3, service, m.NLM_F_REQUEST)
+    data = m.service_request(FAMILY, m.IPVS_CMD_SET_SERVICE, 3, service, nl.NLM_F_REQUEST)
     svc = pyroute2_parse(data).get("IPVS_CMD_ATTR_SERVICE")
     assert "UNKNOWN" not in [name for name, _v in svc["attrs"]]
     assert svc.get("IPVS_SVC_ATTR_SCHED_NAME") == service.scheduler
@@ -287,32 +287,12 @@ def test_pyroute2_agrees_on_every_service(service: VirtualService) -> None:
 
 def test_several_messages_in_one_buffer() -> None:
     data = b"".join(
-        m.service_request(FAMILY, m.IPVS_CMD_DEL_SERVICE, seq, s.key, m.NLM_F_REQUEST)
+        m.service_request(FAMILY, m.IPVS_CMD_DEL_SERVICE, seq, s.key, nl.NLM_F_REQUEST)
         for seq, s in enumerate(SERVICES, 1)
     )
-    msgs = list(m.iter_messages(data))
+    msgs = list(nl.iter_messages(data))
     assert [msg.seq for msg in msgs] == list(range(1, len(SERVICES) + 1))
     assert [m.service_from_payload(msg.payload).key for msg in msgs] == [s.key for s in SERVICES]
-
-
-def test_truncated_buffer_is_an_error() -> None:
-    data = m.service_request(FAMILY, m.IPVS_CMD_DEL_SERVICE, 1, SERVICES[0].key, m.NLM_F_REQUEST)
-    with pytest.raises(m.DecodeError):
-        list(m.iter_messages(data[:-4]))
-
-
-def test_error_with_extended_ack_text() -> None:
-    original = m.nlmsg(FAMILY, m.NLM_F_REQUEST, 5, b"")[:16]
-    payload = struct.pack("=i", -errno.EINVAL) + original + m.nla(m.NLMSGERR_ATTR_MSG, b"Attribute failed policy validation\0")
-    data = m.nlmsg(m.NLMSG_ERROR, m.NLM_F_CAPPED | m.NLM_F_ACK_TLVS, 5, payload)
-    (msg,) = m.iter_messages(data)
-    assert m.parse_error(msg) == (errno.EINVAL, "Attribute failed policy validation")
-
-
-def test_ack_is_errno_zero() -> None:
-    data = m.nlmsg(m.NLMSG_ERROR, m.NLM_F_CAPPED, 5, struct.pack("=i", 0) + b"\0" * 16)
-    (msg,) = m.iter_messages(data)
-    assert m.parse_error(msg) == (0, "")
 
 
 def test_invalid_values_are_refused_before_sending() -> None:
@@ -324,37 +304,9 @@ def test_invalid_values_are_refused_before_sending() -> None:
         m.service_key_attrs(ServiceKey.inet("icmp", ip("192.0.2.1"), 80))
 
 
-# --------------------------------------------------------------------------- the real socket, on the host
-
-
-def test_missing_family_is_enoprotoopt(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The real nlctrl lookup of a family that does not exist (as IPVS on a kernel without it)."""
-    from kanotify.backends.ipvs import IpvsBackend
-    from kanotify.errors import ApplyError
-
-    monkeypatch.setattr(m, "IPVS_GENL_NAME", "KANOTIFY_NONE")
-    with IpvsBackend() as backend, pytest.raises(ApplyError) as info:
-        backend.observe()
-    assert info.value.errno == errno.ENOPROTOOPT
-    assert str(info.value).startswith("IPVS is not available in this kernel (modprobe ip_vs)")
-
-
-def test_apply_many_without_ipvs_reports_every_action(monkeypatch: pytest.MonkeyPatch) -> None:
-    from kanotify.actions import AddService, Noop
-    from kanotify.backends.ipvs import IpvsBackend
-
-    monkeypatch.setattr(m, "IPVS_GENL_NAME", "KANOTIFY_NONE")
-    with IpvsBackend() as backend:
-        results = backend.apply_many([AddService(SERVICES[0]), Noop("nothing"), AddService(SERVICES[1])])
-    assert results[1] is None
-    for result in (results[0], results[2]):
-        assert result is not None and getattr(result, "errno", None) == errno.ENOPROTOOPT
-        assert "add ipvs service" in str(result)
-    assert backend.writes == 0
-
-
-def test_importing_the_backend_does_not_import_pyroute2() -> None:
-    """The notify path pays for pyroute2 only where it needs it; IPVS never does."""
-    code = "import sys, kanotify.backends.ipvs; print('pyroute2' in sys.modules)"
+@pytest.mark.parametrize("module", ["kanotify.backends.ipvs", "kanotify.backends.garp"])
+def test_importing_the_backend_does_not_import_pyroute2(module: str) -> None:
+    """The notify path pays for pyroute2 only where it needs it; IPVS and GARP's detached sender never do."""
+    code = f"import sys, {module}; print('pyroute2' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -1,0 +1,136 @@
+"""Netlink framing (kanotify.backends.netlink) and GARP's rtnetlink address check, pure.
+
+pyroute2 is the independent oracle: what it encodes, kanotify reads; what
+kanotify encodes, it reads.  No socket, no kernel.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import struct
+
+import pytest
+from pyroute2.netlink import nlmsg as pr_nlmsg
+from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+
+from kanotify.backends import garp
+from kanotify.backends import netlink as nl
+
+
+def test_header_and_padding() -> None:
+    data = nl.nlmsg(0x1234, nl.NLM_F_REQUEST | nl.NLM_F_ACK, 7, b"abcde")
+    assert len(data) == 24  # 16 + 5, padded to 4
+    parsed = pr_nlmsg(data)
+    parsed.decode()
+    header = parsed["header"]
+    assert (header["length"], header["type"], header["flags"], header["sequence_number"], header["pid"]) == (
+        21, 0x1234, nl.NLM_F_REQUEST | nl.NLM_F_ACK, 7, 0
+    )
+    (msg,) = nl.iter_messages(data)
+    assert msg == nl.Message(0x1234, nl.NLM_F_REQUEST | nl.NLM_F_ACK, 7, b"abcde")
+
+
+def test_attributes_pad_and_mask_flags() -> None:
+    data = nl.nla(1, b"x") + nl.nla(2 | nl.NLA_F_NESTED, nl.nla(3, b"")) + nl.nla(4 | nl.NLA_F_NET_BYTEORDER, b"\0\x50")
+    assert len(nl.nla(1, b"x")) == 8
+    attrs = nl.parse_attrs(data)
+    assert attrs == {1: b"x", 2: struct.pack("=HH", 4, 3), 4: b"\0\x50"}
+    assert nl.parse_attrs(attrs[2]) == {3: b""}
+
+
+def test_malformed_attribute_ends_the_level() -> None:
+    data = nl.nla(1, b"abcd") + struct.pack("=HH", 2, 9) + nl.nla(3, b"zz")
+    assert nl.parse_attrs(data) == {1: b"abcd"}
+
+
+def test_several_messages_in_one_buffer() -> None:
+    data = b"".join(nl.nlmsg(0x20, nl.NLM_F_MULTI, seq, bytes(seq)) for seq in range(1, 6))
+    msgs = list(nl.iter_messages(data))
+    assert [(msg.seq, msg.payload) for msg in msgs] == [(seq, bytes(seq)) for seq in range(1, 6)]
+
+
+def test_truncated_buffer_is_an_error() -> None:
+    data = nl.nlmsg(0x20, nl.NLM_F_REQUEST, 1, b"\1" * 12)
+    with pytest.raises(nl.DecodeError):
+        list(nl.iter_messages(data[:-4]))
+    with pytest.raises(nl.DecodeError):  # a length below the header's own
+        list(nl.iter_messages(struct.pack("=IHHII", 8, 1, 0, 0, 0)))
+
+
+def test_error_with_extended_ack_text() -> None:
+    original = nl.nlmsg(0x20, nl.NLM_F_REQUEST, 5, b"")[:16]
+    payload = struct.pack("=i", -errno.EINVAL) + original + nl.nla(nl.NLMSGERR_ATTR_MSG, b"Attribute failed policy validation\0")
+    data = nl.nlmsg(nl.NLMSG_ERROR, nl.NLM_F_CAPPED | nl.NLM_F_ACK_TLVS, 5, payload)
+    (msg,) = nl.iter_messages(data)
+    assert nl.parse_error(msg) == (errno.EINVAL, "Attribute failed policy validation")
+
+
+def test_error_echoing_the_whole_request() -> None:
+    """Without NETLINK_CAP_ACK the request is echoed in full; the text follows it (padded)."""
+    original = nl.nlmsg(0x20, nl.NLM_F_REQUEST, 5, b"abcdefg")  # 23 bytes, padded to 24
+    length = struct.unpack_from("=I", original)[0]
+    payload = struct.pack("=i", -errno.ENODEV) + original + nl.nla(nl.NLMSGERR_ATTR_MSG, b"no device\0")
+    (msg,) = nl.iter_messages(nl.nlmsg(nl.NLMSG_ERROR, nl.NLM_F_ACK_TLVS, 5, payload))
+    assert length == 23
+    assert nl.parse_error(msg) == (errno.ENODEV, "no device")
+
+
+def test_ack_is_errno_zero() -> None:
+    data = nl.nlmsg(nl.NLMSG_ERROR, nl.NLM_F_CAPPED, 5, struct.pack("=i", 0) + b"\0" * 16)
+    (msg,) = nl.iter_messages(data)
+    assert nl.parse_error(msg) == (0, "")
+
+
+def test_done_carries_the_dump_errno() -> None:
+    assert nl.done_error(nl.Message(nl.NLMSG_DONE, nl.NLM_F_MULTI, 1, struct.pack("=i", 0))) == 0
+    assert nl.done_error(nl.Message(nl.NLMSG_DONE, nl.NLM_F_MULTI, 1, struct.pack("=i", -errno.EMSGSIZE))) == errno.EMSGSIZE
+    assert nl.done_error(nl.Message(nl.NLMSG_DONE, 0, 1, b"")) == 0
+
+
+# --------------------------------------------------------------------------- GARP's rtnetlink check
+
+
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
+def test_getaddr_request_reads_back_in_pyroute2(family: int) -> None:
+    msg = ifaddrmsg(garp.getaddr_request(family, seq=3))
+    msg.decode()
+    assert msg["header"]["type"] == 22  # RTM_GETADDR
+    assert msg["header"]["flags"] == nl.NLM_F_REQUEST | nl.NLM_F_DUMP
+    assert msg["header"]["sequence_number"] == 3
+    assert (msg["family"], msg["prefixlen"], msg["index"]) == (family, 0, 0)
+
+
+def _newaddr(family: int, prefixlen: int, index: int, attrs: list[tuple[str, object]]) -> bytes:
+    msg = ifaddrmsg()
+    msg["header"]["type"] = 20  # RTM_NEWADDR
+    msg["header"]["flags"] = nl.NLM_F_MULTI
+    msg["family"], msg["prefixlen"], msg["index"] = family, prefixlen, index
+    msg["attrs"] = attrs
+    msg.encode()
+    return bytes(msg.data)
+
+
+def _matches(data: bytes, index: int, want: str, prefixlen: int) -> bool:
+    (msg,) = nl.iter_messages(data)
+    family = socket.AF_INET6 if ":" in want else socket.AF_INET
+    return garp._addr_matches(msg.payload, index, socket.inet_pton(family, want), prefixlen)
+
+
+def test_address_match_reads_pyroute2_encoded_replies() -> None:
+    v4 = _newaddr(socket.AF_INET, 24, 3, [("IFA_ADDRESS", "192.0.2.100"), ("IFA_LOCAL", "192.0.2.100"),
+                                          ("IFA_LABEL", "eth0:0"), ("IFA_FLAGS", 0x80)])
+    assert _matches(v4, 3, "192.0.2.100", 24)
+    assert not _matches(v4, 4, "192.0.2.100", 24)  # another device
+    assert not _matches(v4, 3, "192.0.2.100", 32)  # another prefix: another VIP
+    assert not _matches(v4, 3, "192.0.2.101", 24)
+    # point-to-point: IFA_ADDRESS is the peer, IFA_LOCAL ours; either is "bound"
+    ptp = _newaddr(socket.AF_INET, 32, 3, [("IFA_ADDRESS", "198.51.100.1"), ("IFA_LOCAL", "192.0.2.100")])
+    assert _matches(ptp, 3, "192.0.2.100", 32)
+    v6 = _newaddr(socket.AF_INET6, 64, 5, [("IFA_ADDRESS", "2001:db8::100"), ("IFA_FLAGS", 0x2)])
+    assert _matches(v6, 5, "2001:db8::100", 64)
+    assert not _matches(v6, 5, "2001:db8::1", 64)
+
+
+def test_address_match_of_a_short_payload_is_false() -> None:
+    assert not garp._addr_matches(b"\2\x18", 3, b"\xc0\0\2\x64", 24)
