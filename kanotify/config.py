@@ -358,6 +358,8 @@ class _ConfigReader:
         self.services: dict[ServiceKey, str] = {}
         #: every instance name written in the file, valid entry or not
         self.instance_names: set[str] = set()
+        #: parsed addresses by their text: the same few real servers recur in every service
+        self.addresses: dict[str, IPAddress | str] = {}
 
     def read(self, data: Mapping[str, Any]) -> Config | None:
         top = Table(self.problems, "", data, _TOP_KEYS)
@@ -377,6 +379,13 @@ class _ConfigReader:
             groups=groups,
             hooks=MappingProxyType(hooks),
         )
+
+    def address(self, text: str) -> IPAddress | str:
+        """:func:`_parse_address`, once per distinct text."""
+        parsed = self.addresses.get(text)
+        if parsed is None:
+            parsed = self.addresses[text] = _parse_address(text)
+        return parsed
 
     # -- [settings]
 
@@ -562,12 +571,12 @@ class _ConfigReader:
         seen: dict[tuple[IPAddress, int], str] = {}
         for rpath, rdata in t.tables("real", "instance.service.real"):
             real = self.real(rpath, rdata, sid)
-            if real is not None and real.key in seen:
-                hostport = format_hostport(real.address, real.port)
-                self.problems.add(rpath, f"duplicate real server {hostport} (also {seen[real.key]})")
-                real = None
             if real is not None:
-                seen[real.key] = rpath
+                first = seen.setdefault(real.key, rpath)
+                if first is not rpath:
+                    hostport = format_hostport(real.address, real.port)
+                    self.problems.add(rpath, f"duplicate real server {hostport} (also {first})")
+                    real = None
             reals.append(real)
         t.done()
 
@@ -598,7 +607,7 @@ class _ConfigReader:
         address = None
         text = t.text("address", "an IP address", required=True)
         if text is not None:
-            parsed = _parse_address(text)
+            parsed = self.address(text)
             if isinstance(parsed, str):
                 t.problem("address", parsed)
             else:
@@ -617,7 +626,7 @@ class _ConfigReader:
         address = None
         text = t.text("address", "an IP address", required=True)
         if text is not None:
-            parsed = _parse_address(text)
+            parsed = self.address(text)
             if isinstance(parsed, str):
                 t.problem("address", parsed)
             elif service.family is not None and parsed.version != service.family:
