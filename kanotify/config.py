@@ -27,10 +27,9 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import tomllib
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from .errors import ConfigError, Problem
 from .model import (
@@ -66,6 +65,9 @@ from .tomlcheck import (
     read_fields,
     setting,
 )
+
+if TYPE_CHECKING:
+    import tomllib
 
 DEFAULT_CONFIG = "/etc/kanotify/kanotify.toml"
 
@@ -191,6 +193,8 @@ def parse_config_bytes(raw: bytes, filename: str) -> Config:
 
 def parse_config(text: str, filename: str = "<config>") -> Config:
     """Parse and validate config *text*; *filename* only labels the problems."""
+    import tomllib  # here: a config served from the cache is never parsed
+
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
