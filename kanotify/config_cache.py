@@ -1,10 +1,10 @@
 """A cache of the validated config in ``state_dir``, so a notification does not parse it again.
 
 Parsing and validating a large config (1000 services x 10 real servers) costs
-about 0.25 s natively and seconds in a slow VM, on every notification and
-every reconcile.  The result only depends on the file, so the first run that
-validates it leaves the validated :class:`~kanotify.config.Config` in
-``<state_dir>/config.cache``, and later runs load that instead (about 25 times
+about 0.25 s natively and more in a VM, on every notification and every
+reconcile.  The result depends on the file's bytes and path only, so a run that
+has validated it leaves the validated :class:`~kanotify.config.Config` in
+``<state_dir>/config.cache``, and later runs load that instead (about 20 times
 faster: ``benchmarks/config_load.py``).
 
 Where the cache is must be known before the file is parsed: it is the
@@ -37,7 +37,7 @@ right"); the commands that load the config for a run do (notifications,
 ``reconcile``, ``plan``, ``status``).
 
 Serialization: pickle, deliberately.  Measured on the 11,000-object config:
-loading a pickle takes ~10 ms, a hand-written JSON form ~17 ms (JSON decode 4 ms,
+loading a pickle takes ~10 ms (8 with the cyclic GC paused), a hand-written JSON form ~17 ms (JSON decode 4 ms,
 rebuilding the value objects the rest) -- and that JSON form would be a second
 copy of the whole config model that must be kept in step with
 :mod:`kanotify.model` forever.  Pickle rebuilds whatever the dataclasses are.
