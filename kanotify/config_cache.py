@@ -37,10 +37,11 @@ right"); the commands that load the config for a run do (notifications,
 ``reconcile``, ``plan``, ``status``).
 
 Serialization: pickle, deliberately.  Measured on the 11,000-object config:
-loading a pickle takes ~10 ms (8 with the cyclic GC paused), a hand-written JSON form ~17 ms (JSON decode 4 ms,
-rebuilding the value objects the rest) -- and that JSON form would be a second
-copy of the whole config model that must be kept in step with
-:mod:`kanotify.model` forever.  Pickle rebuilds whatever the dataclasses are.
+loading a pickle takes ~10 ms (8 with the cyclic GC paused), a hand-written
+JSON form ~17 ms (JSON decode 4 ms, rebuilding the value objects the rest) --
+and that JSON form would be a second copy of the whole config model, to be
+kept in step with :mod:`kanotify.model` forever.  Pickle rebuilds whatever the
+dataclasses are.
 Its danger is that loading a pickle can run code.  It is acceptable here because
 of what is checked *before* the payload is unpickled: the state dir is a real
 directory owned by our euid (root, on a director) with mode 0700, and the entry

@@ -232,7 +232,8 @@ PROSE: dict[tuple[str, str], tuple[str, Callable[[], bool]]] = {
         BASE + '[[instance.service]]\nprotocol = "tcp"\nport = 80\n', "instance[0].service[0].address")),
     ("[[instance.service]]", "port"): ("required unless `fwmark`", lambda: _required(
         BASE + '[[instance.service]]\nprotocol = "tcp"\naddress = "192.0.2.1"\n', "instance[0].service[0].port")),
-    ("[[instance.service]]", "fwmark"): ("—", lambda: not _first(SERVICE).instances[0].services[0].service.key.is_fwmark),
+    ("[[instance.service]]", "fwmark"): ("—", lambda: (
+        not _first(SERVICE).instances[0].services[0].service.key.is_fwmark)),
     ("[[instance.service]]", "persistence_netmask"): ("per client (32 / 128)", lambda: (
         _first(SERVICE + "persistence = 60\n").instances[0].services[0].service.effective_netmask == 32)),
     ("[[instance.service.real]]", "address"): ("—", lambda: _required(
