@@ -138,8 +138,12 @@ def parse_state(word: str) -> State:
         raise UsageError(str(exc)) from None
 
 
-def load(g: Globals) -> Config:
-    """The validated config (ConfigError -> exit 78), refused if others can write it."""
+def load(g: Globals, *, cached: bool = False) -> Config:
+    """The validated config (ConfigError -> exit 78), refused if others can write it.
+
+    ``cached``: for the commands that load it to run (notifications, reconcile, plan,
+    status), served from :mod:`kanotify.config_cache` when the file is unchanged.
+    """
     from .config import config_path, load_config
 
     path = config_path(g.config)
@@ -147,6 +151,10 @@ def load(g: Globals) -> Config:
         from .security import check_config_file
 
         check_config_file(path)
+    if cached:
+        from .config_cache import load_config_cached
+
+        return load_config_cached(path)
     return load_config(path)
 
 
@@ -236,7 +244,7 @@ def cmd_transition(g: Globals, state: State, instance: str | None) -> NoReturn:
     """``kanotify master|backup|fault|stop [INSTANCE]``."""
     if instance is not None:
         _check_word(instance, "instance")
-    config = load(g)
+    config = load(g, cached=True)
     name = resolve_instance(config, instance, state.value)
     from .store import notification_ticket
 
@@ -265,7 +273,7 @@ def cmd_notify(g: Globals, words: Sequence[str]) -> NoReturn:
             raise ValueError
     except ValueError:
         raise UsageError(f"notify: PRIORITY must be an integer 0..255, got {_safe(priority_word)}") from None
-    config = load(g)
+    config = load(g, cached=True)
     engine = make_engine(g, config)
     command = f"notify {kind} {state.value}"
     if kind == "INSTANCE":
@@ -295,7 +303,7 @@ def _scope(config: Config, instance: str | None) -> list[str] | None:
 def cmd_reconcile(g: Globals, state: str | None, instance: str | None) -> NoReturn:
     """``kanotify reconcile [--state S] [--instance I]``."""
     wanted = parse_state(state) if state is not None else None
-    config = load(g)
+    config = load(g, cached=True)
     result = make_engine(g, config).reconcile(_scope(config, instance), wanted, argv=_argv(), dry_run=g.dry_run)
     _finish(g, result)
 
@@ -304,7 +312,7 @@ def cmd_plan(g: Globals, state: str | None, instance: str | None, detailed_exitc
     """``kanotify plan [--state S] [--instance I] [--detailed-exitcode]``."""
     g.dry_run = True
     wanted = parse_state(state) if state is not None else None
-    config = load(g)
+    config = load(g, cached=True)
     result = make_engine(g, config).reconcile(
         _scope(config, instance), wanted, argv=_argv(), command="plan", dry_run=True
     )
@@ -316,7 +324,7 @@ def cmd_plan(g: Globals, state: str | None, instance: str | None, detailed_exitc
 
 def cmd_status(g: Globals) -> NoReturn:
     """``kanotify status``."""
-    config = load(g)
+    config = load(g, cached=True)
     from .status import collect_status, format_status
 
     report = collect_status(config)

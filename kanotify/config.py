@@ -8,42 +8,14 @@ was expected, and the line when it can be found), and the CLI exits 78.
 Validation is complete before anything is returned: an operator fixing a file
 sees all of its mistakes in one run, not one per run.
 
-The format is the one of spec.md ("Config file (TOML)"); ``docs/config.md`` is
-the operator's reference.  Beyond the spec's example, these keys exist:
-
-``[settings]``
-    ``state_dir``, ``journal``, ``hooks_dir`` (absolute paths), ``syslog``,
-    ``ipvs_exclusive`` (booleans), ``lock_timeout`` (seconds, 0 < t <= 3600),
-    ``garp_count`` (gratuitous ARPs per bound VIP, 0..100), ``garp_interval``
-    (seconds between them, 0..10), ``drain_timeout`` (seconds a removed real
-    server may keep connections at weight 0, >= 0), ``hook_timeout`` (seconds
-    per hook call, 0 < t <= 600).
-``[sysctl]``
-    Dotted names as sysctl(8) writes them; an interface name containing a dot
-    is written with ``/`` (``"net.ipv4.conf.eth0/100.arp_ignore"``).  Values
-    are integers or single-line strings, stored as text.
-``[[instance.vip]]``
-    ``address`` without a prefix means /32 (/128), as in keepalived.  ``label``
-    is IPv4 only and must start with ``dev``.  ``garp`` defaults to true except
-    on ``lo``, where it cannot be enabled; a VIP on ``lo`` must be a /32 (/128).
-``[[instance.service]]``
-    ``fwmark`` (with ``family = "inet" | "inet6"``) instead of
-    ``protocol``/``address``/``port``; ``scheduler`` (default ``wlc`` as
-    ipvsadm), ``persistence`` (seconds, at most 31 days as ipvsadm),
-    ``persistence_netmask`` (prefix length, only with persistence), ``flags``
-    (``one-packet``, ``sh-fallback``, ``sh-port``; the last two only with the
-    ``sh``/``mh`` schedulers).
-``[[instance.service.real]]``
-    ``weight``, ``upper_threshold``, ``lower_threshold`` (0..65535).  With
-    ``forward = "dr"`` or ``"tun"`` the port must be the service's port: IPVS
-    rewrites ports only for ``nat``.
-``[[group]]``
-    keepalived ``vrrp_sync_group``: ``name`` and the declared ``instances``
-    (an instance belongs to at most one group, as in keepalived).
-``[hooks.NAME]``
-    Per-plugin table: ``enabled``, ``required`` (a failure fails the run),
-    ``timeout`` (seconds); every other key is the plugin's own option, passed
-    through untouched.
+``docs/config.md`` is the operator's reference: every key, its type, its
+default and the checks across the file.  This module holds the config's value
+types (:class:`Config`, :class:`Settings`, :class:`HookSettings`) and the
+kanotify schema (the reader below); the generic machinery it is written with
+lives in :mod:`kanotify.tomlcheck`, line numbers for problems come from
+:mod:`kanotify.tomllines`.  A ``[settings]`` key is one field of
+:class:`Settings`, declaring its default and its rule together; the reader and
+the list of allowed keys follow from it.
 
 >>> cfg = parse_config('[[instance]]\\nname = "VI_1"\\n[[instance.vip]]\\naddress = "192.0.2.1"\\ndev = "lo"\\n')
 >>> str(cfg.instances[0].vips[0].vip), cfg.instances[0].vips[0].garp
@@ -53,15 +25,11 @@ the operator's reference.  Beyond the spec's example, these keys exist:
 from __future__ import annotations
 
 import ipaddress
-import json
-import math
 import os
 import re
-import tomllib
 from dataclasses import dataclass, field
-from datetime import date, datetime, time
 from types import MappingProxyType
-from typing import Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from .errors import ConfigError, Problem
 from .model import (
@@ -82,6 +50,24 @@ from .model import (
     VipSpec,
     format_hostport,
 )
+from .tomlcheck import (
+    Boolean,
+    Integer,
+    Number,
+    Problems,
+    Table,
+    Text,
+    field_keys,
+    got,
+    join,
+    literal,
+    quote_key,
+    read_fields,
+    setting,
+)
+
+if TYPE_CHECKING:
+    import tomllib
 
 DEFAULT_CONFIG = "/etc/kanotify/kanotify.toml"
 
@@ -96,30 +82,46 @@ _STATE_NAMES = tuple(s.value for s in State)
 _IFNAMSIZ = 15  # bytes, without the trailing NUL
 
 
+def _check_abs_path(value: str) -> str | None:
+    if "\0" in value:
+        return "expected an absolute path, got a string containing NUL"
+    if not os.path.isabs(value):
+        return f"expected an absolute path, got {literal(value)}"
+    return None
+
+
+_ABS_PATH = Text("an absolute path", check=_check_abs_path)
+
+
 @dataclass(frozen=True)
 class HookSettings:
     """A ``[hooks.NAME]`` table: the engine's keys plus the plugin's own options."""
 
-    enabled: bool = True
-    required: bool = False  # a failure of a required hook fails the run
-    timeout: float | None = None  # seconds; None: settings.hook_timeout
+    enabled: bool = setting(True, Boolean())
+    required: bool = setting(False, Boolean())  # a failure of a required hook fails the run
+    timeout: float | None = setting(None, Number(0, lo_open=True))  # seconds; None: settings.hook_timeout
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True)
 class Settings:
-    """``[settings]``; every key optional."""
+    """``[settings]``; every key optional.
 
-    state_dir: str = "/run/kanotify"
-    journal: str = "/var/lib/kanotify/journal.jsonl"
-    hooks_dir: str = "/etc/kanotify/hooks.d"
-    syslog: bool = True
-    ipvs_exclusive: bool = False
-    lock_timeout: float = 10.0
-    garp_count: int = 5
-    garp_interval: float = 0.2
-    drain_timeout: float = 300.0
-    hook_timeout: float = 5.0
+    Each field is one key: its default and the rule that reads it (the reader
+    and the allowed keys are derived from these declarations; docs/config.md
+    documents each, and tests/unit/test_docs.py checks the defaults there).
+    """
+
+    state_dir: str = setting("/run/kanotify", _ABS_PATH)
+    journal: str = setting("/var/lib/kanotify/journal.jsonl", _ABS_PATH)
+    hooks_dir: str = setting("/etc/kanotify/hooks.d", _ABS_PATH)
+    syslog: bool = setting(True, Boolean())
+    ipvs_exclusive: bool = setting(False, Boolean())
+    lock_timeout: float = setting(10.0, Number(0, 3600, lo_open=True))  # seconds
+    garp_count: int = setting(5, Integer(0, 100))  # gratuitous ARPs per bound VIP
+    garp_interval: float = setting(0.2, Number(0, 10))  # seconds between them
+    drain_timeout: float = setting(300.0, Number(0))  # seconds a removed real server may drain at weight 0
+    hook_timeout: float = setting(5.0, Number(0, 600, lo_open=True))  # seconds per hook call
 
 
 @dataclass(frozen=True)
@@ -164,23 +166,35 @@ def load_config(path: str) -> Config:
     An unreadable file is a :class:`ConfigError` too (one problem naming the
     OS error), so the CLI has a single failure path for "no usable config".
     """
+    raw, _ = read_config_file(path)
+    return parse_config_bytes(raw, path)
+
+
+def read_config_file(path: str) -> tuple[bytes, os.stat_result]:
+    """The bytes of the file at *path* and the status of the file they were read from."""
     try:
         with open(path, "rb") as fh:
-            raw = fh.read()
+            return fh.read(), os.fstat(fh.fileno())
     except (OSError, ValueError) as exc:  # ValueError: NUL in the path
         reason = getattr(exc, "strerror", None) or str(exc)
         raise ConfigError([Problem(path, "", f"cannot read the config file: {reason}")]) from None
+
+
+def parse_config_bytes(raw: bytes, filename: str) -> Config:
+    """Decode (UTF-8, a byte order mark allowed), parse and validate a config file's bytes."""
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         message = f"expected UTF-8 text, got an invalid byte at offset {exc.start}"
-        raise ConfigError([Problem(path, "", message, line)]) from None
-    return parse_config(text, path)
+        raise ConfigError([Problem(filename, "", message, line)]) from None
+    return parse_config(text, filename)
 
 
 def parse_config(text: str, filename: str = "<config>") -> Config:
     """Parse and validate config *text*; *filename* only labels the problems."""
+    import tomllib  # here: a config served from the cache is never parsed
+
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -197,10 +211,12 @@ def build_config(data: Mapping[str, Any], filename: str = "<config>", text: str 
     Separate from :func:`parse_config` so tests and tools holding a dict need
     no TOML writer.  *text*, when given, is only used to find line numbers.
     """
-    problems = _Problems()
+    problems = Problems()
     config = _ConfigReader(problems, filename).read(data)
     if problems.items or config is None:
-        lines = _LineIndex(text) if text is not None else None
+        from .tomllines import LineIndex  # error path only
+
+        lines = LineIndex(text) if text is not None else None
         raise ConfigError(
             [
                 Problem(filename, path, message, lines.find(path) if lines else None)
@@ -223,308 +239,14 @@ def _syntax_problem(exc: tomllib.TOMLDecodeError, text: str, filename: str) -> P
     return Problem(filename, "", f"invalid TOML: {message}", line)
 
 
-# --------------------------------------------------------------------------- text helpers
-
-
-def _toml_type(value: object) -> str:
-    """The TOML name of a parsed value's type, as operators read it in the file."""
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "float"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "table"
-    if isinstance(value, datetime):
-        return "date-time"
-    if isinstance(value, date):
-        return "date"
-    if isinstance(value, time):
-        return "time"
-    return type(value).__name__
-
-
-def _literal(value: object) -> str:
-    """A value written back the way TOML spells it (short, for messages)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        text = json.dumps(value, ensure_ascii=False)
-        return text if len(text) <= 70 else text[:66] + '..."'
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf") if math.isinf(value) else repr(value)
-    if isinstance(value, (datetime, date, time)):
-        return value.isoformat()
-    if isinstance(value, (list, dict)):
-        return _toml_type(value)
-    return str(value)
-
-
-def _got(value: object) -> str:
-    """``got string "80"`` for a wrong type (the type is the surprise)."""
-    kind = _toml_type(value)
-    if kind in ("array", "table"):
-        return f"got {kind}"
-    return f"got {kind} {_literal(value)}"
-
-
-def _key(name: str) -> str:
-    """One key-path component: bare when TOML allows it bare, else quoted."""
-    if re.fullmatch(r"[A-Za-z0-9_-]+", name):
-        return name
-    return json.dumps(name, ensure_ascii=False)
-
-
-def _join(path: str, name: str) -> str:
-    return f"{path}.{_key(name)}" if path else _key(name)
-
-
-def _one_of(choices: Iterable[str]) -> str:
-    return "one of " + ", ".join(choices)
-
-
-# --------------------------------------------------------------------------- validation machinery
-
-
-class _Problems:
-    """Collects (key path, message) pairs; the file name is added at the end."""
-
-    def __init__(self) -> None:
-        self.items: list[tuple[str, str]] = []
-
-    def add(self, path: str, message: str) -> None:
-        self.items.append((path, message))
-
-    def mark(self) -> int:
-        return len(self.items)
-
-    def since(self, mark: int) -> bool:
-        return len(self.items) > mark
-
-
-_MISSING: Any = object()
-
-
-class _Table:
-    """One TOML table under validation.
-
-    Every getter records a problem under ``<this table's path>.<key>`` and
-    returns ``None`` when the value is unusable, so callers go on checking the
-    rest of the file; :meth:`done` reports the keys nobody asked for.
-    """
-
-    def __init__(self, problems: _Problems, path: str, data: Mapping[str, Any], allowed: Iterable[str]):
-        self.problems = problems
-        self.path = path
-        self.data = data
-        self.allowed = tuple(allowed)
-
-    def at(self, key: str) -> str:
-        return _join(self.path, key)
-
-    def problem(self, key: str | None, message: str) -> None:
-        self.problems.add(self.path if key is None else self.at(key), message)
-
-    def has(self, key: str) -> bool:
-        return key in self.data
-
-    def done(self) -> None:
-        for key in self.data:
-            if key not in self.allowed:
-                self.problem(key, _unknown_key(key, self.allowed))
-
-    # -- scalars
-
-    def _value(self, key: str, required: bool, what: str) -> Any:
-        value = self.data.get(key, _MISSING)
-        if value is _MISSING and required:
-            self.problem(key, f"missing required key: expected {what}")
-        return value
-
-    def text(
-        self,
-        key: str,
-        what: str = "a non-empty string",
-        *,
-        required: bool = False,
-        default: str | None = None,
-        check: Callable[[str], str | None] | None = None,
-    ) -> str | None:
-        """A non-empty string; *check* returns an error message or None."""
-        value = self._value(key, required, what)
-        if value is _MISSING:
-            return default
-        if not isinstance(value, str) or not value:
-            self.problem(key, f"expected {what}, {_got(value)}")
-            return None
-        error = check(value) if check else None
-        if error:
-            self.problem(key, error)
-            return None
-        return value
-
-    def choice(
-        self, key: str, choices: Iterable[str], *, required: bool = False, default: str | None = None
-    ) -> str | None:
-        names = tuple(choices)
-        value = self._value(key, required, _one_of(names))
-        if value is _MISSING:
-            return default
-        if not isinstance(value, str):
-            self.problem(key, f"expected {_one_of(names)}, {_got(value)}")
-            return None
-        if value not in names:
-            self.problem(key, f"expected {_one_of(names)}, got {_literal(value)}")
-            return None
-        return value
-
-    def integer(
-        self, key: str, lo: int, hi: int | None, *, required: bool = False, default: int | None = None
-    ) -> int | None:
-        what = f"an integer {lo}..{hi}" if hi is not None else f"an integer >= {lo}"
-        value = self._value(key, required, what)
-        if value is _MISSING:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.problem(key, f"expected {what}, {_got(value)}")
-            return None
-        if value < lo or (hi is not None and value > hi):
-            self.problem(key, f"expected {what}, got {value}")
-            return None
-        return value
-
-    def number(
-        self, key: str, lo: float, hi: float | None, *, lo_open: bool, default: float | None
-    ) -> float | None:
-        """A finite number (integers welcome) in ``lo < x`` / ``lo <= x``, ``x <= hi``."""
-        what = f"a number {'>' if lo_open else '>='} {lo:g}" + (f" and <= {hi:g}" if hi is not None else "")
-        value = self._value(key, False, what)
-        if value is _MISSING:
-            return default
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            self.problem(key, f"expected {what}, {_got(value)}")
-            return None
-        number = float(value)
-        if (
-            not math.isfinite(number)
-            or (number <= lo if lo_open else number < lo)
-            or (hi is not None and number > hi)
-        ):
-            self.problem(key, f"expected {what}, got {_literal(value)}")
-            return None
-        return number
-
-    def boolean(self, key: str, default: bool | None) -> bool | None:
-        value = self._value(key, False, "true or false")
-        if value is _MISSING:
-            return default
-        if not isinstance(value, bool):
-            self.problem(key, f"expected true or false, {_got(value)}")
-            return None
-        return value
-
-    # -- containers
-
-    def array(self, key: str, what: str, *, required: bool = False) -> list[Any] | None:
-        """A list; ``None`` when absent or not a list (the latter is a problem)."""
-        value = self._value(key, required, what)
-        if value is _MISSING:
-            return None
-        if not isinstance(value, list):
-            self.problem(key, f"expected {what}, {_got(value)}")
-            return None
-        return value
-
-    def words(
-        self, key: str, choices: Iterable[str], what: str, *, required: bool = False, nonempty: bool = False
-    ) -> list[str] | None:
-        """A list of distinct strings, each one of *choices*."""
-        names = tuple(choices)
-        items = self.array(key, what, required=required)
-        if items is None:
-            return None
-        if nonempty and not items:
-            self.problem(key, f"expected {what}, got an empty array")
-            return None
-        result: list[str] = []
-        ok = True
-        for i, item in enumerate(items):
-            where = f"{self.at(key)}[{i}]"
-            if not isinstance(item, str):
-                self.problems.add(where, f"expected {_one_of(names)}, {_got(item)}")
-                ok = False
-            elif item not in names:
-                self.problems.add(where, f"expected {_one_of(names)}, got {_literal(item)}")
-                ok = False
-            elif item in result:
-                self.problems.add(where, f"duplicate {_literal(item)}: expected each name once")
-                ok = False
-            else:
-                result.append(item)
-        return result if ok else None
-
-    def states(self, key: str = "states") -> frozenset[State] | None:
-        """``states = [...]``: default master only, as in spec.md."""
-        if not self.has(key):
-            return frozenset({State.MASTER})
-        names = self.words(key, _STATE_NAMES, "a non-empty array of states (master, backup, fault, stop)",
-                           nonempty=True)
-        return None if names is None else frozenset(State(n) for n in names)
-
-    def tables(self, key: str, header: str) -> list[tuple[str, dict[str, Any]]]:
-        """An array of tables (``[[header]]``) as (path, table) pairs."""
-        what = f"an array of tables ([[{header}]])"
-        items = self.array(key, what)
-        if items is None:
-            return []
-        result = []
-        for i, item in enumerate(items):
-            where = f"{self.at(key)}[{i}]"
-            if isinstance(item, dict):
-                result.append((where, item))
-            else:
-                self.problems.add(where, f"expected a table ([[{header}]]), {_got(item)}")
-        return result
-
-    def table(self, key: str, header: str) -> dict[str, Any] | None:
-        value = self._value(key, False, "a table")
-        if value is _MISSING:
-            return None
-        if not isinstance(value, dict):
-            self.problem(key, f"expected a table ([{header}]), {_got(value)}")
-            return None
-        return value
-
-
-def _unknown_key(key: str, allowed: tuple[str, ...]) -> str:
-    import difflib  # error path only
-
-    close = difflib.get_close_matches(key, allowed, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return f"unknown key: expected one of {', '.join(allowed)}{hint}"
-
-
 # --------------------------------------------------------------------------- value checks
-
-
-def _check_abs_path(value: str) -> str | None:
-    if "\0" in value:
-        return "expected an absolute path, got a string containing NUL"
-    if not os.path.isabs(value):
-        return f"expected an absolute path, got {_literal(value)}"
-    return None
 
 
 def _check_name(value: str) -> str | None:
     if not _NAME_RE.match(value):
         return (
             "expected a name of 1..64 letters, digits or _.:@+- starting with a letter or digit, "
-            f"got {_literal(value)}"
+            f"got {literal(value)}"
         )
     return None
 
@@ -537,7 +259,7 @@ def _check_dev(value: str) -> str | None:
     ):
         return (
             "expected an interface name (1..15 bytes, no '/', ':' or whitespace, not '.' or '..'), "
-            f"got {_literal(value)}"
+            f"got {literal(value)}"
         )
     return None
 
@@ -565,7 +287,7 @@ def _parse_address(value: str) -> IPAddress | str:
     address = _ip(value)
     if address is None:
         what = "an IP address without /prefix" if "/" in value else "an IPv4 or IPv6 address"
-        return f"expected {what}, got {_literal(value)}"
+        return f"expected {what}, got {literal(value)}"
     return _unicast_error(address) or address
 
 
@@ -574,7 +296,7 @@ def _parse_interface(value: str) -> IPInterface | str:
     text, slash, prefix = value.partition("/")
     address = _ip(text)
     if address is None:
-        return f"expected an IPv4 or IPv6 address with optional /prefix, got {_literal(value)}"
+        return f"expected an IPv4 or IPv6 address with optional /prefix, got {literal(value)}"
     error = _unicast_error(address)
     if error:
         return error
@@ -582,21 +304,26 @@ def _parse_interface(value: str) -> IPInterface | str:
     if not slash:
         return ipaddress.ip_interface((address, full))
     if not _PREFIX_RE.match(prefix):
-        return f"expected a prefix length 1..{full} after '/', got {_literal(value)}"
+        return f"expected a prefix length 1..{full} after '/', got {literal(value)}"
     length = int(prefix)
     if not 1 <= length <= full:
         return f"expected a prefix length 1..{full} for an IPv{address.version} address, got /{length}"
     return ipaddress.ip_interface((address, length))
 
 
+def _states(t: Table, name: str = "states") -> frozenset[State] | None:
+    """``states = [...]``; without the key: master only."""
+    if not t.has(name):
+        return frozenset({State.MASTER})
+    names = t.words(name, _STATE_NAMES, "a non-empty array of states (master, backup, fault, stop)", nonempty=True)
+    return None if names is None else frozenset(State(n) for n in names)
+
+
 # --------------------------------------------------------------------------- the file
 
 
 _TOP_KEYS = ("settings", "sysctl", "instance", "group", "hooks")
-_SETTINGS_KEYS = (
-    "state_dir", "journal", "hooks_dir", "syslog", "ipvs_exclusive", "lock_timeout",
-    "garp_count", "garp_interval", "drain_timeout", "hook_timeout",
-)
+_SETTINGS_KEYS = field_keys(Settings)
 _INSTANCE_KEYS = ("name", "vip", "service")
 _VIP_KEYS = ("address", "dev", "label", "states", "garp")
 _SERVICE_KEYS = (
@@ -605,7 +332,7 @@ _SERVICE_KEYS = (
 )
 _REAL_KEYS = ("address", "port", "forward", "weight", "upper_threshold", "lower_threshold")
 _GROUP_KEYS = ("name", "instances")
-_HOOK_RESERVED = ("enabled", "required", "timeout")
+_HOOK_RESERVED = field_keys(HookSettings)  # every other key is the plugin's
 
 
 @dataclass(frozen=True)
@@ -627,7 +354,7 @@ class _ConfigReader:
     valid, so one mistake is reported once, not again as a follow-on.
     """
 
-    def __init__(self, problems: _Problems, filename: str):
+    def __init__(self, problems: Problems, filename: str):
         self.problems = problems
         self.filename = filename
         self.vips: dict[tuple[str, str], str] = {}  # Vip.key -> path of first declaration
@@ -635,9 +362,11 @@ class _ConfigReader:
         self.services: dict[ServiceKey, str] = {}
         #: every instance name written in the file, valid entry or not
         self.instance_names: set[str] = set()
+        #: parsed addresses by their text: the same few real servers recur in every service
+        self.addresses: dict[str, IPAddress | str] = {}
 
     def read(self, data: Mapping[str, Any]) -> Config | None:
-        top = _Table(self.problems, "", data, _TOP_KEYS)
+        top = Table(self.problems, "", data, _TOP_KEYS)
         settings = self.settings(top)
         sysctls = self.sysctls(top)
         instances = self.instances(top)
@@ -655,42 +384,36 @@ class _ConfigReader:
             hooks=MappingProxyType(hooks),
         )
 
+    def address(self, text: str) -> IPAddress | str:
+        """:func:`_parse_address`, once per distinct text."""
+        parsed = self.addresses.get(text)
+        if parsed is None:
+            parsed = self.addresses[text] = _parse_address(text)
+        return parsed
+
     # -- [settings]
 
-    def settings(self, top: _Table) -> Settings | None:
+    def settings(self, top: Table) -> Settings | None:
         data = top.table("settings", "settings")
         if data is None:
             return Settings()
-        t = _Table(self.problems, "settings", data, _SETTINGS_KEYS)
-        d = Settings()
+        t = Table(self.problems, "settings", data, _SETTINGS_KEYS)
         mark = self.problems.mark()
-        path = "an absolute path"
-        values = dict(
-            state_dir=t.text("state_dir", path, default=d.state_dir, check=_check_abs_path),
-            journal=t.text("journal", path, default=d.journal, check=_check_abs_path),
-            hooks_dir=t.text("hooks_dir", path, default=d.hooks_dir, check=_check_abs_path),
-            syslog=t.boolean("syslog", d.syslog),
-            ipvs_exclusive=t.boolean("ipvs_exclusive", d.ipvs_exclusive),
-            lock_timeout=t.number("lock_timeout", 0, 3600, lo_open=True, default=d.lock_timeout),
-            garp_count=t.integer("garp_count", 0, 100, default=d.garp_count),
-            garp_interval=t.number("garp_interval", 0, 10, lo_open=False, default=d.garp_interval),
-            drain_timeout=t.number("drain_timeout", 0, None, lo_open=False, default=d.drain_timeout),
-            hook_timeout=t.number("hook_timeout", 0, 600, lo_open=True, default=d.hook_timeout),
-        )
+        values = read_fields(t, Settings)
         t.done()
-        if self.problems.since(mark):
+        if values is None or self.problems.since(mark):
             return None
-        return Settings(**values)  # type: ignore[arg-type]  # no None left: no problem recorded
+        return Settings(**values)
 
     # -- [sysctl]
 
-    def sysctls(self, top: _Table) -> tuple[tuple[str, str], ...]:
+    def sysctls(self, top: Table) -> tuple[tuple[str, str], ...]:
         data = top.table("sysctl", "sysctl")
         if data is None:
             return ()
         result = []
         for key, value in data.items():
-            where = _join("sysctl", key)
+            where = join("sysctl", key)
             ok = True
             if isinstance(value, dict):
                 # `net.ipv4.x = 1` unquoted is a nested table in TOML.
@@ -725,12 +448,12 @@ class _ConfigReader:
                 return text
             self.problems.add(where, f"expected {what}, got an empty string")
             return None
-        self.problems.add(where, f"expected {what}, {_got(value)}")
+        self.problems.add(where, f"expected {what}, {got(value)}")
         return None
 
     # -- [[instance]]
 
-    def instances(self, top: _Table) -> tuple[Instance, ...]:
+    def instances(self, top: Table) -> tuple[Instance, ...]:
         if top.data.get("instance", []) == []:
             self.problems.add("instance", "expected at least one [[instance]] table")
         result: list[Instance] = []
@@ -743,7 +466,7 @@ class _ConfigReader:
                 continue
             if inst.name in names:
                 self.problems.add(
-                    _join(path, "name"), f"duplicate instance name {_literal(inst.name)} (also {names[inst.name]})"
+                    join(path, "name"), f"duplicate instance name {literal(inst.name)} (also {names[inst.name]})"
                 )
                 continue
             names[inst.name] = path
@@ -751,7 +474,7 @@ class _ConfigReader:
         return tuple(result)
 
     def instance(self, path: str, data: dict[str, Any]) -> Instance | None:
-        t = _Table(self.problems, path, data, _INSTANCE_KEYS)
+        t = Table(self.problems, path, data, _INSTANCE_KEYS)
         mark = self.problems.mark()
         name = t.text("name", "an instance name", required=True, check=_check_name)
         vips = [self.vip(p, d) for p, d in t.tables("vip", "instance.vip")]
@@ -768,7 +491,7 @@ class _ConfigReader:
     # -- [[instance.vip]]
 
     def vip(self, path: str, data: dict[str, Any]) -> VipSpec | None:
-        t = _Table(self.problems, path, data, _VIP_KEYS)
+        t = Table(self.problems, path, data, _VIP_KEYS)
         mark = self.problems.mark()
         address = None
         text = t.text("address", "an IPv4 or IPv6 address with optional /prefix", required=True)
@@ -780,7 +503,7 @@ class _ConfigReader:
                 address = parsed
         dev = t.text("dev", "an interface name", required=True, check=_check_dev)
         label = t.text("label", "a label starting with the interface name")
-        states = t.states()
+        states = _states(t)
         garp = t.boolean("garp", None)
         t.done()
 
@@ -794,12 +517,12 @@ class _ConfigReader:
             if address is not None and address.version == 6:
                 t.problem("label", "expected no label: IPv6 addresses have no labels in Linux")
             elif dev is not None and not label.startswith(dev):
-                t.problem("label", f"expected a label starting with the interface name {_literal(dev)}, "
-                                   f"got {_literal(label)}")
+                t.problem("label", f"expected a label starting with the interface name {literal(dev)}, "
+                                   f"got {literal(label)}")
             elif len(label.encode("utf-8", "surrogatepass")) > _IFNAMSIZ or not label.isprintable() or any(
                 c.isspace() for c in label
             ):
-                t.problem("label", f"expected a label of at most 15 bytes without whitespace, got {_literal(label)}")
+                t.problem("label", f"expected a label of at most 15 bytes without whitespace, got {literal(label)}")
         if garp and dev == "lo":
             t.problem("garp", "expected false or no garp key: gratuitous ARP is never sent on lo")
 
@@ -826,7 +549,7 @@ class _ConfigReader:
     # -- [[instance.service]]
 
     def service(self, path: str, data: dict[str, Any]) -> ServiceSpec | None:
-        t = _Table(self.problems, path, data, _SERVICE_KEYS)
+        t = Table(self.problems, path, data, _SERVICE_KEYS)
         mark = self.problems.mark()
         sid = self.service_id(t)
         key = sid.key
@@ -845,19 +568,19 @@ class _ConfigReader:
         flags = t.words("flags", SERVICE_FLAGS, f"an array of flags ({', '.join(SERVICE_FLAGS)})")
         for i, flag in enumerate(flags or ()):
             if flag.startswith("sh-") and scheduler is not None and scheduler not in ("sh", "mh"):
-                self.problems.add(f"{t.at('flags')}[{i}]", f"expected scheduler sh or mh for flag {_literal(flag)}, "
-                                                            f"got scheduler {_literal(scheduler)}")
-        states = t.states()
+                self.problems.add(f"{t.at('flags')}[{i}]", f"expected scheduler sh or mh for flag {literal(flag)}, "
+                                                            f"got scheduler {literal(scheduler)}")
+        states = _states(t)
         reals: list[RealServer | None] = []
         seen: dict[tuple[IPAddress, int], str] = {}
         for rpath, rdata in t.tables("real", "instance.service.real"):
             real = self.real(rpath, rdata, sid)
-            if real is not None and real.key in seen:
-                hostport = format_hostport(real.address, real.port)
-                self.problems.add(rpath, f"duplicate real server {hostport} (also {seen[real.key]})")
-                real = None
             if real is not None:
-                seen[real.key] = rpath
+                first = seen.setdefault(real.key, rpath)
+                if first is not rpath:
+                    hostport = format_hostport(real.address, real.port)
+                    self.problems.add(rpath, f"duplicate real server {hostport} (also {first})")
+                    real = None
             reals.append(real)
         t.done()
 
@@ -870,7 +593,7 @@ class _ConfigReader:
         service = VirtualService(key, scheduler, persistence, netmask, frozenset(flags or ()))
         return ServiceSpec(service, tuple(r for r in reals if r is not None), states)
 
-    def service_id(self, t: _Table) -> _ServiceId:
+    def service_id(self, t: Table) -> _ServiceId:
         """``fwmark`` (+ ``family``) or ``protocol``/``address``/``port``."""
         if t.has("fwmark"):
             fwmark = t.integer("fwmark", 1, 2**32 - 1)
@@ -888,7 +611,7 @@ class _ConfigReader:
         address = None
         text = t.text("address", "an IP address", required=True)
         if text is not None:
-            parsed = _parse_address(text)
+            parsed = self.address(text)
             if isinstance(parsed, str):
                 t.problem("address", parsed)
             else:
@@ -902,12 +625,12 @@ class _ConfigReader:
     # -- [[instance.service.real]]
 
     def real(self, path: str, data: dict[str, Any], service: _ServiceId) -> RealServer | None:
-        t = _Table(self.problems, path, data, _REAL_KEYS)
+        t = Table(self.problems, path, data, _REAL_KEYS)
         mark = self.problems.mark()
         address = None
         text = t.text("address", "an IP address", required=True)
         if text is not None:
-            parsed = _parse_address(text)
+            parsed = self.address(text)
             if isinstance(parsed, str):
                 t.problem("address", parsed)
             elif service.family is not None and parsed.version != service.family:
@@ -925,7 +648,7 @@ class _ConfigReader:
             t.problem("lower_threshold", f"expected lower_threshold <= upper_threshold ({upper}), got {lower}")
         if (not service.fwmark and forward in ("dr", "tun") and port is not None and service.port is not None
                 and port != service.port):
-            t.problem("port", f"expected {service.port} (the service's port): with forward = {_literal(forward)} "
+            t.problem("port", f"expected {service.port} (the service's port): with forward = {literal(forward)} "
                               f"IPVS cannot rewrite ports; use forward = \"nat\" to map {service.port} to {port}")
         if (self.problems.since(mark) or address is None or port is None or forward is None or weight is None
                 or upper is None or lower is None):
@@ -934,7 +657,7 @@ class _ConfigReader:
 
     # -- [[group]]
 
-    def groups(self, top: _Table) -> tuple[Group, ...]:
+    def groups(self, top: Table) -> tuple[Group, ...]:
         # An instance with a mistake of its own is still "declared": its name
         # must not be reported a second time as unknown here.
         declared = self.instance_names
@@ -942,7 +665,7 @@ class _ConfigReader:
         member_of: dict[str, str] = {}
         result = []
         for path, data in top.tables("group", "group"):
-            t = _Table(self.problems, path, data, _GROUP_KEYS)
+            t = Table(self.problems, path, data, _GROUP_KEYS)
             mark = self.problems.mark()
             name = t.text("name", "a group name", required=True, check=_check_name)
             members: list[str] = []
@@ -952,15 +675,15 @@ class _ConfigReader:
             for i, item in enumerate(items or ()):
                 where = f"{t.at('instances')}[{i}]"
                 if not isinstance(item, str):
-                    self.problems.add(where, f"expected an instance name, {_got(item)}")
+                    self.problems.add(where, f"expected an instance name, {got(item)}")
                 elif item in members:
-                    self.problems.add(where, f"duplicate instance {_literal(item)}: expected each instance once")
+                    self.problems.add(where, f"duplicate instance {literal(item)}: expected each instance once")
                 elif item not in declared:
                     known = ", ".join(sorted(declared)[:10]) or "none"
                     self.problems.add(where, f"expected the name of a declared [[instance]] ({known}), "
-                                             f"got {_literal(item)}")
+                                             f"got {literal(item)}")
                 elif item in member_of and name is not None:
-                    self.problems.add(where, f"instance {_literal(item)} is already in group {member_of[item]}: "
+                    self.problems.add(where, f"instance {literal(item)} is already in group {member_of[item]}: "
                                              "keepalived allows one sync group per instance")
                 else:
                     members.append(item)
@@ -968,108 +691,30 @@ class _ConfigReader:
             if self.problems.since(mark) or name is None:
                 continue
             if name in names:
-                self.problems.add(_join(path, "name"), f"duplicate group name {_literal(name)} (also {names[name]})")
+                self.problems.add(join(path, "name"), f"duplicate group name {literal(name)} (also {names[name]})")
                 continue
             names[name] = path
             for member in members:
-                member_of[member] = _literal(name)
+                member_of[member] = literal(name)
             result.append(Group(name, tuple(members)))
         return tuple(result)
 
     # -- [hooks.NAME]
 
-    def hooks(self, top: _Table) -> dict[str, HookSettings]:
+    def hooks(self, top: Table) -> dict[str, HookSettings]:
         data = top.table("hooks", "hooks.NAME")
         result: dict[str, HookSettings] = {}
         for name, value in (data or {}).items():
-            where = _join("hooks", name)
+            where = join("hooks", name)
             if not _HOOK_NAME_RE.match(name):
-                self.problems.add(where, f"expected a plugin name of letters, digits and _.-, got {_literal(name)}")
+                self.problems.add(where, f"expected a plugin name of letters, digits and _.-, got {literal(name)}")
             if not isinstance(value, dict):
-                self.problems.add(where, f"expected a table ([hooks.{_key(name)}]), {_got(value)}")
+                self.problems.add(where, f"expected a table ([hooks.{quote_key(name)}]), {got(value)}")
                 continue
-            t = _Table(self.problems, where, value, ())  # other keys belong to the plugin
-            mark = self.problems.mark()
-            enabled = t.boolean("enabled", True)
-            required = t.boolean("required", False)
-            timeout = t.number("timeout", 0, None, lo_open=True, default=None)
-            if self.problems.since(mark) or enabled is None or required is None:
+            t = Table(self.problems, where, value, ())  # other keys belong to the plugin
+            values = read_fields(t, HookSettings)
+            if values is None:
                 continue
             options = {k: v for k, v in value.items() if k not in _HOOK_RESERVED}
-            result[name] = HookSettings(enabled, required, timeout, MappingProxyType(options))
+            result[name] = HookSettings(**values, options=MappingProxyType(options))
         return result
-
-
-# --------------------------------------------------------------------------- line numbers
-
-_KEYPART = r"""(?:[A-Za-z0-9_-]+|"(?:[^"\\\n]|\\.)*"|'[^'\n]*')"""
-_KEYS = rf"{_KEYPART}(?:[ \t]*\.[ \t]*{_KEYPART})*"
-_HEADER_RE = re.compile(rf"[ \t]*(\[\[?)[ \t]*({_KEYS})[ \t]*\]\]?[ \t]*(?:#.*)?\Z")
-_ASSIGN_RE = re.compile(rf"[ \t]*({_KEYS})[ \t]*=")
-_LAST_SEGMENT_RE = re.compile(r"""(?:\[\d+\]|\.?(?:"(?:[^"\\]|\\.)*"|[A-Za-z0-9_-]+))\Z""")
-
-
-class _LineIndex:
-    """Best-effort map from key paths to line numbers, built only on the error path.
-
-    ``tomllib`` does not report positions of valid values, so the text is
-    scanned for table headers and ``key =`` lines, counting ``[[arrays]]`` the
-    way the key paths do.  Paths not found fall back to their nearest
-    enclosing table (a missing key points at its table's header).
-    """
-
-    def __init__(self, text: str):
-        self.lines: dict[str, int] = {}
-        arrays: dict[str, int] = {}
-        current = ""
-        in_string: str | None = None
-        for number, line in enumerate(text.splitlines(), 1):
-            if in_string is not None:
-                if in_string in line:
-                    in_string = None if line.count(in_string) % 2 else in_string
-                continue
-            header = _HEADER_RE.match(line)
-            if header:
-                current = ""
-                parts = _split_keys(header.group(2))
-                for i, part in enumerate(parts):
-                    current = _join(current, part)
-                    if i == len(parts) - 1 and header.group(1) == "[[":
-                        arrays[current] = arrays.get(current, -1) + 1
-                        current = f"{current}[{arrays[current]}]"
-                    elif current in arrays:
-                        current = f"{current}[{arrays[current]}]"
-                self.lines.setdefault(current, number)
-                continue
-            assign = _ASSIGN_RE.match(line)
-            if assign:
-                path = current
-                for part in _split_keys(assign.group(1)):
-                    path = _join(path, part)
-                    self.lines.setdefault(path, number)
-            for quote in ('"""', "'''"):
-                if line.count(quote) % 2:
-                    in_string = quote
-                    break
-
-    def find(self, path: str) -> int | None:
-        while path:
-            if path in self.lines:
-                return self.lines[path]
-            match = _LAST_SEGMENT_RE.search(path)
-            if not match:
-                return None
-            path = path[: match.start()]
-        return None
-
-
-def _split_keys(text: str) -> list[str]:
-    parts = []
-    for part in re.findall(_KEYPART, text):
-        if part[0] in "\"'":
-            try:
-                part = tomllib.loads(f"k = {part}")["k"]
-            except tomllib.TOMLDecodeError:
-                part = part[1:-1]
-        parts.append(part)
-    return parts

@@ -153,6 +153,25 @@ class SavedStates:
         return saved
 
 
+def _refusal(path: str, st: os.stat_result) -> str | None:
+    """Why the state dir ``path`` (its ``lstat``) is refused: a symlink, not a directory, not ours."""
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        return f"state_dir {path} is not a directory (a symlink is refused)"
+    if st.st_uid != os.geteuid():
+        return f"state_dir {path} is owned by uid {st.st_uid}, not by us: refused"
+    return None
+
+
+def is_private_dir(path: str) -> bool:
+    """Is ``path`` a state dir as :meth:`StateStore.ensure_dir` leaves it: a directory (not a
+    symlink), owned by us, without any access for group or others?  Checks only; creates nothing."""
+    try:
+        st = os.lstat(path)
+    except (OSError, ValueError):  # ValueError: NUL in the path
+        return False
+    return _refusal(path, st) is None and not st.st_mode & 0o077
+
+
 class StateStore:
     """``state_dir`` with its lock and ``state.json``.
 
@@ -170,10 +189,9 @@ class StateStore:
             st = os.lstat(self.dir)
         except OSError as exc:
             raise KanotifyError(f"state_dir {self.dir}: cannot create: {exc.strerror}") from None
-        if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
-            raise KanotifyError(f"state_dir {self.dir} is not a directory (a symlink is refused)")
-        if st.st_uid != os.geteuid():
-            raise KanotifyError(f"state_dir {self.dir} is owned by uid {st.st_uid}, not by us: refused")
+        refusal = _refusal(self.dir, st)
+        if refusal:
+            raise KanotifyError(refusal)
         if st.st_mode & 0o077:
             os.chmod(self.dir, 0o700)
 

@@ -273,3 +273,47 @@ def test_status_shows_recorded_state_vips_effective_arp_and_drift(pair: Pair, tm
     assert "drift (what reconcile would change):" in text and "eth0" in text
     assert node.run("reconcile").returncode == 0
     assert json.loads(node.run("--json", "status").stdout)["drift"] == []
+
+
+def test_a_large_config_is_served_from_the_cache_and_never_stale(pair: Pair, tmp_path: Path) -> None:
+    """Real runs of the console script with a config over the cache's size threshold.
+
+    The first run creates the state dir (no entry yet), the second validates and writes
+    the entry, later runs load it (its inode stays) and converge the kernel as the file
+    says; an edited file is validated again and its new value reaches the kernel.
+    """
+    from kanotify.config_cache import CACHE_FILE, MIN_SIZE
+
+    # 600 IPv6 VIPs on lo declared for the STOP state only: managed, never desired here
+    padding = "".join(
+        f'\n  [[instance.vip]]\n  address = "2001:db8:ffff::{i:x}/128"\n  dev = "lo"\n  states = ["stop"]\n'
+        for i in range(1, 601)
+    )
+    node = Node(pair.a, tmp_path, extra=padding)
+    assert node.config.stat().st_size > MIN_SIZE
+    entry = tmp_path / "state" / CACHE_FILE
+
+    def run_ok(*args: str) -> None:
+        done = node.run(*args)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    run_ok("master", "VI_1")
+    assert not entry.exists(), "the first run found no state dir yet: nothing written"
+    run_ok("master", "VI_1")
+    assert entry.exists() and entry.stat().st_mode & 0o777 == 0o600
+    inode = entry.stat().st_ino
+
+    run_ok("backup", "VI_1")  # from the cache
+    assert entry.stat().st_ino == inode, "a hit leaves the entry alone"
+    assert _has(pair.a, "lo", "192.0.2.100", 32)["label"] == "lo:0"
+    assert _has(pair.a, "eth0", "192.0.2.100", 24) is None
+    run_ok("check")
+    assert entry.stat().st_ino == inode, "check neither reads nor writes the entry"
+
+    node.config.write_text(node.config.read_text().replace('label = "eth0:0"', 'label = "eth0:9"'))
+    run_ok("master", "VI_1")
+    assert entry.stat().st_ino != inode, "an edited file is a miss: validated and rewritten"
+    assert _has(pair.a, "eth0", "192.0.2.100", 24)["label"] == "eth0:9"
+    assert set(_statuses(node.records()[-1])) != {"noop"}
+    run_ok("master", "VI_1")
+    assert set(_statuses(node.records()[-1])) == {"noop"}
