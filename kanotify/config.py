@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from .errors import ConfigError, Problem
 from .model import (
     FORWARDS,
+    normalize_sysctl,
     PROTOCOLS,
     SCHEDULERS,
     SERVICE_FLAGS,
@@ -443,7 +444,7 @@ class _ConfigReader:
             if "\n" in value or "\r" in value:
                 self.problems.add(where, f"expected {what}, got a multi-line string")
                 return None
-            text = " ".join(value.split())
+            text = normalize_sysctl(value)
             if text:
                 return text
             self.problems.add(where, f"expected {what}, got an empty string")
@@ -644,8 +645,10 @@ class _ConfigReader:
         upper = t.integer("upper_threshold", 0, 65535, default=0)
         lower = t.integer("lower_threshold", 0, 65535, default=0)
         t.done()
-        if upper and lower is not None and lower > upper:
-            t.problem("lower_threshold", f"expected lower_threshold <= upper_threshold ({upper}), got {lower}")
+        if upper is not None and lower is not None and lower > upper:
+            # the kernel refuses it (ERANGE) even when upper is 0, "no limit": lower only means something below it
+            limit = f"upper_threshold ({upper})" if upper else "upper_threshold (0: no limit, so 0)"
+            t.problem("lower_threshold", f"expected lower_threshold <= {limit}, got {lower}")
         if (not service.fwmark and forward in ("dr", "tun") and port is not None and service.port is not None
                 and port != service.port):
             t.problem("port", f"expected {service.port} (the service's port): with forward = {literal(forward)} "

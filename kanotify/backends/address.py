@@ -23,14 +23,16 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
-import threading
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, TypeVar
 
 from ..actions import Action, BindVip, UnbindVip
 from ..errors import ApplyError
 from ..model import IPInterface, Vip
 from .base import apply_each
+from .netns import call_in
 from .retry import call_with_retry
+
+T = TypeVar("T")
 
 IFA_F_SECONDARY = 0x01
 IFA_F_NODAD = 0x02
@@ -301,31 +303,9 @@ class AddressBackend:
             ) from exc
         return own
 
-    def _in_netns(self, fn: Any, *args: Any) -> Any:
-        """Run ``fn`` with ``/proc/sys/net`` showing this backend's namespace.
-
-        ``setns`` switches only the calling thread, so a short-lived thread
-        does the work and the rest of the process stays where it is.
-        """
-        if self.netns is None:
-            return fn(*args)
-        box: dict[str, Any] = {}
-
-        def run() -> None:
-            try:
-                from pyroute2 import netns as _netns
-
-                _netns.setns(self.netns, flags=0, fork=False)
-                box["value"] = fn(*args)
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
-                box["error"] = exc
-
-        thread = threading.Thread(target=run, name="kanotify-netns")
-        thread.start()
-        thread.join()
-        if "error" in box:
-            raise box["error"]
-        return box.get("value")
+    def _in_netns(self, fn: Callable[..., T], *args: object) -> T:
+        """``fn(*args)`` with ``/proc/sys/net`` showing this backend's namespace."""
+        return call_in(self.netns, fn, *args)
 
 
 def _has_secondaries(found: dict[tuple[int, IPInterface], _Found], index: int, primary: _Found) -> bool:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
-from typing import Callable, Iterable, Sequence, TypeVar
+from typing import Callable, Sequence, TypeVar
 
 from ..actions import (
     Action,
@@ -55,6 +55,7 @@ from ..model import (
 )
 from . import ipvs_msg as m
 from . import netlink as nl
+from .netns import call_in
 from .retry import call_with_retry
 
 T = TypeVar("T")
@@ -240,39 +241,7 @@ def _open_socket(netns: str | None) -> socket.socket:
         except OSError as exc:
             raise ApplyError(f"IPVS netlink: cannot open a generic netlink socket: {exc.strerror}", exc.errno) from None
 
-    if netns is None:
-        return make()
-    return in_netns(netns, make)
-
-
-def in_netns(netns: str, make: Callable[[], T]) -> T:
-    """Run ``make()`` with this thread inside network namespace ``netns`` (then switch back).
-
-    A socket keeps the namespace it was created in, so only its creation needs
-    the switch.  Python 3.11 has no ``os.setns``: use libc.
-    """
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    clone_newnet = 0x40000000
-    path = netns if "/" in netns else f"/run/netns/{netns}"
-    try:
-        target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise ApplyError(f"network namespace {netns}: {exc.strerror}", exc.errno) from None
-    here = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if libc.setns(target, clone_newnet) != 0:
-            code = ctypes.get_errno()
-            raise ApplyError(f"network namespace {netns}: setns: {os.strerror(code)}", code)
-        try:
-            return make()
-        finally:
-            if libc.setns(here, clone_newnet) != 0:  # pragma: no cover - cannot happen as root
-                raise OSError(ctypes.get_errno(), "cannot return to the original network namespace")
-    finally:
-        os.close(target)
-        os.close(here)
+    return call_in(netns, make)
 
 
 # --------------------------------------------------------------------------- the backend
@@ -671,34 +640,4 @@ def _hint(action: Action, code: int | None) -> str:
     return ""
 
 
-def format_table(services: Iterable[ObservedService]) -> str:
-    """``ipvsadm -Ln``-like text of observed services, for status output and debugging."""
-    from ..model import format_hostport
-
-    lines = ["Prot LocalAddress:Port Scheduler Flags", "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn"]
-    for obs in sorted(services, key=lambda o: (o.service.key.protocol, str(o.service.key))):
-        svc = obs.service
-        key = svc.key
-        if key.is_fwmark:
-            where = f"FWM  {key.fwmark}" + (" IPv6" if key.family == 6 else "")
-        else:
-            assert key.address is not None
-            where = f"{key.protocol.upper():<4} {format_hostport(key.address, key.port)}"
-        text = f"{where} {svc.scheduler}"
-        if svc.flags:
-            text += " (" + ",".join(sorted(svc.flags)) + ")"
-        if svc.persistence:
-            text += f" persistent {svc.persistence}"
-            if svc.netmask is not None:
-                text += f" mask /{svc.netmask}"
-        lines.append(text)
-        for real, stats in sorted(obs.reals.values(), key=lambda rs: (rs[0].address.version, int(rs[0].address), rs[0].port)):
-            fwd = {"dr": "Route", "nat": "Masq", "tun": "Tunnel"}.get(real.forward, real.forward)
-            lines.append(
-                f"  -> {format_hostport(real.address, real.port):<28} {fwd:<7} {real.weight:<6} "
-                f"{stats.active_conns:<10} {stats.inactive_conns}"
-            )
-    return "\n".join(lines)
-
-
-__all__ = ["IpvsBackend", "IpvsSocket", "format_table", "in_netns"]
+__all__ = ["IpvsBackend", "IpvsSocket"]

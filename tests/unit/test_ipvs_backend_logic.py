@@ -19,7 +19,7 @@ from kanotify.actions import AddReal, AddService, DeleteService, EditService, No
 from kanotify.backends import ipvs as ipvs_mod
 from kanotify.backends import ipvs_msg as m
 from kanotify.backends import netlink as nl
-from kanotify.backends.ipvs import IpvsBackend, format_table
+from kanotify.backends.ipvs import IpvsBackend
 from kanotify.errors import ApplyError
 from kanotify.model import ObservedService, RealServer, RealServerStats, ServiceKey, SyncDaemon, VirtualService
 
@@ -142,22 +142,6 @@ def test_lost_replies_reapply_each_action() -> None:
     assert backend.apply_many(actions) == [None, None]
     assert backend.overruns == 1
     assert sock.sent == [m.IPVS_CMD_NEW_SERVICE, m.IPVS_CMD_NEW_DEST] * 2
-
-
-def test_format_table_reads_like_ipvsadm() -> None:
-    services = [
-        ObservedService(
-            VirtualService(KEY, "sh", 300, 24, frozenset({"sh-port"})),
-            {(ip("192.0.2.21"), 80): (RealServer(ip("192.0.2.21"), 80, "dr", 3), RealServerStats(2, 5))},
-        ),
-        ObservedService(VirtualService(ServiceKey.mark(9, 6), "rr")),
-    ]
-    lines = format_table(services).splitlines()
-    assert lines[2:] == [
-        "FWM  9 IPv6 rr",
-        "TCP  192.0.2.100:80 sh (sh-port) persistent 300 mask /24",
-        "  -> 192.0.2.21:80                Route   3      2          5",
-    ]
 
 
 # --------------------------------------------------------------------------- sync daemons

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 from kanotify.actions import Action
-from kanotify.backends.ipvs import IpvsBackend, in_netns
+from kanotify.backends.ipvs import IpvsBackend
+from kanotify.backends.netns import call_in
 from kanotify.config import Config, Settings
 from kanotify.model import Instance, Observed, RealServer, ServiceSpec, State, VirtualService
 from kanotify.plan import Plan, PlanOptions, desired_for, plan
@@ -179,7 +180,7 @@ while True:
 
 def connect_from(ns: str, host: str, port: int) -> socket.socket:
     """An open TCP connection made from inside namespace ``ns`` (the socket keeps its netns)."""
-    sock: socket.socket = in_netns(ns, lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+    sock: socket.socket = call_in(ns, lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
     sock.settimeout(10)
     sock.connect((host, port))
     return sock
