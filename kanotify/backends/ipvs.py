@@ -56,7 +56,7 @@ from ..model import (
 from . import ipvs_msg as m
 from . import netlink as nl
 from .netns import call_in
-from .retry import call_with_retry
+from .retry import TRANSIENT_ERRNOS, call_with_retry
 
 T = TypeVar("T")
 
@@ -393,7 +393,7 @@ class IpvsBackend:
         try:
             return fn(*args)
         except ApplyError as exc:
-            if exc.errno not in _transient():
+            if exc.errno not in TRANSIENT_ERRNOS:
                 raise
         return call_with_retry(fn, *args, what=what, budget=self.retry_budget)
 
@@ -431,7 +431,7 @@ class IpvsBackend:
                 continue
             code, text = failed[seq]
             error = ApplyError(text or os.strerror(code), code)
-            if code in (errno.EEXIST, *_GONE) or code in _transient():
+            if code in (errno.EEXIST, *_GONE) or code in TRANSIENT_ERRNOS:
                 results[i] = self._capture_after_failure(action, error)
             else:
                 results[i] = self._error(action, error)
@@ -444,7 +444,7 @@ class IpvsBackend:
         return None
 
     def _capture_after_failure(self, action: Action, exc: ApplyError) -> BaseException | None:
-        if exc.errno in _transient():
+        if exc.errno in TRANSIENT_ERRNOS:
             return self._capture(action)
         try:
             self._after_failure(action, exc)
@@ -570,12 +570,6 @@ class IpvsBackend:
         data = encode(sock.family, seq)
         self.writes += 1
         sock.request(data, seq)
-
-
-def _transient() -> frozenset[int]:
-    from .retry import TRANSIENT_ERRNOS
-
-    return TRANSIENT_ERRNOS
 
 
 def _explained(what: str, exc: ApplyError, hint: str) -> ApplyError:
