@@ -16,8 +16,10 @@ from __future__ import annotations
 import json
 import os
 import sys
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, NoReturn, Sequence, TextIO
 
 from .errors import EXIT_FAILED, EXIT_OK, ConfigError, KanotifyError, UsageError
 from .journal import Journal, outcome_text, summary_line
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
     from .config import Config
     from .engine import Engine
     from .run import RunResult
+    from .store import Ticket
 
 TRANSITIONS = ("master", "backup", "fault", "stop")
 MAX_WORD = 256
@@ -54,13 +57,80 @@ class Globals:
     allow_insecure: bool = False
 
 
+@dataclass
+class Runtime:
+    """Where a command gets its config, engine, output, trigger and ticket.
+
+    An in-process run uses the defaults: the config file, a new engine,
+    stdout/stderr, ``sys.argv`` and this process's ticket.  The listener runs
+    a handed-over request with its own config and engine, the client's argv
+    and ticket, and captures the output for the answer; ``warnings`` go into
+    the journal line (the fallback after a listener that did not answer says
+    so there).
+    """
+
+    argv: list[str]
+    stdout: TextIO | None = None
+    stderr: TextIO | None = None
+    ticket: Ticket | None = None
+    warnings: tuple[str, ...] = ()
+    config: Callable[[Globals], Config] | None = None
+    engine: Callable[[Globals, Config], Engine] | None = None
+
+
+_RUNTIME: ContextVar[Runtime | None] = ContextVar("kanotify_runtime", default=None)
+
+
+def runtime() -> Runtime:
+    return _RUNTIME.get() or Runtime(["kanotify", *sys.argv[1:]])
+
+
+@contextmanager
+def using(rt: Runtime) -> Iterator[Runtime]:
+    """Run commands in this thread with ``rt``."""
+    token = _RUNTIME.set(rt)
+    try:
+        yield rt
+    finally:
+        _RUNTIME.reset(token)
+
+
+#: ``reconcile``'s own options, which the typer-free path understands too
+_RECONCILE_OPTIONS = ("--state", "--instance")
+
+
+def _reconcile_words(words: list[str]) -> list[str] | None:
+    """``reconcile [--state S] [--instance I]`` as ``["reconcile", S or "", I or ""]``; None for anything else."""
+    values = {name: "" for name in _RECONCILE_OPTIONS}
+    i = 1
+    while i < len(words):
+        name, eq, value = words[i].partition("=")
+        if name not in values or values[name]:
+            return None
+        if not eq:
+            if i + 1 >= len(words) or words[i + 1].startswith("-"):
+                return None
+            i += 1
+            value = words[i]
+        if not value:
+            return None
+        values[name] = value
+        i += 1
+    return ["reconcile", values["--state"], values["--instance"]]
+
+
 def split_fast(argv: Sequence[str]) -> tuple[Globals, list[str]] | None:
-    """Parse the keepalived forms without typer; ``None`` for anything else (typer handles it)."""
+    """Parse the keepalived forms and ``reconcile`` without typer; ``None`` for anything else (typer handles it)."""
     parsed = split(list(argv))
     if parsed is None:
         return None
     found, words = parsed
-    if any(w.startswith("-") for w in words):
+    if words and words[0].lower() == "reconcile":
+        reconcile = _reconcile_words(words)
+        if reconcile is None:
+            return None
+        words = reconcile
+    elif any(w.startswith("-") for w in words):
         return None  # --help, unknown options: let typer explain
     g = Globals()
     for option, value, count in found:
@@ -76,17 +146,21 @@ def split_fast(argv: Sequence[str]) -> tuple[Globals, list[str]] | None:
         return g, words
     if words and words[0] == "notify" and len(words) == 5:
         return g, words
+    if words and words[0] == "reconcile":
+        return g, words
     return None
 
 
 def run_fast(argv: Sequence[str]) -> int | None:
-    """Run a keepalived-style invocation without typer; ``None`` if it is not one."""
+    """Run a keepalived-style invocation (or ``reconcile``) without typer; ``None`` if it is not one."""
     parsed = split_fast(argv)
     if parsed is None:
         return None
     g, words = parsed
     if words[0] == "notify":
         return guarded(cmd_notify, g, words[1:])
+    if words[0] == "reconcile":
+        return guarded(cmd_reconcile, g, words[1] or None, words[2] or None)
     return guarded(cmd_transition, g, State(words[0]), words[1] if len(words) > 1 else None)
 
 
@@ -110,15 +184,21 @@ def guarded(fn: Callable[..., Any], *args: Any) -> int:
 
 
 def out(text: str) -> None:
-    print(text, flush=True)
+    print(text, file=runtime().stdout or sys.stdout, flush=True)
 
 
 def err(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+    print(text, file=runtime().stderr or sys.stderr, flush=True)
 
 
 def _argv() -> list[str]:
-    return ["kanotify", *sys.argv[1:]]
+    return runtime().argv
+
+
+def _ticket() -> Ticket:
+    from .store import notification_ticket
+
+    return runtime().ticket or notification_ticket()
 
 
 def _safe(word: str) -> str:
@@ -139,6 +219,12 @@ def parse_state(word: str) -> State:
 
 
 def load(g: Globals, *, cached: bool = False) -> Config:
+    """The validated config: the runtime's (a listener's), else the file's; see :func:`load_file`."""
+    provider = runtime().config
+    return provider(g) if provider is not None else load_file(g, cached=cached)
+
+
+def load_file(g: Globals, *, cached: bool = False) -> Config:
     """The validated config (ConfigError -> exit 78), refused if others can write it.
 
     ``cached``: for the commands that load it to run (notifications, reconcile, plan,
@@ -159,6 +245,10 @@ def load(g: Globals, *, cached: bool = False) -> Config:
 
 
 def make_engine(g: Globals, config: Config) -> Engine:
+    """The runtime's engine (a listener's), else a new one with the config's hook plugins."""
+    provider = runtime().engine
+    if provider is not None:
+        return provider(g, config)
     from .engine import Engine
 
     hooks = None
@@ -246,10 +336,9 @@ def cmd_transition(g: Globals, state: State, instance: str | None) -> NoReturn:
         _check_word(instance, "instance")
     config = load(g, cached=True)
     name = resolve_instance(config, instance, state.value)
-    from .store import notification_ticket
-
     result = make_engine(g, config).transition(
-        [name], state, argv=_argv(), command=state.value, dry_run=g.dry_run, ticket=notification_ticket()
+        [name], state, argv=_argv(), command=state.value, dry_run=g.dry_run, ticket=_ticket(),
+        warnings=runtime().warnings,
     )
     _finish(g, result)
 
@@ -287,11 +376,9 @@ def cmd_notify(g: Globals, words: Sequence[str]) -> NoReturn:
         result = engine.ignored(argv=_argv(), command=command, note=note)
         out(json.dumps(result.record, indent=2) if g.json else f"kanotify: {note}")
         raise Exit(EXIT_OK)
-    from .store import notification_ticket
-
     result = engine.transition(
         names, state, argv=_argv(), command=command, dry_run=g.dry_run,
-        ticket=notification_ticket(), priority=priority,
+        ticket=_ticket(), priority=priority, warnings=runtime().warnings,
     )
     _finish(g, result)
 
@@ -304,7 +391,9 @@ def cmd_reconcile(g: Globals, state: str | None, instance: str | None) -> NoRetu
     """``kanotify reconcile [--state S] [--instance I]``."""
     wanted = parse_state(state) if state is not None else None
     config = load(g, cached=True)
-    result = make_engine(g, config).reconcile(_scope(config, instance), wanted, argv=_argv(), dry_run=g.dry_run)
+    result = make_engine(g, config).reconcile(
+        _scope(config, instance), wanted, argv=_argv(), dry_run=g.dry_run, warnings=runtime().warnings,
+    )
     _finish(g, result)
 
 

@@ -119,11 +119,12 @@ class Engine:
         dry_run: bool = False,
         ticket: Ticket | None = None,
         priority: int | None = None,
+        warnings: Sequence[str] = (),
     ) -> RunResult:
         """A notification: ``names`` entered ``state``."""
         return self.run(Request(
             command, tuple(names), tuple(argv), {n: state for n in names}, persist=True,
-            dry_run=dry_run, ticket=ticket, priority=priority,
+            dry_run=dry_run, ticket=ticket, priority=priority, warnings=tuple(warnings),
         ))
 
     def reconcile(
@@ -134,11 +135,14 @@ class Engine:
         argv: Sequence[str],
         command: str = "reconcile",
         dry_run: bool = False,
+        warnings: Sequence[str] = (),
+        quiet: bool = False,
     ) -> RunResult:
         """Converge to the saved states (or to ``state``, which is then saved)."""
         scope = tuple(names) if names else self.config.instance_names
         forced = {n: state for n in scope} if state is not None else None
-        return self.run(Request(command, scope, tuple(argv), forced, persist=state is not None, dry_run=dry_run))
+        return self.run(Request(command, scope, tuple(argv), forced, persist=state is not None, dry_run=dry_run,
+                                warnings=tuple(warnings), quiet=quiet))
 
     def ignored(self, *, argv: Sequence[str], command: str, note: str, name: str | None = None) -> RunResult:
         """Journal a notification that is not for us (generic ``notify`` of another instance)."""
@@ -169,7 +173,7 @@ class Engine:
 
     def _begin(self, request: Request) -> _Run:
         ctx = RunContext(request.command, request.instances, {}, {}, request.dry_run, self.config, request.priority)
-        return _Run(request, ctx, self.hooks.begin(ctx), time.monotonic())
+        return _Run(request, ctx, self.hooks.begin(ctx), time.monotonic(), list(request.warnings))
 
     def _lock(self, run: _Run, stack: contextlib.ExitStack) -> None:
         try:
@@ -231,6 +235,7 @@ class Engine:
         options = PlanOptions(
             garp_count=self.config.settings.garp_count,
             garp_interval=self.config.settings.garp_interval,
+            announce=run.request.announce,
             drain_timeout=self.config.settings.drain_timeout,
             now=self.clock(),
             draining=saved.draining,
@@ -346,7 +351,8 @@ class Engine:
                 if result.outcome == CONVERGED:
                     result.outcome = record["outcome"] = OUTCOME_FAILED
         result.problems = list(run.hooks.problems)
-        self._write_journal(record)
+        if not (run.request.quiet and _uneventful(result)):
+            self._write_journal(record)
         return result
 
     def _journal_record(
@@ -398,6 +404,12 @@ class Engine:
             record.setdefault("warnings", []).append(message)  # the CLI prints these
             syslog_line(message, enabled=syslog, error=True)
         syslog_line(summary_line(record), enabled=syslog, error=record["outcome"] == OUTCOME_FAILED)
+
+
+def _uneventful(result: RunResult) -> bool:
+    """Converged without applying, failing or warning about anything: a drift check that found none."""
+    return (result.outcome == CONVERGED and not result.record.get("warnings")
+            and all(r.status == NOOP for r in result.results))
 
 
 def _chunks(indexed: list[tuple[int, Action]]) -> list[list[tuple[int, Action]]]:

@@ -81,6 +81,8 @@ class PlanOptions:
 
     garp_count: int = 5
     garp_interval: float = 0.2
+    #: announce VIPs that are already bound too (keepalived's MASTER_RX_LOWER_PRI: re-assert MASTER)
+    announce: bool = False
     drain_timeout: float = 300.0
     now: float = 0.0
     #: drain_key(...) -> time the drain started, as recorded by the engine
@@ -165,13 +167,16 @@ def _plan_vips(
             else:
                 removals.append(UnbindVip(have))
             continue
+        announce = spec.garp and spec.vip.dev != "lo" and options.garp_count > 0
         if have == spec.vip:
             noops.append(Noop(f"{vip} already bound"))
+            if announce and options.announce:
+                garps.append(SendGarp(spec.vip, options.garp_count, options.garp_interval))
             continue
         if have is not None:  # bound with another label: labels cannot be edited in place
             removals.append(UnbindVip(have))
         binds.append(BindVip(spec.vip))
-        if spec.garp and spec.vip.dev != "lo" and options.garp_count > 0:
+        if announce:
             garps.append(SendGarp(spec.vip, options.garp_count, options.garp_interval))
     return noops + removals, binds, garps
 

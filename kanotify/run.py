@@ -49,7 +49,10 @@ class Request:
     for a reconcile or plan, which converge to the saved states); ``persist``
     saves them in ``state.json`` first.  ``ticket`` orders notifications: an
     older one than the saved ticket is superseded.  ``argv`` is the journal's
-    ``trigger``.
+    ``trigger``.  ``announce`` sends GARP/NA for bound VIPs too (a master
+    re-asserting itself); ``warnings`` go into the journal line; a ``quiet`` run
+    (the listener's drift checks) writes no journal line when it found nothing
+    to do.
     """
 
     command: str
@@ -60,6 +63,9 @@ class Request:
     dry_run: bool = False
     ticket: Ticket | None = None
     priority: int | None = None
+    announce: bool = False
+    warnings: tuple[str, ...] = ()
+    quiet: bool = False
 
 
 @dataclass
