@@ -693,7 +693,9 @@ def _expand_braces(pattern: str) -> list[str]:
             depth -= 1
             if depth == 0:
                 inner = pattern[start + 1 : i]
-                options, level, cur = [], 0, []
+                options: list[str] = []
+                level = 0
+                cur: list[str] = []
                 for ch in inner:
                     if ch == "," and level == 0:
                         options.append("".join(cur))
