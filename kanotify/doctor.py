@@ -398,10 +398,10 @@ def check_keepalived_test(ctx: Context) -> list[Row]:
     warnings = [line for line in lines if line not in benign and any(w in line for w in WARNING_KEEPALIVED)]
     errors = [line for line in lines if line not in benign and line not in warnings]
     rows = []
-    for line in errors[:15]:
-        rows.append(Row(FAIL, "keepalived -t", *place(line), fix="correct what keepalived reports"))
-    for line in warnings[:10]:
-        rows.append(Row(WARN, "keepalived -t", *place(line), fix="correct what keepalived reports"))
+    for status, chosen in ((FAIL, errors[:15]), (WARN, warnings[:10])):
+        for line in chosen:
+            text, where = place(line)
+            rows.append(Row(status, "keepalived -t", text, "correct what keepalived reports", where))
     if not errors and not warnings:
         rows.append(Row(PASS, "keepalived -t", f"keepalived accepts the config (exit {code}: "
                         + "; ".join(benign) + " -- expected when kanotify owns the VIPs)", where=ctx.kconf.path))
