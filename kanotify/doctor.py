@@ -279,7 +279,7 @@ def _is_executable(st: os.stat_result, uid: int, gid: int) -> bool:
         uid != st.st_uid and ((gid == st.st_gid and mode & stat.S_IXGRP) or (gid != st.st_gid and mode & stat.S_IXOTH))))
 
 
-def insecure_component(path: str) -> tuple[str, str] | None:
+def insecure_component(path: str, lstat: Callable[[str], os.stat_result] = os.lstat) -> tuple[str, str] | None:
     """keepalived's check_security(): the first unsafe component of *path* and why, or None.
 
     Every component is ``lstat``-ed: all but the last must be directories, the
@@ -292,7 +292,7 @@ def insecure_component(path: str) -> tuple[str, str] | None:
     for i, component in enumerate(prefixes):
         last = i == len(prefixes) - 1
         try:
-            st = os.lstat(component)
+            st = lstat(component)
         except OSError as exc:
             return component, f"cannot be found ({exc.strerror})"
         if (not last and not stat.S_ISDIR(st.st_mode)) or (
