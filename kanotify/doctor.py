@@ -44,7 +44,6 @@ GLOBAL_SCRIPTS = ("notify_fifo_script", "vrrp_notify_fifo_script", "lvs_notify_f
                   "shutdown_script")
 FIFOS = ("notify_fifo", "vrrp_notify_fifo", "lvs_notify_fifo")
 SPECIFIC = {"notify_master": "master", "notify_backup": "backup", "notify_fault": "fault", "notify_stop": "stop"}
-KANOTIFY_GLOBALS_WITH_VALUE = ("--config",)
 
 
 @dataclass(frozen=True)
@@ -332,21 +331,23 @@ def _find_in_path(name: str) -> str | None:
 
 
 def _kanotify_command(words: Sequence[str]) -> tuple[str | None, list[str], str | None]:
-    """kanotify's words -> (command, its arguments, --config value)."""
+    """kanotify's words -> (command, its arguments, --config value); global options read from their one table."""
+    from .options import lookup
+
     config = None
     rest: list[str] = []
     i = 0
     while i < len(words):
-        word = words[i]
-        name, eq, value = word.partition("=")
-        if name in KANOTIFY_GLOBALS_WITH_VALUE:
-            if eq:
-                config = value
-            elif i + 1 < len(words):
-                config = words[i + 1]
+        hit = lookup(words[i])
+        if hit is not None:
+            option, value, _count = hit
+            if option.takes_value and value is None and i + 1 < len(words):
+                value = words[i + 1]
                 i += 1
-        elif not word.startswith("-"):
-            rest.append(word)
+            if option.dest == "config":
+                config = value
+        elif not words[i].startswith("-"):
+            rest.append(words[i])
         i += 1
     if not rest:
         return None, [], config
@@ -448,19 +449,22 @@ def check_scripts(ctx: Context) -> list[Row]:
     security = _global_flag(ctx, "enable_script_security")
     rows: list[Row] = []
     refs = scripts(ctx.kconf)
-    uses_kanotify = any(s.kanotify is not None for s in refs)
     if security is None and refs:
         rows.append(Row(WARN, "script security", "enable_script_security is off: keepalived runs root scripts that "
                         "others could replace", "add enable_script_security to global_defs",
                         _w(ctx.kconf.top("global_defs")[0]) if ctx.kconf.top("global_defs") else ctx.kconf.path))
+    if security is not None and refs and _global_flag(ctx, "script_user") is None and not _uid_gid("keepalived_script"):
+        rows.append(Row(WARN, "script security", "enable_script_security without script_user and no keepalived_script "
+                        "user: keepalived complains ('Unable to set default user') and runs the scripts as root",
+                        "add 'script_user root' to global_defs", _w(security)))
     for ref in refs:
-        rows.append(_check_script(ctx, ref, security is not None, uses_kanotify))
+        rows.append(_check_script(ctx, ref, security is not None))
     if not refs:
         rows.append(Row(PASS, "scripts", "keepalived.conf runs no scripts"))
     return rows
 
 
-def _check_script(ctx: Context, ref: Script, security: bool, uses_kanotify: bool) -> Row:
+def _check_script(ctx: Context, ref: Script, security: bool) -> Row:
     what = ref.stmt.keyword
     where = _w(ref.stmt)
     if not ref.argv:
