@@ -352,3 +352,23 @@ def test_format_rows_prints_fix_under_failures() -> None:
     assert text.splitlines() == ["PASS  a   fine", "FAIL  bb  broken  [f:1]", "          fix: do this",
                                  "1 pass, 0 warn, 1 fail"]
 
+
+
+def test_docs_describe_every_check_and_the_three_commands() -> None:
+    import re
+
+    root = Path(__file__).resolve().parents[2]
+    source = (root / "kanotify" / "doctor.py").read_text()
+    names = set(re.findall(r'Row\((?:PASS|WARN|FAIL|status), "([^"]+)"', source))
+    assert len(names) >= 15
+    doc = (root / "docs" / "doctor.md").read_text()
+    missing = [n for n in sorted(names) if f"| `{n}` |" not in doc]
+    assert not missing, f"checks without a row in docs/doctor.md: {missing}"
+    readme = (root / "README.md").read_text()
+    for command in ("kanotify doctor", "kanotify import KEEPALIVED_CONF", "kanotify sysctl --persist"):
+        assert f"| `{command}" in readme
+    for argv in (["doctor", "--help"], ["import", "--help"], ["sysctl", "--help"]):
+        done = subprocess.run([KANOTIFY, *argv], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+    helptext = subprocess.run([KANOTIFY, "doctor", "--help"], capture_output=True, text=True, timeout=60).stdout
+    assert "--keepalived-conf" in helptext and "--config-id" in helptext and "--sysctl-root" not in helptext
