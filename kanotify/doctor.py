@@ -23,9 +23,12 @@ import shutil
 import stat
 import subprocess
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable, NoReturn, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, NoReturn, Protocol, Sequence
 
 from .config import Config
+
+if TYPE_CHECKING:
+    from .importer import ImportResult
 from .keepalived_conf import KeepalivedConf, Statement, read_config, split_script
 from .model import IPInterface
 
@@ -153,9 +156,9 @@ class Context:
     sysctl_root: str = "/"
     config_given: bool = False
     config_id: str | None = None
-    _imported: Any = None
+    _imported: "ImportResult | None" = None
 
-    def imported(self) -> Any:
+    def imported(self) -> "ImportResult":
         """keepalived's virtual_servers as kanotify would import them (:class:`~kanotify.importer.ImportResult`)."""
         if self._imported is None:
             from .importer import import_conf
@@ -626,6 +629,18 @@ def check_instances(ctx: Context) -> list[Row]:
         if not rows:
             rows.append(Row(PASS, "instances", f"{len(ka)} vrrp_instance(s); no kanotify config to compare with"))
         return rows
+    for inst, stmt in ka.items():
+        if inst not in names and any(s.block is stmt for s in refs):
+            rows.append(Row(WARN, "instances", f"vrrp_instance {inst} runs kanotify, but the kanotify config has no "
+                            f"instance {inst}: its notifications are journaled and ignored",
+                            f"add [[instance]] name = \"{inst}\" to the kanotify config, or drop the notify line",
+                            _w(stmt)))
+    ka_groups = set(groups)
+    for group in config.groups if config is not None else ():
+        if group.name not in ka_groups:
+            rows.append(Row(WARN, "instances", f"kanotify group {group.name} is not a vrrp_sync_group of "
+                            "keepalived.conf: GROUP notifications for it never come", "use the vrrp_sync_group's "
+                            "name in [[group]] name", ctx.config_path or ""))
     for name in sorted(names):
         if name not in ka:
             known = ", ".join(sorted(ka)) or "none"

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, NoReturn
 
 from .errors import ConfigError, KanotifyError, Problem
-from .keepalived_conf import CHECKER_ALIASES, KeepalivedConf, Statement, Where, read_config, split_script
+from .keepalived_conf import ALIASES, CHECKER_ALIASES, KeepalivedConf, Statement, Where, read_config, split_script
 from .model import IPAddress, RealServer, ServiceKey, ServiceSpec, State, VirtualService
 
 #: keepalived's lvs_schedulers (check_parser.c)
@@ -367,8 +367,6 @@ CHECKER_OPTIONS: dict[str, str | None] = {
 
 
 def _canonical(keyword: str, in_http: bool = False) -> str:
-    from .keepalived_conf import ALIASES
-
     if in_http and keyword in CHECKER_ALIASES:
         return CHECKER_ALIASES[keyword]
     return ALIASES.get(keyword, keyword)

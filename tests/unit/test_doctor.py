@@ -173,6 +173,11 @@ def test_instances_names_on_both_sides() -> None:
                                               CONFIG))
     assert any("no instance VI_9" in r.what for r in unknown)
     assert status(rows(doctor.check_instances, ctx(INSTANCE))) == PASS  # no config: nothing to compare
+    extra = rows(doctor.check_instances, ctx(fixed, CONFIG))  # VI_2 notifies kanotify, which does not know it
+    assert any(r.status == WARN and "no instance VI_2: its notifications are journaled and ignored" in r.what
+               for r in extra)
+    grouped = rows(doctor.check_instances, ctx(INSTANCE, CONFIG + '[[group]]\nname = "VG_1"\ninstances = ["VI_1"]\n'))
+    assert any(r.status == WARN and "group VG_1 is not a vrrp_sync_group" in r.what for r in grouped)
 
 
 def test_a_fifo_listener_notifies_every_instance() -> None:
