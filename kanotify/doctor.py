@@ -378,12 +378,12 @@ def check_keepalived_conf(ctx: Context) -> list[Row]:
 def check_kanotify_config(ctx: Context) -> list[Row]:
     """The kanotify config, if any, is valid."""
     if ctx.config_problems:
-        return [Row(FAIL, "kanotify config", problem, "kanotify check shows every problem; fix them",
+        return [Row(FAIL, "config", problem, "kanotify check shows every problem; fix them",
                     ctx.config_path or "") for problem in ctx.config_problems[:10]]
     if ctx.config is None:
-        return [Row(PASS, "kanotify config", "none: keepalived.conf and the host are checked alone",
+        return [Row(PASS, "config", "none: keepalived.conf and the host are checked alone",
                     where=ctx.config_path or "")]
-    return [Row(PASS, "kanotify config", f"valid ({len(ctx.config.instances)} instance(s))", where=ctx.config.path)]
+    return [Row(PASS, "config", f"valid ({len(ctx.config.instances)} instance(s))", where=ctx.config.path)]
 
 
 def check_keepalived_test(ctx: Context) -> list[Row]:

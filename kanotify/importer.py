@@ -730,9 +730,10 @@ def _service(vs: _VS, target: _Target, first: bool) -> ImportedService | Note:
                                             f"{seen[(rs.address, port)]}"))
             continue
         seen[(rs.address, port)] = rs.stmt.where
-        lower = rs.lower if not rs.upper or rs.lower <= rs.upper else 0
+        lower = rs.lower if rs.upper and rs.lower <= rs.upper else 0
         if lower != rs.lower and first:
-            rnotes.append(_note(rs.stmt, "lthreshold above uthreshold: kanotify needs lower <= upper"))
+            rnotes.append(_note(rs.stmt, "lthreshold without a uthreshold above it: the kernel refuses that "
+                                         "(ERANGE), kanotify's config too"))
         weight = rs.weight if rs.weight is not None else vs.weight
         real = RealServer(rs.address, port, forward, weight, rs.upper, lower)
         if first:

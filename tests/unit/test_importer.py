@@ -213,6 +213,16 @@ def test_what_keepalived_would_not_create_is_noted() -> None:
     parse_config(render(result))
 
 
+def test_lthreshold_needs_a_uthreshold() -> None:
+    conf = parse_text("virtual_server 192.0.2.1 80 {\n protocol TCP\n real_server 192.0.2.2 80 {\n  lthreshold 5\n }\n"
+                      " real_server 192.0.2.3 80 {\n  uthreshold 10\n  lthreshold 5\n }\n}\n", "t.conf")
+    result = import_conf(conf)
+    first, second = result.services[0].reals
+    assert (first.real.u_threshold, first.real.l_threshold) == (0, 0) and "ERANGE" in first.notes[-1].reason
+    assert (second.real.u_threshold, second.real.l_threshold) == (10, 5)
+    parse_config(render(result))
+
+
 def test_ops_needs_udp_and_sh_flags_need_sh_first() -> None:
     conf = parse_text("virtual_server 192.0.2.1 80 {\n protocol TCP\n ops\n sh-port\n lvs_sched sh\n sh-fallback\n"
                       " real_server 192.0.2.2 80 {\n }\n}\n", "f.conf")
