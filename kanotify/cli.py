@@ -138,6 +138,54 @@ def check(ctx: typer.Context) -> None:
     _call(ctx, commands.cmd_check)
 
 
+@app.command("doctor")
+def doctor_cmd(
+    ctx: typer.Context,
+    keepalived_conf: str = typer.Option(
+        "/etc/keepalived/keepalived.conf", "--keepalived-conf", metavar="PATH", help="keepalived's config file."
+    ),
+    config_id: Optional[str] = typer.Option(
+        None, "--config-id", metavar="ID", help="keepalived's -i: which @ID lines apply [default: short host name]."
+    ),
+    sysctl_root: str = typer.Option("/", "--sysctl-root", hidden=True, help="Root of the sysctl.d search (tests)."),
+) -> None:
+    """Check keepalived.conf and this host for LVS pitfalls; exit 1 on any fail."""
+    from . import doctor
+
+    _call(ctx, doctor.cmd_doctor, keepalived_conf, config_id, sysctl_root)
+
+
+@app.command("import")
+def import_cmd(
+    ctx: typer.Context,
+    keepalived_conf: str = typer.Argument(..., metavar="KEEPALIVED_CONF"),
+    instance: Optional[str] = typer.Option(
+        None, "--instance", metavar="NAME", help="[[instance]] name [default: the file's first vrrp_instance, or VI_1]."
+    ),
+    config_id: Optional[str] = typer.Option(
+        None, "--config-id", metavar="ID", help="keepalived's -i: which @ID lines apply [default: short host name]."
+    ),
+) -> None:
+    """Print kanotify config TOML for the virtual_server blocks of a keepalived.conf."""
+    from . import importer
+
+    _call(ctx, importer.cmd_import, keepalived_conf, instance, config_id)
+
+
+@app.command("sysctl")
+def sysctl_cmd(
+    ctx: typer.Context,
+    persist: bool = typer.Option(False, "--persist", help="Write the [sysctl] values to a sysctl.d file."),
+    path: Optional[str] = typer.Option(
+        None, "--path", metavar="PATH", help="Where [default: /etc/sysctl.d/90-kanotify.conf]."
+    ),
+) -> None:
+    """Persist the configured sysctls (and their lo twins) across reboots."""
+    from . import persist as persist_mod
+
+    _call(ctx, persist_mod.cmd_sysctl, persist, path)
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     """Run the CLI with ``argv`` (without the program name); returns the exit code."""
     words = hoist(list(sys.argv[1:] if argv is None else argv))

@@ -1,0 +1,146 @@
+"""``kanotify import`` round trip against real keepalived and a real IPVS (inside the UML guest).
+
+For each test config: keepalived's checker process (``keepalived -C``) loads its
+own ``virtual_server`` blocks into IPVS in one namespace; ``kanotify import``
+turns the same file into TOML, and ``kanotify master`` applies it in another
+namespace.  ``ipvsadm-save -n`` (order-normalized) and the thresholds of
+``ipvsadm -Ln --thresholds`` must be the same.  kanotify's run is made twice:
+the second changes nothing.
+
+keepalived's health checkers would take real servers out as their checks fail;
+the namespace routes the documentation prefixes into a dummy device, so a check
+hangs until its connect_timeout (several seconds per try) and the table is read
+as soon as keepalived has loaded it -- before any checker can have decided.
+MISC_CHECKs run /bin/true.  Also here, the pass side of doctor's ip_vs check.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from ipvs_guest_support import run, save, thresholds
+from kanotify.importer import import_file
+
+CONFIGS = Path(__file__).resolve().parents[2] / "unit" / "keepalived_configs"
+ROUND_TRIP = [
+    "seed004.conf", "dr_basic.conf", "fwmark.conf", "group.conf", "includes/main.conf", "conditional.conf",
+    "definitions.conf", "seq.conf", "comments_quotes.conf", "legacy.conf", "nat_ipv6.conf", "sync_fifo.conf",
+]
+CONFIG_ID = "lb1"
+KANOTIFY = str(Path(sys.executable).with_name("kanotify"))
+SINK_PREFIXES = ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")
+
+
+@pytest.fixture
+def namespaces() -> Iterator[tuple[str, str]]:
+    """Two namespaces: ``ka`` for keepalived (documentation prefixes routed into a dummy), ``kn`` for kanotify."""
+    tag = secrets.token_hex(2)
+    ka, kn = f"kt-{tag}-ka", f"kt-{tag}-kn"
+    made: list[str] = []
+    try:
+        run(["modprobe", "dummy"])
+        for ns in (ka, kn):
+            run(["ip", "netns", "add", ns])
+            made.append(ns)
+            run(["ip", "-n", ns, "link", "set", "lo", "up"])
+        run(["ip", "-n", ka, "link", "add", "sink0", "type", "dummy"])
+        run(["ip", "-n", ka, "link", "set", "sink0", "up"])
+        for prefix in SINK_PREFIXES:
+            run(["ip", "-n", ka, "route", "add", prefix, "dev", "sink0"])
+        yield ka, kn
+    finally:
+        for ns in made:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def _normalized(lines: list[str]) -> list[str]:
+    return sorted(" ".join(line.split()) for line in lines)
+
+
+def _wait_for_table(ns: str, services: int, reals: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> list[str]:
+    """ipvsadm-save -n of *ns* once it holds the expected numbers of services and real servers."""
+    deadline = time.monotonic() + timeout
+    lines: list[str] = []
+    while time.monotonic() < deadline:
+        lines = save(ns)
+        if (sum(line.startswith("-A") for line in lines) == services
+                and sum(line.startswith("-a") for line in lines) == reals):
+            return lines
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    out = proc.stdout.read().decode(errors="replace") if proc.stdout and proc.poll() is not None else ""
+    raise AssertionError(f"keepalived did not load {services} services / {reals} real servers in {timeout}s; "
+                         f"ipvsadm-save: {lines}\n{out}")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)  # keepalived's parent stops its checker child
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize("name", ROUND_TRIP)
+def test_keepalived_and_the_imported_toml_load_the_same_ipvs_table(
+    name: str, namespaces: tuple[str, str], tmp_path: Path
+) -> None:
+    ka, kn = namespaces
+    conf = CONFIGS / name
+    result, text = import_file(str(conf), None, CONFIG_ID)
+    assert result.services, f"{name} has no virtual_server to compare"
+    n_reals = sum(len(s.reals) for s in result.services)
+
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", ka, "keepalived", "-n", "-l", "-D", "-C", "-f", str(conf), "-i", CONFIG_ID,
+         "-p", str(tmp_path / "keepalived.pid"), "-c", str(tmp_path / "checkers.pid")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        keepalived_table = _wait_for_table(ka, len(result.services), n_reals, proc)
+        keepalived_thresholds = thresholds(ka)
+    finally:
+        _stop(proc)
+
+    config = tmp_path / "kanotify.toml"
+    config.write_text(f'[settings]\nstate_dir = "{tmp_path}/state"\njournal = "{tmp_path}/journal.jsonl"\n'
+                      f'syslog = false\n\n{text}')
+    records = []
+    for _ in range(2):
+        done = subprocess.run(["ip", "netns", "exec", kn, KANOTIFY, "--allow-insecure", "--config", str(config),
+                               "--json", "master", result.instance], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        records.append(json.loads(done.stdout))
+    assert all(a["status"] == "noop" for a in records[1]["actions"]), records[1]["actions"]
+
+    assert _normalized(save(kn)) == _normalized(keepalived_table)
+    assert thresholds(kn) == keepalived_thresholds
+
+
+def test_doctor_ip_vs_passes_where_the_kernel_has_it(tmp_path: Path) -> None:
+    ns = f"kt-{secrets.token_hex(2)}-doc"
+    run(["ip", "netns", "add", ns])
+    try:
+        done = subprocess.run(
+            ["ip", "netns", "exec", ns, KANOTIFY, "doctor", "--json", "--keepalived-conf",
+             str(CONFIGS / "seed004.conf"), "--sysctl-root", str(tmp_path)],
+            capture_output=True, text=True, timeout=300, env={k: v for k, v in os.environ.items()
+                                                               if k != "KANOTIFY_CONFIG"})
+        report = json.loads(done.stdout)
+        (row,) = [r for r in report["rows"] if r["check"] == "ip_vs"]
+        assert row["status"] == "pass", row
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
