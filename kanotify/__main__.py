@@ -14,6 +14,14 @@ child carries on.  Until the worker has left the group, the parent ignores
 SIGTERM/SIGINT/SIGHUP; against a SIGKILL only forking early helps, hence no
 import before the fork.  The notification's ticket (its place in keepalived's order)
 is taken before the fork, so the detached worker keeps the original order.
+
+When a listener (``kanotify listen``) runs, the one-shot commands it does
+(:data:`kanotify.control.HANDED_OVER`) are handed to it first, through a path
+that imports neither pyroute2 nor typer nor the config machinery: a STOP
+handed over needs no fork, the listener finishes it even if keepalived kills
+this process.  A listener that does not answer within ``lock_timeout`` is
+given up on and the work is done here, under the same lock and ticket, with a
+note in the journal line.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ import os
 import signal
 import sys
 
-from .options import command_words
+from .options import command_words, split
 
 #: what keepalived sends a STOP script's process group when it stops waiting for it
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -69,21 +77,51 @@ def _detach_and_wait() -> int | None:
         return 1
 
 
+def _hand_over(argv: list[str], stop: bool) -> str | None:
+    """Let a running listener do it: exits with its answer; else returns a note for the journal ("" if none)."""
+    parsed = split(argv)
+    if parsed is None:
+        return ""
+    found, words = parsed
+    given = {option.dest: value if option.takes_value else True for option, value, _count in found}
+    from .control import hand_over, wants_listener
+
+    if not wants_listener(argv, words, bool(given.get("no_daemon")), bool(given.get("dry_run"))):
+        return ""
+    from .prescan import config_path
+    from .procinfo import ticket_fields
+
+    if stop:  # keepalived's SIGTERM must not end a STOP before the listener has it
+        for signum in _STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
+    given_config = given.get("config")
+    answer = hand_over(argv, config_path(given_config if isinstance(given_config, str) else None), ticket_fields())
+    if answer.code is not None:
+        sys.stdout.write(answer.stdout)
+        sys.stderr.write(answer.stderr)
+        sys.stdout.flush()
+        sys.exit(answer.code)
+    return answer.note
+
+
 def main() -> None:
     argv = sys.argv[1:]
-    if os.environ.get("KANOTIFY_NO_DETACH") != "1" and _is_stop_notification(argv):
+    stop = _is_stop_notification(argv)
+    note = _hand_over(argv, stop)
+    if os.environ.get("KANOTIFY_NO_DETACH") != "1" and stop:
         for signum in _STOP_SIGNALS:  # keepalived's SIGTERM must not end the job before the fork
             signal.signal(signum, signal.SIG_IGN)
         code = _detach_and_wait()
         if code is not None:
             sys.exit(code)
-    from .commands import run_fast
+    from .commands import Runtime, run_fast, using
 
-    code = run_fast(argv)  # the keepalived forms, without importing typer
-    if code is None:
-        from .cli import run
+    with using(Runtime(["kanotify", *argv], warnings=(note,) if note else ())):
+        code = run_fast(argv)  # the keepalived forms, without importing typer
+        if code is None:
+            from .cli import run
 
-        code = run()
+            code = run()
     status_fd = os.environ.pop("KANOTIFY_STATUS_FD", None)
     if status_fd is not None:
         try:

@@ -138,6 +138,21 @@ def check(ctx: typer.Context) -> None:
     _call(ctx, commands.cmd_check)
 
 
+@app.command()
+def listen(
+    ctx: typer.Context,
+    fifo: Optional[str] = typer.Argument(
+        None, metavar="[FIFO]",
+        help="keepalived's notify FIFO (keepalived passes it last to vrrp_notify_fifo_script).",
+    ),
+) -> None:
+    """The resident daemon: keepalived's FIFO in order, one-shots handed over, drift repaired."""
+    g = ctx.obj if isinstance(ctx.obj, Globals) else Globals()
+    from .listen import cmd_listen
+
+    raise typer.Exit(cmd_listen(g, fifo))
+
+
 @app.command("doctor")
 def doctor_cmd(
     ctx: typer.Context,

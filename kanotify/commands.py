@@ -29,6 +29,7 @@ from .options import split
 if TYPE_CHECKING:
     from .config import Config
     from .engine import Engine
+    from .hooks import HookManager
     from .run import RunResult
     from .store import Ticket
 
@@ -251,12 +252,16 @@ def make_engine(g: Globals, config: Config) -> Engine:
         return provider(g, config)
     from .engine import Engine
 
-    hooks = None
-    if config.hooks or _has_hook_sources(config):
-        from .hooks import load_hooks
+    return Engine(config, hooks=hooks_for(config, g.allow_insecure))
 
-        hooks = load_hooks(config, allow_insecure=g.allow_insecure)
-    return Engine(config, hooks=hooks)
+
+def hooks_for(config: Config, allow_insecure: bool) -> HookManager | None:
+    """The config's hook plugins, or None when there cannot be any (no import cost then)."""
+    if not (config.hooks or _has_hook_sources(config)):
+        return None
+    from .hooks import load_hooks
+
+    return load_hooks(config, allow_insecure=allow_insecure)
 
 
 def _has_hook_sources(config: Config) -> bool:

@@ -32,6 +32,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Mapping
 
 from .errors import ConfigError, Problem
+from .prescan import DEFAULT_CONFIG, config_path
 from .model import (
     FORWARDS,
     normalize_sysctl,
@@ -69,8 +70,6 @@ from .tomlcheck import (
 
 if TYPE_CHECKING:
     import tomllib
-
-DEFAULT_CONFIG = "/etc/kanotify/kanotify.toml"
 
 #: ipvsadm's and keepalived's ceiling for a persistence timeout (31 days).
 MAX_PERSISTENCE = 86400 * 31
@@ -123,6 +122,7 @@ class Settings:
     garp_interval: float = setting(0.2, Number(0, 10))  # seconds between them
     drain_timeout: float = setting(300.0, Number(0))  # seconds a removed real server may drain at weight 0
     hook_timeout: float = setting(5.0, Number(0, 600, lo_open=True))  # seconds per hook call
+    reconcile_interval: float = setting(30.0, Number(0, 86400))  # listener: seconds between drift checks, 0 = off
 
 
 @dataclass(frozen=True)
@@ -151,11 +151,6 @@ class Config:
     @property
     def instance_names(self) -> tuple[str, ...]:
         return tuple(inst.name for inst in self.instances)
-
-
-def config_path(explicit: str | None = None) -> str:
-    """``--config``, else ``$KANOTIFY_CONFIG``, else the default path."""
-    return explicit or os.environ.get("KANOTIFY_CONFIG") or DEFAULT_CONFIG
 
 
 # --------------------------------------------------------------------------- entry points

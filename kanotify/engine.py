@@ -146,9 +146,13 @@ class Engine:
 
     def ignored(self, *, argv: Sequence[str], command: str, note: str, name: str | None = None) -> RunResult:
         """Journal a notification that is not for us (generic ``notify`` of another instance)."""
-        request = Request(command, (name,) if name else (), tuple(argv))
+        return self.journal_only(Request(command, (name,) if name else (), tuple(argv)), CONVERGED, note)
+
+    def journal_only(self, request: Request, outcome: str, note: str) -> RunResult:
+        """Journal a request without running it: ignored, informational, or coalesced into a newer one."""
         run = self._begin(request)
-        return self._record(run, [], CONVERGED, note=note)
+        run.ctx.to_states = dict(request.new_states or {})
+        return self._record(run, [], outcome, note=note)
 
     # ------------------------------------------------------------------ the run
 

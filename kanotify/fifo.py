@@ -185,7 +185,7 @@ class FifoReader:
         return self.inode is not None and (st.st_dev, st.st_ino) != self.inode
 
     def read(self) -> Chunk:
-        """The whole lines available now (without newlines); at EOF the reader is closed."""
+        """The whole lines available now (without newlines), and whether every writer has gone (EOF)."""
         if self.fd is None:
             return Chunk([], eof=True)
         lines: list[bytes] = []
@@ -200,7 +200,7 @@ class FifoReader:
                 raise
             if not data:
                 half = b"" if self._skipping else self._partial
-                self.close()
+                self._partial, self._skipping = b"", False
                 return Chunk(lines, eof=True, half=half)
             lines.extend(self._split(data))
             if len(data) < 65536:

@@ -16,11 +16,19 @@ Free of imports beyond ``re`` on purpose.
 
 from __future__ import annotations
 
+import os
 import re
 
+#: where the config file is unless ``--config`` or ``$KANOTIFY_CONFIG`` says otherwise
+DEFAULT_CONFIG = "/etc/kanotify/kanotify.toml"
 #: The defaults of the settings read here; tests/unit/test_prescan.py checks they are Settings' own.
 DEFAULT_STATE_DIR = "/run/kanotify"
 DEFAULT_LOCK_TIMEOUT = 10.0
+
+
+def config_path(explicit: str | None = None) -> str:
+    """``--config``, else ``$KANOTIFY_CONFIG``, else the default path."""
+    return explicit or os.environ.get("KANOTIFY_CONFIG") or DEFAULT_CONFIG
 
 _SETTINGS_HEADER_RE = re.compile(rb"^[ \t]*\[[ \t]*settings[ \t]*\][ \t]*(?:#[^\n]*)?\r?$", re.M)
 _ANY_HEADER_RE = re.compile(rb"^[ \t]*\[", re.M)
@@ -79,4 +87,4 @@ def lock_timeout(raw: bytes) -> float:
     return seconds if 0 < seconds <= 3600 else DEFAULT_LOCK_TIMEOUT
 
 
-__all__ = ["DEFAULT_LOCK_TIMEOUT", "DEFAULT_STATE_DIR", "lock_timeout", "settings_value", "state_dir"]
+__all__ = ["DEFAULT_CONFIG", "DEFAULT_LOCK_TIMEOUT", "DEFAULT_STATE_DIR", "config_path", "lock_timeout", "settings_value", "state_dir"]

@@ -9,18 +9,24 @@ authors.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .base import ArpPolicy, Backend, OneAtATime, Scope
 
+if TYPE_CHECKING:
+    from .garp import Repeater
 
-def system_backend(netns: str | None = None) -> Backend:
+
+def system_backend(netns: str | None = None, *, garp_repeater: Repeater | None = None) -> Backend:
     """The backend of this host (or of network namespace ``netns``).
 
     Its domain backends (and their heavy imports, pyroute2 among them) are
-    created only when an observation or action needs them.
+    created only when an observation or action needs them.  ``garp_repeater``
+    sends GARP repeats (the listener's thread); default: a detached process.
     """
     from .system import SystemBackend  # keeps ``import kanotify.backends`` cheap
 
-    return SystemBackend(netns)
+    return SystemBackend(netns, garp_repeater)
 
 
 __all__ = ["ArpPolicy", "Backend", "OneAtATime", "Scope", "system_backend"]

@@ -25,15 +25,19 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import heapq
 import os
 import socket
 import struct
+import threading
 import time
+from typing import Protocol
 
 from ..actions import Action, SendGarp
 from ..errors import ApplyError
 from ..model import Vip
 from . import netlink as nl
+from . import rtaddr
 from .base import OneAtATime
 
 ETH_P_ARP = 0x0806
@@ -51,11 +55,6 @@ ND_OPT_TARGET_LINKADDR = 2
 ALL_NODES = "ff02::1"
 
 # rtnetlink, for the "still bound?" check of the detached sender
-_RTM_NEWADDR = 20
-_RTM_GETADDR = 22
-_IFADDRMSG = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, ifindex
-_IFA_ADDRESS = 1
-_IFA_LOCAL = 2
 
 
 def hw_address(dev: str) -> tuple[int, bytes]:
@@ -141,15 +140,77 @@ class _Announcer:
         self.sock.close()
 
 
+class Repeater(Protocol):
+    """Sends announcements 1..count-1 of a VIP, ``interval`` seconds apart, after the first one was sent."""
+
+    def repeat(self, vip: Vip, count: int, interval: float) -> None: ...
+
+
+class ThreadRepeater:
+    """Repeats from a thread of this process: for the listener, which outlives its transitions.
+
+    A one-shot run must not wait for the repeats (and keepalived may kill it),
+    so it detaches a process; a resident listener has no reason to fork its
+    (threaded, large) self for that.  One daemon thread, a heap of due sends;
+    before each, the VIP must still be bound (a quick failover must not keep
+    advertising an address this host gave up).
+    """
+
+    def __init__(self) -> None:
+        self._due: list[tuple[float, int, Vip, int, int, float]] = []  # (when, tiebreak, vip, seq, count, interval)
+        self._cv = threading.Condition()
+        self._n = 0
+        self._thread: threading.Thread | None = None
+
+    def repeat(self, vip: Vip, count: int, interval: float) -> None:
+        with self._cv:
+            if count > 1:
+                self._n += 1
+                heapq.heappush(self._due, (time.monotonic() + interval, self._n, vip, 1, count, interval))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="kanotify-garp", daemon=True)
+                self._thread.start()
+            self._cv.notify()
+
+    def pending(self) -> int:
+        with self._cv:
+            return len(self._due)
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._due or self._due[0][0] > time.monotonic():
+                    self._cv.wait(None if not self._due else max(0.0, self._due[0][0] - time.monotonic()))
+                _when, _n, vip, seq, count, interval = heapq.heappop(self._due)
+            try:
+                if not still_bound(vip):
+                    continue
+                announcer = _Announcer(vip)
+                try:
+                    announcer.send(seq)
+                finally:
+                    announcer.close()
+            except Exception:  # noqa: BLE001 - a repeat that cannot be sent is not worth more
+                continue
+            if seq + 1 < count:
+                with self._cv:
+                    self._n += 1
+                    heapq.heappush(self._due, (time.monotonic() + interval, self._n, vip, seq + 1, count, interval))
+
+
 class GarpBackend(OneAtATime):
     """Applies :class:`SendGarp`; holds no state between actions.
 
-    ``detach=False`` sends every announcement in the calling process (for
-    tests that want them all before returning).
+    The first announcement is sent before :meth:`apply` returns; the repeats
+    come from a detached process (``detach=True``, the default for one-shot
+    runs), from ``repeater`` (the listener's :class:`ThreadRepeater`), or,
+    with ``detach=False``, from the calling process before returning (tests
+    that want them all).
     """
 
-    def __init__(self, detach: bool = True) -> None:
+    def __init__(self, detach: bool = True, repeater: Repeater | None = None) -> None:
         self.detach = detach
+        self.repeater = repeater
         self.sent = 0  # announcements sent synchronously, for tests
         self.last_first_packet_s: float | None = None
         self.last_detached_pid: int | None = None  # the process sending the repeats
@@ -173,7 +234,9 @@ class GarpBackend(OneAtATime):
             self.sent += 1
             self.last_first_packet_s = time.monotonic() - started
             if action.count > 1:
-                if self.detach:
+                if self.repeater is not None:
+                    self.repeater.repeat(vip, action.count, action.interval)
+                elif self.detach:
                     self.last_detached_pid = _spawn_detached(vip, action.count, action.interval)
                 else:
                     for seq in range(1, action.count):
@@ -268,11 +331,9 @@ def still_bound(vip: Vip) -> bool:
     except OSError:
         return False
     family = socket.AF_INET if vip.family == 4 else socket.AF_INET6
-    want = vip.address.ip.packed
-    prefixlen = vip.address.network.prefixlen
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, nl.NETLINK_ROUTE) as sock:
         sock.settimeout(2.0)
-        sock.send(getaddr_request(family, seq=1))
+        sock.send(rtaddr.getaddr_request(family, seq=1))
         while True:
             try:
                 messages = list(nl.iter_messages(sock.recv(65536)))
@@ -281,24 +342,10 @@ def still_bound(vip: Vip) -> bool:
             for msg in messages:
                 if msg.type in (nl.NLMSG_DONE, nl.NLMSG_ERROR):
                     return False
-                if msg.type == _RTM_NEWADDR and _addr_matches(msg.payload, ifindex, want, prefixlen):
-                    return True
+                if msg.type == rtaddr.RTM_NEWADDR:
+                    found = rtaddr.decode(msg.payload)
+                    if found is not None and found.index == ifindex and found.interface == vip.address:
+                        return True
 
 
-def getaddr_request(family: int, seq: int) -> bytes:
-    """RTM_GETADDR dump request for the addresses of one family (``struct ifaddrmsg``, all zero but it)."""
-    return nl.nlmsg(_RTM_GETADDR, nl.NLM_F_REQUEST | nl.NLM_F_DUMP, seq, _IFADDRMSG.pack(family, 0, 0, 0, 0))
-
-
-def _addr_matches(msg: bytes, ifindex: int, want: bytes, prefixlen: int) -> bool:
-    """Is this RTM_NEWADDR payload the address ``want``/``prefixlen`` on ``ifindex``?"""
-    if len(msg) < _IFADDRMSG.size:
-        return False
-    _family, plen, _flags, _scope, index = _IFADDRMSG.unpack_from(msg, 0)
-    if index != ifindex or plen != prefixlen:
-        return False
-    attrs = nl.parse_attrs(msg, _IFADDRMSG.size)
-    return want in (attrs.get(_IFA_ADDRESS), attrs.get(_IFA_LOCAL))
-
-
-__all__ = ["GarpBackend", "arp_frame", "na_message", "hw_address", "still_bound"]
+__all__ = ["GarpBackend", "Repeater", "ThreadRepeater", "arp_frame", "na_message", "hw_address", "still_bound"]

@@ -18,17 +18,20 @@ from .sysctl import SysctlBackend
 
 if TYPE_CHECKING:
     from .address import AddressBackend
+    from .garp import Repeater
     from .ipvs import IpvsBackend
 
 
 class SystemBackend:
     """Observe and change this host (or the network namespace ``netns``).
 
-    ``garp_count``/``garp_interval`` are taken from each :class:`SendGarp`.
+    ``garp_count``/``garp_interval`` are taken from each :class:`SendGarp`;
+    ``garp_repeater`` sends the repeats (default: a detached process per VIP).
     """
 
-    def __init__(self, netns: str | None = None) -> None:
+    def __init__(self, netns: str | None = None, garp_repeater: Repeater | None = None) -> None:
         self.netns = netns
+        self.garp_repeater = garp_repeater
         self._sysctl = SysctlBackend()  # plain file I/O: costs nothing to create
         self._address: AddressBackend | None = None
         self._ipvs: IpvsBackend | None = None
@@ -62,7 +65,7 @@ class SystemBackend:
             if domain == "garp":
                 from .garp import GarpBackend
 
-                backend = GarpBackend()
+                backend = GarpBackend(repeater=self.garp_repeater)
             elif domain == "hook":
                 backend = _HookRunner()
             else:

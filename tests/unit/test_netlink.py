@@ -7,6 +7,7 @@ kanotify encodes, it reads.  No socket, no kernel.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import socket
 import struct
 
@@ -14,7 +15,7 @@ import pytest
 from pyroute2.netlink import nlmsg as pr_nlmsg
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 
-from kanotify.backends import garp
+from kanotify.backends import rtaddr
 from kanotify.backends import netlink as nl
 
 
@@ -88,12 +89,12 @@ def test_done_carries_the_dump_errno() -> None:
     assert nl.done_error(nl.Message(nl.NLMSG_DONE, 0, 1, b"")) == 0
 
 
-# --------------------------------------------------------------------------- GARP's rtnetlink check
+# --------------------------------------------------------------------------- rtnetlink addresses (GARP's check, the address watch)
 
 
 @pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
 def test_getaddr_request_reads_back_in_pyroute2(family: int) -> None:
-    msg = ifaddrmsg(garp.getaddr_request(family, seq=3))
+    msg = ifaddrmsg(rtaddr.getaddr_request(family, seq=3))
     msg.decode()
     assert msg["header"]["type"] == 22  # RTM_GETADDR
     assert msg["header"]["flags"] == nl.NLM_F_REQUEST | nl.NLM_F_DUMP
@@ -113,8 +114,9 @@ def _newaddr(family: int, prefixlen: int, index: int, attrs: list[tuple[str, obj
 
 def _matches(data: bytes, index: int, want: str, prefixlen: int) -> bool:
     (msg,) = nl.iter_messages(data)
-    family = socket.AF_INET6 if ":" in want else socket.AF_INET
-    return garp._addr_matches(msg.payload, index, socket.inet_pton(family, want), prefixlen)
+    found = rtaddr.decode(msg.payload)
+    return found is not None and found.index == index and found.interface == ipaddress.ip_interface(
+        f"{want}/{prefixlen}")
 
 
 def test_address_match_reads_pyroute2_encoded_replies() -> None:
@@ -124,13 +126,16 @@ def test_address_match_reads_pyroute2_encoded_replies() -> None:
     assert not _matches(v4, 4, "192.0.2.100", 24)  # another device
     assert not _matches(v4, 3, "192.0.2.100", 32)  # another prefix: another VIP
     assert not _matches(v4, 3, "192.0.2.101", 24)
-    # point-to-point: IFA_ADDRESS is the peer, IFA_LOCAL ours; either is "bound"
+    # point-to-point: IFA_ADDRESS is the peer, IFA_LOCAL ours: ours is the one bound
     ptp = _newaddr(socket.AF_INET, 32, 3, [("IFA_ADDRESS", "198.51.100.1"), ("IFA_LOCAL", "192.0.2.100")])
-    assert _matches(ptp, 3, "192.0.2.100", 32)
+    assert _matches(ptp, 3, "192.0.2.100", 32) and not _matches(ptp, 3, "198.51.100.1", 32)
+    (label,) = nl.iter_messages(v4)
+    assert rtaddr.decode(label.payload).label == "eth0:0"  # type: ignore[union-attr]
     v6 = _newaddr(socket.AF_INET6, 64, 5, [("IFA_ADDRESS", "2001:db8::100"), ("IFA_FLAGS", 0x2)])
     assert _matches(v6, 5, "2001:db8::100", 64)
     assert not _matches(v6, 5, "2001:db8::1", 64)
 
 
-def test_address_match_of_a_short_payload_is_false() -> None:
-    assert not garp._addr_matches(b"\2\x18", 3, b"\xc0\0\2\x64", 24)
+def test_a_short_or_foreign_payload_is_not_an_address() -> None:
+    assert rtaddr.decode(b"\2\x18") is None
+    assert rtaddr.decode(rtaddr.IFADDRMSG.pack(17, 0, 0, 0, 1)) is None  # AF_PACKET: not ours
