@@ -55,6 +55,7 @@ from .engine import Engine
 from .errors import ConfigError, KanotifyError
 from .fifo import FifoReader, LvsEvent, PriorityEvent, Unparsed, VrrpEvent, parse_line
 from .journal import summary_line, syslog_line
+from .plan import desired_for
 from .procinfo import ticket_fields
 from .run import CONVERGED, OUTCOME_FAILED, SUPERSEDED, Request, RunResult
 from .store import StateStore, Ticket
@@ -151,7 +152,8 @@ class Listener:
         self.backend_factory = backend_factory or (lambda: system_backend(garp_repeater=self.repeater))
         self.engine: Engine | None = None
         self.config_signature: tuple[int, ...] | None = None
-        self.managed_vips: set[tuple[str, str]] = set()
+        #: the VIPs that should be bound now (per the saved states): their removal is drift
+        self.desired_vips: frozenset[tuple[str, str]] = frozenset()
         self.store: StateStore | None = None
         self._queue: dict[object, _Work] = {}
         self._stopping = False
@@ -235,7 +237,6 @@ class Listener:
                              backend_factory=self.backend_factory, reuse_backend=True)
         if old is not None:
             old.close()
-        self.managed_vips = {vip.vip.key for inst in config.instances for vip in inst.vips}
         self._schedule_reconcile()
 
     # ------------------------------------------------------------------ one listener per state_dir
@@ -308,6 +309,21 @@ class Listener:
     # ------------------------------------------------------------------ running work (the worker thread)
 
     def _do(self, work: _Work) -> None:
+        try:
+            self._run_work(work)
+        finally:
+            self._note_desired()
+
+    def _note_desired(self) -> None:
+        """Remember which VIPs the saved states want bound, for the address watch (read in the loop thread)."""
+        engine = self.engine
+        if engine is None:
+            return
+        saved, _warnings = engine.store.load(repair=False)
+        desired = desired_for(engine.config, saved.states())
+        self.desired_vips = frozenset(spec.vip.key for spec in desired.vips)
+
+    def _run_work(self, work: _Work) -> None:
         engine = self.engine
         assert engine is not None
         if isinstance(work, _Vrrp):
@@ -488,7 +504,8 @@ class Listener:
     def _on_addresses(self) -> None:
         assert self._watch is not None
         removed, lost = self._watch.read()
-        hits = [r for r in removed if (r.address, r.dev) in self.managed_vips]
+        wanted = self.desired_vips
+        hits = [r for r in removed if (r.address, r.dev) in wanted]
         if hits or lost:
             what = ", ".join(f"{r.address} removed from {r.dev}" for r in hits) or "address events were lost"
             self._submit("repair", _Repair(f"rtnetlink: {what}"))
