@@ -23,6 +23,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
+import socket
 from typing import Any, Callable, Iterable, TypeVar
 
 from ..actions import Action, BindVip, UnbindVip
@@ -223,8 +224,11 @@ class AddressBackend:
     # ------------------------------------------------------------------ helpers
 
     def _index(self, dev: str) -> int | None:
-        found = self._ipr.link_lookup(ifname=dev)
-        return found[0] if found else None
+        """The device's ifindex, or None.  An ioctl, not a link dump: pyroute2 decodes every link for that."""
+        try:
+            return call_in(self.netns, socket.if_nametoindex, dev)
+        except OSError:
+            return None
 
     def _wait_for_device(self, dev: str, what: str) -> int:
         index = self._index(dev)

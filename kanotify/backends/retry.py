@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno as _errno
 import os
+import time
 from typing import Callable, Collection, TypeVar
 
 from ..errors import ApplyError
@@ -71,8 +72,20 @@ def call_with_retry(
     """
     if budget <= 0:
         return _translate(fn, args, kw, what)
+    started = time.monotonic()
+    try:
+        return fn(*args, **kw)  # the common case: no tenacity at all (building its Retrying costs)
+    except Exception as exc:
+        if not is_transient(exc, transient):
+            error = exc if isinstance(exc, ApplyError) else _as_apply_error(exc, what)
+            if error is exc:
+                raise
+            raise error from exc
+    budget -= time.monotonic() - started
+    if budget <= 0:
+        return _translate(fn, args, kw, what)
 
-    import tenacity  # only when a kernel write actually happens
+    import tenacity  # only when a transient error asks for another try
 
     # stop_before_delay (tenacity >= 8.3) also refuses a wait that would overshoot the budget.
     stop = getattr(tenacity, "stop_before_delay", tenacity.stop_after_delay)(budget)
@@ -91,10 +104,18 @@ def _translate(fn: Callable[..., T], args: tuple[object, ...], kw: dict[str, obj
     except ApplyError:
         raise
     except Exception as exc:
-        code = errno_of(exc)
-        if code is None:
+        error = _as_apply_error(exc, what)
+        if error is exc:
             raise  # a bug, not a kernel answer: keep the traceback as it is
-        raise ApplyError(f"{what}: {os.strerror(code)}", code) from exc
+        raise error from exc
+
+
+def _as_apply_error(exc: Exception, what: str) -> Exception:
+    """The :class:`ApplyError` for a kernel's answer; the exception itself for a bug (it keeps its traceback)."""
+    code = errno_of(exc)
+    if code is None:
+        return exc
+    return ApplyError(f"{what}: {os.strerror(code)}", code)
 
 
 __all__ = ["TRANSIENT_ERRNOS", "call_with_retry", "errno_of", "is_transient"]
