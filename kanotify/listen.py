@@ -55,6 +55,7 @@ from .engine import Engine
 from .errors import ConfigError, KanotifyError
 from .fifo import FifoReader, LvsEvent, PriorityEvent, Unparsed, VrrpEvent, parse_line
 from .journal import summary_line, syslog_line
+from .model import State
 from .plan import desired_for
 from .procinfo import ticket_fields
 from .run import CONVERGED, OUTCOME_FAILED, SUPERSEDED, Request, RunResult
@@ -162,6 +163,8 @@ class Listener:
         self._fifo_fd: int | None = None
         self._watch: AddressWatch | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._grace: asyncio.TimerHandle | None = None
+        self._stopped_instances: set[str] = set()  # STOP lines read since SIGTERM
         self.runs = 0  # transitions run, for tests and metrics
 
     # ------------------------------------------------------------------ lifecycle
@@ -491,6 +494,8 @@ class Listener:
         event = parse_line(raw)
         if isinstance(event, VrrpEvent):
             self._submit((event.kind, event.name), _Vrrp(event, event_ticket()))
+            if self._stopping and event.state is State.STOP:
+                self._note_stop(event)
         elif isinstance(event, PriorityEvent):
             self._submit(object(), _Note(event, event_ticket()))
         elif isinstance(event, LvsEvent):
@@ -546,15 +551,32 @@ class Listener:
         self._stopping = True
         if self._timer is not None:
             self._timer.cancel()
-
-        def end_grace() -> None:
-            self._close_fifo()
-            self._wake.set()
-
         if grace > 0 and self._fifo_fd is not None:
-            self.loop.call_later(grace, end_grace)
+            self._grace = self.loop.call_later(grace, self._end_grace)
         else:
-            end_grace()
+            self._end_grace()
+
+    def _end_grace(self) -> None:
+        if self._grace is not None:
+            self._grace.cancel()
+            self._grace = None
+        self._close_fifo()
+        self._wake.set()
+
+    def _note_stop(self, event: VrrpEvent) -> None:
+        """keepalived writes STOP for each of its instances after signalling us: once all came, stop waiting.
+
+        keepalived SIGKILLs its fifo script about a second after the SIGTERM;
+        leaving as soon as the STOP lines are in means a clean exit, not a kill.
+        """
+        engine = self.engine
+        if engine is None:
+            return
+        config = engine.config
+        group = config.group(event.name) if event.kind == "GROUP" else None
+        self._stopped_instances.update(group.instances if group is not None else (event.name,))
+        if self._grace is not None and set(config.instance_names) <= self._stopped_instances:
+            self._end_grace()
 
     async def _serve(self) -> asyncio.AbstractServer:
         assert self.store is not None

@@ -297,9 +297,14 @@ def journal(node: Node) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
+#: journal commands that are notifications (one-shot, generic notify, or a FIFO line); not reconcile/repair/reload
+_NOTIFICATIONS = re.compile(r"(master|backup|fault|stop|notify \w+ \w+|fifo \w+ \w+)\Z")
+
+
 def transitions(node: Node) -> list[dict[str, Any]]:
     """Journal records of notifications that changed (or checked) the recorded state."""
-    return [r for r in journal(node) if r.get("to") and not r.get("dry_run") and r.get("command") != "reconcile"]
+    return [r for r in journal(node) if r.get("to") and not r.get("dry_run")
+            and _NOTIFICATIONS.match(str(r.get("command", "")))]
 
 
 def effective(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -399,9 +404,16 @@ def order_of_servers(records: list[dict[str, Any]], n: int = 8) -> str:
 # =========================================================================== the cluster
 
 
+#: how keepalived reaches kanotify: notify scripts (one-shots), its notify FIFO (kanotify listen as
+#: vrrp_notify_fifo_script), or notify scripts handing over to a listener started beside keepalived
+MODES = ("notify", "fifo", "handover")
+
+
 class Cluster:
-    def __init__(self, topology: str, workdir: Path, log: Log) -> None:
+    def __init__(self, topology: str, workdir: Path, log: Log, mode: str = "notify") -> None:
         self.topology = topology
+        self.mode = mode
+        self.listeners: dict[str, subprocess.Popen[bytes]] = {}
         self.work = workdir
         self.log = log
         self.kanotify = Path(sys.executable).parent / "kanotify"
@@ -511,6 +523,9 @@ class Cluster:
                 raise SystemExit(f"HTTP server on {node.name} did not start: {self.tail(node.dir / 'http.log')}")
         for node in self.directors:
             self.write_keepalived_config(node)
+        if self.mode == "handover":  # a listener per director, as a systemd unit would run it
+            for node in self.directors:
+                self.start_listener(node)
         for node in self.directors:
             self.start_keepalived(node)
 
@@ -557,11 +572,18 @@ class Cluster:
             (r"(?m)^(\s*unicast_src_ip )\S+$", rf"\g<1>{node.address}"),
             (r"(unicast_peer \{\s*\n\s*)\S+", rf"\g<1>{peer.address}"),
             (r'file "/etc/keepalived/maintenance"', f'file "{node.maintenance}"'),
-            # the four notify_* lines and the commented generic one
+            # the four notify_* lines, the commented generic one and the commented FIFO script
             (r'(notify\w*\s+")/usr/local/bin/kanotify --config /etc/kanotify/kanotify\.toml ',
-             rf"\g<1>{self.kanotify} --config {node.dir / 'kanotify.toml'} ", 5),
+             rf"\g<1>{self.kanotify} --config {node.dir / 'kanotify.toml'} ", 6),
         ]
-        if self.topology == "two-node":
+        if self.mode == "fifo":
+            # the FIFO mode the example documents: uncomment its three lines, drop the notify lines
+            rules += [
+                (r"(?m)^(\s*)# (vrrp_notify_fifo|fifo_write_vrrp_states_on_reload)", r"\g<1>\g<2>", 3),
+                (r"/run/keepalived/kanotify\.fifo", str(self.fifo(node))),
+                (r"(?m)^\s*notify_(master|backup|fault|stop)\s.*\n", "", 4),
+            ]
+        if self.topology == "two-node" and self.mode != "fifo":
             # the generic form the example documents: drop the four specific lines, uncomment "notify"
             rules += [
                 (r"(?m)^\s*notify_(master|backup|fault|stop)\s.*\n", "", 4),
@@ -569,6 +591,28 @@ class Cluster:
             ]
         text = substitute(text, "keepalived.conf.example", rules)
         (node.dir / "keepalived.conf").write_text(text)
+        self.fifo(node).parent.mkdir(mode=0o755, parents=True, exist_ok=True)  # keepalived makes the FIFO in it
+
+    @staticmethod
+    def fifo(node: Node) -> Path:
+        return Path("/run/kanotify-e2e") / f"{node.name}.fifo"
+
+    def start_listener(self, node: Node) -> None:
+        """``kanotify listen`` without a FIFO: the notify scripts hand their work to it."""
+        proc = self.spawn(node, [str(self.kanotify), "--config", str(node.dir / "kanotify.toml"), "listen"],
+                          "listen.log")
+        self.listeners[node.name] = proc
+        sock = Path("/run/kanotify-e2e") / node.name / "control.sock"
+        if not wait_for(lambda: sock.exists() or proc.poll() is not None, 60) or proc.poll() is not None:
+            raise SystemExit(f"{node.name}: kanotify listen did not start: {self.tail(node.dir / 'listen.log')}")
+        self.log(f"{node.name}: kanotify listen started (pid {proc.pid}): notify scripts hand over to it")
+
+    def listener_pid(self, node: Node) -> int | None:
+        """The pid of the listener serving ``node`` (keepalived starts it in FIFO mode: read its lock file)."""
+        try:
+            return int((Path("/run/kanotify-e2e") / node.name / "listen.lock").read_text().strip())
+        except (OSError, ValueError):
+            return None
 
     def start_keepalived(self, node: Node) -> None:
         conf = node.dir / "keepalived.conf"
@@ -691,7 +735,8 @@ class Cluster:
     # ------------------------------------------------------------------ teardown (inside the guest: best effort)
 
     def stop_all(self) -> None:
-        procs = [self.traffic.proc] + [n.keepalived for n in self.nodes] + [n.server for n in self.nodes]
+        procs = ([self.traffic.proc] + [n.keepalived for n in self.nodes] + [n.server for n in self.nodes]
+                 + list(self.listeners.values()))
         for proc in procs:
             if proc is not None and proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -888,6 +933,12 @@ def scenario_history(c: Cluster, expected: dict[str, list[str]]) -> None:
         bad = [r for r in records if r["outcome"] != "converged"]
         c.check(f"journal of {node.name}: every transition converged", not bad,
                 [describe_record(r) for r in bad])
+        if c.mode != "notify":
+            pid = c.listener_pid(node)
+            others = [describe_record(r) for r in records if r.get("pid") != pid]
+            c.check(f"journal of {node.name}: the resident listener (pid {pid}) applied every transition "
+                    f"({'FIFO lines' if c.mode == 'fifo' else 'handed over by the notify scripts'})",
+                    pid is not None and not others, others[:3])
 
 
 def parse_monitor(path: Path, since_wall: float) -> list[tuple[float, str]]:
@@ -1073,11 +1124,11 @@ def main_run(args: argparse.Namespace) -> int:
         return 2
     guest_dir = Path(os.environ.get("KANOTIFY_GUEST_DIR", "/tmp"))
     result_path = Path(args.result) if args.result else guest_dir / "e2e-result.json"
-    work = guest_dir / f"cluster-{args.topology}"
+    work = guest_dir / f"cluster-{args.topology}-{args.mode}"
     work.mkdir(parents=True, exist_ok=True)
     os.chmod(work, 0o755)
     log = Log(args.log)
-    cluster = Cluster(args.topology, work, log)
+    cluster = Cluster(args.topology, work, log, args.mode)
     started = time.monotonic()
     error = None
     try:
@@ -1100,7 +1151,7 @@ def main_run(args: argparse.Namespace) -> int:
     failed = [ch for ch in cluster.checks if not ch["ok"]]
     ok = error is None and not failed and bool(cluster.checks)
     log("")
-    log(f"=== {args.topology}: {'PASS' if ok else 'FAIL'}: {len(cluster.checks) - len(failed)}/{len(cluster.checks)} "
+    log(f"=== {args.topology} ({args.mode} mode): {'PASS' if ok else 'FAIL'}: {len(cluster.checks) - len(failed)}/{len(cluster.checks)} "
         f"checks in {seconds:.0f}s" + (f"; failed: {', '.join(ch['check'] for ch in failed)}" if failed else ""))
     for key in ("failover", "failback"):
         n = cluster.numbers.get(key)
@@ -1123,6 +1174,7 @@ def main_run(args: argparse.Namespace) -> int:
         }
     result = {
         "topology": args.topology,
+        "mode": args.mode,
         "ok": ok,
         "error": error,
         "seconds": round(seconds, 1),
@@ -1140,6 +1192,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("run")
     p.add_argument("--topology", choices=("dedicated", "two-node"), required=True)
+    p.add_argument("--mode", choices=MODES, default="notify", help="how keepalived reaches kanotify")
     p.add_argument("--result")
     p.add_argument("--log")
     p.add_argument("--only-stop", action="store_true", help="dedicated: only scenarios 1 and 4 (debugging)")

@@ -32,11 +32,11 @@ def _require_tools() -> None:
     assert not missing, f"missing {', '.join(missing)}: run scripts/setup (apt-get install keepalived ipvsadm ...)"
 
 
-def _run(topology: str, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+def _run(topology: str, capsys: pytest.CaptureFixture[str], mode: str = "notify") -> dict[str, Any]:
     _require_tools()
-    result, guest = run_cluster(topology)
+    result, guest = run_cluster(topology, extra_args=["--mode", mode])
     with capsys.disabled():
-        print(f"\n----- e2e {topology}: guest {guest.seconds:.0f}s -----\n{result['log']}\n")
+        print(f"\n----- e2e {topology} ({mode} mode): guest {guest.seconds:.0f}s -----\n{result['log']}\n")
     failed = [f"[{c['scenario']}] {c['check']}: {c['detail']}" for c in result["checks"] if not c["ok"]]
     assert result["error"] is None, result["error"] + _diagnosis(result)
     assert not failed, "failed checks:\n" + "\n".join(failed) + _diagnosis(result)
@@ -76,3 +76,31 @@ def test_two_node(capsys: pytest.CaptureFixture[str]) -> None:
     assert numbers["steady"]["failed"] == 0
     assert set(numbers["steady"]["served"]) == {"node1", "node2"}
     assert numbers["failover"]["gap_s"] <= MAX_OUTAGE_S, numbers["failover"]
+
+
+def test_dedicated_directors_fifo_mode(capsys: pytest.CaptureFixture[str]) -> None:
+    """The same scenarios with keepalived's notify FIFO read by kanotify listen (vrrp_notify_fifo_script)."""
+    result = _run("dedicated", capsys, "fifo")
+    assert {"1", "2", "3", "4", "6"} <= _scenarios(result)
+    numbers = result["numbers"]
+    assert numbers["steady"]["failed"] == 0
+    for key in ("failover", "failback", "stop"):
+        assert numbers[key]["gap_s"] <= MAX_OUTAGE_S, (key, numbers[key])
+    assert numbers["stop"]["vip_removed_exact"] is not None and numbers["stop"]["stop_run_done"] is not None
+
+
+def test_two_node_fifo_mode(capsys: pytest.CaptureFixture[str]) -> None:
+    result = _run("two-node", capsys, "fifo")
+    assert {"5", "6"} <= _scenarios(result)
+    assert result["numbers"]["steady"]["failed"] == 0
+    assert result["numbers"]["failover"]["gap_s"] <= MAX_OUTAGE_S
+
+
+def test_dedicated_directors_notify_scripts_handing_over_to_a_listener(capsys: pytest.CaptureFixture[str]) -> None:
+    """Ordinary notify scripts, with kanotify listen running beside keepalived: every one-shot hands over."""
+    result = _run("dedicated", capsys, "handover")
+    assert {"1", "2", "3", "4", "6"} <= _scenarios(result)
+    numbers = result["numbers"]
+    assert numbers["steady"]["failed"] == 0
+    for key in ("failover", "failback", "stop"):
+        assert numbers[key]["gap_s"] <= MAX_OUTAGE_S, (key, numbers[key])
