@@ -34,12 +34,14 @@ from typing import TYPE_CHECKING, Any, Mapping
 from .errors import ConfigError, Problem
 from .prescan import DEFAULT_CONFIG, config_path
 from .model import (
+    CHECK_TYPES,
     FORWARDS,
-    normalize_sysctl,
+    ON_FAILURE,
     PROTOCOLS,
     SCHEDULERS,
     SERVICE_FLAGS,
     Group,
+    HealthCheck,
     Instance,
     IPAddress,
     IPInterface,
@@ -51,6 +53,7 @@ from .model import (
     Vip,
     VipSpec,
     format_hostport,
+    normalize_sysctl,
 )
 from .tomlcheck import (
     Boolean,
@@ -63,6 +66,7 @@ from .tomlcheck import (
     got,
     join,
     literal,
+    one_of,
     quote_key,
     read_fields,
     setting,
@@ -324,11 +328,42 @@ _INSTANCE_KEYS = ("name", "vip", "service")
 _VIP_KEYS = ("address", "dev", "label", "states", "garp")
 _SERVICE_KEYS = (
     "protocol", "address", "port", "fwmark", "family", "scheduler", "persistence",
-    "persistence_netmask", "flags", "states", "real",
+    "persistence_netmask", "flags", "states", "real", "check",
 )
-_REAL_KEYS = ("address", "port", "forward", "weight", "upper_threshold", "lower_threshold")
+_REAL_KEYS = ("address", "port", "forward", "weight", "upper_threshold", "lower_threshold", "check")
+_CHECK_KEYS = ("type", "port", "path", "status", "host", "command", "interval", "timeout", "retry",
+               "retry_delay", "on_failure", "verify", "initial")
+#: keys that mean something for some check types only
+_CHECK_KEY_TYPES = {
+    "path": ("http", "https"), "status": ("http", "https"), "host": ("http", "https"),
+    "verify": ("https",), "command": ("command",),
+}
 _GROUP_KEYS = ("name", "instances")
 _HOOK_RESERVED = field_keys(HookSettings)  # every other key is the plugin's
+
+
+@dataclass(frozen=True)
+class _CheckKeys:
+    """A ``check`` table's keys, each validated on its own: name -> (value, key path it was written at)."""
+
+    path: str
+    keys: Mapping[str, tuple[object, str]]
+
+
+#: a check table with a problem (reported already)
+_BROKEN = _CheckKeys("", {})
+
+
+def _check_url_path(value: str) -> str | None:
+    if not value.startswith("/") or any(c.isspace() or ord(c) < 32 for c in value):
+        return f'expected a URL path starting with "/" without spaces, got {literal(value)}'
+    return None
+
+
+def _check_host(value: str) -> str | None:
+    if any(c.isspace() or ord(c) < 32 or c in "/@" for c in value) or len(value) > 255:
+        return f"expected a host name (no spaces, / or @, at most 255 characters), got {literal(value)}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -567,16 +602,23 @@ class _ConfigReader:
                 self.problems.add(f"{t.at('flags')}[{i}]", f"expected scheduler sh or mh for flag {literal(flag)}, "
                                                             f"got scheduler {literal(scheduler)}")
         states = _states(t)
+        service_check = self.check_table(t, "instance.service.check")
         reals: list[RealServer | None] = []
+        checks: list[tuple[tuple[IPAddress, int], HealthCheck]] = []
         seen: dict[tuple[IPAddress, int], str] = {}
         for rpath, rdata in t.tables("real", "instance.service.real"):
             real = self.real(rpath, rdata, sid)
+            real_check = self.check_table(Table(self.problems, rpath, rdata, _REAL_KEYS),
+                                          "instance.service.real.check")
             if real is not None:
                 first = seen.setdefault(real.key, rpath)
                 if first is not rpath:
                     hostport = format_hostport(real.address, real.port)
                     self.problems.add(rpath, f"duplicate real server {hostport} (also {first})")
                     real = None
+            check = self.health_check(rpath, service_check, real_check, real)
+            if real is not None and check is not None:
+                checks.append((real.key, check))
             reals.append(real)
         t.done()
 
@@ -587,7 +629,7 @@ class _ConfigReader:
             return None
         self.services[key] = path
         service = VirtualService(key, scheduler, persistence, netmask, frozenset(flags or ()))
-        return ServiceSpec(service, tuple(r for r in reals if r is not None), states)
+        return ServiceSpec(service, tuple(r for r in reals if r is not None), states, tuple(checks))
 
     def service_id(self, t: Table) -> _ServiceId:
         """``fwmark`` (+ ``family``) or ``protocol``/``address``/``port``."""
@@ -652,6 +694,113 @@ class _ConfigReader:
                 or upper is None or lower is None):
             return None
         return RealServer(address, port, forward, weight, upper, lower)
+
+    # -- health checks: [instance.service.check] and [instance.service.real.check]
+
+    def check_table(self, t: Table, header: str) -> _CheckKeys | None:
+        """The keys of a ``check`` table, each validated on its own, with where it was written.
+
+        ``None`` when there is no such table; a table with a problem is
+        :data:`_BROKEN` (its problems are reported; the real servers under it
+        report no follow-on problems).
+        """
+        data = t.table("check", header)
+        if data is None:
+            return None
+        ct = Table(self.problems, t.at("check"), data, _CHECK_KEYS)
+        mark = self.problems.mark()
+        values: dict[str, object] = {}
+        if ct.has("type"):
+            values["type"] = ct.choice("type", CHECK_TYPES)
+        if ct.has("port"):
+            values["port"] = ct.integer("port", 1, 65535)
+        if ct.has("path"):
+            values["path"] = ct.text("path", 'a URL path starting with "/"', check=_check_url_path)
+        if ct.has("status"):
+            values["status"] = self.status_codes(ct)
+        if ct.has("host"):
+            values["host"] = ct.text("host", "a host name for the Host header", check=_check_host)
+        if ct.has("command"):
+            values["command"] = self.check_command(ct)
+        if ct.has("interval"):
+            values["interval"] = ct.number("interval", 0, 86400, lo_open=True, default=None)
+        if ct.has("timeout"):
+            values["timeout"] = ct.number("timeout", 0, 3600, lo_open=True, default=None)
+        if ct.has("retry"):
+            values["retry"] = ct.integer("retry", 0, 100)
+        if ct.has("retry_delay"):
+            values["retry_delay"] = ct.number("retry_delay", 0, 3600, lo_open=False, default=None)
+        if ct.has("on_failure"):
+            values["on_failure"] = ct.choice("on_failure", ON_FAILURE)
+        if ct.has("verify"):
+            values["verify"] = ct.boolean("verify", None)
+        if ct.has("initial"):
+            values["initial"] = ct.choice("initial", ("up", "down"))
+        ct.done()
+        if self.problems.since(mark):
+            return _BROKEN
+        return _CheckKeys(ct.path, {name: (value, ct.at(name)) for name, value in values.items()})
+
+    def status_codes(self, ct: Table) -> tuple[int, ...] | None:
+        items = ct.array("status", "a non-empty array of HTTP status codes 100..599")
+        if items is None:
+            return None
+        if not items:
+            ct.problem("status", "expected a non-empty array of HTTP status codes 100..599, got an empty array")
+            return None
+        codes: list[int] = []
+        for i, item in enumerate(items):
+            if isinstance(item, bool) or not isinstance(item, int) or not 100 <= item <= 599:
+                self.problems.add(f"{ct.at('status')}[{i}]", f"expected an HTTP status code 100..599, {got(item)}")
+                return None
+            codes.append(item)
+        return tuple(sorted(set(codes)))
+
+    def check_command(self, ct: Table) -> tuple[str, ...] | None:
+        what = "a non-empty array of strings: an absolute path, then its arguments (no shell)"
+        items = ct.array("command", what)
+        if items is None:
+            return None
+        if not items or not all(isinstance(w, str) and w and "\0" not in w for w in items):
+            ct.problem("command", f"expected {what}, got {literal(items) if items else 'an empty array'}")
+            return None
+        if not os.path.isabs(items[0]):
+            ct.problem("command", f"expected an absolute path first (no shell, no $PATH search), got {literal(items[0])}")
+            return None
+        return tuple(items)
+
+    def health_check(
+        self, rpath: str, service: _CheckKeys | None, real: _CheckKeys | None, server: RealServer | None,
+    ) -> HealthCheck | None:
+        """The check of one real server: its service's ``check`` keys, overridden by its own."""
+        if service is None and real is None:
+            return None
+        if service is _BROKEN or real is _BROKEN or server is None:
+            return None
+        merged = {**(service.keys if service else {}), **(real.keys if real else {})}
+        # where a problem of the merged check is written: the table that has the key, else the real's (or service's)
+        table = real.path if real is not None else service.path if service is not None else rpath
+        wrong: list[tuple[str, str]] = []
+        if "type" not in merged:
+            wrong.append((f"{table}.type", f"missing required key: expected {one_of(CHECK_TYPES)}"))
+        else:
+            kind = str(merged["type"][0])
+            for name, types in _CHECK_KEY_TYPES.items():
+                if name in merged and kind not in types:
+                    wrong.append((merged[name][1], f"expected no {name}: it is for {' and '.join(types)} checks, "
+                                                   f"this check is {kind} ({merged['type'][1]})"))
+            if kind == "command" and "command" not in merged:
+                wrong.append((merged["type"][1], "expected a command key too: a command check runs it"))
+            if kind != "command" and "port" not in merged and server.port == 0:
+                wrong.append((f"{table}.port", "missing required key: expected a port 1..65535 to check (the real "
+                                               "server of a fwmark service has none)"))
+        for at, message in wrong:
+            if (at, message) not in self.problems.items:  # one problem, however many real servers inherit it
+                self.problems.add(at, message)
+        if wrong:
+            return None
+        values = {name: value for name, (value, _at) in merged.items()}
+        return HealthCheck(**values)  # type: ignore[arg-type]  # every value was validated above
 
     # -- [[group]]
 

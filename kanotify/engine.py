@@ -36,7 +36,7 @@ from .config import Config
 from .errors import ApplyError, HookError, KanotifyError
 from .journal import Journal, summary_line, syslog_line, utc_now_iso
 from .model import Desired, Observed, State
-from .plan import Plan, PlanOptions, desired_for, next_draining, plan
+from .plan import HealthView, Plan, PlanOptions, desired_for, next_draining, plan
 from .run import (
     APPLIED,
     CONVERGED,
@@ -78,7 +78,8 @@ class Engine:
     ``backend_factory`` makes the backend for a run (default: this host's,
     :func:`kanotify.backends.system_backend`; the in-memory one in unit tests); with ``reuse_backend`` the first one made is kept open for
     every later run until :meth:`close` (the listener: sockets opened once).
-    ``clock`` is wall-clock seconds (drain timeouts).
+    ``clock`` is wall-clock seconds (drain timeouts).  ``health`` (the
+    listener's checks) drains or removes the real servers found DOWN.
     """
 
     def __init__(
@@ -91,8 +92,10 @@ class Engine:
         clock: Callable[[], float] = time.time,
         journal: Journal | None = None,
         store: StateStore | None = None,
+        health: HealthView | None = None,
     ) -> None:
         self.config = config
+        self.health = health
         self.backend_factory = backend_factory or backends.system_backend
         self.reuse_backend = reuse_backend
         self.hooks: Hooks = hooks if hooks is not None else NoHooks()
@@ -234,7 +237,7 @@ class Engine:
         ctx = run.ctx
         states = dict(saved.states())
         states.update(ctx.to_states)
-        desired = desired_for(self.config, states, ctx.instances)
+        desired = desired_for(self.config, states, ctx.instances, self.health)
         scope = desired.scope
         options = PlanOptions(
             garp_count=self.config.settings.garp_count,

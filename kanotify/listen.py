@@ -54,16 +54,16 @@ from .config import Config, config_path, load_config
 from .engine import Engine
 from .errors import ConfigError, KanotifyError
 from .fifo import FifoReader, LvsEvent, PriorityEvent, Unparsed, VrrpEvent, parse_line
+from .health import Change, Health
 from .journal import summary_line, syslog_line
 from .model import State
 from .plan import desired_for
 from .procinfo import ticket_fields
 from .run import CONVERGED, OUTCOME_FAILED, SUPERSEDED, Request, RunResult
-from .store import StateStore, Ticket
+from .store import LISTEN_LOCK, StateStore, Ticket
 
 log = logging.getLogger("kanotify.listen")
 
-LOCK_NAME = "listen.lock"
 #: how often a missing FIFO (or one without a writer) is looked for again, and a recreated one noticed
 FIFO_POLL = 0.2
 FIFO_CHECK = 1.0
@@ -110,7 +110,12 @@ class _Reload:
     reason: str
 
 
-_Work = _Vrrp | _Command | _Repair | _Note | _Reload
+@dataclass
+class _HealthRun:
+    changes: list[str]
+
+
+_Work = _Vrrp | _Command | _Repair | _Note | _Reload | _HealthRun
 
 
 def event_ticket() -> Ticket:
@@ -152,6 +157,7 @@ class Listener:
         self.repeater = ThreadRepeater()
         self.backend_factory = backend_factory or (lambda: system_backend(garp_repeater=self.repeater))
         self.engine: Engine | None = None
+        self.health: Health | None = None
         self.config_signature: tuple[int, ...] | None = None
         #: the VIPs that should be bound now (per the saved states): their removal is drift
         self.desired_vips: frozenset[tuple[str, str]] = frozenset()
@@ -217,6 +223,8 @@ class Listener:
             if self._watch is not None:
                 self.loop.remove_reader(self._watch.fileno())
                 self._watch.close()
+            if self.health is not None:
+                self.health.stop()
             self._executor.shutdown(wait=True)
             if self.engine is not None:
                 self.engine.close()
@@ -236,8 +244,12 @@ class Listener:
     def _install(self, config: Config) -> None:
         """Make ``config`` the one in force: a new engine (the old one's backend closed), timers, watch list."""
         old = self.engine
+        if self.health is None:
+            assert self.store is not None
+            self.health = Health(self.loop, self._on_health, self.store.dir)
+        self.health.configure(config)  # real servers that stay keep their health
         self.engine = Engine(config, hooks=commands.hooks_for(config, self.allow_insecure),
-                             backend_factory=self.backend_factory, reuse_backend=True)
+                             backend_factory=self.backend_factory, reuse_backend=True, health=self.health)
         if old is not None:
             old.close()
         self._schedule_reconcile()
@@ -246,7 +258,7 @@ class Listener:
 
     async def _acquire(self, config: Config) -> None:
         assert self.store is not None
-        path = os.path.join(self.store.dir, LOCK_NAME)
+        path = os.path.join(self.store.dir, LISTEN_LOCK)
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         except OSError as exc:
@@ -285,6 +297,8 @@ class Listener:
         queued = self._queue.get(key)
         if isinstance(work, _Vrrp) and isinstance(queued, _Vrrp):
             work.coalesced = queued.coalesced + [(queued.event, queued.ticket)]
+        elif isinstance(work, _HealthRun) and isinstance(queued, _HealthRun):
+            work.changes = queued.changes + work.changes
         elif isinstance(work, (_Repair, _Reload)) and queued is not None:
             return  # one pending repair (or reload) does for all
         self._queue[key] = work
@@ -348,6 +362,9 @@ class Listener:
             engine.journal_only(request, CONVERGED, f"{ev.word} {ev.priority}: priority changed, nothing to converge")
         elif isinstance(work, _Reload):
             self._reload(work.reason)
+        elif isinstance(work, _HealthRun):
+            reason = "health: " + "; ".join(work.changes)
+            self._report(engine.reconcile(argv=["kanotify", "listen", reason[:2000]], command="health", quiet=True))
 
     def _trigger(self, line: str) -> tuple[str, ...]:
         return ("kanotify", "listen", self.fifo_path or "-", line)
@@ -503,6 +520,13 @@ class Listener:
         elif isinstance(event, Unparsed):
             if event.line or event.why != "empty line":
                 _say(f"FIFO {self.fifo_path}: skipped ({event.why}): {event.line[:200]!r}")
+
+    # ------------------------------------------------------------------ health checks
+
+    def _on_health(self, changes: list[Change]) -> None:
+        for change in changes:
+            _say(f"health: {change}")
+        self._submit("health", _HealthRun([str(c) for c in changes]))
 
     # ------------------------------------------------------------------ drift
 

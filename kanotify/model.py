@@ -354,13 +354,78 @@ class VipSpec:
     garp: bool = True
 
 
+CHECK_TYPES = ("tcp", "http", "https", "command")
+ON_FAILURE = ("drain", "remove")
+
+#: a real server within its service: (address, port)
+RealKey = tuple[IPAddress, int]
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """How ``kanotify listen`` checks one real server (``[instance.service.real.check]``).
+
+    ``type`` is ``tcp`` (a connect), ``http``/``https`` (a GET of ``path``,
+    answered with one of ``status``, default 200..299, ``host`` as the Host
+    header; https verifies the certificate only with ``verify``) or ``command``
+    (``command`` run without a shell: exit 0 is up, it is killed at ``timeout``).
+    ``port`` 0 means the real server's port.  The real server is DOWN after
+    1 + ``retry`` consecutive failures ``retry_delay`` seconds apart, UP again
+    after one success; checks run every ``interval`` seconds.  ``initial``
+    ``down`` starts it DOWN until its first success (keepalived's ``alpha``).
+    ``on_failure``: ``drain`` sets its weight to 0 (existing connections stay;
+    keepalived's ``inhibit_on_failure``), ``remove`` deletes it from IPVS.
+
+    >>> str(HealthCheck("http", path="/health", status=(200,)))
+    'http GET /health (200) every 6s, timeout 3s, DOWN after 2 failures 1s apart, then drain'
+    """
+
+    type: str
+    port: int = 0
+    path: str = "/"
+    status: tuple[int, ...] = ()  # (): 200..299
+    host: str | None = None
+    command: tuple[str, ...] = ()
+    interval: float = 6.0
+    timeout: float = 3.0
+    retry: int = 1
+    retry_delay: float = 1.0
+    on_failure: str = "drain"
+    verify: bool = False
+    initial: str = "up"
+
+    def accepts(self, code: int) -> bool:
+        """Is ``code`` an answer that means up?"""
+        return code in self.status if self.status else 200 <= code <= 299
+
+    def __str__(self) -> str:
+        if self.type in ("http", "https"):
+            codes = ",".join(map(str, self.status)) if self.status else "2xx"
+            what = f"{self.type} GET {self.path} ({codes})"
+        elif self.type == "command":
+            what = "command " + " ".join(self.command)
+        else:
+            what = "tcp connect"
+        if self.port:
+            what += f" port {self.port}"
+        return (f"{what} every {self.interval:g}s, timeout {self.timeout:g}s, DOWN after {1 + self.retry} "
+                f"failures {self.retry_delay:g}s apart, then {self.on_failure}")
+
+
 @dataclass(frozen=True)
 class ServiceSpec:
-    """An ``[[instance.service]]`` entry with its real servers."""
+    """An ``[[instance.service]]`` entry with its real servers (and how each is health-checked)."""
 
     service: VirtualService
     reals: tuple[RealServer, ...] = ()
     states: frozenset[State] = frozenset({State.MASTER})
+    checks: tuple[tuple[RealKey, HealthCheck], ...] = ()
+
+    def check_for(self, real: RealKey) -> HealthCheck | None:
+        for key, check in self.checks:
+            if key == real:
+                return check
+        return None
 
 
 @dataclass(frozen=True)
@@ -398,6 +463,8 @@ class Desired:
     #: every service the whole config declares: never deleted as "foreign"
     protected_services: frozenset[ServiceKey] = frozenset()
     ipvs_exclusive: bool = False
+    #: real servers a health check found DOWN, and what their check does about it ("drain" | "remove")
+    down: Mapping[tuple[ServiceKey, RealKey], str] = field(default_factory=dict)
 
     @property
     def needs_ipvs(self) -> bool:

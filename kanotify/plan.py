@@ -19,7 +19,7 @@ not even mentioned (except foreign IPVS services with ``ipvs_exclusive``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Iterator, Mapping
+from typing import Iterable, Iterator, Mapping, Protocol
 
 from .actions import (
     Action,
@@ -40,6 +40,7 @@ from .model import (
     Desired,
     IPAddress,
     Observed,
+    RealKey,
     RealServer,
     RealServerStats,
     ServiceKey,
@@ -96,23 +97,36 @@ def drain_key(service: ServiceKey, real: tuple[IPAddress, int]) -> DrainKey:
 # --------------------------------------------------------------------------- desired state
 
 
+class HealthView(Protocol):
+    """What the planner asks of the health checks (``kanotify listen``'s): is this real server DOWN?"""
+
+    def is_down(self, service: ServiceKey, real: RealKey) -> bool: ...
+
+
 def desired_for(
-    config: Config, states: Mapping[str, State], instances: Iterable[str] | None = None
+    config: Config, states: Mapping[str, State], instances: Iterable[str] | None = None,
+    health: HealthView | None = None,
 ) -> Desired:
     """What the host should look like when each instance is in ``states[name]``.
 
     ``instances`` limits the scope (a notification converges its own instance);
     an instance missing from ``states`` is treated as BACKUP: never grab a VIP
-    on a guess.
+    on a guess.  With ``health``, a real server its check found DOWN is desired
+    at weight 0 (``on_failure = "drain"``) or not at all (``"remove"``);
+    without it (no listener runs the checks), every real server has its
+    configured weight.
     """
     names = set(config.instance_names if instances is None else instances)
     scoped = [inst for inst in config.instances if inst.name in names]
     vips: list[VipSpec] = []
     services: list[ServiceSpec] = []
+    down: dict[tuple[ServiceKey, RealKey], str] = {}
     for inst in scoped:
         state = states.get(inst.name, State.BACKUP)
         vips.extend(spec for spec in inst.vips if state in spec.states)
-        services.extend(spec for spec in inst.services if state in spec.states)
+        for spec in inst.services:
+            if state in spec.states:
+                services.append(_healthy(spec, health, down) if health is not None and spec.checks else spec)
     return Desired(
         sysctls=config.sysctls,
         vips=tuple(vips),
@@ -123,7 +137,23 @@ def desired_for(
             s.service.key for inst in config.instances for s in inst.services
         ),
         ipvs_exclusive=config.settings.ipvs_exclusive,
+        down=down,
     )
+
+
+def _healthy(spec: ServiceSpec, health: HealthView, down: dict[tuple[ServiceKey, RealKey], str]) -> ServiceSpec:
+    """``spec`` with its DOWN real servers drained (weight 0) or left out, as their checks say."""
+    key = spec.service.key
+    reals: list[RealServer] = []
+    for real in spec.reals:
+        check = spec.check_for(real.key)
+        if check is None or not health.is_down(key, real.key):
+            reals.append(real)
+            continue
+        down[(key, real.key)] = check.on_failure
+        if check.on_failure == "drain":
+            reals.append(replace(real, weight=0))
+    return replace(spec, reals=tuple(reals))
 
 
 # --------------------------------------------------------------------------- planner
@@ -222,14 +252,18 @@ def _plan_ipvs(desired: Desired, observed: Observed, options: PlanOptions) -> li
             elif current[0] == rs:
                 reals_same += 1
             else:
-                real_changes.append(EditReal(key, current[0], rs))
+                why = "health check: DOWN" if (key, rs.key) in desired.down else ""
+                real_changes.append(EditReal(key, current[0], rs, why))
         # One no-op per service, not per real server: 1000 services x 10 reals must not
         # make an 11,000-entry journal line on every reconcile.
         if service_same or reals_same:
             what = f"ipvs service {key}" if service_same else f"the other real servers of {key}"
             noops.append(Noop(f"{what} up to date ({reals_same} of {len(spec.reals)} real servers)"))
         for rkey in sorted(have.reals.keys() - desired_reals.keys(), key=_real_sort):
-            real_removals.append(_drain(key, *have.reals[rkey], options))
+            if desired.down.get((key, rkey)) == "remove":
+                real_removals.append(DeleteReal(key, have.reals[rkey][0], "health check: DOWN"))
+            else:
+                real_removals.append(_drain(key, *have.reals[rkey], options))
 
     for key in sorted(desired.managed_services - wanted.keys()):
         have = observed.services.get(key)
@@ -287,9 +321,11 @@ def next_draining(
             continue
         desired_reals = {rs.key for rs in spec.reals}
         for rkey in have.reals.keys() - desired_reals:
+            if (key, rkey) in desired.down:
+                continue  # removed for its health, not from the config: no drain
             dk = drain_key(key, rkey)
             result[dk] = prior.get(dk, now)
     return result
 
 
-__all__ = ["DrainKey", "Plan", "PlanOptions", "desired_for", "drain_key", "next_draining", "plan"]
+__all__ = ["DrainKey", "HealthView", "Plan", "PlanOptions", "desired_for", "drain_key", "next_draining", "plan"]

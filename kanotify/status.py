@@ -6,14 +6,26 @@ Read-only: no lock is taken and nothing is written.
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime, timezone
 from typing import Any, Callable
 
 from . import backends
 from .backends import ArpPolicy, Backend
 from .config import Config
-from .model import State
+from .health import read_health
+from .model import RealKey, ServiceKey, State, format_hostport
 from .plan import PlanOptions, desired_for, plan
-from .store import StateStore
+from .store import StateStore, listener_pid
+
+
+class _ReportedHealth:
+    """The listener's health checks as its ``health.json`` reports them (a :class:`~kanotify.plan.HealthView`)."""
+
+    def __init__(self, reals: list[dict[str, Any]]) -> None:
+        self.down = {(str(r.get("service")), str(r.get("real"))) for r in reals if r.get("up") is False}
+
+    def is_down(self, service: ServiceKey, real: RealKey) -> bool:
+        return (str(service), format_hostport(*real)) in self.down
 
 
 def collect_status(config: Config, backend_factory: Callable[[], Backend] | None = None) -> dict[str, Any]:
@@ -22,7 +34,16 @@ def collect_status(config: Config, backend_factory: Callable[[], Backend] | None
     saved, warnings = store.load(repair=False)  # read-only and unlocked: leave a corrupt file to the next run
     recorded = saved.states()
     states = {name: recorded.get(name, State.BACKUP) for name in config.instance_names}
-    desired = desired_for(config, states)
+    listener = listener_pid(store.dir)
+    checked = any(spec.checks for inst in config.instances for spec in inst.services)
+    reported = read_health(store.dir) if listener is not None else None
+    listed = reported.get("reals") if reported else None
+    reals = [r for r in listed if isinstance(r, dict)] if isinstance(listed, list) else []
+    health: dict[str, Any] | None = None
+    if checked or listener is not None:
+        health = {"listener": listener, "written": reported.get("written") if reported else None, "reals": reals}
+    # the drift is judged with the listener's health: a drained DOWN real server is not drift
+    desired = desired_for(config, states, health=_ReportedHealth(reals) if reals else None)
     scope = replace(desired.scope, ipvs=True)  # foreign IPVS services are shown too
     backend = (backend_factory or backends.system_backend)()
     try:
@@ -72,6 +93,7 @@ def collect_status(config: Config, backend_factory: Callable[[], Backend] | None
         ],
         "arp": arp,
         "drift": [str(a) for a in drift.changes],
+        "health": health,
         "warnings": warnings,
     }
 
@@ -115,6 +137,17 @@ def format_status(report: dict[str, Any], verbose: int = 0) -> str:
             lines.append(
                 f"  {iface:<16} arp_ignore {values.get('arp_ignore')} arp_announce {values.get('arp_announce')}"
             )
+    health = report.get("health")
+    if health is not None:
+        if health["listener"] is None:
+            lines.append("health checks: not running (they run in kanotify listen; weights are the configured ones)")
+        else:
+            lines.append(f"health checks (kanotify listen, pid {health['listener']}):")
+            for real in health["reals"]:
+                mark = "UP  " if real.get("up") else "DOWN"
+                since = _clock(real.get("since"))
+                error = f"; last error: {real['last_error']}" if real.get("last_error") else ""
+                lines.append(f"  {mark} {real.get('real')} of {real.get('service')} since {since}{error}")
     if report["drift"]:
         lines.append("drift (what reconcile would change):")
         lines.extend(f"  + {line}" for line in report["drift"])
@@ -123,3 +156,10 @@ def format_status(report: dict[str, Any], verbose: int = 0) -> str:
     for warning in report.get("warnings", ()):
         lines.append(f"warning: {warning}")
     return "\n".join(lines)
+
+
+def _clock(value: object) -> str:
+    """A wall-clock time (seconds) as ISO 8601 UTC, to the second."""
+    if not isinstance(value, (int, float)):
+        return "?"
+    return datetime.fromtimestamp(value, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -34,6 +34,25 @@ from .procinfo import ticket_fields
 
 STATE_FILE = "state.json"
 LOCK_FILE = "lock"
+#: held by the running ``kanotify listen`` for its whole life (its pid inside)
+LISTEN_LOCK = "listen.lock"
+
+
+def listener_pid(state_dir: str) -> int | None:
+    """The pid of the listener serving ``state_dir``, or None when none runs (its lock is free)."""
+    try:
+        fd = os.open(os.path.join(state_dir, LISTEN_LOCK), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            return int(text) if text.isdigit() else 0
+        return None  # nobody holds it: a listener that has exited
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True, order=True)

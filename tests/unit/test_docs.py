@@ -166,6 +166,12 @@ FWMARK = BASE + '[[instance.service]]\nfwmark = 5\n[[instance.service.real]]\nad
 VIP_ETH0 = BASE + '[[instance.vip]]\naddress = "192.0.2.1"\ndev = "eth0"\n'
 VIP_LO = BASE + '[[instance.vip]]\naddress = "192.0.2.1"\ndev = "lo"\n'
 HOOK = BASE + "[hooks.x]\n"
+CHECKED = SERVICE + '[instance.service.check]\ntype = "http"\n[[instance.service.real]]\naddress = "192.0.2.21"\n'
+
+
+def _check(text: str = CHECKED) -> Any:
+    spec = _first(text).instances[0].services[0]
+    return spec.check_for(spec.reals[0].key)
 
 
 def _states(states: frozenset[State]) -> list[str]:
@@ -194,6 +200,14 @@ OBSERVED: dict[tuple[str, str], Callable[[], Any]] = {
         lambda: _first(REAL).instances[0].services[0].reals[0].u_threshold,
     ("[[instance.service.real]]", "lower_threshold"):
         lambda: _first(REAL).instances[0].services[0].reals[0].l_threshold,
+    ("[instance.service.check]", "path"): lambda: _check().path,
+    ("[instance.service.check]", "interval"): lambda: _check().interval,
+    ("[instance.service.check]", "timeout"): lambda: _check().timeout,
+    ("[instance.service.check]", "retry"): lambda: _check().retry,
+    ("[instance.service.check]", "retry_delay"): lambda: _check().retry_delay,
+    ("[instance.service.check]", "on_failure"): lambda: _check().on_failure,
+    ("[instance.service.check]", "verify"): lambda: _check().verify,
+    ("[instance.service.check]", "initial"): lambda: _check().initial,
     ("[hooks.NAME]", "enabled"): lambda: _first(HOOK).hooks["x"].enabled,
     ("[hooks.NAME]", "required"): lambda: _first(HOOK).hooks["x"].required,
 }
@@ -244,6 +258,16 @@ PROSE: dict[tuple[str, str], tuple[str, Callable[[], bool]]] = {
     ("[[group]]", "name"): ("—", lambda: _required(BASE + '[[group]]\ninstances = ["VI_1"]\n', "group[0].name")),
     ("[[group]]", "instances"): ("—", lambda: _required(BASE + '[[group]]\nname = "G"\n', "group[0].instances")),
     ("[hooks.NAME]", "timeout"): ("`settings.hook_timeout`", lambda: _first(HOOK).hooks["x"].timeout is None),
+    ("[[instance.service]]", "check"): ("none", lambda: _first(REAL).instances[0].services[0].checks == ()),
+    ("[[instance.service.real]]", "check"): ("the service's `check`", lambda: _check() is not None),
+    ("[instance.service.check]", "type"): ("—", lambda: _required(
+        SERVICE + "[instance.service.check]\ninterval = 2\n[[instance.service.real]]\naddress = \"192.0.2.21\"\n",
+        "instance[0].service[0].check.type")),
+    ("[instance.service.check]", "port"): ("the real server's port", lambda: _check().port == 0),
+    ("[instance.service.check]", "status"): ("200..299", lambda: (
+        _check().accepts(200) and _check().accepts(299) and not _check().accepts(300))),
+    ("[instance.service.check]", "host"): ("the real server's address", lambda: _check().host is None),
+    ("[instance.service.check]", "command"): ("—", lambda: _check().command == ()),
 }
 
 #: the keys each table of docs/config.md documents must be exactly the keys the code reads
@@ -253,6 +277,7 @@ CODE_KEYS = {
     "[[instance.vip]]": config_module._VIP_KEYS,
     "[[instance.service]]": config_module._SERVICE_KEYS,
     "[[instance.service.real]]": config_module._REAL_KEYS,
+    "[instance.service.check]": config_module._CHECK_KEYS,
     "[[group]]": config_module._GROUP_KEYS,
     "[hooks.NAME]": config_module._HOOK_RESERVED,
 }

@@ -1,0 +1,107 @@
+"""Health through the planner and the engine: drain, removal and restore are ordinary, journaled, idempotent runs."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+from kanotify.backends.memory import MemoryBackend
+from kanotify.config import parse_config
+from kanotify.engine import Engine
+from kanotify.model import RealKey, ServiceKey, State
+
+CONFIG = """
+[settings]
+state_dir = "{tmp}/state"
+journal = "{tmp}/journal.jsonl"
+syslog = false
+
+[[instance]]
+name = "VI_1"
+  [[instance.service]]
+  protocol = "tcp"
+  address = "192.0.2.100"
+  port = 80
+    [instance.service.check]
+    type = "http"
+    [[instance.service.real]]
+    address = "192.0.2.21"
+    weight = 3
+    [[instance.service.real]]
+    address = "192.0.2.22"
+      [instance.service.real.check]
+      on_failure = "remove"
+    [[instance.service.real]]
+    address = "192.0.2.23"
+"""
+
+SERVICE = ServiceKey.inet("tcp", ipaddress.ip_address("192.0.2.100"), 80)
+
+
+def real(last: int) -> RealKey:
+    return (ipaddress.ip_address(f"192.0.2.{last}"), 80)
+
+
+class FakeHealth:
+    def __init__(self) -> None:
+        self.down: set[tuple[ServiceKey, RealKey]] = set()
+
+    def is_down(self, service: ServiceKey, real: RealKey) -> bool:
+        return (service, real) in self.down
+
+
+def setup(tmp: Path) -> tuple[Engine, MemoryBackend, FakeHealth]:
+    config = parse_config(CONFIG.format(tmp=tmp))
+    backend = MemoryBackend()
+    health = FakeHealth()
+    return Engine(config, backend_factory=lambda: backend, health=health), backend, health
+
+
+def weights(backend: MemoryBackend) -> dict[str, int]:
+    state = backend.services.get(SERVICE)
+    return {} if state is None else {str(rs.address): rs.weight for rs, _ in state.reals.values()}
+
+
+def test_a_down_real_server_is_drained_or_removed_and_restored_when_up(tmp_path: Path) -> None:
+    engine, backend, health = setup(tmp_path)
+    engine.transition(["VI_1"], State.MASTER, argv=["t"], command="master")
+    assert weights(backend) == {"192.0.2.21": 3, "192.0.2.22": 1, "192.0.2.23": 1}
+    health.down = {(SERVICE, real(21)), (SERVICE, real(22))}
+    result = engine.reconcile(argv=["kanotify", "listen", "health: ..."], command="health", quiet=True)
+    assert weights(backend) == {"192.0.2.21": 0, "192.0.2.23": 1}
+    changed = [str(r.action) for r in result.results if r.status == "applied"]
+    assert changed == ["edit real server 192.0.2.21:80 of tcp 192.0.2.100:80: weight 3 -> 0 (health check: DOWN)",
+                       "delete real server 192.0.2.22:80 from tcp 192.0.2.100:80 (health check: DOWN)"]
+    assert result.record["command"] == "health" and result.outcome == "converged"
+    again = engine.reconcile(argv=["t"], command="health")
+    assert not again.plan.has_changes  # the second run changes nothing
+    health.down = set()
+    engine.reconcile(argv=["t"], command="health")
+    assert weights(backend) == {"192.0.2.21": 3, "192.0.2.22": 1, "192.0.2.23": 1}
+
+
+def test_a_new_master_applies_known_health_at_once(tmp_path: Path) -> None:
+    engine, backend, health = setup(tmp_path)
+    health.down = {(SERVICE, real(21))}
+    engine.transition(["VI_1"], State.MASTER, argv=["t"], command="master")
+    assert weights(backend) == {"192.0.2.21": 0, "192.0.2.22": 1, "192.0.2.23": 1}
+
+
+def test_on_a_backup_director_health_changes_write_nothing(tmp_path: Path) -> None:
+    engine, backend, health = setup(tmp_path)
+    engine.transition(["VI_1"], State.BACKUP, argv=["t"], command="backup")
+    lines = (tmp_path / "journal.jsonl").read_text().splitlines()
+    health.down = {(SERVICE, real(21))}
+    result = engine.reconcile(argv=["t"], command="health", quiet=True)
+    assert backend.services == {} and not result.plan.has_changes
+    assert (tmp_path / "journal.jsonl").read_text().splitlines() == lines  # quiet: nothing to journal
+
+
+def test_a_dry_run_shows_the_drain_as_pending(tmp_path: Path) -> None:
+    engine, backend, health = setup(tmp_path)
+    engine.transition(["VI_1"], State.MASTER, argv=["t"], command="master")
+    health.down = {(SERVICE, real(23))}
+    result = engine.reconcile(argv=["t"], command="plan", dry_run=True)
+    assert [(str(r.action), r.status) for r in result.results if r.status != "noop"] == [
+        ("edit real server 192.0.2.23:80 of tcp 192.0.2.100:80: weight 1 -> 0 (health check: DOWN)", "pending")]
+    assert weights(backend)["192.0.2.23"] == 1
