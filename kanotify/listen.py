@@ -48,7 +48,7 @@ from typing import Callable
 
 from . import commands, control
 from .backends import Backend, system_backend
-from .backends.addrwatch import AddressWatch
+from .backends.addrwatch import AddressWatch, Removed
 from .backends.garp import ThreadRepeater
 from .config import Config, config_path, load_config
 from .engine import Engine
@@ -171,6 +171,9 @@ class Listener:
         self._timer: asyncio.TimerHandle | None = None
         self._grace: asyncio.TimerHandle | None = None
         self._stopped_instances: set[str] = set()  # STOP lines read since SIGTERM
+        self._running = False
+        self._removed: list[Removed] = []  # address removals not judged yet (one came in during a run)
+        self._lost_events = False
         self.runs = 0  # transitions run, for tests and metrics
 
     # ------------------------------------------------------------------ lifecycle
@@ -311,12 +314,17 @@ class Listener:
             while self._queue:
                 key = next(iter(self._queue))
                 work = self._queue.pop(key)
+                self._running = True
                 try:
                     await self.loop.run_in_executor(self._executor, self._do, work)
                 except Exception:  # noqa: BLE001 - one bad run must not end the listener
                     log.exception("kanotify listen: a run failed unexpectedly")
                     if isinstance(work, _Command) and not work.answer.done():
                         work.answer.set_result({"error": "the listener failed to run it"})
+                finally:
+                    self._running = False
+                # removals seen while it ran are judged by the states it left (it may have made them itself)
+                self._judge_removals()
             if self._stopping and self._drained():
                 self._done.set()
 
@@ -533,6 +541,15 @@ class Listener:
     def _on_addresses(self) -> None:
         assert self._watch is not None
         removed, lost = self._watch.read()
+        self._removed.extend(removed)
+        self._lost_events = self._lost_events or lost
+        if not self._running:  # during a run, wait: the run itself may be removing them
+            self._judge_removals()
+
+    def _judge_removals(self) -> None:
+        """Repair when an address the saved states want bound was removed (or events were lost)."""
+        removed, lost = self._removed, self._lost_events
+        self._removed, self._lost_events = [], False
         wanted = self.desired_vips
         hits = [r for r in removed if (r.address, r.dev) in wanted]
         if hits or lost:
