@@ -50,6 +50,28 @@ def socket_path(state_dir: str) -> str:
     return os.path.join(state_dir, SOCKET_NAME)
 
 
+#: sun_path's size, without its NUL: a longer socket path is reached through its directory
+_SUN_PATH = 107
+
+
+def at_unix_path(sock: socket.socket, path: str, method: str) -> None:
+    """``sock.bind(path)`` or ``sock.connect(path)``, for a path longer than a Unix socket address allows.
+
+    A long path is used relative to its directory (``chdir`` there and back);
+    only single-threaded callers come here: the client, the listener at start.
+    """
+    if len(os.fsencode(path)) <= _SUN_PATH:
+        getattr(sock, method)(path)
+        return
+    here = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.chdir(os.path.dirname(path))
+        getattr(sock, method)(os.path.basename(path))
+    finally:
+        os.fchdir(here)
+        os.close(here)
+
+
 def encode(message: dict[str, object]) -> bytes:
     data = (json.dumps(message, separators=(",", ":")) + "\n").encode()
     if len(data) > MAX_MESSAGE:
@@ -129,13 +151,16 @@ def hand_over(argv: list[str], config: str, ticket: tuple[str, int, int]) -> Ans
         return Answer(fallback="config unreadable here")  # the in-process run reports it properly
     where = socket_path(prescan.state_dir(raw))
     timeout = prescan.lock_timeout(raw)
-    request = encode({"op": "run", "argv": argv, "config": path, "ticket": list(ticket), "cwd": os.getcwd()})
+    try:
+        request = encode({"op": "run", "argv": argv, "config": path, "ticket": list(ticket), "cwd": os.getcwd()})
+    except ValueError:
+        return Answer(fallback="request too long")  # the in-process run says what is wrong with the words
     deadline = time.monotonic() + timeout
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
         sock.settimeout(timeout)
         try:
-            sock.connect(where)
+            at_unix_path(sock, where, "connect")
         except OSError:
             return Answer(fallback="no listener")  # none running (no socket, or a stale one)
         try:

@@ -40,6 +40,7 @@ import io
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -272,7 +273,7 @@ class Listener:
         if not _try_lock(fd):
             holder = _read_pid(fd)
             _say(f"another listener (pid {holder}) serves {self.store.dir}: asking it to yield")
-            await self.loop.run_in_executor(None, _ask_to_yield, control.socket_path(self.store.dir))
+            _ask_to_yield(control.socket_path(self.store.dir))  # in this thread: nothing else runs yet
             deadline = time.monotonic() + config.settings.lock_timeout + 5.0
             while not _try_lock(fd):
                 if time.monotonic() > deadline:
@@ -626,13 +627,17 @@ class Listener:
             os.unlink(path)  # a stale one: we hold the listener lock, nobody else serves here
         except FileNotFoundError:
             pass
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         old = os.umask(0o177)
         try:
-            server = await asyncio.start_unix_server(self._client, path=path, limit=control.MAX_MESSAGE + 2)
+            control.at_unix_path(sock, path, "bind")  # the engine's thread has not started yet: chdir is safe
+        except BaseException:
+            sock.close()
+            raise
         finally:
             os.umask(old)
         os.chmod(path, 0o600)
-        return server
+        return await asyncio.start_unix_server(self._client, sock=sock, limit=control.MAX_MESSAGE + 2)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -721,12 +726,10 @@ def _read_pid(fd: int) -> str:
 
 
 def _ask_to_yield(path: str) -> None:
-    import socket
-
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(5.0)
-            sock.connect(path)
+            control.at_unix_path(sock, path, "connect")
             sock.sendall(control.encode({"op": "yield"}))
             sock.recv(4096)
     except OSError as exc:

@@ -1,0 +1,259 @@
+"""Health checks against real IPVS, under traffic (in the UML guest).
+
+An LVS-DR LAN on a bridge: a client, two directors (one MASTER, one BACKUP,
+each running ``kanotify listen``) and two real servers with HTTP servers.  One
+real server's HTTP server is stopped while the client sends a request every
+100 ms: its weight in the master's IPVS must be 0 within interval x (retry + 1)
++ timeout, and no request may fail after that; restarted, its weight comes
+back and traffic spreads over both again.  The backup director writes nothing
+to IPVS, but ``kanotify status --json`` shows the same health there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from ipvs_guest_support import run
+from kanotify.backends.netns import call_in
+
+KANOTIFY = str(Path(sys.executable).with_name("kanotify"))
+VIP = "192.0.2.100"
+INTERVAL, TIMEOUT, RETRY, RETRY_DELAY = 1.0, 1.0, 1, 0.5
+BOUND = INTERVAL * (RETRY + 1) + TIMEOUT  # the issue's bound for "DOWN -> weight 0"
+
+HTTP = r"""
+import http.server, sys
+name = sys.argv[1].encode()
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.send_header("Content-Length", str(len(name))); self.end_headers()
+        self.wfile.write(name)
+    def log_message(self, *a): pass
+srv = http.server.ThreadingHTTPServer(("0.0.0.0", 80), H)
+print("ready", flush=True)
+srv.serve_forever()
+"""
+
+CONFIG = f"""
+[settings]
+state_dir = "{{tmp}}/state"
+journal = "{{tmp}}/journal.jsonl"
+hooks_dir = "{{tmp}}/hooks.d"
+syslog = false
+garp_count = 1
+reconcile_interval = 0
+
+[sysctl]
+"net.ipv4.conf.all.arp_ignore" = 1
+
+[[instance]]
+name = "VI_1"
+  [[instance.vip]]
+  address = "{VIP}/24"
+  dev = "eth0"
+  [[instance.service]]
+  protocol = "tcp"
+  address = "{VIP}"
+  port = 80
+  scheduler = "rr"
+    [instance.service.check]
+    type = "http"
+    path = "/"
+    interval = {INTERVAL}
+    timeout = {TIMEOUT}
+    retry = {RETRY}
+    retry_delay = {RETRY_DELAY}
+    [[instance.service.real]]
+    address = "192.0.2.21"
+    [[instance.service.real]]
+    address = "192.0.2.22"
+"""
+
+
+@dataclass
+class Net:
+    ns: dict[str, str]
+    tmp: Path
+    servers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    listeners: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def exec(self, role: str, *argv: str, check: bool = True) -> str:
+        return run(["ip", "netns", "exec", self.ns[role], *argv], check=check)
+
+    def start_http(self, role: str) -> None:
+        proc = subprocess.Popen(["ip", "netns", "exec", self.ns[role], sys.executable, "-c", HTTP, role],
+                                stdout=subprocess.PIPE)
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+        self.servers[role] = proc
+
+    def stop_http(self, role: str) -> None:
+        proc = self.servers.pop(role)
+        proc.kill()
+        proc.wait()
+
+    def config(self, role: str) -> Path:
+        return self.tmp / role / "kanotify.toml"
+
+    def kanotify(self, role: str, *args: str) -> str:
+        return self.exec(role, KANOTIFY, "--config", str(self.config(role)), *args)
+
+    def weights(self, role: str = "dir") -> dict[str, int]:
+        result = {}
+        for line in self.exec(role, "ipvsadm", "-Ln").splitlines():
+            words = line.split()
+            if len(words) >= 4 and words[0] == "->" and words[1] != "RemoteAddress:Port":
+                result[words[1].split(":")[0]] = int(words[3])
+        return result
+
+    def health(self, role: str) -> dict[str, bool]:
+        report = json.loads(self.kanotify(role, "status", "--json"))
+        return {r["real"].split(":")[0]: r["up"] for r in report["health"]["reals"]}
+
+
+@pytest.fixture
+def net(tmp_path: Path) -> Iterator[Net]:
+    tag = secrets.token_hex(2)
+    roles = ("dir", "dir2", "cl", "rs1", "rs2")
+    addresses = {"dir": "192.0.2.1", "dir2": "192.0.2.2", "cl": "192.0.2.10", "rs1": "192.0.2.21",
+                 "rs2": "192.0.2.22"}
+    net = Net({role: f"kh-{tag}-{role}" for role in roles}, tmp_path)
+    bridge = f"kh{tag}br"
+    ends: list[str] = []
+    try:
+        run(["ip", "link", "add", bridge, "type", "bridge"])
+        run(["ip", "link", "set", bridge, "addrgenmode", "none"])
+        run(["ip", "link", "set", bridge, "up"])
+        for role in roles:
+            ns = net.ns[role]
+            run(["ip", "netns", "add", ns])
+            end = f"kh{tag}{role}"
+            run(["ip", "link", "add", end, "type", "veth", "peer", "name", "eth0", "netns", ns])
+            ends.append(end)
+            run(["ip", "link", "set", end, "addrgenmode", "none"])
+            run(["ip", "link", "set", end, "master", bridge, "up"])
+            run(["ip", "-n", ns, "link", "set", "lo", "up"])
+            run(["ip", "-n", ns, "addr", "add", f"{addresses[role]}/24", "dev", "eth0"])
+            run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+        for role in ("rs1", "rs2"):
+            for key, value in (("arp_ignore", "1"), ("arp_announce", "2")):
+                net.exec(role, "sysctl", "-q", "-w", f"net.ipv4.conf.all.{key}={value}")
+            run(["ip", "-n", net.ns[role], "addr", "add", f"{VIP}/32", "dev", "lo"])
+            net.start_http(role)
+        for role in ("dir", "dir2"):
+            (tmp_path / role).mkdir()
+            net.config(role).write_text(CONFIG.format(tmp=tmp_path / role))
+            net.config(role).chmod(0o600)
+            with open(tmp_path / role / "listen.log", "wb") as log:
+                net.listeners[role] = subprocess.Popen(
+                    ["ip", "netns", "exec", net.ns[role], KANOTIFY, "--config", str(net.config(role)), "listen"],
+                    stdout=log, stderr=subprocess.STDOUT)
+            deadline = time.monotonic() + 60
+            while not (tmp_path / role / "state" / "control.sock").exists():
+                assert time.monotonic() < deadline, (tmp_path / role / "listen.log").read_text()
+                time.sleep(0.05)
+        yield net
+    finally:
+        for proc in [*net.servers.values(), *net.listeners.values()]:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        for end in ends:
+            subprocess.run(["ip", "link", "del", end], capture_output=True)
+        for ns in net.ns.values():
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        subprocess.run(["ip", "link", "del", bridge], capture_output=True)
+
+
+class Client(threading.Thread):
+    """One HTTP request to the VIP every 100 ms from the client's namespace: (time, who answered or None)."""
+
+    def __init__(self, ns: str) -> None:
+        super().__init__(daemon=True)
+        self.ns = ns
+        self.log: list[tuple[float, str | None]] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            started = time.monotonic()
+            self.log.append((started, self._one()))
+            self.done.wait(max(0.0, 0.1 - (time.monotonic() - started)))
+
+    def _one(self) -> str | None:
+        try:
+            sock: socket.socket = call_in(self.ns, lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            with sock:
+                sock.settimeout(1.0)
+                sock.connect((VIP, 80))
+                sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                data = b""
+                while chunk := sock.recv(4096):
+                    data += chunk
+            return data.rsplit(b"\r\n\r\n", 1)[-1].decode() if data.startswith(b"HTTP/1.0 200") else None
+        except OSError:
+            return None
+
+
+def _wait(predicate: Any, timeout: float) -> float | None:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if predicate():
+            return time.monotonic() - started
+        time.sleep(0.05)
+    return None
+
+
+def test_a_stopped_real_server_is_drained_under_traffic_and_comes_back(net: Net) -> None:
+    net.kanotify("dir", "master", "VI_1")
+    net.kanotify("dir2", "backup", "VI_1")
+    assert net.weights("dir") == {"192.0.2.21": 1, "192.0.2.22": 1}
+    assert _wait(lambda: net.health("dir") == {"192.0.2.21": True, "192.0.2.22": True}, 10) is not None
+    client = Client(net.ns["cl"])
+    client.start()
+    try:
+        time.sleep(2)
+        assert {who for _, who in client.log} == {"rs1", "rs2"}
+        killed = time.monotonic()
+        net.stop_http("rs1")
+        took = _wait(lambda: net.weights("dir").get("192.0.2.21") == 0, BOUND + 5)
+        drained = time.monotonic()
+        assert took is not None and took <= BOUND + 0.5, (took, BOUND)
+        time.sleep(3)
+        after = [who for t, who in client.log if t > drained + 0.2]
+        assert after and all(who == "rs2" for who in after), after  # no request fails after the drain
+        failed_before = sum(1 for t, who in client.log if killed <= t <= drained and who is None)
+        # the backup director: the same health, nothing written to its IPVS
+        assert _wait(lambda: net.health("dir2") == {"192.0.2.21": False, "192.0.2.22": True}, 10) is not None
+        assert net.exec("dir2", "ipvsadm-save", "-n").strip() == ""
+        net.start_http("rs1")
+        back = _wait(lambda: net.weights("dir").get("192.0.2.21") == 1, INTERVAL * 2 + TIMEOUT + 5)
+        assert back is not None
+        restored = time.monotonic()
+        time.sleep(2)
+        assert {who for t, who in client.log if t > restored + 0.2} == {"rs1", "rs2"}
+    finally:
+        client.done.set()
+        client.join(5)
+    journal = [json.loads(line) for line in (net.tmp / "dir" / "journal.jsonl").read_text().splitlines()]
+    health_runs = [r for r in journal if r["command"] == "health"]
+    assert [any("weight 1 -> 0" in a["action"] for a in r["actions"]) for r in health_runs] == [True, False]
+    assert not [r for r in json.loads("[" + ",".join(
+        (net.tmp / "dir2" / "journal.jsonl").read_text().splitlines()) + "]") if r["command"] == "health"]
+    print(f"HTTP server on rs1 stopped -> weight 0 after {took:.2f}s (bound {BOUND:g}s); "
+          f"{failed_before} requests failed before that, none after; restarted -> weight back after {back:.2f}s")
