@@ -190,6 +190,10 @@ class DeleteReal(Action):
 # --------------------------------------------------------------------------- IPVS sync daemons
 
 
+#: why a running sync daemon is stopped right before the configured one is started
+RESTART_REASON = "other parameters than configured: restarted"
+
+
 @dataclass(frozen=True)
 class StartSyncDaemon(Action):
     """Start an IPVS connection-sync daemon.
@@ -208,7 +212,7 @@ class StartSyncDaemon(Action):
 
     @property
     def depends_on(self) -> tuple[Action, ...]:
-        return (StopSyncDaemon(self.replaces),) if self.replaces is not None else ()
+        return (StopSyncDaemon(self.replaces, RESTART_REASON),) if self.replaces is not None else ()
 
     def __str__(self) -> str:
         return f"start {self.daemon}"

@@ -36,6 +36,7 @@ from .actions import (
     DeleteService,
     EditReal,
     EditService,
+    RESTART_REASON,
     Noop,
     SendGarp,
     SetSysctl,
@@ -288,7 +289,7 @@ def _plan_sync_daemons(desired: Desired, observed: Observed) -> list[Action]:
         elif have == want:
             noops.append(Noop(f"{state} sync daemon already running ({have.parameters})"))
         else:  # the kernel cannot change a running daemon: stop it, start the configured one
-            stops.append(StopSyncDaemon(have, "other parameters than configured: restarted"))
+            stops.append(StopSyncDaemon(have, RESTART_REASON))
             starts.append(StartSyncDaemon(want, replaces=have))
     return noops + stops + starts
 
