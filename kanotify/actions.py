@@ -224,8 +224,8 @@ class StopSyncDaemon(Action):
 
     Its identity is the daemon: the reason is not compared.
 
-    >>> str(StopSyncDaemon(SyncDaemon("backup", "eth0", 51, 1472), "not wanted in this state"))
-    'stop backup sync daemon (mcast=eth0, syncid=51, maxlen=1472, group=224.0.0.81, port=8848, ttl=1) (not wanted in this state)'
+    >>> str(StopSyncDaemon(SyncDaemon("backup", "eth0", 51, 1472), "not wanted"))
+    'stop backup sync daemon (mcast=eth0, syncid=51, maxlen=1472, group=224.0.0.81, port=8848, ttl=1) (not wanted)'
     """
 
     domain: ClassVar[str] = "sync"

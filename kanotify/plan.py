@@ -270,7 +270,8 @@ def _plan_sync_daemons(desired: Desired, observed: Observed) -> list[Action]:
         # IPVS could not be read: nothing can be running to stop; what is wanted is
         # planned so that its failure is reported.
         actions: list[Action] = [
-            Noop(f"{state} sync daemon not running (IPVS not available)") for state in SYNC_STATES if state not in wanted
+            Noop(f"{state} sync daemon not running (IPVS not available)")
+            for state in SYNC_STATES if state not in wanted
         ]
         return actions + [StartSyncDaemon(wanted[state]) for state in SYNC_STATES if state in wanted]
     running = {d.state: d for d in observed.daemons}

@@ -1232,7 +1232,8 @@ def scenario_hold(c: Cluster) -> None:
     try:
         c.begin(f"8. {mode}: ONE TCP connection through the VIP, a line echoed every {REQUEST_INTERVAL * 1000:.0f} ms")
         opened = wait_for(lambda: [r for r in hold.records() if r.get("event") == "open"], 30.0)
-        if not c.check("the client holds a connection through the VIP", bool(opened), c.tail(c.client.dir / "hold.log")):
+        held = c.check("the client holds a connection through the VIP", bool(opened), c.tail(c.client.dir / "hold.log"))
+        if not held:
             return
         first = opened[0]
         c.log(f"  connection from {CLIENT[1]}:{first['port']}, answered by {first['who']}")
@@ -1270,8 +1271,13 @@ def scenario_hold(c: Cluster) -> None:
         "failover": hold_summary([r for r in records if marks["failover"] <= r["t"] < marks["failback"]]),
         "failback": hold_summary([r for r in records if r["t"] >= marks["failback"]]),
     }
-    c.numbers["hold"] = {**whole, "windows": windows, "sync_daemon": synced,
+    # kanotify's own part of each take-over: the new master's run, from the journal
+    takeovers = {key: [r for r in effective(transitions(node)) if r["to"] == "master"][-1]["duration_ms"]
+                 for key, node in (("failover", lb2), ("failback", lb1))}
+    c.numbers["hold"] = {**whole, "windows": windows, "sync_daemon": synced, "takeover_run_ms": takeovers,
                          "seconds": round(marks["end"] - marks["start"], 1)}
+    c.log(f"  the new master's kanotify run took {takeovers['failover']:.0f} ms (failover, lb2) and "
+          f"{takeovers['failback']:.0f} ms (fail-back, lb1)")
     for name, summary in [("whole run", whole), *windows.items()]:
         c.log(f"  {name:9}: {summary['exchanges']} exchanges, {summary['failed']} failed {summary['errors'] or ''}, "
               f"{summary['connections']} connection(s) opened, longest exchange {summary['max_ms']} ms")
@@ -1380,7 +1386,8 @@ def main_run(args: argparse.Namespace) -> int:
         n = cluster.numbers["hold"]
         log(f"    held connection ({'with' if n['sync_daemon'] else 'WITHOUT'} [sync_daemon], {n['seconds']}s): "
             f"{n['exchanges']} exchanges, {n['failed']} failed, {n['resets']} resets, {n['connections']} "
-            f"connection(s), longest exchange {n['max_ms']} ms")
+            f"connection(s), longest exchange {n['max_ms']} ms; the new master's run took "
+            f"{n['takeover_run_ms']['failover']:.0f} / {n['takeover_run_ms']['failback']:.0f} ms")
     if "stop" in cluster.numbers:
         n = cluster.numbers["stop"]
         log(f"    stop     : after SIGTERM, the STOP notify started {n.get('stop_notify_started')}s, forked its "

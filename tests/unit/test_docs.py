@@ -21,7 +21,7 @@ from kanotify.cli import app
 from kanotify.options import lookup
 from kanotify.config import Config, HookSettings, Settings, parse_config
 from kanotify.errors import ConfigError
-from kanotify.model import State
+from kanotify.model import State, SyncDaemonSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -166,6 +166,7 @@ FWMARK = BASE + '[[instance.service]]\nfwmark = 5\n[[instance.service.real]]\nad
 VIP_ETH0 = BASE + '[[instance.vip]]\naddress = "192.0.2.1"\ndev = "eth0"\n'
 VIP_LO = BASE + '[[instance.vip]]\naddress = "192.0.2.1"\ndev = "lo"\n'
 HOOK = BASE + "[hooks.x]\n"
+SYNC = BASE + '[sync_daemon]\ninterface = "eth0"\n'
 
 
 def _states(states: frozenset[State]) -> list[str]:
@@ -174,6 +175,12 @@ def _states(states: frozenset[State]) -> list[str]:
 
 def _first(text: str) -> Config:
     return parse_config(text)
+
+
+def _sync() -> SyncDaemonSpec:
+    spec = _first(SYNC).sync_daemon
+    assert spec is not None
+    return spec
 
 
 #: (table, key) -> the code's default, as loading a file without the key shows it
@@ -194,6 +201,10 @@ OBSERVED: dict[tuple[str, str], Callable[[], Any]] = {
         lambda: _first(REAL).instances[0].services[0].reals[0].u_threshold,
     ("[[instance.service.real]]", "lower_threshold"):
         lambda: _first(REAL).instances[0].services[0].reals[0].l_threshold,
+    ("[sync_daemon]", "sync_id"): lambda: _sync().sync_id,
+    ("[sync_daemon]", "group"): lambda: str(_sync().group),
+    ("[sync_daemon]", "port"): lambda: _sync().port,
+    ("[sync_daemon]", "ttl"): lambda: _sync().ttl,
     ("[hooks.NAME]", "enabled"): lambda: _first(HOOK).hooks["x"].enabled,
     ("[hooks.NAME]", "required"): lambda: _first(HOOK).hooks["x"].required,
 }
@@ -244,6 +255,11 @@ PROSE: dict[tuple[str, str], tuple[str, Callable[[], bool]]] = {
     ("[[group]]", "name"): ("—", lambda: _required(BASE + '[[group]]\ninstances = ["VI_1"]\n', "group[0].name")),
     ("[[group]]", "instances"): ("—", lambda: _required(BASE + '[[group]]\nname = "G"\n', "group[0].instances")),
     ("[hooks.NAME]", "timeout"): ("`settings.hook_timeout`", lambda: _first(HOOK).hooks["x"].timeout is None),
+    ("[sync_daemon]", "interface"): ("—", lambda: _required(BASE + "[sync_daemon]\n", "sync_daemon.interface")),
+    ("[sync_daemon]", "instance"): ("the only `[[instance]]`", lambda: (
+        _sync().instance == "VI_1"
+        and _required(SYNC + '[[instance]]\nname = "VI_2"\n', "sync_daemon.instance"))),
+    ("[sync_daemon]", "maxlen"): ("the kernel's (from the MTU)", lambda: _sync().maxlen is None),
 }
 
 #: the keys each table of docs/config.md documents must be exactly the keys the code reads
@@ -254,6 +270,7 @@ CODE_KEYS = {
     "[[instance.service]]": config_module._SERVICE_KEYS,
     "[[instance.service.real]]": config_module._REAL_KEYS,
     "[[group]]": config_module._GROUP_KEYS,
+    "[sync_daemon]": config_module._SYNC_DAEMON_KEYS,
     "[hooks.NAME]": config_module._HOOK_RESERVED,
 }
 

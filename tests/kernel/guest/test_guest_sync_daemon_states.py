@@ -1,4 +1,4 @@
-"""``[sync_daemon]`` in a real kernel: the IPVS sync daemons follow the VRRP state, checked with ``ipvsadm -L --daemon``.
+"""``[sync_daemon]`` in a real kernel: the IPVS sync daemons follow the VRRP state (``ipvsadm -L --daemon``).
 
 Every test gets its own network namespace (sync daemons, IPVS tables and
 addresses are per namespace) with a veth ``eth0`` (peer ``eth1``), both up.
@@ -101,7 +101,7 @@ class Node:
         """The real command line inside the namespace, with --json: its record."""
         proc = subprocess.run(["ip", "netns", "exec", self.ns, sys.executable, "-m", "kanotify", "--config",
                                str(config), "--json", *args], capture_output=True, text=True)
-        assert proc.returncode == expect, f"kanotify {' '.join(args)}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        assert proc.returncode == expect, f"kanotify {' '.join(args)}: {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
         return json.loads(proc.stdout)
 
 
