@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Callable, ClassVar
 
-from .model import RealServer, ServiceKey, Vip, VirtualService, format_hostport
+from .model import RealServer, ServiceKey, SyncDaemon, Vip, VirtualService, format_hostport
 
 
 @dataclass(frozen=True)
@@ -184,6 +184,56 @@ class DeleteReal(Action):
 
     def __str__(self) -> str:
         text = f"delete real server {_hostport(self.real)} from {self.service}"
+        return f"{text} ({self.reason})" if self.reason else text
+
+
+# --------------------------------------------------------------------------- IPVS sync daemons
+
+
+#: why a running sync daemon is stopped right before the configured one is started
+RESTART_REASON = "other parameters than configured: restarted"
+
+
+@dataclass(frozen=True)
+class StartSyncDaemon(Action):
+    """Start an IPVS connection-sync daemon.
+
+    ``replaces`` is the daemon of the same state that ran with other
+    parameters and is stopped just before (the kernel cannot change a running
+    daemon): this start is skipped when that stop failed.
+
+    >>> str(StartSyncDaemon(SyncDaemon("master", "eth0", 51)))
+    'start master sync daemon (mcast=eth0, syncid=51, group=224.0.0.81, port=8848, ttl=1)'
+    """
+
+    domain: ClassVar[str] = "sync"
+    daemon: SyncDaemon
+    replaces: SyncDaemon | None = None
+
+    @property
+    def depends_on(self) -> tuple[Action, ...]:
+        return (StopSyncDaemon(self.replaces, RESTART_REASON),) if self.replaces is not None else ()
+
+    def __str__(self) -> str:
+        return f"start {self.daemon}"
+
+
+@dataclass(frozen=True)
+class StopSyncDaemon(Action):
+    """Stop the running IPVS sync daemon ``daemon`` (by its state); ``reason`` says why.
+
+    Its identity is the daemon: the reason is not compared.
+
+    >>> str(StopSyncDaemon(SyncDaemon("backup", "eth0", 51, 1472), "not wanted"))
+    'stop backup sync daemon (mcast=eth0, syncid=51, maxlen=1472, group=224.0.0.81, port=8848, ttl=1) (not wanted)'
+    """
+
+    domain: ClassVar[str] = "sync"
+    daemon: SyncDaemon
+    reason: str = field(default="", compare=False)
+
+    def __str__(self) -> str:
+        text = f"stop {self.daemon}"
         return f"{text} ({self.reason})" if self.reason else text
 
 

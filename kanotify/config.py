@@ -40,6 +40,9 @@ from .model import (
     PROTOCOLS,
     SCHEDULERS,
     SERVICE_FLAGS,
+    SYNC_DEFAULT_GROUP,
+    SYNC_DEFAULT_PORT,
+    SYNC_DEFAULT_TTL,
     Group,
     HealthCheck,
     Instance,
@@ -49,6 +52,7 @@ from .model import (
     ServiceKey,
     ServiceSpec,
     State,
+    SyncDaemonSpec,
     VirtualService,
     Vip,
     VipSpec,
@@ -139,6 +143,7 @@ class Config:
     instances: tuple[Instance, ...] = ()
     groups: tuple[Group, ...] = ()
     hooks: Mapping[str, HookSettings] = field(default_factory=lambda: MappingProxyType({}))
+    sync_daemon: SyncDaemonSpec | None = None  # [sync_daemon]: None leaves sync daemons alone
 
     def instance(self, name: str) -> Instance | None:
         for inst in self.instances:
@@ -322,7 +327,7 @@ def _states(t: Table, name: str = "states") -> frozenset[State] | None:
 # --------------------------------------------------------------------------- the file
 
 
-_TOP_KEYS = ("settings", "sysctl", "instance", "group", "hooks")
+_TOP_KEYS = ("settings", "sysctl", "instance", "group", "hooks", "sync_daemon")
 _SETTINGS_KEYS = field_keys(Settings)
 _INSTANCE_KEYS = ("name", "vip", "service")
 _VIP_KEYS = ("address", "dev", "label", "states", "garp")
@@ -339,6 +344,9 @@ _CHECK_KEY_TYPES = {
     "verify": ("https",), "command": ("command",),
 }
 _GROUP_KEYS = ("name", "instances")
+_SYNC_DAEMON_KEYS = ("interface", "instance", "sync_id", "maxlen", "group", "port", "ttl")
+#: a backup daemon's smallest maxlen: the one [sync_daemon] serves both states
+_SYNC_MAXLEN_MIN = 1024
 _HOOK_RESERVED = field_keys(HookSettings)  # every other key is the plugin's
 
 
@@ -403,6 +411,7 @@ class _ConfigReader:
         instances = self.instances(top)
         groups = self.groups(top)
         hooks = self.hooks(top)
+        sync_daemon = self.sync_daemon(top)
         top.done()
         if self.problems.items or settings is None:
             return None
@@ -413,6 +422,7 @@ class _ConfigReader:
             instances=instances,
             groups=groups,
             hooks=MappingProxyType(hooks),
+            sync_daemon=sync_daemon,
         )
 
     def address(self, text: str) -> IPAddress | str:
@@ -845,6 +855,60 @@ class _ConfigReader:
                 member_of[member] = literal(name)
             result.append(Group(name, tuple(members)))
         return tuple(result)
+
+    # -- [sync_daemon]
+
+    def sync_daemon(self, top: Table) -> SyncDaemonSpec | None:
+        """``[sync_daemon]``, read after the instances (its ``instance`` must be one of them)."""
+        data = top.table("sync_daemon", "sync_daemon")
+        if data is None:
+            return None
+        t = Table(self.problems, "sync_daemon", data, _SYNC_DAEMON_KEYS)
+        mark = self.problems.mark()
+        interface = t.text("interface", "an interface name", required=True, check=_check_dev)
+        instance = self.sync_instance(t)
+        sync_id = t.integer("sync_id", 0, 255, default=0)
+        group: IPAddress | None = SYNC_DEFAULT_GROUP
+        text = t.text("group", "a multicast address")
+        if text is not None:
+            group = _ip(text)
+            if group is None:
+                t.problem("group", f"expected an IPv4 or IPv6 multicast address, got {literal(text)}")
+            elif not group.is_multicast:
+                t.problem("group", "expected a multicast address (IPv4 224.0.0.0/4 or IPv6 ff00::/8), "
+                                   f"got the unicast address {group}")
+                group = None
+        port = t.integer("port", 1, 65535, default=SYNC_DEFAULT_PORT)
+        ttl = t.integer("ttl", 1, 255, default=SYNC_DEFAULT_TTL)
+        maxlen = t.integer("maxlen", 0, None)
+        if maxlen is not None:
+            # a sync message is a UDP datagram: 65535 minus the IP and UDP headers of the group's family
+            high = 65535 - (48 if group is not None and group.version == 6 else 28)
+            if not _SYNC_MAXLEN_MIN <= maxlen <= high:
+                t.problem("maxlen", f"expected an integer {_SYNC_MAXLEN_MIN}..{high} (bytes of a sync message; "
+                                    f"a backup daemon takes no less than {_SYNC_MAXLEN_MIN}), got {maxlen}")
+        t.done()
+        if (self.problems.since(mark) or interface is None or instance is None or sync_id is None or group is None
+                or port is None or ttl is None):
+            return None
+        return SyncDaemonSpec(instance, interface, sync_id, maxlen, group, port, ttl)
+
+    def sync_instance(self, t: Table) -> str | None:
+        """``sync_daemon.instance``: a declared instance; optional when the file declares one."""
+        declared = sorted(self.instance_names)
+        known = ", ".join(declared[:10]) or "none"
+        if not t.has("instance"):
+            if len(declared) == 1:
+                return declared[0]
+            if declared:  # no instance at all is reported at "instance" already
+                t.problem("instance", "missing required key: expected the name of the [[instance]] whose VRRP "
+                                      f"state drives the sync daemons (the file declares {known})")
+            return None
+        name = t.text("instance", "an instance name")
+        if name is not None and name not in self.instance_names:
+            t.problem("instance", f"expected the name of a declared [[instance]] ({known}), got {literal(name)}")
+            return None
+        return name
 
     # -- [hooks.NAME]
 

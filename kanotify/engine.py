@@ -275,7 +275,7 @@ class Engine:
                     verify = [str(a) for a in plan(desired, after, replace(options, garp_count=0)).changes]
                 if run.locked:
                     self._update_drains(saved, desired, after, options.now)
-            if observed.ipvs_error and desired.services:
+            if observed.ipvs_error and (desired.services or desired.sync_daemons):
                 run.warnings.append(observed.ipvs_error)
         finally:
             self._release_backend(backend)

@@ -334,12 +334,17 @@ class SyncDaemon:
     def __hash__(self) -> int:
         return hash(self._key())  # without maxlen: equal values must hash alike
 
-    def __str__(self) -> str:
+    @property
+    def parameters(self) -> str:
+        """``mcast=eth0, syncid=51, group=224.0.0.81, port=8848, ttl=1``, as ipvsadm lists them."""
         maxlen = "" if self.maxlen is None else f", maxlen={self.maxlen}"
         return (
-            f"{self.state} sync daemon (mcast={self.interface}, syncid={self.sync_id}{maxlen}, "
-            f"group={self.group}, port={self.port}, ttl={self.ttl})"
+            f"mcast={self.interface}, syncid={self.sync_id}{maxlen}, "
+            f"group={self.group}, port={self.port}, ttl={self.ttl}"
         )
+
+    def __str__(self) -> str:
+        return f"{self.state} sync daemon ({self.parameters})"
 
 
 # --------------------------------------------------------------------------- desired state
@@ -429,6 +434,42 @@ class ServiceSpec:
 
 
 @dataclass(frozen=True)
+class SyncDaemonSpec:
+    """The ``[sync_daemon]`` table: the sync daemons follow the VRRP state of ``instance``.
+
+    MASTER runs the master daemon, BACKUP and FAULT the backup daemon, STOP
+    neither (:meth:`daemons`).  Both daemons get the same parameters, so a
+    ``maxlen`` must suit a backup too (at least 1024).
+
+    >>> spec = SyncDaemonSpec("VI_1", "eth0", 51)
+    >>> [str(d) for d in spec.daemons(State.FAULT)]
+    ['backup sync daemon (mcast=eth0, syncid=51, group=224.0.0.81, port=8848, ttl=1)']
+    >>> spec.daemons(State.STOP)
+    ()
+    """
+
+    instance: str
+    interface: str
+    sync_id: int = 0
+    maxlen: int | None = None
+    group: IPAddress = SYNC_DEFAULT_GROUP
+    port: int = SYNC_DEFAULT_PORT
+    ttl: int = SYNC_DEFAULT_TTL
+
+    def daemon(self, state: str) -> SyncDaemon:
+        """The ``"master"`` or ``"backup"`` daemon with these parameters."""
+        return SyncDaemon(state, self.interface, self.sync_id, self.maxlen, self.group, self.port, self.ttl)
+
+    def daemons(self, state: State) -> tuple[SyncDaemon, ...]:
+        """The daemons that run while the instance is in ``state``."""
+        if state is State.MASTER:
+            return (self.daemon("master"),)
+        if state in (State.BACKUP, State.FAULT):
+            return (self.daemon("backup"),)
+        return ()
+
+
+@dataclass(frozen=True)
 class Instance:
     """A keepalived ``vrrp_instance`` that kanotify manages."""
 
@@ -465,6 +506,11 @@ class Desired:
     ipvs_exclusive: bool = False
     #: real servers a health check found DOWN, and what their check does about it ("drain" | "remove")
     down: Mapping[tuple[ServiceKey, RealKey], str] = field(default_factory=dict)
+    #: the IPVS sync daemons that should run (none, the master's or the backup's) ...
+    sync_daemons: tuple[SyncDaemon, ...] = ()
+    #: ... when they are managed at all: ``[sync_daemon]`` is configured and its
+    #: instance is in this scope.  Otherwise running daemons are not even observed.
+    manage_sync_daemons: bool = False
 
     @property
     def needs_ipvs(self) -> bool:
@@ -478,6 +524,7 @@ class Desired:
             vips=self.managed_vips,
             services=self.managed_services,
             ipvs=self.needs_ipvs,
+            sync_daemons=self.manage_sync_daemons,
         )
 
 
@@ -487,12 +534,15 @@ class Scope:
 
     ``ipvs`` is False when no IPVS service is managed and ``ipvs_exclusive`` is
     off, so a VIP-only host never opens the IPVS netlink family at all.
+    ``sync_daemons`` asks for the running IPVS sync daemons (only when they are
+    managed: without ``[sync_daemon]`` they are never read, let alone touched).
     """
 
     sysctls: tuple[str, ...] = ()
     vips: frozenset[Vip] = frozenset()
     services: frozenset[ServiceKey] = frozenset()
     ipvs: bool = False
+    sync_daemons: bool = False
 
 
 # --------------------------------------------------------------------------- observed state
@@ -517,9 +567,12 @@ class Observed:
     managed VIPs that are bound.  ``services`` holds *every* IPVS service (the
     planner needs the foreign ones for ``ipvs_exclusive``); it is ``None`` when
     IPVS was not observed (not needed, or not available: see ``ipvs_error``).
+    ``daemons`` holds the running IPVS sync daemons (master first); ``None``
+    when they were not observed (not managed, or IPVS not available).
     """
 
     sysctls: Mapping[str, str | None] = field(default_factory=dict)
     vips: frozenset[Vip] = frozenset()
     services: Mapping[ServiceKey, ObservedService] | None = None
     ipvs_error: str | None = None
+    daemons: tuple[SyncDaemon, ...] | None = None

@@ -6,11 +6,17 @@ with tables of cases.  Order matters for traffic:
 1. sysctls -- the ARP policy is in force before a VIP lands on ``lo``;
 2. VIP removals -- a host leaving MASTER stops attracting traffic first;
 3. IPVS -- services are ready before a host entering MASTER attracts traffic;
-4. VIP binds, then 5. GARP for what was just bound.
+4. IPVS sync daemons (with ``[sync_daemon]``) -- stops first, then starts, as
+   keepalived does: entering MASTER stops the backup daemon only once the
+   services are in place (its synced connection entries are what lets the
+   connections of the old master go on here), then starts the master daemon,
+   still before the VIP attracts traffic; leaving MASTER stops the master
+   daemon and starts the backup one;
+5. VIP binds, then 6. GARP for what was just bound.
 
-So entering MASTER is sysctls, IPVS, VIPs, GARP; leaving MASTER is VIPs, then
-IPVS; and a reconcile of several instances moving in opposite directions
-orders each of them right.
+So entering MASTER is sysctls, IPVS, sync daemons, VIPs, GARP; leaving MASTER
+is VIPs, then IPVS, then sync daemons; and a reconcile of several instances
+moving in opposite directions orders each of them right.
 
 Only managed objects ever appear in a plan; foreign addresses and services are
 not even mentioned (except foreign IPVS services with ``ipvs_exclusive``).
@@ -30,13 +36,17 @@ from .actions import (
     DeleteService,
     EditReal,
     EditService,
+    RESTART_REASON,
     Noop,
     SendGarp,
     SetSysctl,
+    StartSyncDaemon,
+    StopSyncDaemon,
     UnbindVip,
 )
 from .config import Config
 from .model import (
+    SYNC_STATES,
     Desired,
     IPAddress,
     Observed,
@@ -114,9 +124,12 @@ def desired_for(
     on a guess.  With ``health``, a real server its check found DOWN is desired
     at weight 0 (``on_failure = "drain"``) or not at all (``"remove"``);
     without it (no listener runs the checks), every real server has its
-    configured weight.
+    configured weight.  The sync daemons follow ``[sync_daemon].instance`` and are
+    managed only when that instance is in the scope: a notification for
+    another instance leaves them alone.
     """
     names = set(config.instance_names if instances is None else instances)
+    sync = config.sync_daemon if config.sync_daemon is not None and config.sync_daemon.instance in names else None
     scoped = [inst for inst in config.instances if inst.name in names]
     vips: list[VipSpec] = []
     services: list[ServiceSpec] = []
@@ -138,6 +151,8 @@ def desired_for(
         ),
         ipvs_exclusive=config.settings.ipvs_exclusive,
         down=down,
+        sync_daemons=sync.daemons(states.get(sync.instance, State.BACKUP)) if sync is not None else (),
+        manage_sync_daemons=sync is not None,
     )
 
 
@@ -164,7 +179,8 @@ def plan(desired: Desired, observed: Observed, options: PlanOptions = PlanOption
     sysctls = _plan_sysctls(desired, observed)
     removals, binds, garps = _plan_vips(desired, observed, options)
     ipvs = _plan_ipvs(desired, observed, options)
-    return Plan(tuple(sysctls + removals + ipvs + binds + garps))
+    daemons = _plan_sync_daemons(desired, observed)
+    return Plan(tuple(sysctls + removals + ipvs + daemons + binds + garps))
 
 
 def _plan_sysctls(desired: Desired, observed: Observed) -> list[Action]:
@@ -277,6 +293,40 @@ def _plan_ipvs(desired: Desired, observed: Observed, options: PlanOptions) -> li
             deletes.append(DeleteService(observed.services[key].service, "not in config, ipvs_exclusive"))
 
     return noops + adds + edits + real_changes + real_removals + deletes
+
+
+def _plan_sync_daemons(desired: Desired, observed: Observed) -> list[Action]:
+    """Stops (and the stop half of restarts) first, then starts: master and backup never share a step."""
+    if not desired.manage_sync_daemons:
+        return []
+    wanted = {d.state: d for d in desired.sync_daemons}
+    if observed.daemons is None:
+        # IPVS could not be read: nothing can be running to stop; what is wanted is
+        # planned so that its failure is reported.
+        actions: list[Action] = [
+            Noop(f"{state} sync daemon not running (IPVS not available)")
+            for state in SYNC_STATES if state not in wanted
+        ]
+        return actions + [StartSyncDaemon(wanted[state]) for state in SYNC_STATES if state in wanted]
+    running = {d.state: d for d in observed.daemons}
+    noops: list[Action] = []
+    stops: list[Action] = []
+    starts: list[Action] = []
+    for state in SYNC_STATES:
+        want, have = wanted.get(state), running.get(state)
+        if want is None:
+            if have is None:
+                noops.append(Noop(f"{state} sync daemon already stopped"))
+            else:
+                stops.append(StopSyncDaemon(have, "not wanted in this state"))
+        elif have is None:
+            starts.append(StartSyncDaemon(want))
+        elif have == want:
+            noops.append(Noop(f"{state} sync daemon already running ({have.parameters})"))
+        else:  # the kernel cannot change a running daemon: stop it, start the configured one
+            stops.append(StopSyncDaemon(have, RESTART_REASON))
+            starts.append(StartSyncDaemon(want, replaces=have))
+    return noops + stops + starts
 
 
 def _drain(service: ServiceKey, real: RealServer, stats: RealServerStats, options: PlanOptions) -> Action:

@@ -13,7 +13,7 @@ from . import backends
 from .backends import ArpPolicy, Backend
 from .config import Config
 from .health import read_health
-from .model import RealKey, ServiceKey, State, format_hostport
+from .model import SYNC_STATES, RealKey, ServiceKey, State, SyncDaemon, format_hostport
 from .plan import PlanOptions, desired_for, plan
 from .store import StateStore, listener_pid
 
@@ -26,6 +26,15 @@ class _ReportedHealth:
 
     def is_down(self, service: ServiceKey, real: RealKey) -> bool:
         return (str(service), format_hostport(*real)) in self.down
+
+#: The IPVS sysctls that decide what happens to connections on drain and failover (docs/ipvs.md).
+#: There is no ``sync_period`` key: the period is the second number of ``sync_threshold``.
+IPVS_CONNECTION_SYSCTLS = (
+    "net.ipv4.vs.expire_nodest_conn",
+    "net.ipv4.vs.expire_quiescent_template",
+    "net.ipv4.vs.sync_threshold",
+    "net.ipv4.vs.sync_refresh_period",
+)
 
 
 def collect_status(config: Config, backend_factory: Callable[[], Backend] | None = None) -> dict[str, Any]:
@@ -44,7 +53,10 @@ def collect_status(config: Config, backend_factory: Callable[[], Backend] | None
         health = {"listener": listener, "written": reported.get("written") if reported else None, "reals": reals}
     # the drift is judged with the listener's health: a drained DOWN real server is not drift
     desired = desired_for(config, states, health=_ReportedHealth(reals) if reals else None)
-    scope = replace(desired.scope, ipvs=True)  # foreign IPVS services are shown too
+    # Foreign IPVS services and sync daemons are shown too (read, never touched), and the
+    # IPVS sysctls whether configured or not.
+    scope = replace(desired.scope, ipvs=True, sync_daemons=True,
+                    sysctls=tuple(dict.fromkeys(desired.scope.sysctls + IPVS_CONNECTION_SYSCTLS)))
     backend = (backend_factory or backends.system_backend)()
     try:
         observed = backend.observe(scope)
@@ -91,10 +103,40 @@ def collect_status(config: Config, backend_factory: Callable[[], Backend] | None
         "sysctls": [
             {"key": key, "desired": value, "current": observed.sysctls.get(key)} for key, value in desired.sysctls
         ],
+        "sync_daemons": _sync_daemons(config, states, desired.sync_daemons, observed.daemons),
+        "ipvs_sysctls": [
+            {"key": key, "current": observed.sysctls.get(key), "desired": dict(desired.sysctls).get(key)}
+            for key in IPVS_CONNECTION_SYSCTLS
+        ],
         "arp": arp,
         "drift": [str(a) for a in drift.changes],
         "health": health,
         "warnings": warnings,
+    }
+
+
+def _sync_daemons(
+    config: Config, states: dict[str, State], wanted: tuple[SyncDaemon, ...], running: tuple[SyncDaemon, ...] | None
+) -> dict[str, Any]:
+    """Running and wanted sync daemons per state (``running`` is None when IPVS could not be read)."""
+    spec = config.sync_daemon
+    want = {d.state: d for d in wanted}
+    have = {d.state: d for d in running or ()}
+    return {
+        "managed": spec is not None,
+        "instance": spec.instance if spec else None,
+        "state": states[spec.instance].value if spec else None,
+        "available": running is not None,
+        "daemons": [
+            {
+                "state": state,
+                "running": str(have[state]) if state in have else None,
+                "wanted": str(want[state]) if state in want else None,
+                "ok": spec is None or (have.get(state) == want.get(state)),
+            }
+            for state in SYNC_STATES
+            if spec is not None or state in have
+        ],
     }
 
 
@@ -131,6 +173,12 @@ def format_status(report: dict[str, Any], verbose: int = 0) -> str:
         for item in report["sysctls"]:
             ok = "ok   " if item["current"] == item["desired"] else "DRIFT"
             lines.append(f"  {ok} {item['key']} = {item['current']} (want {item['desired']})")
+    lines.extend(_format_sync(report["sync_daemons"], ipvs["error"]))
+    lines.append("ipvs connection sysctls (drain and failover, see docs/ipvs.md; set them in [sysctl]):")
+    for item in report["ipvs_sysctls"]:
+        current = "missing (ip_vs not loaded)" if item["current"] is None else item["current"]
+        want = f" (want {item['desired']})" if item["desired"] is not None else ""
+        lines.append(f"  {item['key']} = {current}{want}")
     if report["arp"]:
         lines.append("effective ARP policy (max of all and interface):")
         for iface, values in sorted(report["arp"].items()):
@@ -156,6 +204,32 @@ def format_status(report: dict[str, Any], verbose: int = 0) -> str:
     for warning in report.get("warnings", ()):
         lines.append(f"warning: {warning}")
     return "\n".join(lines)
+
+
+def _format_sync(sync: dict[str, Any], error: str | None) -> list[str]:
+    if sync["managed"]:
+        head = f"sync daemons (follow {sync['instance']}, {sync['state']}):"
+    else:
+        head = "sync daemons (not managed: no [sync_daemon]; never touched):"
+    if not sync["available"]:
+        return [f"{head} not available ({error})"]
+    lines = [head]
+    for item in sync["daemons"]:
+        if not sync["managed"]:
+            lines.append(f"  running {item['running']}")
+        elif item["running"] and item["ok"]:
+            lines.append(f"  ok    {item['running']}")
+        elif item["ok"]:
+            lines.append(f"  ok    {item['state']} sync daemon stopped")
+        elif item["running"] and item["wanted"]:
+            lines.append(f"  DRIFT {item['running']} (want {item['wanted']})")
+        elif item["running"]:
+            lines.append(f"  DRIFT {item['running']} (want it stopped)")
+        else:
+            lines.append(f"  DRIFT {item['state']} sync daemon not running (want {item['wanted']})")
+    if len(lines) == 1:
+        lines[0] += " none running"
+    return lines
 
 
 def _clock(value: object) -> str:

@@ -30,11 +30,14 @@ from ..actions import (
     HookAction,
     SendGarp,
     SetSysctl,
+    StartSyncDaemon,
+    StopSyncDaemon,
     UnbindVip,
 )
 from ..errors import ApplyError
 from ..model import (
     SCHEDULERS,
+    SYNC_STATES,
     IPAddress,
     Observed,
     ObservedService,
@@ -42,12 +45,20 @@ from ..model import (
     RealServerStats,
     Scope,
     ServiceKey,
+    SyncDaemon,
     Vip,
     VirtualService,
 )
 from .base import ArpPolicy, OneAtATime
 
 _ARP_KEYS = ("arp_ignore", "arp_announce")
+#: what /proc/sys/net/ipv4/vs has once ip_vs is loaded (the keys tests care about), with the kernel's defaults
+_IPVS_SYSCTLS = {
+    "net.ipv4.vs.expire_nodest_conn": "0",
+    "net.ipv4.vs.expire_quiescent_template": "0",
+    "net.ipv4.vs.sync_threshold": "3 50",
+    "net.ipv4.vs.sync_refresh_period": "0",
+}
 
 
 
@@ -57,6 +68,9 @@ class MemoryBackend(OneAtATime):
     ``writes`` lists every action that changed something, ``garps`` every
     announcement sent; ``fail`` maps an action's text to an errno to inject a
     failure for that action.  ``schedulers`` are the IPVS schedulers "loaded".
+    ``daemons`` are the running IPVS sync daemons by state; like the kernel,
+    the twin reports a ``maxlen`` for each (its default for an MTU of 1500
+    when none was asked for).
     """
 
     def __init__(
@@ -67,6 +81,7 @@ class MemoryBackend(OneAtATime):
         services: Mapping[ServiceKey, ObservedService] | None = None,
         ipvs_available: bool = True,
         schedulers: Iterable[str] = SCHEDULERS,
+        daemons: Iterable[SyncDaemon] = (),
     ) -> None:
         self.devices = set(devices)
         self.sysctls: dict[str, str] = {}
@@ -74,6 +89,8 @@ class MemoryBackend(OneAtATime):
             for name in _ARP_KEYS:
                 self.sysctls[f"net.ipv4.conf.{dev}.{name}"] = "0"
         self.sysctls["net.ipv4.ip_forward"] = "0"
+        if ipvs_available:
+            self.sysctls.update(_IPVS_SYSCTLS)
         for key, value in (sysctls or {}).items():
             self.sysctls[key] = str(value)
         self.addresses: set[Vip] = set(addresses)
@@ -82,6 +99,7 @@ class MemoryBackend(OneAtATime):
         }
         self.ipvs_available = ipvs_available
         self.schedulers = frozenset(schedulers)
+        self.daemons: dict[str, SyncDaemon] = {d.state: _as_reported(d) for d in daemons}
         self.writes: list[Action] = []
         self.garps: list[SendGarp] = []
         self.fail: dict[str, int] = {}
@@ -93,13 +111,16 @@ class MemoryBackend(OneAtATime):
         wanted = {vip.key for vip in scope.vips}
         vips = frozenset(a for a in self.addresses if a.key in wanted)
         services = None
+        daemons = None
         ipvs_error = None
-        if scope.ipvs:
-            if self.ipvs_available:
-                services = {key: state.observed() for key, state in self.services.items()}
-            else:
+        if scope.ipvs or scope.sync_daemons:
+            if not self.ipvs_available:
                 ipvs_error = "IPVS is not available (Protocol not available)"
-        return Observed(sysctls=sysctls, vips=vips, services=services, ipvs_error=ipvs_error)
+            elif scope.ipvs:
+                services = {key: state.observed() for key, state in self.services.items()}
+        if scope.sync_daemons and self.ipvs_available:
+            daemons = tuple(self.daemons[state] for state in SYNC_STATES if state in self.daemons)
+        return Observed(sysctls=sysctls, vips=vips, services=services, ipvs_error=ipvs_error, daemons=daemons)
 
     def apply(self, action: Action) -> None:
         code = self.fail.get(str(action))
@@ -165,6 +186,13 @@ class MemoryBackend(OneAtATime):
     def _thresholds(real: RealServer, action: Action) -> None:
         if real.l_threshold > real.u_threshold:
             raise ApplyError(f"{action}: the lower threshold is above the upper threshold", errno.ERANGE)
+
+    def _mixed_families(self) -> bool:
+        """Does a service have a real server of the other address family (which the sync protocol cannot carry)?"""
+        return any(
+            address.version != state.service.key.family
+            for state in self.services.values() for address, _port in state.reals
+        )
 
 
 class ServiceState:
@@ -267,6 +295,9 @@ def _delete_service(host: MemoryBackend, action: DeleteService) -> bool:
 def _add_real(host: MemoryBackend, action: AddReal) -> bool:
     state = host._service(action.service, action)
     host._thresholds(action.real, action)
+    if host.daemons and action.real.address.version != action.service.family:
+        raise ApplyError(f"{action}: a real server of the other address family while a sync daemon runs",
+                         errno.EINVAL)
     current = state.reals.get(action.real.key)
     if current is not None and current[0] == action.real:
         return False  # already there
@@ -295,6 +326,36 @@ def _delete_real(host: MemoryBackend, action: DeleteReal) -> bool:
     return state.reals.pop(action.real.key, None) is not None
 
 
+def _as_reported(daemon: SyncDaemon) -> SyncDaemon:
+    """The daemon as the kernel reports it: with the maxlen it computed (interface MTU 1500 here)."""
+    if daemon.maxlen is not None:
+        return daemon
+    return SyncDaemon(daemon.state, daemon.interface, daemon.sync_id, 1500 - daemon.header_len,
+                      daemon.group, daemon.port, daemon.ttl)
+
+
+def _start_sync_daemon(host: MemoryBackend, action: StartSyncDaemon) -> bool:
+    daemon = action.daemon
+    host._ipvs(action)
+    if daemon.interface not in host.devices:  # the kernel looks the interface up first
+        raise ApplyError(f"{action}: No such device [ENODEV] (no such interface {daemon.interface})", errno.ENODEV)
+    if host._mixed_families():
+        raise ApplyError(f"{action}: Invalid argument [EINVAL] (mixed IPv4/IPv6 destinations)", errno.EINVAL)
+    running = host.daemons.get(daemon.state)
+    if running == daemon:
+        return False  # converged
+    if running is not None:
+        raise ApplyError(f"{action}: the {daemon.state} sync daemon already runs with other parameters: "
+                         f"{running} [EEXIST]", errno.EEXIST)
+    host.daemons[daemon.state] = _as_reported(daemon)
+    return True
+
+
+def _stop_sync_daemon(host: MemoryBackend, action: StopSyncDaemon) -> bool:
+    host._ipvs(action)
+    return host.daemons.pop(action.daemon.state, None) is not None  # none running: success
+
+
 #: action type -> how the kernel answers it (the handler returns whether anything changed)
 _HANDLERS: dict[type[Action], Callable[[MemoryBackend, Any], bool]] = {
     SetSysctl: _set_sysctl,
@@ -308,6 +369,8 @@ _HANDLERS: dict[type[Action], Callable[[MemoryBackend, Any], bool]] = {
     AddReal: _add_real,
     EditReal: _edit_real,
     DeleteReal: _delete_real,
+    StartSyncDaemon: _start_sync_daemon,
+    StopSyncDaemon: _stop_sync_daemon,
 }
 
 __all__ = ["MemoryBackend", "ServiceState"]

@@ -10,9 +10,9 @@ from __future__ import annotations
 from itertools import groupby
 from typing import TYPE_CHECKING, Sequence
 
-from ..actions import Action, HookAction
+from ..actions import Action, HookAction, StartSyncDaemon, StopSyncDaemon
 from ..errors import ApplyError
-from ..model import Observed, Scope, Vip
+from ..model import Observed, Scope, SyncDaemon, Vip
 from .base import ArpPolicy, DomainBackend, OneAtATime
 from .sysctl import SysctlBackend
 
@@ -60,6 +60,8 @@ class SystemBackend:
             return self.address()
         if domain == "ipvs":
             return self.ipvs()
+        if domain == "sync":  # the sync daemons are IPVS commands too: same backend, same socket
+            return _SyncDaemons(self.ipvs())
         backend = self._others.get(domain)
         if backend is None:
             if domain == "garp":
@@ -79,13 +81,19 @@ class SystemBackend:
         sysctls = self._sysctl.read_many(scope.sysctls) if scope.sysctls else {}
         vips: frozenset[Vip] = self.address().observe(scope.vips) if scope.vips else frozenset()
         services = None
+        daemons: tuple[SyncDaemon, ...] | None = None
         ipvs_error = None
         if scope.ipvs:
             try:
                 services = self.ipvs().observe()
             except (ApplyError, OSError, ImportError) as exc:
                 ipvs_error = str(exc)
-        return Observed(sysctls=sysctls, vips=vips, services=services, ipvs_error=ipvs_error)
+        if scope.sync_daemons and (services is not None or not scope.ipvs):
+            try:
+                daemons = self.ipvs().daemons()
+            except (ApplyError, OSError, ImportError) as exc:
+                ipvs_error = str(exc)
+        return Observed(sysctls=sysctls, vips=vips, services=services, ipvs_error=ipvs_error, daemons=daemons)
 
     def effective_arp(self) -> ArpPolicy:
         """Per interface, the ARP policy the kernel really uses: max(all, interface)."""
@@ -113,6 +121,24 @@ class SystemBackend:
                 backend.close()
         self._address = self._ipvs = None
         self._others.clear()
+
+
+class _SyncDaemons(OneAtATime):
+    """Applies :class:`StartSyncDaemon`/:class:`StopSyncDaemon` through the IPVS backend, one at a time."""
+
+    def __init__(self, ipvs: IpvsBackend) -> None:
+        self.ipvs = ipvs
+
+    def apply(self, action: Action) -> None:
+        if isinstance(action, StartSyncDaemon):
+            self.ipvs.start_daemon(action.daemon)
+        elif isinstance(action, StopSyncDaemon):
+            self.ipvs.stop_daemon(action.daemon.state)
+        else:
+            raise ApplyError(f"the sync daemon backend cannot apply {type(action).__name__}: {action}")
+
+    def close(self) -> None:
+        """Nothing to release: the socket belongs to the IPVS backend."""
 
 
 class _HookRunner(OneAtATime):

@@ -13,9 +13,10 @@ same cases:
 * ``tests/kernel/guest/test_contract_ipvs.py`` -- the system backend in a UML
   guest with real IPVS.
 
-Only what a case names is compared: its sysctl keys, its VIPs, and (when the
-case is about IPVS) every service with the configuration of its real servers
-(connection counters are not configuration).
+Only what a case names is compared: its sysctl keys, its VIPs, (when the case
+is about IPVS) every service with the configuration of its real servers
+(connection counters are not configuration), and (when it is about the sync
+daemons) the running daemons.
 """
 
 from __future__ import annotations
@@ -36,9 +37,11 @@ from kanotify.actions import (
     EditService,
     SendGarp,
     SetSysctl,
+    StartSyncDaemon,
+    StopSyncDaemon,
     UnbindVip,
 )
-from kanotify.model import RealServer, Scope, ServiceKey, Vip, VirtualService
+from kanotify.model import RealServer, Scope, ServiceKey, SyncDaemon, Vip, VirtualService
 
 OK = 0
 ERROR = -1  # failed, with no errno to compare (e.g. a refusal kanotify makes itself)
@@ -55,6 +58,7 @@ class Host:
     addresses: frozenset[Vip] = frozenset()
     services: Services = field(default_factory=dict)
     ipvs: bool = True  # is IPVS available in this kernel?
+    daemons: frozenset[SyncDaemon] = frozenset()  # running IPVS sync daemons (maxlen None: the kernel's)
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,10 @@ class Case:
         return self.action.domain == "ipvs"
 
     @property
+    def about_sync(self) -> bool:
+        return self.action.domain == "sync"
+
+    @property
     def scope(self) -> Scope:
         """What to observe to compare this case's host states."""
         vips = set(self.given.addresses) | set(self.expected.addresses)
@@ -82,7 +90,7 @@ class Case:
         keys = sorted(set(self.given.sysctls) | set(self.expected.sysctls))
         if isinstance(self.action, SetSysctl):
             keys = sorted(set(keys) | {self.action.key})
-        return Scope(sysctls=tuple(keys), vips=frozenset(vips), ipvs=self.about_ipvs)
+        return Scope(sysctls=tuple(keys), vips=frozenset(vips), ipvs=self.about_ipvs, sync_daemons=self.about_sync)
 
 
 def _vip(text: str, dev: str = "eth0", label: str | None = None) -> Vip:
@@ -183,17 +191,67 @@ IPVS_CASES = [
     Case("delete a real server of a service that does not exist", Host(), DeleteReal(SVC.key, RS)),
 ]
 
+MASTER = SyncDaemon("master", "eth0", 51)
+BACKUP = SyncDaemon("backup", "eth0", 51)
+MASTER_7 = SyncDaemon("master", "eth0", 7)
+MASTER_EVERY = SyncDaemon("master", "eth0", 7, 1400, ipaddress.ip_address("239.1.2.3"), 9000, 3)
+RS_V6 = RealServer(ipaddress.ip_address("2001:db8::21"), 80, "tun")  # IPv6 real server of an IPv4 service
+
+
+def _daemons(*daemons: SyncDaemon) -> Host:
+    return Host(daemons=frozenset(daemons))
+
+
+SYNC_CASES = [
+    Case("start a sync daemon", Host(), StartSyncDaemon(MASTER), then=_daemons(MASTER)),
+    Case("start a sync daemon that runs as it is", _daemons(MASTER), StartSyncDaemon(MASTER)),
+    Case("start a sync daemon with every parameter", Host(), StartSyncDaemon(MASTER_EVERY),
+         then=_daemons(MASTER_EVERY)),
+    Case("start a sync daemon whose state runs with another sync id", _daemons(MASTER_7), StartSyncDaemon(MASTER),
+         errno.EEXIST),
+    Case("start a sync daemon whose state runs with another explicit maxlen",
+         _daemons(SyncDaemon("master", "eth0", 51, 1400)), StartSyncDaemon(SyncDaemon("master", "eth0", 51, 1300)),
+         errno.EEXIST),
+    Case("start the backup daemon while the master runs", _daemons(MASTER), StartSyncDaemon(BACKUP),
+         then=_daemons(MASTER, BACKUP)),
+    Case("start a sync daemon on an interface that does not exist", Host(),
+         StartSyncDaemon(SyncDaemon("backup", "nope0", 1)), errno.ENODEV),
+    Case("start a sync daemon with mixed IPv4/IPv6 destinations", Host(services=_table((SVC, (RS_V6,)))),
+         StartSyncDaemon(MASTER), errno.EINVAL),
+    Case("add a real server of the other family while a sync daemon runs",
+         Host(services=_table((SVC, ())), daemons=frozenset({MASTER})), AddReal(SVC.key, RS_V6), errno.EINVAL),
+    Case("stop a sync daemon", _daemons(MASTER), StopSyncDaemon(MASTER), then=Host()),
+    Case("stop a sync daemon that is not running", Host(), StopSyncDaemon(MASTER)),
+    Case("stop the backup daemon, the master runs on", _daemons(MASTER, BACKUP), StopSyncDaemon(BACKUP),
+         then=_daemons(MASTER)),
+    Case("stop a sync daemon by its state, whatever its parameters", _daemons(MASTER_7), StopSyncDaemon(MASTER),
+         then=Host()),
+]
+
+NODEST = "net.ipv4.vs.expire_nodest_conn"
+THRESHOLD = "net.ipv4.vs.sync_threshold"
+IPVS_SYSCTL_CASES = [
+    Case("set an IPVS connection sysctl", Host({NODEST: "0"}), SetSysctl(NODEST, "1", "0"), then=Host({NODEST: "1"})),
+    Case("set the sync threshold and period", Host({THRESHOLD: "3 50"}), SetSysctl(THRESHOLD, "3 10", "3 50"),
+         then=Host({THRESHOLD: "3 10"})),
+]
+
 NO_IPVS = Host(ipvs=False)
 NO_IPVS_CASES = [
     Case("add a service without IPVS", NO_IPVS, AddService(SVC), errno.ENOPROTOOPT),
     Case("delete a service without IPVS", NO_IPVS, DeleteService(SVC), errno.ENOPROTOOPT),
     Case("add a real server without IPVS", NO_IPVS, AddReal(SVC.key, RS), errno.ENOPROTOOPT),
+    Case("start a sync daemon without IPVS", NO_IPVS, StartSyncDaemon(MASTER), errno.ENOPROTOOPT),
+    Case("stop a sync daemon without IPVS", NO_IPVS, StopSyncDaemon(MASTER), errno.ENOPROTOOPT),
+    Case("set an IPVS sysctl without IPVS (ip_vs not loaded)", NO_IPVS, SetSysctl(NODEST, "1"), errno.ENOENT),
 ]
 
 #: every case, for the in-memory backend
-CASES = SYSCTL_CASES + ADDRESS_CASES + GARP_CASES + IPVS_CASES + NO_IPVS_CASES
+CASES = SYSCTL_CASES + ADDRESS_CASES + GARP_CASES + IPVS_CASES + SYNC_CASES + IPVS_SYSCTL_CASES + NO_IPVS_CASES
 #: the cases a network namespace on a host without IPVS can run
 HOST_CASES = SYSCTL_CASES + ADDRESS_CASES + GARP_CASES + NO_IPVS_CASES
+#: the cases that need IPVS: the UML guest runs them
+GUEST_CASES = IPVS_CASES + SYNC_CASES + IPVS_SYSCTL_CASES
 
 
 def services_of(observed: Mapping[ServiceKey, object] | None) -> Services:
@@ -212,3 +270,8 @@ def outcome(error: BaseException | None) -> int:
         return OK
     code = getattr(error, "errno", None)
     return code if isinstance(code, int) and code > 0 else ERROR
+
+
+def daemons_of(observed: tuple[SyncDaemon, ...] | None) -> frozenset[SyncDaemon]:
+    """The contract's view of observed sync daemons (none when they could not be read)."""
+    return frozenset(observed or ())

@@ -3,7 +3,7 @@
 
 Run by ``tests/e2e/test_cluster.py`` (and ``scripts/demo``) through ``tests/uml.py``::
 
-    cluster.py run --topology dedicated|two-node [--result FILE] [--log FILE]
+    cluster.py run --topology dedicated|two-node|sync [--without-sync-daemon] [--result FILE] [--log FILE]
 
 builds, in network namespaces on a bridge, a client, two directors running
 keepalived (VRRP over unicast peers) and real servers with a tiny HTTP server;
@@ -16,8 +16,9 @@ log and writes a JSON result for the host-side test.
 
 The same file provides the small programs that run inside the namespaces::
 
-    cluster.py serve NAME                HTTP on :80 answering NAME
+    cluster.py serve NAME                HTTP on :80 answering NAME (an ``ECHO`` request echoes lines)
     cluster.py client LOGFILE            a request to VIP:80 every 100 ms, one JSON line each
+    cluster.py hold LOGFILE              ONE connection to VIP:80, a line echoed every 100 ms
     cluster.py arp-probe DEV IP SECONDS  who answers ARP for IP (AF_PACKET)
 
 Only documentation addresses (192.0.2.0/24) are used, only inside namespaces
@@ -54,6 +55,7 @@ REQUEST_INTERVAL = 0.1   # the client sends one request every 100 ms ...
 REQUEST_TIMEOUT = 1.0    # ... and gives each one second
 STOP_DEADLINE = 15.0     # scenario 4: the stopped director must be clean by then (UML: ~2-6 s per kanotify run)
 CONVERGE_TIMEOUT = 45.0
+HOLD_TIMEOUT = 3.0       # hold: one exchange (line out, echo back) failed if not done by then
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -80,6 +82,11 @@ def serve(name: str) -> None:
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+
+        def do_ECHO(self) -> None:  # noqa: N802 - "ECHO / HTTP/1.0": a long-lived line echo (the hold client)
+            self.wfile.write(body)
+            for line in self.rfile:
+                self.wfile.write(name.encode() + b" " + line)
 
         def log_message(self, *args: Any) -> None:
             pass
@@ -132,6 +139,73 @@ def client(logfile: str) -> None:
             time.sleep(delay)
         else:
             tick = time.monotonic()  # fell behind (slow guest): do not burst
+
+
+def _error_word(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionResetError):
+        return "reset"
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return "timeout"
+    if isinstance(exc, BrokenPipeError):
+        return "broken pipe"
+    return str(exc)[:60] or type(exc).__name__
+
+
+def hold(logfile: str) -> None:
+    """ONE TCP connection through the VIP; every REQUEST_INTERVAL a line is written and its echo read.
+
+    One JSON line per exchange (``t``, ``conn``, ``seq``, ``ok``, ``ms``, ``err``:
+    reset, eof, timeout, ...), and an ``event`` line when a connection opens
+    (with the real server that answers it and the client port) or cannot be
+    opened.  A new connection is made only after the current one broke, so
+    ``conn`` counts the connections the client needed.
+    """
+    out = open(logfile, "a", buffering=1)
+
+    def emit(**record: Any) -> None:
+        out.write(json.dumps(record) + "\n")
+
+    conn = 0
+    while True:
+        conn += 1
+        opened = time.monotonic()
+        try:
+            sock = socket.create_connection((VIP, PORT), timeout=HOLD_TIMEOUT)  # the timeout of every exchange too
+            sock.sendall(b"ECHO / HTTP/1.0\r\n\r\n")
+            reader = sock.makefile("rb")
+            who = reader.readline().decode().strip()
+            if not who:
+                raise ConnectionError("eof")
+        except OSError as exc:
+            emit(t=round(opened, 3), event="connect-failed", conn=conn, err=_error_word(exc))
+            time.sleep(0.5)
+            continue
+        emit(t=round(opened, 3), event="open", conn=conn, who=who, port=sock.getsockname()[1])
+        seq = 0
+        tick = time.monotonic()
+        while True:
+            seq += 1
+            started = time.monotonic()
+            try:
+                sock.sendall(b"%d\n" % seq)
+                line = reader.readline()
+                if not line:
+                    raise ConnectionError("eof")
+                if line.split() != [who.encode(), b"%d" % seq]:
+                    raise ConnectionError(f"bad echo {line[:40]!r}")
+            except OSError as exc:
+                emit(t=round(started, 3), conn=conn, seq=seq, ok=False, err=_error_word(exc),
+                     ms=round((time.monotonic() - started) * 1000))
+                break
+            emit(t=round(started, 3), conn=conn, seq=seq, ok=True, ms=round((time.monotonic() - started) * 1000))
+            tick += REQUEST_INTERVAL
+            delay = tick - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            else:
+                tick = time.monotonic()
+        sock.close()
+        time.sleep(0.5)
 
 
 def arp_probe(dev: str, target: str, seconds: float) -> None:
@@ -410,14 +484,18 @@ MODES = ("notify", "fifo", "handover")
 
 
 class Cluster:
-    def __init__(self, topology: str, workdir: Path, log: Log, mode: str = "notify") -> None:
+    def __init__(
+        self, topology: str, workdir: Path, log: Log, mode: str = "notify", sync_daemon: bool = True
+    ) -> None:
         self.topology = topology
         self.mode = mode
         self.listeners: dict[str, subprocess.Popen[bytes]] = {}
         self.work = workdir
         self.log = log
         self.kanotify = Path(sys.executable).parent / "kanotify"
-        if topology == "dedicated":
+        #: topology "sync": False renders the directors' config without its [sync_daemon] table
+        self.sync_daemon = sync_daemon
+        if topology in ("dedicated", "sync"):
             self.nodes = [
                 Node("lb1", "192.0.2.11", "director", 150),
                 Node("lb2", "192.0.2.12", "director", 100),
@@ -547,17 +625,22 @@ class Cluster:
             "realserver": "examples/kanotify-realserver.toml",
             "both": "examples/kanotify.toml",
         }[node.role]
+        if self.topology == "sync" and node.role == "director":
+            example = "examples/kanotify-director-sync.toml"
         text = (REPO / example).read_text()
         state = Path("/run/kanotify-e2e") / node.name  # tmpfs: private to the guest
         hooks = node.dir / "hooks.d"
         hooks.mkdir(exist_ok=True)
-        text = substitute(text, example, [
+        rules: list[tuple[Any, ...]] = [
             (r'(?m)^state_dir = ".*"$', f'state_dir = "{state}"'),
             (r'(?m)^journal = ".*"$', f'journal = "{node.journal}"'),
             (r'(?m)^hooks_dir = ".*"$', f'hooks_dir = "{hooks}"'),
             # no syslog daemon in the guest (and /dev/log must not reach the host's)
             (r"(?m)^syslog = true$", "syslog = false"),
-        ])
+        ]
+        if example.endswith("-sync.toml") and not self.sync_daemon:
+            rules.append((r"(?ms)^\[sync_daemon\]\n.*\Z", ""))  # the same file, its last table left out
+        text = substitute(text, example, rules)
         path = node.dir / "kanotify.toml"
         path.write_text(text)
         os.chmod(path, 0o644)
@@ -1081,6 +1164,145 @@ def scenario_arp(c: Cluster, master: Node, title: str) -> None:
     c.arp_check(master)
 
 
+# --------------------------------------------------------------------------- connections through a failover (issue 13)
+
+SYNC_MASTER = "master sync daemon (mcast=eth0, syncid=51, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)"
+SYNC_BACKUP = "backup sync daemon (mcast=eth0, syncid=51, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)"
+
+
+def sync_daemons(node: Node) -> list[str]:
+    """``ipvsadm -L --daemon`` in the node's namespace, one line per running daemon."""
+    return [line.strip() for line in nsx(node.ns, "ipvsadm", "-L", "--daemon").splitlines() if line.strip()]
+
+
+def conn_entries(node: Node, port: int) -> list[str]:
+    """The node's ``ipvsadm -Lnc`` entries for the client's connection from ``port``."""
+    source = f"{CLIENT[1]}:{port}"
+    return [" ".join(line.split()) for line in nsx(node.ns, "ipvsadm", "-Lnc").splitlines() if source in line.split()]
+
+
+def hold_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Exchanges, failures by kind, connections opened, and the longest exchange of a ``hold`` log."""
+    exchanges = [r for r in records if "seq" in r]
+    failed = [r for r in exchanges if not r["ok"]]
+    errors: dict[str, int] = {}
+    for r in failed:
+        errors[r["err"]] = errors.get(r["err"], 0) + 1
+    opened = [r for r in records if r.get("event") == "open"]
+    ok_ms = [r["ms"] for r in exchanges if r["ok"]]
+    return {
+        "exchanges": len(exchanges),
+        "failed": len(failed),
+        "resets": errors.get("reset", 0),
+        "errors": errors,
+        "connections": len(opened),
+        "connect_failures": sum(1 for r in records if r.get("event") == "connect-failed"),
+        "servers": [r["who"] for r in opened],
+        "max_ms": max(ok_ms, default=0),
+        "over_1s": sum(1 for ms in ok_ms if ms > 1000),
+    }
+
+
+def check_daemons(c: Cluster, want: dict[str, list[str]]) -> None:
+    """Each director runs exactly the sync daemons of its state (none at all without [sync_daemon])."""
+    nodes = {n.name: n for n in c.directors}
+    got = wait_for(lambda: all(sync_daemons(nodes[name]) == lines for name, lines in want.items()), 15.0)
+    c.check("ipvsadm -L --daemon: " + "; ".join(f"{name} {', '.join(lines) or 'none'}" for name, lines in want.items()),
+            bool(got), {name: sync_daemons(node) for name, node in nodes.items()})
+
+
+def scenario_hold(c: Cluster) -> None:
+    """One TCP connection through the VIP (DR) held through a planned failover and the fail-back.
+
+    With ``[sync_daemon]`` (topology ``sync``) the backup director has the
+    connection in its IPVS table before it takes over (the master flushes its
+    sync buffer about every 2 s, hence the seconds of traffic first), so no
+    exchange fails and the connection is never reset, in both directions;
+    ``--without-sync-daemon`` renders the same config without the table and
+    the same run shows the reset each time.
+    """
+    lb1, lb2 = c.node("lb1"), c.node("lb2")
+    synced = c.sync_daemon
+    mode = "with [sync_daemon]" if synced else "WITHOUT [sync_daemon]"
+    scenario_steady(c, lb1, lb2, f"7. {mode}: lb1 MASTER spreads VIP:80 over rs1+rs2, lb2 BACKUP")
+    check_daemons(c, {"lb1": [SYNC_MASTER], "lb2": [SYNC_BACKUP]} if synced else {"lb1": [], "lb2": []})
+    hold = Traffic(c.work / "hold.jsonl")
+    proc = c.spawn(c.client, [sys.executable, __file__, "hold", str(hold.path)], "hold.log")
+    marks: dict[str, float] = {}
+    try:
+        c.begin(f"8. {mode}: ONE TCP connection through the VIP, a line echoed every {REQUEST_INTERVAL * 1000:.0f} ms")
+        opened = wait_for(lambda: [r for r in hold.records() if r.get("event") == "open"], 30.0)
+        held = c.check("the client holds a connection through the VIP", bool(opened), c.tail(c.client.dir / "hold.log"))
+        if not held:
+            return
+        first = opened[0]
+        c.log(f"  connection from {CLIENT[1]}:{first['port']}, answered by {first['who']}")
+        marks["start"] = first["t"]
+        time.sleep(5.0)  # the master syncs a connection after 3 packets and flushes about every 2 s
+        on_lb2 = wait_for(lambda: conn_entries(lb2, first["port"]), 10.0 if synced else 0.0)
+        if synced:
+            c.check("the backup director lb2 has the connection in its IPVS table (synced)", bool(on_lb2),
+                    on_lb2 or conn_entries(lb2, first["port"]))
+        else:
+            c.check("the backup director lb2 does not have the connection (no sync daemon)", not on_lb2, on_lb2)
+        marks["failover"] = time.monotonic()
+        scenario_failover(c, lb1, lb2, f"9. {mode}: planned failover under the held connection (track_file on lb1)",
+                          "failover", 1)
+        check_daemons(c, {"lb2": [SYNC_MASTER], "lb1": [SYNC_BACKUP]} if synced else {"lb1": [], "lb2": []})
+        time.sleep(6.0)  # lb2's master daemon syncs the connection back to lb1 before the fail-back
+        current = [r for r in hold.records() if r.get("event") == "open"][-1]
+        if synced:
+            back = wait_for(lambda: conn_entries(lb1, current["port"]), 10.0)
+            c.check("lb1 (now BACKUP) has the connection again, from lb2's sync daemon", bool(back), back)
+        marks["failback"] = time.monotonic()
+        scenario_failover(c, lb2, lb1, f"10. {mode}: fail-back under the held connection (track_file back to 0)",
+                          "failback", 0)
+        check_daemons(c, {"lb1": [SYNC_MASTER], "lb2": [SYNC_BACKUP]} if synced else {"lb1": [], "lb2": []})
+        time.sleep(3.0)
+        marks["end"] = time.monotonic()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+    c.begin(f"11. {mode}: what the held connection saw")
+    records = hold.records()
+    whole = hold_summary(records)
+    windows = {
+        "before": hold_summary([r for r in records if r["t"] < marks["failover"]]),
+        "failover": hold_summary([r for r in records if marks["failover"] <= r["t"] < marks["failback"]]),
+        "failback": hold_summary([r for r in records if r["t"] >= marks["failback"]]),
+    }
+    # kanotify's own part of each take-over: the new master's run, from the journal
+    takeovers = {key: [r for r in effective(transitions(node)) if r["to"] == "master"][-1]["duration_ms"]
+                 for key, node in (("failover", lb2), ("failback", lb1))}
+    c.numbers["hold"] = {**whole, "windows": windows, "sync_daemon": synced, "takeover_run_ms": takeovers,
+                         "seconds": round(marks["end"] - marks["start"], 1)}
+    c.log(f"  the new master's kanotify run took {takeovers['failover']:.0f} ms (failover, lb2) and "
+          f"{takeovers['failback']:.0f} ms (fail-back, lb1)")
+    for name, summary in [("whole run", whole), *windows.items()]:
+        c.log(f"  {name:9}: {summary['exchanges']} exchanges, {summary['failed']} failed {summary['errors'] or ''}, "
+              f"{summary['connections']} connection(s) opened, longest exchange {summary['max_ms']} ms")
+    for r in records:
+        if not r.get("ok", True) or r.get("event") == "connect-failed":
+            c.log(f"  client: {r}")
+    if synced:
+        c.check("zero exchanges failed and the connection was never reset (failover and fail-back)",
+                whole["failed"] == 0 and whole["connect_failures"] == 0 and whole["connections"] == 1, whole)
+        c.check("exchanges went on through both switches, always with the same real server",
+                windows["failover"]["exchanges"] > 50 and windows["failback"]["exchanges"] > 30
+                and len(set(whole["servers"])) == 1, windows)
+        takeover = [r for r in effective(transitions(lb2)) if r["to"] == "master"]
+        applied = [a["action"] for a in takeover[-1]["actions"] if a["status"] == "applied"] if takeover else []
+        order = [next((i for i, a in enumerate(applied) if a.startswith(word)), -1)
+                 for word in ("add ipvs service", "stop backup sync daemon", "start master sync daemon", "bind")]
+        c.check("lb2's take-over: IPVS service, then the backup daemon stopped, the master's started, then the VIP",
+                -1 not in order and order == sorted(order), applied)
+    else:
+        c.check("the connection was reset when lb2 took over (no sync daemon)",
+                windows["failover"]["resets"] >= 1, windows["failover"])
+        c.check("and the next one again at the fail-back", windows["failback"]["resets"] >= 1, windows["failback"])
+    scenario_history(c, {"lb1": ["backup", "master", "backup", "master"], "lb2": ["backup", "master", "backup"]})
+
+
 # =========================================================================== runs
 
 
@@ -1128,13 +1350,15 @@ def main_run(args: argparse.Namespace) -> int:
     work.mkdir(parents=True, exist_ok=True)
     os.chmod(work, 0o755)
     log = Log(args.log)
-    cluster = Cluster(args.topology, work, log, args.mode)
+    cluster = Cluster(args.topology, work, log, args.mode, sync_daemon=not args.without_sync_daemon)
     started = time.monotonic()
     error = None
     try:
         cluster.build()
         if args.topology == "dedicated":
             run_dedicated(cluster, only_stop=args.only_stop)
+        elif args.topology == "sync":
+            scenario_hold(cluster)
         else:
             run_two_node(cluster)
     except BaseException as exc:  # noqa: BLE001 - report everything in the result
@@ -1158,6 +1382,12 @@ def main_run(args: argparse.Namespace) -> int:
         if n:
             log(f"    {key:9}: {n['failed']} of {n['sent']} requests failed, outage {n['gap_s']:.2f}s, "
                 f"converged {n.get('converged_s')}s after the priority change")
+    if "hold" in cluster.numbers:
+        n = cluster.numbers["hold"]
+        log(f"    held connection ({'with' if n['sync_daemon'] else 'WITHOUT'} [sync_daemon], {n['seconds']}s): "
+            f"{n['exchanges']} exchanges, {n['failed']} failed, {n['resets']} resets, {n['connections']} "
+            f"connection(s), longest exchange {n['max_ms']} ms; the new master's run took "
+            f"{n['takeover_run_ms']['failover']:.0f} / {n['takeover_run_ms']['failback']:.0f} ms")
     if "stop" in cluster.numbers:
         n = cluster.numbers["stop"]
         log(f"    stop     : after SIGTERM, the STOP notify started {n.get('stop_notify_started')}s, forked its "
@@ -1191,14 +1421,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("run")
-    p.add_argument("--topology", choices=("dedicated", "two-node"), required=True)
+    p.add_argument("--topology", choices=("dedicated", "two-node", "sync"), required=True)
     p.add_argument("--mode", choices=MODES, default="notify", help="how keepalived reaches kanotify")
+    p.add_argument("--without-sync-daemon", action="store_true",
+                   help="sync: the directors' config without its [sync_daemon] table (shows the reset)")
     p.add_argument("--result")
     p.add_argument("--log")
     p.add_argument("--only-stop", action="store_true", help="dedicated: only scenarios 1 and 4 (debugging)")
     p = sub.add_parser("serve")
     p.add_argument("name")
     p = sub.add_parser("client")
+    p.add_argument("logfile")
+    p = sub.add_parser("hold")
     p.add_argument("logfile")
     p = sub.add_parser("arp-probe")
     p.add_argument("dev")
@@ -1211,6 +1445,8 @@ def main(argv: list[str] | None = None) -> int:
         serve(args.name)
     elif args.cmd == "client":
         client(args.logfile)
+    elif args.cmd == "hold":
+        hold(args.logfile)
     elif args.cmd == "arp-probe":
         arp_probe(args.dev, args.ip, args.seconds)
     return 0

@@ -3,6 +3,7 @@
 Used by ``test_cluster.py`` and by ``scripts/demo``::
 
     python tests/e2e/e2e_runner.py [dedicated|two-node|all]
+    python tests/e2e/e2e_runner.py sync [--without-sync-daemon]     # issue 13: a connection through failovers
 
 streams the guest's log while it runs (the guest appends it to a file on the
 host filesystem, which UML shares) and exits non-zero when a check failed.
@@ -27,6 +28,8 @@ if str(TESTS_DIR) not in sys.path:
 from uml import GuestResult, run_in_guest  # noqa: E402
 
 TOPOLOGIES = ("dedicated", "two-node")
+#: run by name only (not part of "all"): the held-connection scenarios of the sync daemon
+OTHER_TOPOLOGIES = ("sync",)
 CLUSTER = E2E_DIR / "cluster.py"
 
 
@@ -91,15 +94,17 @@ def _follow(path: Path, stream: Callable[[str], None], done: threading.Event) ->
 
 def main(argv: list[str]) -> int:
     which = argv[0] if argv else "all"
+    extra = tuple(argv[1:])
     topologies = TOPOLOGIES if which == "all" else (which,)
-    if any(t not in TOPOLOGIES for t in topologies):
-        print(f"usage: e2e_runner.py [{'|'.join(TOPOLOGIES)}|all]", file=sys.stderr)
+    if any(t not in TOPOLOGIES + OTHER_TOPOLOGIES for t in topologies):
+        print(f"usage: e2e_runner.py [{'|'.join(TOPOLOGIES + OTHER_TOPOLOGIES)}|all] [cluster.py run options]",
+              file=sys.stderr)
         return 2
     failed = []
     started = time.monotonic()
     for topology in topologies:
         print(f"\n##### {topology}: booting a user-mode Linux guest (kernel with IPVS) ...", flush=True)
-        result, guest = run_cluster(topology, stream=lambda line: print(line, flush=True))
+        result, guest = run_cluster(topology, stream=lambda line: print(line, flush=True), extra_args=extra)
         print(f"##### {topology}: {'PASS' if result['ok'] else 'FAIL'} "
               f"(guest {guest.seconds:.0f}s, cluster {result['seconds']:.0f}s)", flush=True)
         if not result["ok"]:

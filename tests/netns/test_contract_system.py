@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from contract.cases import HOST_CASES, Case, outcome, services_of
+from contract.cases import HOST_CASES, Case, daemons_of, outcome, services_of
 from kanotify.backends import system_backend
 from kanotify.model import Observed
 from netns_support import Netns
@@ -46,4 +46,6 @@ def test_contract(ns_a: Netns, case: Case) -> None:
     assert observed.vips == expected.addresses
     if case.about_ipvs:
         assert services_of(observed.services) == dict(expected.services)
+    if case.about_sync:
+        assert daemons_of(observed.daemons) == expected.daemons
     assert second == observed  # idempotent: the second try changes nothing

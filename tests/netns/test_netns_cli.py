@@ -9,6 +9,7 @@ kanotify says it did.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -71,6 +72,12 @@ BAD_DEVICE = """
   address = "198.51.100.100/24"
   dev = "eth9"
   states = ["master"]
+"""
+
+SYNC_DAEMON = """
+[sync_daemon]
+interface = "eth0"
+sync_id = 51
 """
 
 
@@ -231,6 +238,24 @@ def test_bad_device_fails_that_action_only(pair: Pair, tmp_path: Path) -> None:
     assert node.sysctls() == SYSCTLS
     garp = [a for t, a in by_text.items() if "198.51.100.100" in t and "gratuitous" in t]
     assert garp and garp[0]["status"] == "skipped"  # no GARP for a VIP that could not be bound
+
+
+def test_sync_daemon_without_ipvs_fails_clearly_and_the_vips_still_converge(pair: Pair, tmp_path: Path) -> None:
+    """This host's kernel has no IPVS: the daemon's start fails (ENOPROTOOPT, with the fix), the rest is done."""
+    node = Node(pair.a, tmp_path, extra=SYNC_DAEMON)
+    result = node.run("master", "VI_1")
+    assert result.returncode == 1, result.stdout + result.stderr
+    record = node.records()[-1]
+    failed = [a for a in record["actions"] if a["status"] == "failed"]
+    start = "start master sync daemon (mcast=eth0, syncid=51, group=224.0.0.81, port=8848, ttl=1)"
+    assert [a["action"] for a in failed] == [start] and failed[0]["errno"] == errno.ENOPROTOOPT
+    assert "IPVS is not available in this kernel (modprobe ip_vs)" in failed[0]["error"]
+    assert start in result.stdout + result.stderr
+    assert _has(pair.a, "eth0", "192.0.2.100", 24) is not None and node.sysctls() == SYSCTLS
+    status = node.run("status")
+    assert status.returncode == 0, status.stderr
+    assert "sync daemons (follow VI_1, master): not available (IPVS is not available" in status.stdout
+    assert "net.ipv4.vs.expire_nodest_conn = missing (ip_vs not loaded)" in status.stdout
 
 
 def test_dry_run_changes_nothing(pair: Pair, tmp_path: Path) -> None:

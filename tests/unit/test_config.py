@@ -20,6 +20,7 @@ from kanotify.model import (
     ServiceKey,
     ServiceSpec,
     State,
+    SyncDaemonSpec,
     VirtualService,
     Vip,
     VipSpec,
@@ -56,6 +57,15 @@ TCP80 = 'protocol = "tcp"\naddress = "192.0.2.100"\nport = 80\n'
 
 def vip(body: str) -> str:
     return MIN + "[[instance.vip]]\n" + body
+
+
+def sync(body: str, before: str = MIN) -> str:
+    """A config with a [sync_daemon] table (after the instances in ``before``)."""
+    return before + "[sync_daemon]\n" + body
+
+
+ETH0 = 'interface = "eth0"\n'
+VI_2 = '[[instance]]\nname = "VI_2"\n'
 
 
 # --------------------------------------------------------------------------- valid files
@@ -200,6 +210,19 @@ def test_groups() -> None:
     cfg = parse_config(MIN + '[[instance]]\nname = "VI_2"\n[[group]]\nname = "VG_1"\ninstances = ["VI_2", "VI_1"]\n')
     assert cfg.group("VG_1") is not None and cfg.group("VG_1").instances == ("VI_2", "VI_1")  # type: ignore[union-attr]
     assert cfg.group("nope") is None and cfg.instance("nope") is None
+
+
+def test_sync_daemon_every_key_and_the_defaults() -> None:
+    cfg = parse_config(sync(ETH0))
+    assert cfg.sync_daemon == SyncDaemonSpec("VI_1", "eth0")  # the only instance drives it
+    spec = cfg.sync_daemon
+    assert (spec.sync_id, spec.maxlen, str(spec.group), spec.port, spec.ttl) == (0, None, "224.0.0.81", 8848, 1)
+    full = parse_config(sync('interface = "bond0"\ninstance = "VI_2"\nsync_id = 255\nmaxlen = 1024\n'
+                             'group = "ff02::81"\nport = 65535\nttl = 255\n', MIN + VI_2))
+    assert full.sync_daemon == SyncDaemonSpec("VI_2", "bond0", 255, 1024, ip("ff02::81"), 65535, 255)
+    assert parse_config(sync(ETH0 + "maxlen = 65487\n" + 'group = "ff05::1"\n')).sync_daemon is not None
+    assert parse_config(sync(ETH0 + "maxlen = 65507\n")).sync_daemon is not None
+    assert parse_config(MIN).sync_daemon is None
 
 
 def test_build_config_from_a_dict() -> None:
@@ -384,6 +407,26 @@ BROKEN: list[tuple[str, str, str, str, int]] = [
      '[[group]]\nname = "B"\ninstances = ["VI_1"]\n', "group[1].instances[0]", "already", 1),
     ("group-unknown-key", MIN + '[[group]]\nname = "VG"\ninstances = ["VI_1"]\nglobal = true\n', "group[0].global",
      "unknown", 1),
+    # ---- [sync_daemon]
+    ("sync-not-table", "sync_daemon = 1\n" + MIN, "sync_daemon", "table", 1),
+    ("sync-unknown-key", sync(ETH0 + "syncid = 5\n"), "sync_daemon.syncid", "did you mean 'sync_id'", 1),
+    ("sync-no-interface", sync("sync_id = 5\n"), "sync_daemon.interface", "missing", 1),
+    ("sync-interface-long", sync('interface = "abcdefghijklmnop"\n'), "sync_daemon.interface", "15", 1),
+    ("sync-interface-int", sync("interface = 0\n"), "sync_daemon.interface", "integer", 1),
+    ("sync-instance-unknown", sync(ETH0 + 'instance = "VI_9"\n'), "sync_daemon.instance", "declared", 1),
+    ("sync-instance-needed-with-two", sync(ETH0, MIN + VI_2), "sync_daemon.instance", "VI_1, VI_2", 1),
+    ("sync-id-256", sync(ETH0 + "sync_id = 256\n"), "sync_daemon.sync_id", "0..255", 1),
+    ("sync-id-negative", sync(ETH0 + "sync_id = -1\n"), "sync_daemon.sync_id", "0..255", 1),
+    ("sync-group-unicast", sync(ETH0 + 'group = "192.0.2.1"\n'), "sync_daemon.group", "multicast", 1),
+    ("sync-group-v6-unicast", sync(ETH0 + 'group = "2001:db8::1"\n'), "sync_daemon.group", "ff00::/8", 1),
+    ("sync-group-not-an-address", sync(ETH0 + 'group = "224.0.0.0/4"\n'), "sync_daemon.group", "IPv4 or IPv6", 1),
+    ("sync-port-zero", sync(ETH0 + "port = 0\n"), "sync_daemon.port", "1..65535", 1),
+    ("sync-ttl-zero", sync(ETH0 + "ttl = 0\n"), "sync_daemon.ttl", "1..255", 1),
+    ("sync-ttl-256", sync(ETH0 + "ttl = 256\n"), "sync_daemon.ttl", "1..255", 1),
+    ("sync-maxlen-below-a-backup's", sync(ETH0 + "maxlen = 1000\n"), "sync_daemon.maxlen", "1024..65507", 1),
+    ("sync-maxlen-above-a-datagram", sync(ETH0 + "maxlen = 65508\n"), "sync_daemon.maxlen", "1024..65507", 1),
+    ("sync-maxlen-ipv6", sync(ETH0 + 'group = "ff02::81"\nmaxlen = 65500\n'), "sync_daemon.maxlen", "65487", 1),
+    ("sync-maxlen-string", sync(ETH0 + 'maxlen = "1500"\n'), "sync_daemon.maxlen", "string", 1),
     # ---- [hooks.NAME]
     ("hook-bad-name", MIN + '[hooks."mail me"]\n', 'hooks."mail me"', "plugin name", 1),
     ("hook-timeout-zero", MIN + "[hooks.mail]\ntimeout = 0\n", "hooks.mail.timeout", "> 0", 1),
@@ -552,6 +595,8 @@ FRAGMENTS = [
     'instances = ["VI_1"]\n', "persistence = 10\n", "persistence_netmask = 8\n", 'flags = ["sh-port"]\n',
     '"net.ipv4.a" = 1\n', "garp = true\n", "lock_timeout = inf\n", "x = {a = [1, {b = 2}]}\n",
     "real = []\n", "vip = [1]\n", "upper_threshold = 3\n", "lower_threshold = 4\n", '"""\n', "=\n", "[\n",
+    "[sync_daemon]\n", 'interface = "eth0"\n', 'instance = "VI_2"\n', "sync_id = 300\n", 'group = "ff02::81"\n',
+    "maxlen = 70000\n", "ttl = 0\n",
 ]
 
 

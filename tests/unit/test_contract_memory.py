@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from contract.cases import CASES, Case, Host, outcome, services_of
+from contract.cases import CASES, Case, Host, daemons_of, outcome, services_of
 from kanotify.backends.memory import MemoryBackend
 from kanotify.model import ObservedService, RealServerStats
 
@@ -19,7 +19,7 @@ def _host(given: Host) -> MemoryBackend:
         for key, (svc, reals) in given.services.items()
     }
     return MemoryBackend(devices={"lo", "eth0"}, sysctls=given.sysctls, addresses=given.addresses,
-                         services=services, ipvs_available=given.ipvs)
+                         services=services, ipvs_available=given.ipvs, daemons=given.daemons)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -33,5 +33,7 @@ def test_contract(case: Case) -> None:
     assert observed.vips == expected.addresses
     if case.about_ipvs:
         assert services_of(observed.services) == dict(expected.services)
+    if case.about_sync:
+        assert daemons_of(observed.daemons) == expected.daemons
     again = backend.apply_many([case.action])  # every action is idempotent: the second try changes nothing
     assert backend.observe(case.scope) == observed, again

@@ -21,7 +21,7 @@ from kanotify.cli import app
 from kanotify.options import lookup
 from kanotify.config import Config, HookSettings, Settings, parse_config
 from kanotify.errors import ConfigError
-from kanotify.model import State
+from kanotify.model import State, SyncDaemonSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -172,6 +172,7 @@ CHECKED = SERVICE + '[instance.service.check]\ntype = "http"\n[[instance.service
 def _check(text: str = CHECKED) -> Any:
     spec = _first(text).instances[0].services[0]
     return spec.check_for(spec.reals[0].key)
+SYNC = BASE + '[sync_daemon]\ninterface = "eth0"\n'
 
 
 def _states(states: frozenset[State]) -> list[str]:
@@ -180,6 +181,12 @@ def _states(states: frozenset[State]) -> list[str]:
 
 def _first(text: str) -> Config:
     return parse_config(text)
+
+
+def _sync() -> SyncDaemonSpec:
+    spec = _first(SYNC).sync_daemon
+    assert spec is not None
+    return spec
 
 
 #: (table, key) -> the code's default, as loading a file without the key shows it
@@ -208,6 +215,10 @@ OBSERVED: dict[tuple[str, str], Callable[[], Any]] = {
     ("[instance.service.check]", "on_failure"): lambda: _check().on_failure,
     ("[instance.service.check]", "verify"): lambda: _check().verify,
     ("[instance.service.check]", "initial"): lambda: _check().initial,
+    ("[sync_daemon]", "sync_id"): lambda: _sync().sync_id,
+    ("[sync_daemon]", "group"): lambda: str(_sync().group),
+    ("[sync_daemon]", "port"): lambda: _sync().port,
+    ("[sync_daemon]", "ttl"): lambda: _sync().ttl,
     ("[hooks.NAME]", "enabled"): lambda: _first(HOOK).hooks["x"].enabled,
     ("[hooks.NAME]", "required"): lambda: _first(HOOK).hooks["x"].required,
 }
@@ -268,6 +279,11 @@ PROSE: dict[tuple[str, str], tuple[str, Callable[[], bool]]] = {
         _check().accepts(200) and _check().accepts(299) and not _check().accepts(300))),
     ("[instance.service.check]", "host"): ("the real server's address", lambda: _check().host is None),
     ("[instance.service.check]", "command"): ("—", lambda: _check().command == ()),
+    ("[sync_daemon]", "interface"): ("—", lambda: _required(BASE + "[sync_daemon]\n", "sync_daemon.interface")),
+    ("[sync_daemon]", "instance"): ("the only `[[instance]]`", lambda: (
+        _sync().instance == "VI_1"
+        and _required(SYNC + '[[instance]]\nname = "VI_2"\n', "sync_daemon.instance"))),
+    ("[sync_daemon]", "maxlen"): ("the kernel's (from the MTU)", lambda: _sync().maxlen is None),
 }
 
 #: the keys each table of docs/config.md documents must be exactly the keys the code reads
@@ -279,6 +295,7 @@ CODE_KEYS = {
     "[[instance.service.real]]": config_module._REAL_KEYS,
     "[instance.service.check]": config_module._CHECK_KEYS,
     "[[group]]": config_module._GROUP_KEYS,
+    "[sync_daemon]": config_module._SYNC_DAEMON_KEYS,
     "[hooks.NAME]": config_module._HOOK_RESERVED,
 }
 

@@ -361,3 +361,137 @@ def test_no_syslog_socket_is_fine(env, monkeypatch) -> None:  # type: ignore[no-
     monkeypatch.setattr("kanotify.journal.SYSLOG_SOCKET", str(tmp / "missing.sock"))
     object.__setattr__(engine.config.settings, "syslog", True)
     assert engine.transition(["VI_1"], State.MASTER, argv=["t"], command="master", ticket=_ticket(1)).exit_code == 0
+
+
+# --------------------------------------------------------------------------- IPVS sync daemons
+
+SYNC_CONFIG = CONFIG + '\n[sync_daemon]\ninterface = "eth0"\ninstance = "VI_1"\nsync_id = 51\n'
+MASTER_51 = "master sync daemon (mcast=eth0, syncid=51, group=224.0.0.81, port=8848, ttl=1)"
+BACKUP_51 = "backup sync daemon (mcast=eth0, syncid=51, group=224.0.0.81, port=8848, ttl=1)"
+
+
+@pytest.fixture
+def sync_env(tmp_path: Path):  # type: ignore[no-untyped-def]
+    config = parse_config(SYNC_CONFIG.format(tmp=tmp_path), str(tmp_path / "k.toml"))
+    backend = MemoryBackend(devices={"lo", "eth0"})
+    return Engine(config, backend_factory=lambda: backend), backend, tmp_path
+
+
+def _running(backend: MemoryBackend) -> dict[str, int]:
+    return {state: d.sync_id for state, d in backend.daemons.items()}
+
+
+def test_sync_daemons_follow_every_state_and_writes_nothing_twice(sync_env) -> None:  # type: ignore[no-untyped-def]
+    engine, backend, tmp = sync_env
+    expected = {State.BACKUP: {"backup": 51}, State.MASTER: {"master": 51}, State.FAULT: {"backup": 51},
+                State.STOP: {}}
+    n = 0
+    for state in (State.BACKUP, State.MASTER, State.FAULT, State.MASTER, State.STOP, State.BACKUP, State.STOP):
+        n += 1
+        first = engine.transition(["VI_1"], state, argv=["t"], command=state.value, ticket=_ticket(n))
+        assert first.outcome == "converged", first.record
+        assert _running(backend) == expected[state], state
+        writes = len(backend.writes)
+        n += 1
+        again = engine.transition(["VI_1"], state, argv=["t"], command=state.value, ticket=_ticket(n))
+        assert again.outcome == "converged" and not again.plan.has_changes
+        assert len(backend.writes) == writes, f"second {state} run wrote something"
+    master = [r["actions"] for r in _journal(tmp) if r["to"] == "master"][0]
+    applied = [a["action"] for a in master if a["status"] == "applied"]
+    assert applied.index("add ipvs service tcp 192.0.2.100:80 scheduler wrr") < applied.index(
+        "stop backup sync daemon (mcast=eth0, syncid=51, maxlen=1472, group=224.0.0.81, port=8848, ttl=1) "
+        "(not wanted in this state)") < applied.index(f"start {MASTER_51}") < applied.index(
+        "bind 192.0.2.100/24 dev eth0 label eth0:0")
+
+
+def test_a_daemon_started_by_hand_with_other_parameters_is_restarted(sync_env) -> None:  # type: ignore[no-untyped-def]
+    from kanotify.actions import StartSyncDaemon
+    from kanotify.model import SyncDaemon
+
+    engine, backend, _ = sync_env
+    backend.apply(StartSyncDaemon(SyncDaemon("backup", "eth0", 9)))  # "ipvsadm --start-daemon backup --syncid 9"
+    result = engine.reconcile(argv=["t"])
+    assert result.outcome == "converged"
+    assert [str(r.action) for r in result.results if r.action.domain == "sync" and r.status == "applied"] == [
+        "stop backup sync daemon (mcast=eth0, syncid=9, maxlen=1472, group=224.0.0.81, port=8848, ttl=1) "
+        "(other parameters than configured: restarted)",
+        f"start {BACKUP_51}",
+    ]
+    assert _running(backend) == {"backup": 51}
+
+
+def test_a_failed_restart_stop_skips_its_start(sync_env) -> None:  # type: ignore[no-untyped-def]
+    from kanotify.actions import StartSyncDaemon
+    from kanotify.model import SyncDaemon
+
+    engine, backend, _ = sync_env
+    backend.apply(StartSyncDaemon(SyncDaemon("backup", "eth0", 9)))
+    stop = ("stop backup sync daemon (mcast=eth0, syncid=9, maxlen=1472, group=224.0.0.81, port=8848, ttl=1) "
+            "(other parameters than configured: restarted)")
+    backend.fail[stop] = errno.EPERM
+    result = engine.reconcile(argv=["t"])
+    statuses = {str(r.action): (r.status, r.error) for r in result.results}
+    assert statuses[stop][0] == "failed"
+    assert statuses[f"start {BACKUP_51}"] == ("skipped", f"not applied: {stop} failed")
+    assert result.exit_code == 1 and _running(backend) == {"backup": 9}
+
+
+def test_a_failing_daemon_leaves_the_vip_and_ipvs_work_converged(sync_env) -> None:  # type: ignore[no-untyped-def]
+    """ENODEV (a wrong [sync_daemon].interface): exit 1, the journal names the action, errno and hint."""
+    engine, backend, tmp = sync_env
+    engine.config = parse_config(SYNC_CONFIG.format(tmp=tmp).replace('interface = "eth0"', 'interface = "eth7"'),
+                                 "k.toml")
+    result = engine.transition(["VI_1"], State.MASTER, argv=["t"], command="master", ticket=_ticket(1))
+    assert result.outcome == "failed" and result.exit_code == 1
+    assert {str(a) for a in backend.addresses} == {"192.0.2.100/24 dev eth0 label eth0:0"}
+    assert [str(k) for k in backend.services] == ["tcp 192.0.2.100:80"] and len(backend.garps) == 1
+    failed = [a for a in _journal(tmp)[-1]["actions"] if a["status"] == "failed"]
+    start = "start master sync daemon (mcast=eth7, syncid=51, group=224.0.0.81, port=8848, ttl=1)"
+    assert failed == [{"action": start, "status": "failed", "errno": errno.ENODEV,
+                       "error": f"{start}: No such device [ENODEV] (no such interface eth7)"}]
+    applied = [r for r in result.results if r.status == "applied"]
+    assert len(applied) == 7  # 2 sysctls, service + 2 reals, bind, garp
+
+
+def test_without_ipvs_the_daemon_fails_and_the_vips_converge(tmp_path: Path) -> None:
+    config = parse_config(SYNC_CONFIG.format(tmp=tmp_path), str(tmp_path / "k.toml"))
+    backend = MemoryBackend(devices={"lo", "eth0"}, ipvs_available=False)
+    result = Engine(config, backend_factory=lambda: backend).transition(
+        ["VI_1"], State.BACKUP, argv=["t"], command="backup", ticket=_ticket(1))
+    assert result.exit_code == 1
+    assert {str(a) for a in backend.addresses} == {"192.0.2.100/32 dev lo label lo:0"}
+    failed = [(str(r.action), r.errno) for r in result.results if r.status == "failed"]
+    assert failed == [(f"start {BACKUP_51}", errno.ENOPROTOOPT)]
+    assert "IPVS is not available" in result.record["warnings"][0]
+
+
+def test_a_notification_for_another_instance_leaves_the_daemons_alone(sync_env) -> None:  # type: ignore[no-untyped-def]
+    from kanotify.actions import StartSyncDaemon
+    from kanotify.model import SyncDaemon
+
+    engine, backend, _ = sync_env
+    backend.apply(StartSyncDaemon(SyncDaemon("master", "eth0", 3)))  # not what VI_1 wants, but VI_2 is notified
+    result = engine.transition(["VI_2"], State.MASTER, argv=["t"], command="master", ticket=_ticket(1))
+    assert result.outcome == "converged"
+    assert not [r for r in result.results if r.action.domain == "sync" or "sync daemon" in str(r.action)]
+    assert _running(backend) == {"master": 3}
+
+
+def test_dry_run_shows_the_daemon_actions_and_changes_nothing(sync_env) -> None:  # type: ignore[no-untyped-def]
+    engine, backend, tmp = sync_env
+    result = engine.transition(["VI_1"], State.BACKUP, argv=["t"], command="backup", dry_run=True, ticket=_ticket(1))
+    assert {"action": f"start {BACKUP_51}", "status": "pending"} in _journal(tmp)[-1]["actions"]
+    assert backend.daemons == {} and backend.writes == []
+    assert result.outcome == "converged"
+
+
+def test_reconcile_repairs_a_daemon_stopped_by_hand(sync_env) -> None:  # type: ignore[no-untyped-def]
+    from kanotify.actions import StopSyncDaemon
+    from kanotify.model import SyncDaemon
+
+    engine, backend, _ = sync_env
+    engine.transition(["VI_1"], State.MASTER, argv=["t"], command="master", ticket=_ticket(1))
+    backend.apply(StopSyncDaemon(SyncDaemon("master", "eth0", 51)))  # "ipvsadm --stop-daemon master"
+    repaired = engine.reconcile(argv=["t"])
+    assert [str(r.action) for r in repaired.results if r.status == "applied"] == [f"start {MASTER_51}"]
+    assert _running(backend) == {"master": 51}

@@ -11,10 +11,20 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from kanotify.actions import BindVip, DeleteService, EditReal, Noop, SendGarp, SetSysctl, UnbindVip
+from kanotify.actions import (
+    BindVip,
+    DeleteService,
+    EditReal,
+    Noop,
+    SendGarp,
+    SetSysctl,
+    StartSyncDaemon,
+    StopSyncDaemon,
+    UnbindVip,
+)
 from kanotify.backends.memory import MemoryBackend
 from kanotify.config import parse_config
-from kanotify.model import RealServer, ServiceKey, State, Vip
+from kanotify.model import RealServer, ServiceKey, State, SyncDaemon, Vip
 from kanotify.plan import PlanOptions, desired_for, drain_key, plan
 
 ip = ipaddress.ip_address
@@ -206,6 +216,29 @@ def _conns(key: ServiceKey, real: str, port: int, active: int):  # type: ignore[
 
     return run
 
+
+def _daemons(*daemons: SyncDaemon):  # type: ignore[no-untyped-def]
+    """Sync daemons running before the run (started the way the kernel takes them)."""
+    def run(b: MemoryBackend) -> None:
+        for daemon in daemons:
+            b.apply(StartSyncDaemon(daemon))
+
+    return run
+
+
+SYNC = '\n[sync_daemon]\ninterface = "eth0"\nsync_id = 51\n'
+DIRECTOR_SYNC = DIRECTOR_ONLY + SYNC
+TWO_NODE_SYNC = TWO_NODE + SYNC
+MASTER_51 = SyncDaemon("master", "eth0", 51)
+BACKUP_51 = SyncDaemon("backup", "eth0", 51)
+#: as the configured daemons print (no maxlen: the kernel's default) ...
+M51 = "master sync daemon (mcast=eth0, syncid=51, group=224.0.0.81, port=8848, ttl=1)"
+B51 = "backup sync daemon (mcast=eth0, syncid=51, group=224.0.0.81, port=8848, ttl=1)"
+#: ... and as running ones do (the kernel reports the maxlen it computed)
+M51_RUNNING = "master sync daemon (mcast=eth0, syncid=51, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)"
+B51_RUNNING = "backup sync daemon (mcast=eth0, syncid=51, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)"
+NOT_WANTED = "(not wanted in this state)"
+RESTARTED = "(other parameters than configured: restarted)"
 
 TCP80 = svc("tcp", "192.0.2.100", 80)
 RS21 = RealServer(ip("192.0.2.21"), 80, "dr", 1)
@@ -409,6 +442,125 @@ name = "VI_1"
 ]
 
 
+_DIRECTOR_MASTER = _both(_address(vip("192.0.2.100/24", "eth0")), _service(TCP80, "rr", RS21))
+DIRECTOR_MASTER_ADDS = [
+    "add ipvs service tcp 192.0.2.100:80 scheduler rr",
+    "add real server 192.0.2.21:80 dr weight 1 to tcp 192.0.2.100:80",
+]
+DIRECTOR_MASTER_BINDS = [
+    "bind 192.0.2.100/24 dev eth0",
+    "send gratuitous ARP for 192.0.2.100 on eth0 (5x every 0.2s)",
+]
+
+SYNC_CASES = [
+    # ---- [sync_daemon]: the daemons follow the instance's state
+    Case("sync: backup from scratch starts the backup daemon", DIRECTOR_SYNC, {"VI_1": "backup"},
+         [f"start {B51}"], noops=["master sync daemon already stopped"]),
+    Case("sync: unrecorded instance is backup: the backup daemon", DIRECTOR_SYNC, {}, [f"start {B51}"]),
+    Case("sync: master from scratch: ipvs, then the master daemon, then the VIP", DIRECTOR_SYNC, {"VI_1": "master"},
+         [*DIRECTOR_MASTER_ADDS, f"start {M51}", *DIRECTOR_MASTER_BINDS]),
+    Case("sync: backup -> master stops the backup daemon once the services are in, starts the master's",
+         DIRECTOR_SYNC, {"VI_1": "master"},
+         [*DIRECTOR_MASTER_ADDS, f"stop {B51_RUNNING} {NOT_WANTED}", f"start {M51}", *DIRECTOR_MASTER_BINDS],
+         setup=_daemons(BACKUP_51)),
+    Case("sync: master converged: daemons already right", DIRECTOR_SYNC, {"VI_1": "master"}, [],
+         setup=_both(_DIRECTOR_MASTER, _daemons(MASTER_51)),
+         noops=[f"master sync daemon already running ({M51_RUNNING.split('(', 1)[1]}",
+                "backup sync daemon already stopped"]),
+    Case("sync: master -> backup: VIP released, ipvs removed, master daemon stopped, backup started",
+         DIRECTOR_SYNC, {"VI_1": "backup"}, [
+             "remove 192.0.2.100/24 dev eth0",
+             "delete ipvs service tcp 192.0.2.100:80 (not desired in this state)",
+             f"stop {M51_RUNNING} {NOT_WANTED}",
+             f"start {B51}",
+         ], setup=_both(_DIRECTOR_MASTER, _daemons(MASTER_51))),
+    Case("sync: master -> fault is like backup", DIRECTOR_SYNC, {"VI_1": "fault"}, [
+        "remove 192.0.2.100/24 dev eth0",
+        "delete ipvs service tcp 192.0.2.100:80 (not desired in this state)",
+        f"stop {M51_RUNNING} {NOT_WANTED}",
+        f"start {B51}",
+    ], setup=_both(_DIRECTOR_MASTER, _daemons(MASTER_51))),
+    Case("sync: backup -> fault keeps the backup daemon", DIRECTOR_SYNC, {"VI_1": "fault"}, [],
+         setup=_daemons(BACKUP_51), noops=[f"backup sync daemon already running ({B51_RUNNING.split('(', 1)[1]}"]),
+    Case("sync: master -> stop runs neither", DIRECTOR_SYNC, {"VI_1": "stop"}, [
+        "remove 192.0.2.100/24 dev eth0",
+        "delete ipvs service tcp 192.0.2.100:80 (not desired in this state)",
+        f"stop {M51_RUNNING} {NOT_WANTED}",
+    ], setup=_both(_DIRECTOR_MASTER, _daemons(MASTER_51))),
+    Case("sync: backup -> stop stops the backup daemon", DIRECTOR_SYNC, {"VI_1": "stop"},
+         [f"stop {B51_RUNNING} {NOT_WANTED}"], setup=_daemons(BACKUP_51)),
+    Case("sync: stop with both running stops both", DIRECTOR_SYNC, {"VI_1": "stop"},
+         [f"stop {M51_RUNNING} {NOT_WANTED}", f"stop {B51_RUNNING} {NOT_WANTED}"],
+         setup=_daemons(MASTER_51, BACKUP_51)),
+    Case("sync: master with both running stops the backup", DIRECTOR_SYNC, {"VI_1": "master"},
+         [f"stop {B51_RUNNING} {NOT_WANTED}"], setup=_both(_DIRECTOR_MASTER, _daemons(MASTER_51, BACKUP_51))),
+    Case("sync: a daemon with another sync id is restarted", DIRECTOR_SYNC, {"VI_1": "backup"}, [
+        "stop backup sync daemon (mcast=eth0, syncid=7, maxlen=1472, group=224.0.0.81, port=8848, ttl=1) "
+        + RESTARTED,
+        f"start {B51}",
+    ], setup=_daemons(SyncDaemon("backup", "eth0", 7))),
+    Case("sync: a daemon on another interface is restarted", DIRECTOR_SYNC, {"VI_1": "master"}, [
+        *DIRECTOR_MASTER_ADDS,
+        "stop master sync daemon (mcast=eth1, syncid=51, maxlen=1472, group=224.0.0.81, port=8848, ttl=1) "
+        + RESTARTED,
+        f"start {M51}",
+        *DIRECTOR_MASTER_BINDS,
+    ], setup=_both(lambda b: b.devices.add("eth1"), _daemons(SyncDaemon("master", "eth1", 51)))),
+    Case("sync: a configured maxlen other than the running one is a restart", DIRECTOR_SYNC + "maxlen = 1400\n",
+         {"VI_1": "backup"}, [
+             f"stop {B51_RUNNING} {RESTARTED}",
+             "start backup sync daemon (mcast=eth0, syncid=51, maxlen=1400, group=224.0.0.81, port=8848, ttl=1)",
+         ], setup=_daemons(BACKUP_51)),
+    Case("sync: every parameter given, running as configured", DIRECTOR_ONLY + SYNC + 'maxlen = 1400\n'
+         'group = "ff02::81"\nport = 9000\nttl = 3\n', {"VI_1": "backup"}, [],
+         setup=_daemons(SyncDaemon("backup", "eth0", 51, 1400, ip("ff02::81"), 9000, 3))),
+    Case("sync: two-node backup -> master: lo VIP out, ipvs, daemons, eth0 VIP", TWO_NODE_SYNC, {"VI_1": "master"}, [
+        "remove 192.0.2.100/32 dev lo label lo:0",
+        "add ipvs service tcp 192.0.2.100:80 scheduler wrr",
+        "add real server 192.0.2.21:80 dr weight 1 to tcp 192.0.2.100:80",
+        "add real server 192.0.2.22:80 dr weight 2 to tcp 192.0.2.100:80",
+        f"stop {B51_RUNNING} {NOT_WANTED}",
+        f"start {M51}",
+        "bind 192.0.2.100/24 dev eth0 label eth0:0",
+        "send gratuitous ARP for 192.0.2.100 on eth0 (5x every 0.2s)",
+    ], setup=_both(_sysctls_set, _address(vip("192.0.2.100/32", "lo", "lo:0")), _daemons(BACKUP_51))),
+    Case("sync: two-node master -> backup: daemons switched before the lo VIP", TWO_NODE_SYNC, {"VI_1": "backup"}, [
+        "remove 192.0.2.100/24 dev eth0 label eth0:0",
+        "delete ipvs service tcp 192.0.2.100:80 (not desired in this state)",
+        f"stop {M51_RUNNING} {NOT_WANTED}",
+        f"start {B51}",
+        "bind 192.0.2.100/32 dev lo label lo:0",
+    ], setup=_both(_master_converged, _daemons(MASTER_51))),
+    Case("sync: IPVS unavailable: the wanted daemon is planned (fails at apply), nothing stopped", DIRECTOR_SYNC,
+         {"VI_1": "backup"}, [f"start {B51}"], setup=lambda b: setattr(b, "ipvs_available", False),
+         noops=["master sync daemon not running (IPVS not available)"]),
+    Case("sync: missing interface: start planned (fails at apply with ENODEV)", DIRECTOR_SYNC.replace(
+        'interface = "eth0"', 'interface = "eth7"'), {"VI_1": "backup"},
+        ["start backup sync daemon (mcast=eth7, syncid=51, group=224.0.0.81, port=8848, ttl=1)"]),
+    # ---- which runs manage the daemons
+    Case("sync: a notification for another instance leaves the daemons alone", TWO_INSTANCES + SYNC
+         + 'instance = "VI_2"\n', {"VI_1": "master"}, [
+             "add ipvs service tcp 192.0.2.100:80 scheduler wlc",
+             "add real server 192.0.2.21:80 dr weight 1 to tcp 192.0.2.100:80",
+             *DIRECTOR_MASTER_BINDS,
+         ],
+         instances=["VI_1"], setup=_both(lambda b: b.devices.add("eth1"), _daemons(SyncDaemon("master", "eth0", 7)))),
+    Case("sync: reconcile covers the daemon's instance", TWO_INSTANCES + SYNC + 'instance = "VI_2"\n',
+         {"VI_1": "master", "VI_2": "backup"}, [
+             "add ipvs service tcp 192.0.2.100:80 scheduler wlc",
+             "add real server 192.0.2.21:80 dr weight 1 to tcp 192.0.2.100:80",
+             f"stop {M51_RUNNING} {NOT_WANTED}",
+             f"start {B51}",
+             *DIRECTOR_MASTER_BINDS,
+         ], setup=_both(lambda b: b.devices.add("eth1"), _daemons(MASTER_51))),
+    Case("no [sync_daemon]: running daemons are never touched (master)", DIRECTOR_ONLY, {"VI_1": "master"},
+         [*DIRECTOR_MASTER_ADDS, *DIRECTOR_MASTER_BINDS], setup=_daemons(BACKUP_51, SyncDaemon("master", "eth0", 7))),
+    Case("no [sync_daemon]: running daemons are never touched (stop)", DIRECTOR_ONLY, {"VI_1": "stop"}, [],
+         setup=_daemons(MASTER_51)),
+]
+CASES += SYNC_CASES
+
+
 def _run_case(case: Case):  # type: ignore[no-untyped-def]
     config = parse_config(case.config, "test.toml")
     backend = MemoryBackend(devices={"lo", "eth0"})
@@ -433,13 +585,13 @@ def test_plan_table(case: Case) -> None:
 def test_applying_the_plan_converges_and_the_second_plan_is_all_noops(case: Case) -> None:
     """Idempotency for every table case, against the in-memory backend."""
     result, backend, desired, scope = _run_case(case)
-    if not backend.ipvs_available and desired.services:
+    if not backend.ipvs_available and (desired.services or desired.sync_daemons):
         return  # nothing can converge without IPVS; covered by the engine failure tests
     for action in result.changes:
         try:
             backend.apply(action)
         except Exception as exc:  # missing devices / sysctl keys fail by design
-            assert "does not exist" in str(exc)
+            assert "does not exist" in str(exc) or "No such device" in str(exc)
             return
     writes = len(backend.writes)
     again = plan(desired, backend.observe(scope), PlanOptions(**case.options))  # type: ignore[arg-type]
@@ -486,3 +638,37 @@ def test_actions_have_readable_text() -> None:
 
 def test_label_equal_to_device_is_the_kernel_default() -> None:
     assert vip("192.0.2.1/24", "eth0", "eth0") == vip("192.0.2.1/24", "eth0")
+
+
+def test_sync_daemon_order_entering_and_leaving_master() -> None:
+    """Entering MASTER: services, then stop backup, start master, then the VIP; leaving: VIP, services, daemons."""
+    up, *_ = _run_case(Case("", DIRECTOR_SYNC, {"VI_1": "master"}, [], setup=_daemons(BACKUP_51)))
+    kinds = [type(a).__name__ for a in up.changes]
+    assert kinds == ["AddService", "AddReal", "StopSyncDaemon", "StartSyncDaemon", "BindVip", "SendGarp"]
+    down, *_ = _run_case(Case("", TWO_NODE_SYNC, {"VI_1": "backup"}, [],
+                              setup=_both(_master_converged, _daemons(MASTER_51))))
+    kinds = [type(a).__name__ for a in down.changes]
+    assert kinds == ["UnbindVip", "DeleteService", "StopSyncDaemon", "StartSyncDaemon", "BindVip"]
+
+
+def test_a_restart_start_depends_on_its_stop() -> None:
+    result, *_ = _run_case(Case("", DIRECTOR_SYNC, {"VI_1": "backup"}, [],
+                                setup=_daemons(SyncDaemon("backup", "eth0", 7))))
+    stop, start = result.changes
+    assert isinstance(stop, StopSyncDaemon) and isinstance(start, StartSyncDaemon)
+    assert start.depends_on == (stop,)
+    plain, *_ = _run_case(Case("", DIRECTOR_SYNC, {"VI_1": "backup"}, []))
+    assert plain.changes[0].depends_on == ()
+
+
+def test_without_sync_daemon_the_daemons_are_not_even_observed() -> None:
+    for config, managed in ((DIRECTOR_ONLY, False), (DIRECTOR_SYNC, True)):
+        for state in State:
+            _, backend, desired, scope = _run_case(Case("", config, {"VI_1": state.value}, [],
+                                                        setup=_daemons(MASTER_51)))
+            assert desired.manage_sync_daemons is managed and scope.sync_daemons is managed
+            assert (backend.observe(scope).daemons is not None) is managed
+    # a notification for an instance other than [sync_daemon]'s: not observed either
+    config = parse_config(TWO_INSTANCES + SYNC + 'instance = "VI_2"\n', "t.toml")
+    assert not desired_for(config, {}, ["VI_1"]).scope.sync_daemons
+    assert desired_for(config, {}, ["VI_2"]).scope.sync_daemons
