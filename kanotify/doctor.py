@@ -879,12 +879,8 @@ def check_ip_vs(ctx: Context) -> list[Row]:
 
 
 def _kanotify_sync_interface(config: Config | None) -> str | None:
-    """The ``[sync_daemon]`` interface of the kanotify config.
-
-    TODO(issue 13): the config gains ``[sync_daemon]`` there; until then this finds none.
-    """
-    table = getattr(config, "sync_daemon", None)
-    return getattr(table, "interface", None) if table is not None else None
+    """The ``[sync_daemon]`` interface of the kanotify config, if it has one."""
+    return config.sync_daemon.interface if config is not None and config.sync_daemon is not None else None
 
 
 def check_sync_daemon(ctx: Context) -> list[Row]:
@@ -900,6 +896,11 @@ def check_sync_daemon(ctx: Context) -> list[Row]:
             if s.args:
                 wanted.append((s.args[0], "lvs_sync_daemon_interface", _w(s)))
     mine = _kanotify_sync_interface(ctx.config)
+    if mine and wanted:
+        keyword, where = wanted[0][1], wanted[0][2]
+        rows.append(Row(WARN, "sync daemon", f"keepalived's {keyword} and kanotify's [sync_daemon] both drive the "
+                        "IPVS sync daemon: each stops and restarts the other's on every transition",
+                        f"delete {keyword} (kanotify's [sync_daemon] follows the VRRP state)", where))
     if mine:
         wanted.append((mine, "[sync_daemon] interface", ctx.config.path if ctx.config else ""))
     for iface, what, where in wanted:

@@ -14,7 +14,6 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -284,12 +283,17 @@ def test_sync_daemon_interface_must_exist() -> None:
     assert status(rows(doctor.check_sync_daemon, ctx(conf.replace("eth9", "eth0")))) == PASS
 
 
-def test_sync_daemon_of_the_kanotify_config_turns_on_with_issue_13() -> None:
-    c = ctx(INSTANCE)
-    c.config = SimpleNamespace(sync_daemon=SimpleNamespace(interface="eth7"), path="k.toml",  # type: ignore[assignment]
-                               sysctls=(), instances=())
-    found = rows(doctor.check_sync_daemon, c)
-    assert found[0].status == FAIL and "[sync_daemon] interface names eth7" in found[0].what
+def test_sync_daemon_of_the_kanotify_config_must_exist_and_have_one_owner() -> None:
+    config = CONFIG + '[sync_daemon]\ninterface = "eth7"\n'
+    found = rows(doctor.check_sync_daemon, ctx(INSTANCE, config))
+    assert [r.status for r in found] == [FAIL] and "[sync_daemon] interface names eth7" in found[0].what
+    assert found[0].where == "/etc/kanotify/kanotify.toml"
+    assert status(rows(doctor.check_sync_daemon, ctx(INSTANCE, config.replace("eth7", "eth0")))) == PASS
+    both = "global_defs {\n  lvs_sync_daemon eth0 VI_1\n}\n" + INSTANCE
+    found = rows(doctor.check_sync_daemon, ctx(both, config.replace("eth7", "eth0")))
+    assert found[0].status == WARN and "both drive the IPVS sync daemon" in found[0].what
+    assert found[0].where == "keepalived.conf:2" and found[0].fix.startswith("delete lvs_sync_daemon")
+    assert [r.status for r in found[1:]] == [PASS, PASS]
 
 
 def test_sysctls_set_but_not_persisted(tmp_path: Path) -> None:
