@@ -67,6 +67,7 @@ from types import MappingProxyType
 from typing import Any
 
 from . import __version__, prescan
+from .atomic import TEMP_INFIX, replace_file
 from .config import Config, parse_config_bytes, read_config_file
 from .store import is_private_dir
 
@@ -246,29 +247,9 @@ def write_entry(state_dir: str, key: dict[str, Any], config: Config) -> bool:
         _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(config)
         payload = buffer.getvalue()
         header = json.dumps({**key, "payload": _sha256(payload)}, sort_keys=True)
-        entry = os.path.join(state_dir, CACHE_FILE)
-        tmp = f"{entry}.tmp-{os.getpid()}"
         _remove_stale_temp_files(state_dir)
-        try:
-            os.unlink(tmp)  # left by a killed process that had our pid
-        except FileNotFoundError:
-            pass
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        try:
-            try:
-                os.fchmod(fd, 0o600)  # whatever the umask
-                with os.fdopen(fd, "wb", closefd=False) as fh:
-                    fh.write(header.encode() + b"\n" + payload)
-            finally:
-                os.close(fd)
-            # no fsync: after a crash, a torn entry fails its digest and is rewritten
-            os.replace(tmp, entry)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        # no fsync: after a crash, a torn entry fails its digest and is rewritten
+        replace_file(os.path.join(state_dir, CACHE_FILE), header.encode() + b"\n" + payload, durable=False)
     except Exception:  # noqa: BLE001 - a cache that cannot be written is only a slower next run
         return False
     return True
@@ -276,7 +257,7 @@ def write_entry(state_dir: str, key: dict[str, Any], config: Config) -> bool:
 
 def _remove_stale_temp_files(state_dir: str) -> None:
     """Temp files of writers killed between write and rename (a live writer's is younger)."""
-    prefix = CACHE_FILE + ".tmp-"
+    prefix = CACHE_FILE + TEMP_INFIX
     now = time.time()
     for name in os.listdir(state_dir):
         if name.startswith(prefix):

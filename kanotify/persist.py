@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import tempfile
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from .atomic import replace_file
 from .backends.sysctl import key_to_relpath
 from .config import Config
 
@@ -87,25 +87,7 @@ def write_if_changed(path: str, content: str) -> bool:
         pass
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, mode=0o755, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".kanotify-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(content)
-            fh.flush()
-            os.fchmod(fh.fileno(), 0o644)
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    dfd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dfd)  # the rename itself must survive a crash
-    finally:
-        os.close(dfd)
+    replace_file(path, content.encode(), mode=0o644)
     return True
 
 

@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+from .atomic import TEMP_INFIX, replace_file
 from .errors import KanotifyError, LockTimeout
 from .model import State
 from .procinfo import ticket_fields
@@ -247,7 +248,7 @@ class StateStore:
 
     def _remove_stale_temp_files(self) -> None:
         """Temp files of runs killed between write and rename (only the lock holder writes one)."""
-        prefix = STATE_FILE + ".tmp-"
+        prefix = STATE_FILE + TEMP_INFIX
         try:
             names = [n for n in os.listdir(self.dir) if n.startswith(prefix)]
         except OSError:
@@ -292,24 +293,5 @@ class StateStore:
     def save(self, saved: SavedStates) -> None:
         """Replace ``state.json`` atomically.  Call with the run lock held."""
         data = (json.dumps(saved.to_json(), indent=1, sort_keys=True) + "\n").encode()
-        tmp = f"{self.path}.tmp-{os.getpid()}"
         self._remove_stale_temp_files()
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-        dfd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        replace_file(self.path, data)
