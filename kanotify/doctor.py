@@ -29,7 +29,7 @@ from .config import Config
 
 if TYPE_CHECKING:
     from .importer import ImportResult
-from .keepalived_conf import KeepalivedConf, Statement, read_config, split_script
+from .keepalived_conf import KeepalivedConf, Statement, read_config, script_argv
 from .model import IPInterface
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
@@ -206,12 +206,10 @@ def scripts(conf: KeepalivedConf) -> list[Script]:
     """Every script reference of the file, with its argv as keepalived splits it."""
     found: list[Script] = []
 
-    def add(stmt: Statement, block: Statement | None, script_word: int = 1, user_word: int | None = 2) -> None:
-        words = split_script(stmt.text) or []
-        text = words[script_word] if len(words) > script_word else ""
-        argv = tuple(split_script(text) or ())
-        user = words[user_word] if user_word is not None and len(words) > user_word else None
-        found.append(Script(stmt, block, argv, user))
+    def add(stmt: Statement, block: Statement | None, user_word: bool = True) -> None:
+        argv, rest = script_argv(stmt)
+        user = rest[0] if user_word and rest else None
+        found.append(Script(stmt, block, tuple(argv or ()), user))
 
     for s in conf.global_defs():
         if s.keyword in GLOBAL_SCRIPTS:
@@ -234,7 +232,7 @@ def scripts(conf: KeepalivedConf) -> list[Script]:
             if s.keyword == "MISC_CHECK":
                 user = s.child("user")
                 for path in s.children("misc_path"):
-                    add(path, s, user_word=None)
+                    add(path, s, user_word=False)
                     if user is not None and user.args:
                         found[-1] = Script(path, s, found[-1].argv, user.args[0])
     return found

@@ -10,15 +10,20 @@ method NAT, a real server's port is the service's with DR and TUN, a real
 server without ``weight`` gets the virtual server's ``weight``, a service
 without real servers is not created, and so on.
 
+Health checkers (``TCP_CHECK``, ``HTTP_GET``, ``SSL_GET``, ``MISC_CHECK``)
+become ``[check]`` tables with keepalived's cascade resolved (checker, real
+server, virtual server, keepalived 2.2.7's defaults), so the check behaves as
+keepalived's did; the same check for every real server of a service is written
+once as ``[instance.service.check]`` (:func:`_map_checker`, :func:`render`).
+
 Nothing is dropped silently: every keyword that kanotify's config cannot hold
-becomes a comment ``# not imported: KEYWORD ARGS (FILE:LINE): why``.  Health
-checkers and the sync daemon are such keywords today; their comments carry the
-TOML they would become (cascaded options resolved), so when kanotify's config
-gains ``[check]`` and ``[sync_daemon]`` the mapping changes in one place each:
-:func:`_checker_note` and :func:`_sync_daemon_notes`.
+becomes a comment ``# not imported: KEYWORD ARGS (FILE:LINE): why``.  The sync
+daemon is such a keyword today; its comment carries the TOML it would become,
+so when kanotify's config gains ``[sync_daemon]`` the mapping changes in one
+place: :func:`_sync_daemon_notes`.
 
 Each keyword is handled by one entry of a table (:data:`VS_KEYWORDS`,
-:data:`RS_KEYWORDS`, :data:`CHECKER_OPTIONS`); a keyword in no table is
+:data:`RS_KEYWORDS`, :data:`CHECKER_KEYWORDS`); a keyword in no table is
 reported as unknown to keepalived 2.2.7 (which ignores it too).
 
 The TOML produced always passes ``kanotify check``: :func:`render` is checked
@@ -29,13 +34,16 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import re
 from dataclasses import dataclass, field
+from decimal import ROUND_DOWN, Decimal
 from typing import Any, Callable, NoReturn
 
 from .errors import ConfigError, KanotifyError, Problem
-from .keepalived_conf import ALIASES, CHECKER_ALIASES, KeepalivedConf, Statement, Where, read_config, split_script
-from .model import IPAddress, RealServer, ServiceKey, ServiceSpec, State, VirtualService
+from .keepalived_conf import (ALIASES, CHECKER_ALIASES, KeepalivedConf, Statement, Where, read_config, script_argv,
+                             split_script)
+from .model import IPAddress, RealServer, ServiceKey, ServiceSpec, State, VirtualService, format_hostport
 
 #: keepalived's lvs_schedulers (check_parser.c)
 KEEPALIVED_SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "sh", "mh", "dh", "fo", "ovf", "lblcr", "sed", "nq", "twos")
@@ -44,12 +52,17 @@ DEFAULT_PERSISTENCE = 360  # IPVS_SVC_PERSISTENT_TIMEOUT
 MAX_PERSISTENCE = 86400 * 31
 MAX_GROUP_RANGE = 256  # addresses per virtual_server_group entry that import expands
 FORWARDS = {"DR": "dr", "NAT": "nat", "TUN": "tun"}
-HEALTH = "health checks: kanotify listen checks real servers once the [check] config exists"
 
-#: keepalived's checker defaults (check_api.c, check_data.c)
-CHECK_DEFAULTS = {"delay_loop": "60", "connect_timeout": "5", "retry": "1", "delay_before_retry": "1"}
-#: options that cascade virtual_server -> real_server -> checker
-CASCADE = ("delay_loop", "connect_timeout", "retry", "delay_before_retry", "warmup", "alpha", "inhibit_on_failure")
+#: keepalived 2.2.7's checker defaults where nothing is given: alloc_vs (check_data.c) for the
+#: virtual_server's, queue_checker (check_api.c) and the checkers' own handlers for the rest
+DEFAULT_DELAY_LOOP = "60"  # KEEPALIVED_DEFAULT_DELAY
+DEFAULT_CONNECT_TIMEOUT = "5"  # alloc_vs: connection_to = 5 * TIMER_HZ
+#: checker -> its default (retry, delay_before_retry): queue_checker's 1 and 1 s, except MISC_CHECK
+#: (misc_check_handler: default_retry 0) and HTTP_GET/SSL_GET (http_get_handler: 3 s)
+CHECKER_DEFAULTS = {"TCP_CHECK": ("1", "1"), "HTTP_GET": ("1", "3"), "SSL_GET": ("1", "3"), "MISC_CHECK": ("0", "1")}
+#: options of health checkers that a virtual_server and a real_server may give for all their checkers
+CASCADE = ("delay_loop", "connect_timeout", "retry", "delay_before_retry", "warmup", "alpha", "inhibit_on_failure",
+           "virtualhost")
 #: keepalived checker -> kanotify check type (spec.md "Health checks"); None: kanotify has no such check
 CHECKERS: dict[str, str | None] = {
     "TCP_CHECK": "tcp", "HTTP_GET": "http", "SSL_GET": "https", "MISC_CHECK": "command",
@@ -79,6 +92,7 @@ class ImportedReal:
     real: RealServer
     where: Where
     notes: tuple[Note, ...] = ()
+    check: "ImportedCheck | None" = None  # from its keepalived checkers
 
 
 @dataclass(frozen=True)
@@ -91,10 +105,20 @@ class ImportedService:
     title: str
     notes: tuple[Note, ...] = ()
     comments: tuple[str, ...] = ()  # keepalived defaults applied, and the like
+    checkers: tuple[Where, ...] = ()  # every health checker keepalived runs on its real servers
 
     @property
     def spec(self) -> ServiceSpec:
         return ServiceSpec(self.service, tuple(r.real for r in self.reals), frozenset({State.MASTER}))
+
+    @property
+    def shared_check(self) -> "ImportedCheck | None":
+        """The check every real server has the same of (written once, as ``[instance.service.check]``)."""
+        checks = [r.check for r in self.reals]
+        first = checks[0] if checks else None
+        if first is None or any(c is None or c.table != first.table for c in checks):
+            return None
+        return first
 
 
 @dataclass(frozen=True)
@@ -243,8 +267,7 @@ def _vs_flag(flag: str | None, schedulers: tuple[str, ...] = ()) -> Callable[[_V
 
 
 def _vs_cascade(vs: _VS, s: Statement) -> None:
-    vs.cascade[_canonical(s.keyword)] = _Option(s.arg(0, "") or "", s.where, s.keyword)
-    vs.notes.append(_note(s, HEALTH))
+    _cascade(vs.cascade, vs.notes, s, "virtual_server")
 
 
 def _vs_hashed(vs: _VS, s: Statement) -> None:
@@ -285,7 +308,6 @@ VS_KEYWORDS: dict[str, Callable[[_VS, Statement], None]] = {
     "hysteresis": _reason("kanotify has no service quorum"),
     "omega": _reason("kanotify has no service quorum scripts"),
     "ha_suspend": _reason("kanotify loads a service only in the states it lists (states = [...]) instead"),
-    "virtualhost": _reason(HEALTH),
     "smtp_alert": _reason("kanotify sends no mail; its journal and syslog record every change"),
     "snmp_name": _reason("kanotify has no SNMP agent"),
     "persistence_engine": _reason("kanotify's config has no persistence engine (e.g. sip)"),
@@ -326,8 +348,7 @@ def _rs_threshold(attr: str) -> Callable[[_VS, _RS, Statement], None]:
 
 
 def _rs_cascade(vs: _VS, rs: _RS, s: Statement) -> None:
-    rs.cascade[_canonical(s.keyword)] = _Option(s.arg(0, "") or "", s.where, s.keyword)
-    rs.notes.append(_note(s, HEALTH))
+    _cascade(rs.cascade, rs.notes, s, "real_server")
 
 
 def _rs_reason(text: str) -> Callable[[_VS, _RS, Statement], None]:
@@ -350,21 +371,10 @@ RS_KEYWORDS: dict[str, Callable[[_VS, _RS, Statement], None]] = {
     "notify_up": _rs_reason("kanotify runs no script when a real server comes up (a hook plugin can)"),
     "notify_down": _rs_reason("kanotify runs no script when a real server goes down (a hook plugin can)"),
     "smtp_alert": _rs_reason("kanotify sends no mail; its journal and syslog record every change"),
-    "virtualhost": _rs_reason(HEALTH),
     "snmp_name": _rs_reason("kanotify has no SNMP agent"),
     "track_file": _rs_reason("kanotify does not weight real servers by file contents"),
     **{name: _rs_checker for name in CHECKERS},
 }
-
-#: checker options -> the key of kanotify's future [check] table (None: no equivalent)
-CHECKER_OPTIONS: dict[str, str | None] = {
-    "connect_timeout": "timeout", "retry": "retry", "delay_before_retry": "retry_delay", "delay_loop": "interval",
-    "connect_port": "port", "misc_timeout": "timeout", "misc_path": "command", "virtualhost": "host",
-    "warmup": None, "alpha": None, "connect_ip": None, "bindto": None, "bind_port": None, "bind_if": None,
-    "fwmark": None, "log_all_failures": None, "misc_dynamic": None, "user": None, "http_protocol": None,
-    "enable_sni": None, "fast_recovery": None,
-}
-
 
 def _canonical(keyword: str, in_http: bool = False) -> str:
     if in_http and keyword in CHECKER_ALIASES:
@@ -374,93 +384,447 @@ def _canonical(keyword: str, in_http: bool = False) -> str:
 
 # --------------------------------------------------------------------------- health checkers
 
+#: the keywords keepalived 2.2.7 knows in each checker block (install_checker_common_keywords + the checker's own)
+_COMMON = ("retry", "delay_before_retry", "warmup", "delay_loop", "alpha", "log_all_failures")
+_CONNECTION = ("connect_ip", "connect_port", "bindto", "bind_port", "bind_if", "connect_timeout", "fwmark")
+_HTTP = ("nb_get_retry", "virtualhost", "http_protocol", "enable_sni", "fast_recovery", "url")
+CHECKER_KEYWORDS: dict[str, tuple[str, ...]] = {
+    "TCP_CHECK": _COMMON + _CONNECTION,
+    "HTTP_GET": _COMMON + _CONNECTION + _HTTP,
+    "SSL_GET": _COMMON + _CONNECTION + _HTTP,
+    "MISC_CHECK": _COMMON + ("misc_path", "misc_timeout", "misc_dynamic", "user"),
+}
+#: the keywords of an HTTP_GET/SSL_GET ``url`` block
+URL_KEYWORDS = ("path", "digest", "status_code", "virtualhost", "regex", "regex_no_match", "regex_options",
+                "regex_min_offset", "regex_max_offset", "regex_stack")
+_CONTENTS = "kanotify compares status codes only, not the page's contents"
+#: checker options kanotify's checks have no equivalent for: what kanotify does instead
+CHECKER_UNSUPPORTED = {
+    "warmup": "kanotify has no warmup (keepalived delays a first check by a random time up to it; kanotify spreads "
+              "the first checks over at most 5 s)",
+    "log_all_failures": "kanotify journals each UP/DOWN change; kanotify status shows the last error",
+    "bindto": "kanotify's checks use the source address the kernel picks",
+    "bind_port": "kanotify's checks use a source port the kernel picks",
+    "bind_if": "kanotify's checks do not bind to an interface",
+    "fwmark": "kanotify's checks do not mark their packets (SO_MARK)",
+    "http_protocol": "kanotify's http checks send HTTP/1.0 requests with Connection: close",
+    "enable_sni": "kanotify's https checks always send the host as the TLS server name",
+    "fast_recovery": "kanotify checks a DOWN real server again every interval",
+    "digest": "kanotify compares status codes only, not the page's MD5 digest",
+    **{name: _CONTENTS for name in URL_KEYWORDS if name.startswith("regex")},
+}
+#: keepalived's check_true_false()
+_BOOL = {"true": "on", "on": "on", "yes": "on", "false": "off", "off": "off", "no": "off"}
+#: kanotify's limits (config.py check_table), which keepalived's values may exceed
+_LIMITS = {"interval": 86400, "timeout": 3600, "retry": 100, "retry_delay": 3600}
+_SHELLS = ("sh", "bash", "dash", "ash", "ksh", "mksh", "zsh")
+#: words a shell would interpret: operators, redirections, pipes, command substitution, $VAR
+_SHELL_WORD = re.compile(r"\|\|?|&&?|;;?|[0-9]*(?:>>?|<<?|>&|<&)[0-9]*-?|\(|\)")
+_SHELL_PART = re.compile(r"[|`]|^[<>]|^[0-9]>|;$|\$[A-Za-z_{(0-9?#@*!$-]")
 
-def _checker_note(vs: _VS, rs: _RS, s: Statement, port: int) -> list[Note]:
-    """A checker as a note whose proposal is the ``[instance.service.real.check]`` it would be.
 
-    The one place to change when kanotify's config gains ``[check]``.
+@dataclass(frozen=True)
+class CheckLine:
+    """One key of an imported ``[check]`` table: its TOML value and where keepalived took it from."""
+
+    key: str
+    value: str  # TOML
+    origin: str = ""
+
+
+@dataclass(frozen=True)
+class ImportedCheck:
+    """The kanotify check one keepalived checker becomes, for one real server.
+
+    ``port`` is written only when it differs from the real server's, so two
+    real servers with equal :attr:`table` can share one service-level check.
     """
+
+    checker: str  # TCP_CHECK, HTTP_GET, SSL_GET, MISC_CHECK
+    where: Where
+    lines: tuple[CheckLine, ...]
+    comments: tuple[str, ...] = ()
+
+    @property
+    def table(self) -> tuple[tuple[str, str], ...]:
+        """The keys and their values: what real servers must share for one ``[instance.service.check]``."""
+        return tuple((line.key, line.value) for line in self.lines)
+
+
+@dataclass(frozen=True)
+class _Mapped:
+    """What one keepalived checker became."""
+
+    check: ImportedCheck | None  # None: not imported
+    notes: list[Note]
+    runs: bool  # keepalived runs it (it skips a HTTP_GET without url, a MISC_CHECK without misc_path)
+    sources: frozenset[Where] = frozenset()  # the lines its values came from
+
+
+def _seconds(word: str | None, positive: bool) -> str | None:
+    """keepalived's read_timer(): seconds to the microsecond, as TOML number text."""
+    if word is None or not re.fullmatch(r"[0-9]+(?:\.[0-9]+)?", word):
+        return None
+    value = Decimal(word).quantize(Decimal("0.000001"), rounding=ROUND_DOWN)
+    if positive and value <= 0:
+        return None
+    return format(value.normalize(), "f")
+
+
+def _option_value(name: str, s: Statement, level: str) -> tuple[str | None, str]:
+    """A cascaded checker option as keepalived reads it at *level*: (value, "") or (None, why it is ignored).
+
+    *level* is ``virtual_server``, ``real_server`` or the checker's keyword.
+    """
+    word = s.arg(0)
+    if name in ("delay_loop", "connect_timeout"):
+        return _seconds(word, positive=True), "expected a number of seconds > 0"
+    if name in ("delay_before_retry", "warmup"):
+        return _seconds(word, positive=False), "expected a number of seconds"
+    if name == "retry":
+        lo = 1 if level in ("virtual_server", "real_server") else 0  # check_parser.c: 1.. there, 0.. in a checker
+        value = _uint(word, lo, 2**32 - 1)
+        return (None if value is None else str(value)), f"expected an integer {lo}..4294967295"
+    if name in ("alpha", "inhibit_on_failure"):
+        if level == "virtual_server" or not s.args:
+            return "on", ""  # the virtual_server forms take no value (vs_alpha_handler, vs_inhibit_handler)
+        return _BOOL.get(word or ""), "expected on/off, true/false or yes/no"
+    if name == "virtualhost":
+        return word, "the host name is missing"
+    raise ValueError(f"not a cascaded checker option: {name}")
+
+
+def _cascade(options: dict[str, _Option], notes: list[Note], s: Statement, level: str) -> None:
+    """Keep a ``virtual_server`` or ``real_server`` checker option for the checkers below it."""
+    name = _canonical(s.keyword)
+    if name in CHECKER_UNSUPPORTED:
+        notes.append(_note(s, CHECKER_UNSUPPORTED[name]))
+        return
+    value, why = _option_value(name, s, level)
+    if value is None:
+        notes.append(_note(s, f"keepalived ignores it: {why}"))
+        return
+    if level == "virtual_server" and name in ("alpha", "inhibit_on_failure") and s.args:
+        notes.append(_note(s, f"keepalived's virtual_server {name} takes no value: it turns {name} on"))
+    _keep(options, notes, name, _Option(value, s.where, s.keyword))
+
+
+def _keep(options: dict[str, _Option], notes: list[Note], name: str, option: _Option) -> None:
+    earlier = options.get(name)
+    if earlier is not None:  # keepalived's handlers overwrite: the last one counts
+        notes.append(Note(earlier.where, f"{earlier.written} {earlier.value}",
+                          f"{option.written} is given again at {option.where}: keepalived uses the last"))
+    options[name] = option
+
+
+def _checks(vs: _VS, rs: _RS, real: RealServer) -> tuple[ImportedCheck | None, list[Note], list[Where], set[Where]]:
+    """The check of one real server from its keepalived checkers.
+
+    Returns the check (the first checker kanotify can run), the notes, where
+    each checker keepalived runs is, and the lines the values came from.
+    kanotify has one check per real server; keepalived counts a real server
+    UP only while all its checkers pass.
+    """
+    used: ImportedCheck | None = None
+    notes: list[Note] = []
+    runs: list[Where] = []
+    sources: set[Where] = set()
+    for s in rs.checkers:
+        mapped = _map_checker(vs, rs, s, real)
+        sources |= mapped.sources
+        if mapped.runs:
+            runs.append(s.where)
+        if mapped.check is not None and used is not None:
+            notes.append(_note(s, f"kanotify has one check per real server and uses the {used.checker} at "
+                                  f"{used.where}; keepalived ran this one too (UP only while every checker passed)"))
+        elif mapped.check is not None:
+            used = mapped.check
+        notes.extend(mapped.notes)
+    return used, notes, runs, sources
+
+
+def _map_checker(vs: _VS, rs: _RS, s: Statement, real: RealServer) -> _Mapped:
+    """One keepalived checker of *rs* as the kanotify check of *real*, the real server it was imported as.
+
+    Every value is resolved as keepalived 2.2.7 does (check_data.c
+    check_check_config): the checker's own, else the real_server's, else the
+    virtual_server's, else keepalived's default -- written out even where it
+    equals kanotify's default, with where it came from.
+    """
+    from .config import _check_host, _check_url_path
+
     kind = CHECKERS.get(s.keyword)
-    http = s.keyword in ("HTTP_GET", "SSL_GET")
+    if kind is None:
+        return _Mapped(None, [_note(s, f"kanotify has no {s.keyword} equivalent (its checks: tcp, http, https, "
+                                       "command)")], True)
+    http = kind in ("http", "https")
+    known = CHECKER_KEYWORDS[s.keyword]
     own: dict[str, _Option] = {}
-    extra: list[Note] = []
+    raw: dict[str, Statement] = {}
+    notes: list[Note] = []
     urls: list[Statement] = []
     for o in s.block or ():
         name = _canonical(o.keyword, http)
-        if name == "url" and http:
+        if o.keyword not in known:
+            notes.append(_note(o, f"not a {s.keyword} option keepalived 2.2.7 knows (it ignores it)"))
+        elif name == "url":
             urls.append(o)
-        elif name in CHECKER_OPTIONS or name in CASCADE:
-            own[name] = _Option(" ".join(o.args), o.where, o.keyword)
-            if name not in CASCADE and CHECKER_OPTIONS.get(name) is None:
-                extra.append(_note(o, "kanotify's checks have no such option"))
-        else:
-            extra.append(_note(o, f"not a {s.keyword} option keepalived 2.2.7 knows (it ignores it)"))
-    if kind is None:
-        return [_note(s, f"{HEALTH}; kanotify has no {s.keyword} equivalent (tcp, http, https, command)")] + extra
+        elif name in CHECKER_UNSUPPORTED:
+            notes.append(_note(o, CHECKER_UNSUPPORTED[name]))
+        elif name in CASCADE:
+            value, why = _option_value(name, o, s.keyword)
+            if value is None:
+                notes.append(_note(o, f"keepalived ignores it: {why}"))
+            else:
+                _keep(own, notes, name, _Option(value, o.where, o.keyword))
+        elif name in ("connect_port", "misc_timeout"):
+            lo, hi = (1, 65535) if name == "connect_port" else (0, (2**32 - 1) // 1000000)
+            number = _uint(o.arg(0), lo, hi)
+            if number is None:
+                notes.append(_note(o, f"keepalived ignores it: expected an integer {lo}..{hi}"))
+            else:
+                _keep(own, notes, name, _Option(str(number), o.where, o.keyword))
+        else:  # connect_ip, misc_path, misc_dynamic, user: read from the statement below
+            if name in raw:
+                notes.append(_note(raw[name], f"{o.keyword} is given again at {o.where}: keepalived uses the last"))
+            raw[name] = o
+    sources: set[Where] = set()
+    blockers: list[str] = []
+    comments: list[str] = []
 
-    def pick(name: str) -> tuple[str, str]:
-        for level, opts in (("", own), ("real_server ", rs.cascade), ("virtual_server ", vs.cascade)):
-            if name in opts:
-                o = opts[name]
-                return o.value, f"{level}{o.written} ({o.where})"
-        return CHECK_DEFAULTS.get(name, ""), "keepalived's default"
+    def pick(name: str) -> tuple[str | None, str]:
+        for level, options in (("", own), ("real_server ", rs.cascade), ("virtual_server ", vs.cascade)):
+            if name in options:
+                option = options[name]
+                sources.add(option.where)
+                return option.value, f"{level}{option.written} ({option.where})"
+        return None, ""
 
-    lines = ["[instance.service.real.check]", f'type = "{kind}"']
-    check_port = own["connect_port"].value if "connect_port" in own else str(port)
-    lines.append(f"port = {check_port}")
+    lines = [CheckLine("type", _toml_str(kind))]
+    if kind != "command":
+        if "connect_ip" in raw:
+            blockers.append(f"it checks {raw['connect_ip'].arg(0)} (connect_ip, {raw['connect_ip'].where}); "
+                            "kanotify checks the real server's own address")
+        port, port_origin = rs.port, f"the port of real_server ({rs.stmt.where})"
+        if "connect_port" in own:
+            port, port_origin = int(own["connect_port"].value), f"connect_port ({own['connect_port'].where})"
+            sources.add(own["connect_port"].where)
+        if port == 0 and real.port == 0:
+            blockers.append("no port to check: a fwmark real server has none and keepalived's checker would "
+                            "connect to port 0 (give connect_port)")
+        elif port == 0:
+            comments.append(f"no connect_port and no port on the real_server: keepalived 2.2.7 connects to port 0 "
+                            f"(which fails); kanotify checks the real server's port {real.port}")
+        elif port != real.port:
+            lines.append(CheckLine("port", str(port), port_origin))
+        elif "connect_port" in own:
+            comments.append(f"{port_origin}: the real server's port, kanotify's default")
     if http:
-        if urls:
-            url = urls[0]
-            path = url.child("path")
-            if path is not None and path.args:
-                lines.append(f"path = {_toml_str(path.args[0])}")
-            status = url.child("status_code")
-            if status is not None and status.args:
-                codes = _status_list(status.args)
-                if codes == list(range(200, 300)):
-                    lines.append("# status 200-299: kanotify's default")
-                else:
-                    lines.append(f"status = [{', '.join(str(c) for c in codes)}]")
-            for o in url.block or ():
-                if o.keyword not in ("path", "status_code", "virtualhost"):
-                    extra.append(_note(o, "kanotify's http checks compare status codes only"))
-            host = url.child("virtualhost")
-            if host is not None and host.args:
-                lines.append(f"host = {_toml_str(host.args[0])}")
-            for more in urls[1:]:
-                extra.append(_note(more, "kanotify checks one url per real server"))
-        if "virtualhost" in own:
-            lines.append(f"host = {_toml_str(own['virtualhost'].value)}")
-    if s.keyword == "MISC_CHECK":
-        argv = split_script(own["misc_path"].value) if "misc_path" in own else None
-        if argv:
-            lines.append(f"command = [{', '.join(_toml_str(a) for a in argv)}]")
-        if "misc_timeout" in own:
-            mt = own["misc_timeout"]
-            lines.append(f"timeout = {mt.value}    # misc_timeout ({mt.where})")
+        url = _url(s, urls, notes)
+        if url is None:
+            return _Mapped(None, [_note(s, f"keepalived skips a {s.keyword} without a url with a path: it runs "
+                                           "no check")] + notes, False)
+        path = url.children("path")[-1]
+        sources.add(path.where)
+        if _check_url_path(path.args[0]):
+            blockers.append(f"path {path.args[0]!r} ({path.where}): kanotify's checks need a path starting with /")
+        lines.append(CheckLine("path", _toml_str(path.args[0]), f"url path ({path.where})"))
+        given = url.children("status_code")
+        codes, bad = _status_codes(given)
+        for stmt, word in bad:
+            notes.append(_note(stmt, f"keepalived skips the status code {word!r} (expected 100..599 or a range "
+                                     "like 200-299)"))
+        sources.update(stmt.where for stmt in given)
+        if codes and codes != list(range(200, 300)):
+            lines.append(CheckLine("status", f"[{', '.join(map(str, codes))}]",
+                                   f"status_code ({', '.join(str(g.where) for g in given)})"))
+        elif given:
+            comments.append(f"status_code 200-299 ({', '.join(str(g.where) for g in given)}): kanotify's default")
+        url_host = url.children("virtualhost")
+        if url_host and url_host[-1].args:
+            host: str | None = url_host[-1].args[0]
+            host_origin = f"url virtualhost ({url_host[-1].where})"
+            sources.add(url_host[-1].where)
         else:
-            value, origin = pick("delay_loop")  # keepalived: misc_timeout defaults to delay_loop
-            lines.append(f"timeout = {value}    # no misc_timeout: delay_loop, {origin}")
-    for option, key in (("delay_loop", "interval"), ("connect_timeout", "timeout"), ("retry", "retry"),
-                        ("delay_before_retry", "retry_delay")):
-        if option == "connect_timeout" and s.keyword == "MISC_CHECK":
-            continue
-        value, origin = pick(option)
-        lines.append(f"{key} = {value}    # {origin}")
+            host, host_origin = pick("virtualhost")
+        if host is not None and _check_host(host):
+            notes.append(Note(s.where, f"virtualhost {host}", "kanotify's Host header takes a host name without "
+                                                               "spaces, / or @: the real server's address is sent"))
+        elif host is not None:
+            lines.append(CheckLine("host", _toml_str(host), host_origin))
+        if kind == "https":
+            lines.append(CheckLine("verify", "false", "keepalived's SSL_GET does not verify the certificate"))
+    timeout: tuple[str | None, str]
+    if kind == "command":
+        if "misc_path" not in raw:
+            return _Mapped(None, [_note(s, "keepalived skips a MISC_CHECK without misc_path: it runs no check")]
+                           + notes, False)
+        misc = raw["misc_path"]
+        argv, ignored = script_argv(misc)
+        if argv is None:
+            return _Mapped(None, [_note(misc, "keepalived cannot parse this command (an unclosed quote?) and skips "
+                                              "the MISC_CHECK")] + notes, False)
+        sources.add(misc.where)
+        if ignored:
+            comments.append(f"misc_path ({misc.where}): keepalived runs only its first word (quote the whole "
+                            f"command); {' '.join(ignored)} ignored")
+        command, why = _command(argv, split_script(misc.text) or [])
+        if command is None:
+            blockers.append(f"misc_path ({misc.where}): {why}")
+            command = argv
+        elif why:
+            comments.append(why)
+        lines.append(CheckLine("command", f"[{', '.join(_toml_str(w) for w in command)}]", f"misc_path ({misc.where})"))
+        if "user" in raw:
+            user = raw["user"].arg(0) or ""
+            notes.append(_note(raw["user"], "kanotify runs the command as root, as its listener runs" + (
+                "" if user == "root" else f", not as {user}: make sure only root can change {argv[0]}")))
+        if "misc_dynamic" in raw:
+            blockers.append(f"misc_dynamic ({raw['misc_dynamic'].where}): keepalived counts exit codes 2-255 as UP "
+                            "with weight code-2; kanotify counts only exit 0 as UP and would take these real servers "
+                            "DOWN (make the script exit 0 when up, drop misc_dynamic, then use this check)")
+        mt = own.get("misc_timeout")
+        if mt is not None and mt.value != "0":
+            sources.add(mt.where)
+            timeout = mt.value, f"misc_timeout ({mt.where})"
+        else:  # check_misc.c: no misc_timeout (or 0) -> the virtual_server's own delay_loop
+            vs_loop = vs.cascade.get("delay_loop")
+            given_zero = f"misc_timeout 0 ({mt.where})" if mt is not None else "no misc_timeout"
+            if vs_loop is not None:
+                sources.add(vs_loop.where)
+                timeout = vs_loop.value, f"{given_zero}: keepalived uses virtual_server delay_loop ({vs_loop.where})"
+            else:
+                timeout = DEFAULT_DELAY_LOOP, f"{given_zero}: keepalived uses the virtual_server's delay_loop, " \
+                                              f"default {DEFAULT_DELAY_LOOP}"
+            if mt is not None:
+                sources.add(mt.where)
+    else:
+        value, origin = pick("connect_timeout")
+        timeout = (value, origin) if value is not None else (DEFAULT_CONNECT_TIMEOUT, "keepalived's default")
+    default_retry, default_delay = CHECKER_DEFAULTS[s.keyword]
+    special = f"keepalived's {s.keyword} default"
+    for key, (value, origin), default in (
+        ("interval", pick("delay_loop"), (DEFAULT_DELAY_LOOP, "keepalived's default")),
+        ("timeout", timeout, (None, "")),
+        ("retry", pick("retry"), (default_retry, special if default_retry != "1" else "keepalived's default")),
+        ("retry_delay", pick("delay_before_retry"), (default_delay, special if default_delay != "1" else
+                                                     "keepalived's default")),
+    ):
+        if value is None:
+            value, origin = default
+        assert value is not None
+        if Decimal(value) > _LIMITS[key]:
+            value, origin = str(_LIMITS[key]), f"{origin}: {value}, above kanotify's maximum {_LIMITS[key]}"
+        lines.append(CheckLine(key, value, origin))
     inhibit, origin = pick("inhibit_on_failure")
-    if origin != "keepalived's default":
-        lines.append(f'on_failure = "{"remove" if inhibit in ("off", "false", "no") else "drain"}"    # {origin}')
-    return [_note(s, f"{HEALTH}; it would be:", tuple(lines))] + extra
+    if inhibit is None:
+        lines.append(CheckLine("on_failure", '"remove"', "no inhibit_on_failure: keepalived removes a failed real "
+                                                         "server"))
+    else:
+        lines.append(CheckLine("on_failure", '"drain"' if inhibit == "on" else '"remove"', origin))
+    alpha, origin = pick("alpha")
+    if alpha is not None:
+        lines.append(CheckLine("initial", '"down"' if alpha == "on" else '"up"', origin))
+    check = ImportedCheck(s.keyword, s.where, tuple(lines), tuple(comments))
+    if blockers:
+        head = _note(s, "; ".join(blockers) + ": not imported; it would be:",
+                     tuple(_table_lines("[instance.service.real.check]", [check])))
+        return _Mapped(None, [head] + notes, True, frozenset(sources))
+    return _Mapped(check, notes, True, frozenset(sources))
 
 
-def _status_list(words: tuple[str, ...]) -> list[int]:
-    """keepalived's status_code words (``200``, ``200-299``, comma lists) as codes."""
-    codes: list[int] = []
-    for word in " ".join(words).replace(",", " ").split():
-        m = re.fullmatch(r"(\d{3})(?:-(\d{3}))?", word)
-        if m:
-            codes.extend(range(int(m.group(1)), int(m.group(2) or m.group(1)) + 1))
-    return codes
+def _url(s: Statement, urls: list[Statement], notes: list[Note]) -> Statement | None:
+    """The url kanotify checks (the first one keepalived keeps); notes for the others."""
+    kept = []
+    for url in urls:
+        for o in url.block or ():
+            if o.keyword not in URL_KEYWORDS:
+                notes.append(_note(o, "not a url option keepalived 2.2.7 knows (it ignores it)"))
+            elif o.keyword in CHECKER_UNSUPPORTED:
+                notes.append(_note(o, CHECKER_UNSUPPORTED[o.keyword]))
+        paths = [p for p in url.children("path") if p.args]
+        if not paths:
+            notes.append(_note(url, "keepalived ignores a url without a path"))
+        else:
+            kept.append(url)
+    for more in kept[1:]:
+        notes.append(_note(more, f"kanotify checks one url per real server (the first, {kept[0].where}); keepalived "
+                                 "also fetched this one, and the real server was UP only while every url passed"))
+    return kept[0] if kept else None
+
+
+def _status_codes(given: list[Statement]) -> tuple[list[int], list[tuple[Statement, str]]]:
+    """keepalived's status_code words (``200``, ``200-299``) as codes, and the words it skips (check_http.c)."""
+    codes: set[int] = set()
+    bad: list[tuple[Statement, str]] = []
+    for stmt in given:
+        for word in stmt.args:
+            m = re.fullmatch(r"([0-9]+)(?:-([0-9]+))?", word)
+            lo = int(m.group(1)) if m else 0
+            hi = int(m.group(2) or lo) if m else 0
+            if not 100 <= lo <= hi <= 599:
+                bad.append((stmt, word))
+            else:
+                codes.update(range(lo, hi + 1))
+    return sorted(codes), bad
+
+
+def _command(argv: list[str], line: list[str]) -> tuple[list[str] | None, str]:
+    """keepalived's misc_path argv as a kanotify command: (command, a comment) or (None, why it cannot be one).
+
+    keepalived execs misc_path directly, without a shell (notify.c
+    system_call_script), so shell syntax in it was never interpreted; the one
+    exception is a command starting ``</``, a file test keepalived hands to
+    system(), i.e. ``/bin/sh -c``.
+    """
+    first = argv[0]
+    written = line[1] if len(line) > 1 else " ".join(argv)
+    if first.startswith("<") and first[1:].lstrip(" \t").startswith("/"):
+        text = " ".join([first] + [f"'{word}'" for word in argv[1:]])  # cmd_str(): the others single-quoted
+        return ["/bin/sh", "-c", text], "keepalived runs a misc_path starting with </ (a file test) with /bin/sh -c"
+    if not (os.path.basename(first) in _SHELLS and argv[1:2] == ["-c"]):
+        for word in argv[1:]:
+            if _SHELL_WORD.fullmatch(word) or _SHELL_PART.search(word):
+                return None, (f"{word!r} is shell syntax, but keepalived runs misc_path without a shell, so {first} "
+                              f"got it as an argument; kanotify runs commands without a shell too. If a shell was "
+                              f"meant: command = [\"/bin/sh\", \"-c\", {_toml_str(written)}]")
+    if "/" not in first:
+        return None, f"{first} is not a path: keepalived searches PATH for it, kanotify runs a command by its " \
+                     "absolute path only"
+    if not os.path.isabs(first):
+        return None, f"{first} is a relative path: kanotify runs a command by its absolute path only"
+    if any(not word or "\0" in word for word in argv):
+        return None, "an empty argument or a NUL byte: kanotify's command words are non-empty strings"
+    return argv, ""
+
+
+def _table_lines(header: str, checks: list[ImportedCheck], indent: str = "") -> list[str]:
+    """The TOML of a ``[check]`` table that *checks* (all with the same :attr:`~ImportedCheck.table`) share."""
+    first = checks[0]
+    out = [f"{indent}{header}    # {first.checker} ({', '.join(str(c.where) for c in checks)})"]
+    seen: list[str] = []
+    for comment in (c for check in checks for c in check.comments):
+        if comment not in seen:
+            seen.append(comment)
+            out.append(f"{indent}# {_clean(comment)}")
+    for i, line in enumerate(first.lines):
+        origin = _merged([check.lines[i].origin for check in checks])
+        out.append(f"{indent}{line.key} = {line.value}" + (f"    # {_clean(origin)}" if origin else ""))
+    return out
+
+
+def _merged(origins: list[str]) -> str:
+    """Origins of one key across real servers: ``retry (k.conf:34)`` and ``retry (k.conf:43)`` -> one entry."""
+    groups: dict[str, list[str]] = {}
+    for text in origins:
+        if not text:
+            continue
+        m = re.fullmatch(r"(.*) \(([^()]*)\)", text)
+        head, place = (m.group(1), m.group(2)) if m else (text, "")
+        places = groups.setdefault(head, [])
+        if place and place not in places:
+            places.append(place)
+    return "; ".join(f"{head} ({', '.join(places)})" if places else head for head, places in groups.items())
 
 
 # --------------------------------------------------------------------------- import
@@ -696,6 +1060,8 @@ def _service(vs: _VS, target: _Target, first: bool) -> ImportedService | Note:
         notes.append(bad)
     service = VirtualService(key, scheduler, vs.persistence or 0, netmask, frozenset(flags))
     reals: list[ImportedReal] = []
+    checkers: list[Where] = []
+    used: set[Where] = set()  # the lines the checks took values from
     seen: dict[tuple[IPAddress, int], Where] = {}
     configured: dict[tuple[IPAddress, int], Where] = {}
     for rs in vs.reals:
@@ -736,17 +1102,29 @@ def _service(vs: _VS, target: _Target, first: bool) -> ImportedService | Note:
                                          "(ERANGE), kanotify's config too"))
         weight = rs.weight if rs.weight is not None else vs.weight
         real = RealServer(rs.address, port, forward, weight, rs.upper, lower)
+        check, cnotes, runs, sources = _checks(vs, rs, real)
+        checkers.extend(runs)
         if first:
-            for checker in rs.checkers:
-                check_port = rs.port or target.port
-                rnotes.extend(_checker_note(vs, rs, checker, check_port))
-        reals.append(ImportedReal(real, rs.stmt.where, tuple(rnotes)))
+            used |= sources
+            rnotes.extend(cnotes)
+            rnotes.extend(_unused(rs.cascade, sources))
+        reals.append(ImportedReal(real, rs.stmt.where, tuple(rnotes), check))
+    if first:
+        notes.extend(_unused(vs.cascade, used))
     if not reals:
         return Note(vs.stmt.where, target.title, "none of its real servers can be used: keepalived ignores it")
     if not first:
         comments.append(f"one of the services of {' '.join(vs.stmt.words)} ({vs.stmt.where}): its keepalived "
                         "options not imported are listed under the first")
-    return ImportedService(service, tuple(reals), vs.stmt.where, target.title, tuple(notes), tuple(comments))
+    return ImportedService(service, tuple(reals), vs.stmt.where, target.title, tuple(notes), tuple(comments),
+                           tuple(checkers))
+
+
+def _unused(options: dict[str, _Option], used: set[Where]) -> list[Note]:
+    """Checker options of a virtual_server or real_server that no check below took."""
+    return [Note(o.where, f"{o.written} {o.value}", "only health checkers use it, and none below it takes it (there "
+                                                    "is none, or each gives its own)")
+            for o in options.values() if o.where not in used]
 
 
 # --------------------------------------------------------------------------- sync daemon
@@ -818,6 +1196,10 @@ def render(result: ImportResult) -> str:
         f"# {len(result.services)} IPVS service(s), wanted while {result.instance} is MASTER. "
         "Check it with: kanotify --config FILE check",
     ]
+    checked = sum(1 for s in result.services for r in s.reals if r.check is not None)
+    if checked:
+        out.append(f"# {checked} real server(s) health-checked as keepalived checked them; the checks run in "
+                   "kanotify listen.")
     count = len(result.notes) + sum(len(s.notes) + sum(len(r.notes) for r in s.reals) for s in result.services)
     if count:
         out.append(f"# {count} keepalived keyword(s) could not be imported: see the '# not imported' lines.")
@@ -856,6 +1238,10 @@ def render(result: ImportResult) -> str:
         out.append('  states = ["master"]')
         for note in svc.notes:
             out.extend(note.lines("  "))
+        shared = svc.shared_check
+        if shared is not None:
+            out.append("")
+            out.extend(_table_lines("[instance.service.check]", [r.check for r in svc.reals if r.check], "    "))
         for imported in svc.reals:
             real = imported.real
             out.append("")
@@ -870,6 +1256,8 @@ def render(result: ImportResult) -> str:
                 out.append(f"    lower_threshold = {real.l_threshold}")
             for note in imported.notes:
                 out.extend(note.lines("    "))
+            if imported.check is not None and shared is None:
+                out.extend(_table_lines("[instance.service.real.check]", [imported.check], "      "))
     return "\n".join(out) + "\n"
 
 
@@ -892,6 +1280,8 @@ def import_file(path: str, instance: str | None = None, config_id: str | None = 
 
 def cmd_import(g: Any, path: str, instance: str | None, config_id: str | None) -> NoReturn:
     """``kanotify import KEEPALIVED_CONF [--instance NAME] [--config-id ID]``."""
+    import tomllib
+
     from .commands import Exit, out
     from .config import _NAME_RE
     from .errors import EXIT_OK, UsageError
@@ -906,6 +1296,10 @@ def cmd_import(g: Any, path: str, instance: str | None, config_id: str | None) -
             "source": result.path,
             "instance": result.instance,
             "services": [str(s.service) for s in result.services],
+            "checks": [{"service": str(s.service.key), "real": format_hostport(r.real.address, r.real.port),
+                        "checker": r.check.checker, "where": str(r.check.where),
+                        "check": tomllib.loads("\n".join(f"{k} = {v}" for k, v in r.check.table))}
+                       for s in result.services for r in s.reals if r.check],
             "not_imported": [{"keyword": n.keyword, "where": str(n.where), "reason": n.reason} for n in notes],
             "problems": list(result.problems),
             "toml": text,

@@ -272,6 +272,23 @@ def split_script(text: str) -> list[str] | None:
         words.append("".join(out))
 
 
+def script_argv(stmt: Statement) -> tuple[list[str] | None, list[str]]:
+    """A script line's command as keepalived runs it, and the words after the command.
+
+    keepalived splits the line with quotes and escapes, takes word 1 as the
+    command and splits that again (``notify_script_init``,
+    ``set_script_params_array``); the words after it are the user and group
+    of notify scripts, and ignored by ``misc_path``.  The argv is ``None``
+    when keepalived cannot parse it (an unclosed quote, no command).
+
+    >>> script_argv(Statement(("misc_path",), Where("k", 1), 'misc_path "/bin/check -p 80" root'))
+    (['/bin/check', '-p', '80'], ['root'])
+    """
+    words = split_script(stmt.text) or []
+    argv = split_script(words[1]) if len(words) > 1 else None
+    return (argv or None), words[2:]
+
+
 def decomment(line: str) -> tuple[str, bool, str | None]:
     """keepalived's ``decomment``: drop comments and outer blanks.
 
@@ -834,6 +851,7 @@ __all__ = [
     "default_config_id",
     "parse_text",
     "read_config",
+    "script_argv",
     "split_script",
     "split_words",
 ]

@@ -19,7 +19,7 @@ import pytest
 from kanotify.config import parse_config
 from kanotify.importer import ImportResult, import_conf, import_file, render
 from kanotify.keepalived_conf import parse_text, read_config
-from kanotify.model import RealServer, ServiceKey
+from kanotify.model import HealthCheck, RealServer, ServiceKey
 
 CONFIGS = Path(__file__).parent / "keepalived_configs"
 ALL = sorted(p.name for p in CONFIGS.glob("*.conf")) + ["includes/main.conf"]
@@ -76,11 +76,11 @@ def test_no_keyword_is_dropped_silently(name: str) -> None:
         for stmt in vs.walk():
             if stmt is vs or stmt.keyword in mapped or (stmt.keyword in ("lb_algo", "lb_kind")):
                 continue
-            if stmt.keyword in ("url", "path", "status_code", "misc_path", "misc_timeout", "connect_port"):
-                continue  # part of a checker's proposal, under the checker's own note
-            # a checker option shows in its checker's proposal with where it comes from
-            assert str(stmt.where) in noted or f"({stmt.where})" in text, \
-                f"{stmt.words} at {stmt.where} is neither imported nor noted"
+            if stmt.keyword == "url":
+                continue  # its path is named where the check uses it
+            # a checker, or an option a check takes, is named in the comment of the check's line
+            shown = re.search(rf"[( ]{re.escape(str(stmt.where))}[,)]", text)
+            assert str(stmt.where) in noted or shown, f"{stmt.words} at {stmt.where} is neither imported nor noted"
     assert all(line.startswith(("#", "[", " ", "name")) or not line for line in lines)
 
 
@@ -91,16 +91,19 @@ def test_seed_004_director() -> None:
         "192.0.2.12:80 dr weight 1", "192.0.2.13:80 dr weight 1", "192.0.2.14:80 dr weight 1"]}
     notes = all_notes(result)
     where = str(CONFIGS / "seed004.conf")
-    assert f"delay_loop 6 ({where}:35)" in notes
     assert f"nb_get_retry 3 ({where}:41)" in notes  # keepalived 2.2.7 does not know it there
-    assert f"HTTP_GET ({where}:45)" in notes
     assert f"digest c2e7b1048523a6fc9a1a78d5fd783605 ({where}:48)" in notes
     assert "# not imported: nb_get_retry 3" in text and "not a virtual_server keyword" in text
-    # the HTTP_GET proposal has the cascaded options, with where they come from
-    assert f'#   interval = 6    # virtual_server delay_loop ({where}:35)' in text
-    assert f'#   timeout = 3    # virtual_server connect_timeout ({where}:40)' in text
-    assert '#   retry = 1    # keepalived\'s default' in text
-    assert '#   path = "/"' in text and "#   [instance.service.real.check]" in text
+    # the three HTTP_GETs are one check: the service's, with the cascaded options and where they come from
+    assert "[instance.service.check]    # HTTP_GET" in text and "[instance.service.real.check]" not in text
+    assert f'interval = 6    # virtual_server delay_loop ({where}:35)' in text
+    assert f'timeout = 3    # virtual_server connect_timeout ({where}:40)' in text
+    assert "retry = 1    # keepalived's default" in text  # nb_get_retry 3 was ignored there
+    assert f"retry_delay = 3    # virtual_server delay_before_retry ({where}:42)" in text
+    (spec,) = parse_config(text).instances[0].services
+    assert {check for _, check in spec.checks} == {
+        HealthCheck("http", path="/", interval=6, timeout=3, retry=1, retry_delay=3, on_failure="remove")}
+    assert len(spec.checks) == 3
     assert 'states = ["master"]' in text
 
 
@@ -115,8 +118,15 @@ def test_dr_basic_persistence_thresholds_flags_and_checks() -> None:
     tls = by_key[ServiceKey.inet("tcp", ip("192.0.2.100"), 443)]
     assert tls.service.flags == frozenset({"sh-port", "sh-fallback"}) and tls.service.scheduler == "sh"
     assert [r.real.weight for r in tls.reals] == [1, 0] and {r.real.forward for r in tls.reals} == {"tun"}
-    assert "#   retry = 2    # retry" in text and "#   port = 8080" in text
-    assert '#   on_failure = "drain"    # real_server inhibit_on_failure' in text
+    checks = dict(parse_config(text).instances[0].services[0].checks)
+    assert checks == {
+        (ip("192.0.2.21"), 80): HealthCheck("tcp", interval=10, timeout=4, retry=2, retry_delay=2, on_failure="remove"),
+        (ip("192.0.2.22"), 80): HealthCheck("tcp", port=8080, interval=10, timeout=5, retry=1, retry_delay=1,
+                                            on_failure="drain"),
+    }
+    assert "retry = 2    # retry" in text and "port = 8080    # connect_port" in text
+    assert 'on_failure = "drain"    # real_server inhibit_on_failure' in text
+    assert text.count("[instance.service.real.check]") == 2  # the two checks differ: one per real server
 
 
 def test_fwmark_families() -> None:
@@ -157,15 +167,25 @@ def test_nat_ipv6_default_weight_persistence_and_sctp() -> None:
     assert [r.real.weight for r in v6.reals] == [4, 2]  # virtual_server weight 4 is the default
     assert v6.service.netmask == 64 and v6.service.persistence == 360  # granularity turns persistence on
     assert sctp.service.key.protocol == "sctp"
-    assert '#   command = ["/bin/true", "192.0.2.22"]' in text and '#   type = "https"' in text
+    checks = dict(parse_config(text).instances[0].services[0].checks)
+    assert checks == {
+        (ip("192.0.2.21"), 8443): HealthCheck("https", path="/status", verify=False, interval=60, timeout=5,
+                                              retry=1, retry_delay=3, on_failure="remove"),
+        # MISC_CHECK: keepalived's retry default is 0 there
+        (ip("192.0.2.22"), 8443): HealthCheck("command", command=("/bin/true", "192.0.2.22"), interval=60,
+                                              timeout=5, retry=0, retry_delay=1, on_failure="remove"),
+    }
+    assert "verify = false    # keepalived's SSL_GET does not verify the certificate" in text
 
 
 def test_legacy_names_and_the_sync_daemon_proposal() -> None:
     result, text = imported("legacy.conf")
     (svc,) = result.services
     assert svc.service.scheduler == "wlc" and svc.reals[0].real.forward == "dr"
-    assert "#   retry = 4    # nb_get_retry" in text  # legacy alias inside HTTP_GET
-    assert "#   status = [200]" in text and '#   path = "/health"' in text
+    assert "retry = 4    # nb_get_retry" in text  # legacy alias inside HTTP_GET
+    (check,) = {c for _, c in parse_config(text).instances[0].services[0].checks}
+    assert check == HealthCheck("http", path="/health", status=(200,), interval=3, timeout=2, retry=4, retry_delay=1,
+                                on_failure="remove")
     assert "# not imported: lvs_sync_daemon_interface eth1" in text
     assert '#   interface = "eth1"' in text and '#   instance = "VI_OLD"' in text and "#   sync_id = 91" in text
 
@@ -238,7 +258,12 @@ def test_cli_json_and_errors(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert data["services"] == ["tcp 192.0.2.21:80 scheduler rr"] and data["instance"] == "LVSha"
-    assert any(n["keyword"] == "HTTP_GET" and n["where"].endswith("seed004.conf:45") for n in data["not_imported"])
+    assert data["checks"][0] == {"service": "tcp 192.0.2.21:80", "real": "192.0.2.12:80", "checker": "HTTP_GET",
+                                 "where": str(CONFIGS / "seed004.conf") + ":45", "check": {
+                                     "type": "http", "path": "/", "interval": 6, "timeout": 3, "retry": 1,
+                                     "retry_delay": 3, "on_failure": "remove"}}
+    assert any(n["keyword"].startswith("digest") and n["where"].endswith("seed004.conf:48")
+               for n in data["not_imported"])
     missing = subprocess.run([KANOTIFY, "import", str(tmp_path / "nope.conf")], capture_output=True, text=True,
                              timeout=60)
     assert missing.returncode == 78 and "nope.conf" in missing.stderr and "Traceback" not in missing.stderr
