@@ -30,7 +30,7 @@ from .config import Config
 if TYPE_CHECKING:
     from .importer import ImportResult
 from .keepalived_conf import KeepalivedConf, Statement, read_config, script_argv
-from .model import IPInterface
+from .model import IPInterface, ServiceKey
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 
@@ -709,6 +709,50 @@ def check_services(ctx: Context) -> list[Row]:
     return rows or [Row(PASS, "services", "no IPVS service is managed by both keepalived and kanotify")]
 
 
+def _checked(ctx: Context) -> dict[ServiceKey, tuple[str, int]]:
+    """kanotify's health-checked services: key -> (instance, how many real servers are checked)."""
+    return {spec.service.key: (inst.name, len(spec.checks)) for inst in (ctx.config.instances if ctx.config else ())
+            for spec in inst.services if spec.checks}
+
+
+def check_health_twice(ctx: Context) -> list[Row]:
+    """One checker per service: keepalived's checkers and kanotify's [check] would fight over the weight."""
+    if ctx.config is None:
+        return [Row(PASS, "health checked twice", "no kanotify config: health checkers not compared")]
+    checked = _checked(ctx)
+    rows = []
+    for svc in ctx.imported().services:
+        if svc.checkers and svc.service.key in checked:
+            instance, count = checked[svc.service.key]
+            rows.append(Row(WARN, "health checked twice", f"{svc.service.key}: keepalived's virtual_server "
+                            f"({svc.where}) runs {len(svc.checkers)} health checker(s) on its real servers and "
+                            f"kanotify's config checks {count} of them (instance {instance})",
+                            "remove the checkers from keepalived.conf or the [check] from kanotify's config: two "
+                            "checkers would fight over the weight", str(svc.checkers[0])))
+    return rows or [Row(PASS, "health checked twice", "no service is health-checked by both keepalived and kanotify")]
+
+
+def check_health_listener(ctx: Context) -> list[Row]:
+    """kanotify's checks run only in ``kanotify listen``: is one started by keepalived?"""
+    checked = _checked(ctx)
+    if not checked:
+        return [Row(PASS, "health checks", "kanotify's config has no health checks")]
+    reals = sum(count for _, count in checked.values())
+    fifos = {s.keyword for s in ctx.kconf.global_defs() if s.keyword in FIFOS and s.args}
+    for ref in scripts(ctx.kconf):
+        keyword = ref.stmt.keyword
+        if keyword.endswith("notify_fifo_script") and keyword[: -len("_script")] in fifos and ref.kanotify is not None \
+                and _kanotify_command(ref.kanotify)[0] == "listen":
+            return [Row(PASS, "health checks", f"{reals} real server(s) health-checked by kanotify listen, which "
+                        f"{keyword} starts", where=_w(ref.stmt))]
+    return [Row(WARN, "health checks", f"kanotify's config health-checks {reals} real server(s), but keepalived.conf "
+                "starts no kanotify listen (vrrp_notify_fifo_script): the checks run only in the listener, so "
+                "unless it runs as a systemd service no real server is checked",
+                "add vrrp_notify_fifo and vrrp_notify_fifo_script \"/usr/local/bin/kanotify listen\" to global_defs, "
+                "or run kanotify listen as a service (examples/kanotify-listen.service)",
+                ctx.config.path if ctx.config else "")]
+
+
 def _real_server_role(ctx: Context) -> tuple[bool, str]:
     """Does this host hold a VIP on lo (the real-server role), and why we think so."""
     if ctx.config is not None:
@@ -969,6 +1013,8 @@ CHECKS: tuple[Callable[[Context], list[Row]], ...] = (
     check_instances,
     check_vips,
     check_services,
+    check_health_twice,
+    check_health_listener,
     check_lo_prefix,
     check_arp,
     check_rp_filter,

@@ -727,7 +727,7 @@ def _map_checker(vs: _VS, rs: _RS, s: Statement, real: RealServer) -> _Mapped:
         lines.append(CheckLine("initial", '"down"' if alpha == "on" else '"up"', origin))
     check = ImportedCheck(s.keyword, s.where, tuple(lines), tuple(comments))
     if blockers:
-        head = _note(s, "; ".join(blockers) + ": not imported; it would be:",
+        head = _note(s, "; ".join(blockers) + "; it would be:",
                      tuple(_table_lines("[instance.service.real.check]", [check])))
         return _Mapped(None, [head] + notes, True, frozenset(sources))
     return _Mapped(check, notes, True, frozenset(sources))

@@ -381,3 +381,52 @@ def test_docs_describe_every_check_and_the_three_commands() -> None:
         assert done.returncode == 0, done.stderr
     helptext = subprocess.run([KANOTIFY, "doctor", "--help"], capture_output=True, text=True, timeout=60).stdout
     assert "--keepalived-conf" in helptext and "--config-id" in helptext and "--sysctl-root" not in helptext
+
+
+CHECKED_CONFIG = SERVICE_CONFIG + '[instance.service.real.check]\ntype = "tcp"\n'
+CHECKED_VS = VS.replace("  }\n}\n", "    TCP_CHECK {\n      connect_timeout 3\n    }\n  }\n}\n")
+LISTEN = ('global_defs {\n  vrrp_notify_fifo /run/k.fifo\n  vrrp_notify_fifo_script "/usr/local/bin/kanotify '
+          'listen"\n}\n')
+
+
+def test_a_service_checked_by_keepalived_and_kanotify_warns() -> None:
+    found = rows(doctor.check_health_twice, ctx(INSTANCE + CHECKED_VS, CHECKED_CONFIG))
+    assert [(r.status, r.check, r.where) for r in found] == [(WARN, "health checked twice", "keepalived.conf:11")]
+    assert "tcp 192.0.2.100:80: keepalived's virtual_server (keepalived.conf:7) runs 1 health checker(s)" in found[0].what
+    assert found[0].fix == ("remove the checkers from keepalived.conf or the [check] from kanotify's config: two "
+                            "checkers would fight over the weight")
+    # either side alone checks it: pass
+    for keepalived, config in ((INSTANCE + VS, CHECKED_CONFIG), (INSTANCE + CHECKED_VS, SERVICE_CONFIG),
+                               (INSTANCE + CHECKED_VS.replace(" 80 {", " 81 {"), CHECKED_CONFIG),
+                               (INSTANCE + CHECKED_VS, None)):
+        assert status(rows(doctor.check_health_twice, ctx(keepalived, config))) == PASS
+    # a checker kanotify cannot import still runs in keepalived: it counts
+    smtp = CHECKED_VS.replace("TCP_CHECK", "SMTP_CHECK")
+    assert status(rows(doctor.check_health_twice, ctx(INSTANCE + smtp, CHECKED_CONFIG))) == WARN
+    # a fwmark service, checked through its service-level [check]
+    fwm = CONFIG + ('[[instance.service]]\nfwmark = 5\n[instance.service.check]\ntype = "tcp"\nport = 80\n'
+                    '[[instance.service.real]]\naddress = "192.0.2.21"\n')
+    fwm_vs = CHECKED_VS.replace("192.0.2.100 80", "fwmark 5").replace("connect_timeout 3", "connect_port 80")
+    assert status(rows(doctor.check_health_twice, ctx(INSTANCE + fwm_vs, fwm))) == WARN
+
+
+def test_checks_without_a_listener_warn() -> None:
+    found = rows(doctor.check_health_listener, ctx(INSTANCE, CHECKED_CONFIG))
+    assert [(r.status, r.check, r.where) for r in found] == [(WARN, "health checks", "/etc/kanotify/kanotify.toml")]
+    assert "checks run only in the listener" in found[0].what and "systemd service" in found[0].what
+    assert "kanotify-listen.service" in found[0].fix
+    passed = rows(doctor.check_health_listener, ctx(LISTEN + INSTANCE, CHECKED_CONFIG))
+    assert [(r.status, r.where) for r in passed] == [(PASS, "keepalived.conf:3")]
+    assert "1 real server(s) health-checked by kanotify listen" in passed[0].what
+    # the global notify_fifo_script runs a listener too (the fifo row fails it for starting it twice)
+    assert status(rows(doctor.check_health_listener, ctx(LISTEN.replace("vrrp_notify", "notify"),
+                                                         CHECKED_CONFIG))) == PASS
+    # a fifo script without its FIFO is never started; another program on the FIFO is no listener
+    assert status(rows(doctor.check_health_listener, ctx(LISTEN.replace("vrrp_notify_fifo /", "# "),
+                                                         CHECKED_CONFIG))) == WARN
+    assert status(rows(doctor.check_health_listener, ctx(LISTEN.replace("kanotify listen", "other listen"),
+                                                         CHECKED_CONFIG))) == WARN
+    assert status(rows(doctor.check_health_listener, ctx(LISTEN.replace("listen", "notify"), CHECKED_CONFIG))) == WARN
+    # no checks: nothing to run
+    assert status(rows(doctor.check_health_listener, ctx(INSTANCE, SERVICE_CONFIG))) == PASS
+    assert status(rows(doctor.check_health_listener, ctx(INSTANCE))) == PASS
