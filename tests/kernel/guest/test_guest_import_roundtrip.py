@@ -11,7 +11,14 @@ keepalived's health checkers would take real servers out as their checks fail;
 the namespace routes the documentation prefixes into a dummy device, so a check
 hangs until its connect_timeout (several seconds per try) and the table is read
 as soon as keepalived has loaded it -- before any checker can have decided.
-MISC_CHECKs run /bin/true.  Also here, the pass side of doctor's ip_vs check.
+MISC_CHECKs run /bin/true.  The imported checks are in the TOML kanotify applies
+(they change nothing without a listener).
+
+Then the checks themselves: for checkers.conf, whose checkers fail or pass
+whatever the host (unreachable addresses, /bin/false, /bin/true), keepalived's
+checkers and ``kanotify listen`` with the imported checks must leave the same
+IPVS table -- removed real servers, drained ones (inhibit_on_failure) and an
+``alpha`` one that comes up.  Also here, the pass side of doctor's ip_vs check.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from typing import Iterator
 import pytest
 
 from ipvs_guest_support import run, save, thresholds
+from kanotify.config import parse_config
 from kanotify.importer import import_file
 
 CONFIGS = Path(__file__).resolve().parents[2] / "unit" / "keepalived_configs"
@@ -115,9 +123,10 @@ def test_keepalived_and_the_imported_toml_load_the_same_ipvs_table(
     finally:
         _stop(proc)
 
-    config = tmp_path / "kanotify.toml"
-    config.write_text(f'[settings]\nstate_dir = "{tmp_path}/state"\njournal = "{tmp_path}/journal.jsonl"\n'
-                      f'syslog = false\n\n{text}')
+    config = _config(tmp_path, text)
+    # the imported checks are in what kanotify loads (and apply nothing without a listener)
+    checked = sum(len(spec.checks) for spec in parse_config(config.read_text()).instances[0].services)
+    assert checked == sum(1 for s in result.services for r in s.reals if r.check is not None)
     records = []
     for _ in range(2):
         done = subprocess.run(["ip", "netns", "exec", kn, KANOTIFY, "--allow-insecure", "--config", str(config),
@@ -128,6 +137,96 @@ def test_keepalived_and_the_imported_toml_load_the_same_ipvs_table(
 
     assert _normalized(save(kn)) == _normalized(keepalived_table)
     assert thresholds(kn) == keepalived_thresholds
+
+
+def _config(tmp_path: Path, text: str) -> Path:
+    config = tmp_path / "kanotify.toml"
+    config.write_text(f'[settings]\nstate_dir = "{tmp_path}/state"\njournal = "{tmp_path}/journal.jsonl"\n'
+                      f'hooks_dir = "{tmp_path}/hooks.d"\nsyslog = false\n\n{text}')
+    config.chmod(0o600)
+    return config
+
+
+#: checkers.conf once the checkers have decided: service real -> weight (a removed real server is absent)
+SETTLED = {
+    "-t 192.0.2.100:80 192.0.2.22:80": 0,  # TCP_CHECK fails, inhibit_on_failure: drained
+    "-t 192.0.2.100:80 192.0.2.23:80": 2,  # MISC_CHECK /bin/true
+    "-t 192.0.2.100:80 192.0.2.25:80": 1,  # alpha: DOWN until its first (passing) check
+    "-t 192.0.2.100:80 192.0.2.26:80": 0,  # HTTP_GET fails, inhibit_on_failure
+    "-f 7 192.0.2.31:0": 1,  # MISC_CHECK /bin/true
+    "-f 7 192.0.2.32:0": 0,  # TCP_CHECK connect_port 443 fails, the virtual_server's inhibit_on_failure
+}  # 192.0.2.21 (TCP_CHECK) and 192.0.2.24 (MISC_CHECK /bin/false) are removed
+
+
+def _weights(lines: list[str]) -> dict[str, int]:
+    """``ipvsadm-save -n`` real server lines: "-t VIP:PORT REAL:PORT" -> weight."""
+    found = {}
+    for line in lines:
+        words = line.split()
+        if words[:1] == ["-a"]:
+            found[f"{words[1]} {words[2]} {words[4]}"] = int(words[words.index("-w") + 1])
+    return found
+
+
+def _settle(ns: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> tuple[list[str], float]:
+    """ipvsadm-save -n of *ns* once it is :data:`SETTLED` and stays so for two delay_loops; and how long it took."""
+    started = time.monotonic()
+    lines: list[str] = []
+    while time.monotonic() - started < timeout and proc.poll() is None:
+        lines = save(ns)
+        if _weights(lines) == SETTLED:
+            took = time.monotonic() - started
+            time.sleep(4)  # two delay_loops: nothing flaps
+            again = save(ns)
+            assert _weights(again) == SETTLED, again
+            return again, took
+        time.sleep(0.2)
+    raise AssertionError(f"{ns} did not settle in {timeout}s (exit {proc.poll()}): {_weights(lines)}")
+
+
+def test_the_imported_checks_leave_the_table_keepalived_s_checkers_leave(
+    namespaces: tuple[str, str], tmp_path: Path
+) -> None:
+    ka, kn = namespaces
+    conf = CONFIGS / "checkers.conf"
+    result, text = import_file(str(conf), None, CONFIG_ID)
+    assert sum(1 for s in result.services for r in s.reals if r.check is not None) == 8
+
+    keepalived = subprocess.Popen(
+        ["ip", "netns", "exec", ka, "keepalived", "-n", "-l", "-D", "-C", "-f", str(conf), "-i", CONFIG_ID,
+         "-p", str(tmp_path / "keepalived.pid"), "-c", str(tmp_path / "checkers.pid")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        keepalived_table, keepalived_took = _settle(ka, keepalived)
+    finally:
+        _stop(keepalived)
+
+    config = _config(tmp_path, text)
+    with open(tmp_path / "listen.log", "wb") as log:
+        listener = subprocess.Popen(["ip", "netns", "exec", kn, KANOTIFY, "--allow-insecure", "--config", str(config),
+                                     "listen"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "state" / "control.sock").exists():
+            assert time.monotonic() < deadline and listener.poll() is None, (tmp_path / "listen.log").read_text()
+            time.sleep(0.05)
+        kanotify = [KANOTIFY, "--allow-insecure", "--config", str(config), "--json"]
+        done = subprocess.run(["ip", "netns", "exec", kn, *kanotify, "master", result.instance], capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        kanotify_table, kanotify_took = _settle(kn, listener)
+        # converged: a reconcile through the listener changes nothing (the health it knows included)
+        again = subprocess.run(["ip", "netns", "exec", kn, *kanotify, "reconcile"], capture_output=True, text=True,
+                               timeout=300)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert all(a["status"] == "noop" for a in json.loads(again.stdout)["actions"]), again.stdout
+    finally:
+        _stop(listener)
+
+    assert _normalized(kanotify_table) == _normalized(keepalived_table)
+    print(f"checkers.conf settled: keepalived's checkers after {keepalived_took:.1f}s, kanotify listen with the "
+          f"imported checks after {kanotify_took:.1f}s")
 
 
 def test_doctor_ip_vs_passes_where_the_kernel_has_it(tmp_path: Path) -> None:
