@@ -620,11 +620,11 @@ def _map_checker(vs: _VS, rs: _RS, s: Statement, real: RealServer) -> _Mapped:
         elif "connect_port" in own:
             comments.append(f"{port_origin}: the real server's port, kanotify's default")
     if http:
-        url = _url(s, urls, notes)
+        url = _url(urls, notes)
         if url is None:
             return _Mapped(None, [_note(s, f"keepalived skips a {s.keyword} without a url with a path: it runs "
                                            "no check")] + notes, False)
-        path = url.children("path")[-1]
+        path = [p for p in url.children("path") if p.args][-1]
         sources.add(path.where)
         if _check_url_path(path.args[0]):
             blockers.append(f"path {path.args[0]!r} ({path.where}): kanotify's checks need a path starting with /")
@@ -733,7 +733,7 @@ def _map_checker(vs: _VS, rs: _RS, s: Statement, real: RealServer) -> _Mapped:
     return _Mapped(check, notes, True, frozenset(sources))
 
 
-def _url(s: Statement, urls: list[Statement], notes: list[Note]) -> Statement | None:
+def _url(urls: list[Statement], notes: list[Note]) -> Statement | None:
     """The url kanotify checks (the first one keepalived keeps); notes for the others."""
     kept = []
     for url in urls:
@@ -743,6 +743,8 @@ def _url(s: Statement, urls: list[Statement], notes: list[Note]) -> Statement | 
             elif o.keyword in CHECKER_UNSUPPORTED:
                 notes.append(_note(o, CHECKER_UNSUPPORTED[o.keyword]))
         paths = [p for p in url.children("path") if p.args]
+        for earlier in paths[:-1]:
+            notes.append(_note(earlier, f"path is given again at {paths[-1].where}: keepalived uses the last"))
         if not paths:
             notes.append(_note(url, "keepalived ignores a url without a path"))
         else:
@@ -1186,7 +1188,9 @@ def _clean(text: str) -> str:
 
 
 def _toml_str(text: str | None) -> str:
-    return json.dumps(text or "")  # a JSON string is a valid TOML basic string
+    # a JSON string is a TOML basic string, once DEL is escaped too (non-ASCII stays as it is: TOML has no
+    # surrogate pairs for \u escapes of characters beyond the BMP)
+    return json.dumps(text or "", ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
 def render(result: ImportResult) -> str:

@@ -10,6 +10,7 @@ check_check_config, check_api.c queue_checker, check_misc.c, check_http.c).
 from __future__ import annotations
 
 import ipaddress
+import random
 
 from kanotify.config import parse_config
 from kanotify.importer import ImportResult, import_conf, render
@@ -308,3 +309,39 @@ def test_a_group_gives_every_service_the_checks() -> None:
     assert list(checks) == ["192.0.2.21:80"] and len(
         [c for spec in parse_config(render(result)).instances[0].services for c in spec.checks]) == 2
     assert all(ipaddress.ip_address("192.0.2.21") == r.real.address for s in result.services for r in s.reals)
+
+
+def test_random_checker_blocks_always_import_to_a_config_the_loader_accepts() -> None:
+    """Whatever options and values (valid or not for keepalived), import never writes a check kanotify refuses."""
+    values = ["0", "1", "2.5", "abc", "-1", "100000", "4294967296", "on", "off", "", "7", "/x", "x/y", "é", "$X", "|"]
+    options = ["delay_loop", "connect_timeout", "retry", "nb_get_retry", "delay_before_retry", "warmup", "alpha",
+               "inhibit_on_failure", "virtualhost", "connect_port", "connect_ip", "misc_timeout", "misc_dynamic", "user",
+               "bindto", "http_protocol", "bogus"]
+    commands = ["/bin/true", '"/bin/x a|b"', "rel", '"/bin/sh -c \\"x\\""', '"</etc/hosts"', "\"/bin/a ''\"", "/bin/é",
+                '"/bin/a \\x7f"', '"/bin/a \\000"']
+    rnd = random.Random(12)
+    checked = 0
+    for _ in range(400):
+        def option() -> str:
+            name = rnd.choice(options + ["misc_path"])
+            return f"misc_path {rnd.choice(commands)}" if name == "misc_path" else f"{name} {rnd.choice(values)}"
+
+        def url() -> str:
+            keys = ["path", "status_code", "virtualhost", "digest"]
+            lines = "".join(f"   {rnd.choice(keys)} {rnd.choice(values + ['200', '200-299', '/h', '600'])}\n"
+                            for _ in range(rnd.randint(0, 4)))
+            return f"  url {{\n{lines}  }}\n"
+
+        def checker() -> str:
+            body = "".join(f"  {option()}\n" for _ in range(rnd.randint(0, 5))) + "".join(
+                url() for _ in range(rnd.randint(0, 2)))
+            return f"  {rnd.choice(['TCP_CHECK', 'HTTP_GET', 'SSL_GET', 'MISC_CHECK', 'SMTP_CHECK'])} {{\n{body}  }}\n"
+
+        head = rnd.choice(["192.0.2.100 80", "fwmark 5", "2001:db8::1 443"])
+        reals = [rs(f"2001:db8::{i + 2}" if ":" in head else f"192.0.2.{i + 2}",
+                    "".join(f"  {option()}\n" for _ in range(rnd.randint(0, 3)))
+                    + "".join(checker() for _ in range(rnd.randint(0, 2))), port=rnd.choice([None, 80, 8080]))
+                 for i in range(rnd.randint(1, 3))]
+        text = vs("".join(f" {option()}\n" for _ in range(rnd.randint(0, 4))), *reals, head=head)
+        checked += len(imported(text)[2])  # imported() loads the TOML with kanotify's config loader
+    assert checked > 100  # the generator does reach importable checks
