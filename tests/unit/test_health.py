@@ -127,7 +127,7 @@ def test_tcp_down_after_retry_plus_one_failures_up_after_one_success(run: Run) -
         server.stop()
         run.wait(lambda: not run.target().up)
         target = run.target()
-        assert target.failures == 2 and "refused" in target.last_error
+        assert target.failures >= 2 and "refused" in target.last_error  # 2 at the change; the next check may have counted one more
         assert [(c.up, c.why) for c in run.changes] == [(False, "connection refused")]
         server.start()
         run.wait(lambda: run.target().up)
