@@ -203,7 +203,8 @@ class Health:
 
     async def _http(self, target: Target) -> None:
         check = target.check
-        host = check.host or format_hostport(target.address, target.port).replace(f":{target.port}", "")
+        # the address as a Host header writes it (IPv6 in brackets), without the port
+        host = check.host or (f"[{target.address}]" if target.address.version == 6 else str(target.address))
         tls = self._tls(check.verify) if check.type == "https" else None
         writer = None
         try:

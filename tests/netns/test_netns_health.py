@@ -284,3 +284,51 @@ def test_tcp_down_after_retry_plus_one_failures_retry_delay_apart_and_up_after_o
           f"lower bound {TCP['retry'] * TCP['retry_delay']}s; restarted -> UP {up4['t'] - restarted:.2f}s")
     checker.stop()
 
+
+# ---------------------------------------------------------------------------- http
+
+
+FAST = {"interval": 0.2, "timeout": 1, "retry": 1, "retry_delay": 0.2}
+
+
+def test_http_gets_the_path_with_the_host_header_and_accepts_the_configured_status(
+        pair: Pair, procs: Procs, tmp_path: Path) -> None:
+    pair.b.ip("addr", "add", "2001:db8::80/64", "dev", "eth0", "nodad")
+    codes = tmp_path / "codes.json"
+    codes.write_text(json.dumps({"/": 204, "/health?deep=1": 302}))
+    servers = Servers(procs, pair.b, tmp_path / "servers.log", f"http:8080:{codes}", f"http:8081:{codes}",
+                      f"http:80:{codes}")
+    plain, custom, v6 = "192.0.2.2:8080", "192.0.2.2:8081", "[2001:db8::80]:80"
+    config = write_config(
+        tmp_path,
+        service("192.0.2.100",
+                real("192.0.2.2", 8080, type="http", **FAST),  # path "/", any 2xx, Host: the real's address
+                real("192.0.2.2", 8081, type="http", path="/health?deep=1", host="www.example.com",
+                     status=[200, 302], **FAST)),
+        service("2001:db8::100", real("2001:db8::80", 80, type="http", **FAST)))
+    checker = Checker(procs, pair.a, config)
+    snap = checker.until(checks_at_least(2, plain, custom, v6), 10, "two checks each")
+    assert all(snap[r]["up"] for r in (plain, custom, v6)) and checker.changes() == []
+    requests = {(e["port"], e["path"], e["host"], e["peer"], e["version"]) for e in servers.events("request")}
+    assert requests == {(8080, "/", "192.0.2.2", "192.0.2.1", "HTTP/1.0"),
+                        (8081, "/health?deep=1", "www.example.com", "192.0.2.1", "HTTP/1.0"),
+                        (80, "/", "[2001:db8::80]", "2001:db8::1", "HTTP/1.0")}
+
+    index = len(checker.events)
+    codes.write_text(json.dumps({"/": 500, "/health?deep=1": 200}))  # 200 is in [200, 302]: still UP
+    changed = time.monotonic()
+    down = checker.change(plain, False, 10, index)
+    assert down["why"] == "status 500"
+    assert FAST["retry_delay"] - 0.02 <= down["t"] - changed <= FAST["interval"] + FAST["retry_delay"] + SLACK
+    count = checker.snapshot()[custom]["checks"]
+    snap = checker.until(lambda s: s[custom]["checks"] >= count + 2, 10, "two checks answered 200")
+    assert snap[custom]["up"] and snap[custom]["last_error"] is None
+
+    codes.write_text(json.dumps({"/": 200, "/health?deep=1": 204}))  # 2xx, but not one of [200, 302]
+    assert checker.change(custom, False, 10, index)["why"] == "status 204"
+    assert checker.change(plain, True, 10, index)["why"] == "check passed"
+    checker.change(v6, True, 10, index)  # it is asked for "/" too
+    assert [c["up"] for c in checker.changes(v6)] == [c["up"] for c in checker.changes(plain)] == [False, True]
+    assert [c["up"] for c in checker.changes(custom)] == [False]
+    checker.stop()
+
