@@ -223,6 +223,8 @@ class Health:
             error = f"TLS: {exc.reason or exc}"
         except OSError as exc:
             error = exc.strerror or str(exc)
+        except ValueError:  # readline() past the stream's limit: not left unhandled, or the target stays busy
+            error = "not an HTTP answer: no line end in the first 64 KiB"
         finally:
             if writer is not None:
                 writer.close()

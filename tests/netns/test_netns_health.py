@@ -332,3 +332,19 @@ def test_http_gets_the_path_with_the_host_header_and_accepts_the_configured_stat
     assert [c["up"] for c in checker.changes(custom)] == [False]
     checker.stop()
 
+
+def test_http_down_on_an_answer_that_is_not_http(pair: Pair, procs: Procs, tmp_path: Path) -> None:
+    banner, long_line, nothing = "192.0.2.2:8082", "192.0.2.2:8083", "192.0.2.2:8084"
+    servers = Servers(procs, pair.b, tmp_path / "servers.log", "raw:8082:" + b"SSH-2.0-OpenSSH_9.2\r\n".hex(),
+                      "raw:8083:78:100000", "raw:8084:")
+    check = {"type": "http", "interval": 0.2, "timeout": 1, "retry": 0}
+    config = write_config(tmp_path, service("192.0.2.100", real("192.0.2.2", 8082), real("192.0.2.2", 8083),
+                                            real("192.0.2.2", 8084), check=check))
+    checker = Checker(procs, pair.a, config)
+    assert checker.change(banner, False, 10)["why"] == "not an HTTP answer: b'SSH-2.0-OpenSSH_9.2\\r\\n'"
+    assert checker.change(nothing, False, 10)["why"] == "closed without an answer"
+    # a line longer than the stream's limit: still a result, and the checks go on
+    assert checker.change(long_line, False, 10)["why"] == "not an HTTP answer: no line end in the first 64 KiB"
+    count = len(servers.events("accept", 8083))
+    wait_for(lambda: len(servers.events("accept", 8083)) >= count + 2, 10, "more checks of the long line")
+    checker.stop()
