@@ -13,7 +13,7 @@ with ``t`` = ``time.monotonic()`` (the same clock in every network namespace):
 - ``raw:PORT:HEX[:TIMES]``: sends the bytes HEX (TIMES times over), reads the request
   and closes (``accept``).
 - ``silent:PORT``: accepts, reads what comes and never answers (``accept``, then ``closed``
-  when the client gives up).
+  with what was ``received`` when the client gives up).
 
 ``ready`` is logged once every port listens.
 """
@@ -114,12 +114,13 @@ def silent_port(sock: socket.socket, port: int) -> None:
 
 def hold(conn: socket.socket, port: int) -> None:
     """Read until the client closes; never write a byte."""
+    received = b""
     try:
-        while conn.recv(4096):
-            pass
+        while chunk := conn.recv(4096):
+            received += chunk
     except OSError:
         pass
-    log("closed", port=port)
+    log("closed", port=port, received=received.decode(errors="replace"))
     conn.close()
 
 

@@ -196,9 +196,11 @@ class Checker:
         with self.cond:
             return [e for e in self.events if e["event"] == "change" and real in (None, e["real"])]
 
-    def change(self, real: str, up: bool, timeout: float, after: int = 0) -> dict[str, Any]:
-        return self.wait(lambda e: e["event"] == "change" and e["real"] == real and e["up"] is up, timeout,
-                         f"{real} {'UP' if up else 'DOWN'}", after)
+    def change(self, real: str, up: bool, timeout: float, after: int = 0, service: str | None = None) -> dict[str, Any]:
+        """The first change of ``real`` (of ``service``, if given) to ``up``, from event ``after`` on."""
+        return self.wait(lambda e: e["event"] == "change" and e["real"] == real and e["up"] is up
+                         and service in (None, e["service"]), timeout, f"{service or ''} {real} {'UP' if up else 'DOWN'}",
+                         after)
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """The checker's state now, per real server (``service real`` when a real is in two services)."""
@@ -348,3 +350,90 @@ def test_http_down_on_an_answer_that_is_not_http(pair: Pair, procs: Procs, tmp_p
     count = len(servers.events("accept", 8083))
     wait_for(lambda: len(servers.events("accept", 8083)) >= count + 2, 10, "more checks of the long line")
     checker.stop()
+
+
+# ---------------------------------------------------------------------------- https
+
+
+def certificate(tmp: Path, name: str, *extensions: str) -> tuple[Path, Path]:
+    cert, key = tmp / f"{name}.pem", tmp / f"{name}.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", f"/CN={name}",
+                    *[arg for ext in extensions for arg in ("-addext", ext)]], check=True, capture_output=True)
+    return cert, key
+
+
+def test_https_does_not_verify_by_default_and_verify_true_checks_the_certificate_and_its_name(
+        pair: Pair, procs: Procs, tmp_path: Path) -> None:
+    untrusted = certificate(tmp_path, "self-signed.example")
+    trusted = certificate(tmp_path, "rs.example", "subjectAltName=IP:192.0.2.2,DNS:rs.example")
+    codes = tmp_path / "codes.json"
+    codes.write_text("{}")
+    servers = Servers(procs, pair.b, tmp_path / "servers.log", f"https:8443:{codes}:{untrusted[0]}:{untrusted[1]}",
+                      f"https:8444:{codes}:{trusted[0]}:{trusted[1]}")
+    https = {"type": "https", "interval": 0.2, "timeout": 1, "retry": 1, "retry_delay": 0.2}
+    one, two = "tcp 192.0.2.100:443", "tcp 192.0.2.101:443"
+    config = write_config(
+        tmp_path,
+        service("192.0.2.100", real("192.0.2.2", 8443, **https), real("192.0.2.2", 8444, verify=True, **https),
+                port=443),
+        service("192.0.2.101", real("192.0.2.2", 8443, verify=True, **https),
+                real("192.0.2.2", 8444, verify=True, host="other.example", **https), port=443))
+    # the checker trusts the second certificate only (OpenSSL's default CA file, as create_default_context loads it)
+    checker = Checker(procs, pair.a, config, env=dict(os.environ, SSL_CERT_FILE=str(trusted[0])))
+    self_signed = checker.change("192.0.2.2:8443", False, 10, service=two)
+    wrong_name = checker.change("192.0.2.2:8444", False, 10, service=two)
+    assert self_signed["why"] == wrong_name["why"] == "TLS: CERTIFICATE_VERIFY_FAILED"
+    snap = checker.until(checks_at_least(3, f"{one} 192.0.2.2:8443", f"{one} 192.0.2.2:8444"), 10, "three checks")
+    assert snap[f"{one} 192.0.2.2:8443"]["up"] and snap[f"{one} 192.0.2.2:8443"]["last_error"] is None  # not verified
+    assert snap[f"{one} 192.0.2.2:8444"]["up"] and snap[f"{one} 192.0.2.2:8444"]["last_error"] is None  # verified
+    assert {c["service"] for c in checker.changes()} == {two}
+    # the GET went over TLS to both (a refused certificate never gets that far)
+    assert {(e["port"], e["host"]) for e in servers.events("request")} == {(8443, "192.0.2.2"), (8444, "192.0.2.2")}
+    checker.stop()
+
+
+# ---------------------------------------------------------------------------- timeouts
+
+
+def test_timeouts_a_connect_nobody_answers_a_host_that_is_not_there_and_a_server_that_never_answers(
+        pair: Pair, procs: Procs, tmp_path: Path) -> None:
+    # 198.51.100.7 is routed through B, which drops it without a word: the SYN is never answered
+    pair.a.ip("route", "add", "198.51.100.0/24", "via", "192.0.2.2")
+    pair.b.ip("route", "add", "blackhole", "198.51.100.0/24")
+    # 192.0.2.99 is on the link but no host has it: ARP fails, quickly with these settings
+    pair.a.set_sysctls({"net.ipv4.neigh.eth0.mcast_solicit": 2, "net.ipv4.neigh.eth0.retrans_time_ms": 100})
+    servers = Servers(procs, pair.b, tmp_path / "servers.log", "silent:8090")
+    dropped, absent, silent = "198.51.100.7:80", "192.0.2.99:80", "192.0.2.2:8090"
+    tcp = {"type": "tcp", "interval": 0.3, "timeout": 0.5, "retry": 1, "retry_delay": 0.2}
+    http = {"type": "http", "interval": 0.3, "timeout": 0.4, "retry": 1, "retry_delay": 0.2}
+    config = write_config(
+        tmp_path,
+        service("198.51.100.100", real("198.51.100.7", 80, **tcp), real("192.0.2.99", 80, **dict(tcp, timeout=3)),
+                real("192.0.2.2", 8090, **http)))
+    checker = Checker(procs, pair.a, config)
+
+    down = checker.change(dropped, False, 15)
+    assert down["why"] == "no connection within 0.5s"
+    took = down["t"] - checker.started  # two attempts of a full timeout each, retry_delay apart
+    assert 2 * tcp["timeout"] + tcp["retry_delay"] - 0.02 <= took <= tcp["interval"] + 2 * 0.5 + 0.2 + SLACK, took
+
+    unreachable = checker.change(absent, False, 15)
+    assert unreachable["why"] == "host unreachable"  # the kernel's answer came before the 3 s timeout
+    assert unreachable["t"] - checker.started < 2 * 3, unreachable["t"] - checker.started
+
+    never = checker.change(silent, False, 15)
+    assert never["why"] == "no answer within 0.4s"
+    accepts, closes = servers.events("accept", 8090), servers.events("closed", 8090)
+    assert len(accepts) >= 2 and len(closes) >= 2
+    for accepted, closed in zip(accepts[:2], closes[:2]):  # each attempt is given up at its timeout
+        assert http["timeout"] - 0.1 <= closed["t"] - accepted["t"] <= http["timeout"] + SLACK
+        assert closed["received"].startswith("GET / HTTP/1.0\r\n")  # the request was sent, nothing came back
+    assert accepts[1]["t"] - closes[0]["t"] >= http["retry_delay"] - 0.05
+    assert never["t"] >= accepts[0]["t"] + 2 * http["timeout"] + http["retry_delay"] - 0.1
+    assert [e["t"] for e in accepts[2:] if e["t"] < never["t"]] == []  # 1 + retry attempts, no more
+    print(f"timeouts: dropped SYN -> DOWN {took:.2f}s after start (bound {2 * 0.5 + 0.2}s); ARP failed -> "
+          f"DOWN {unreachable['t'] - checker.started:.2f}s; silent server: attempts of "
+          + ", ".join(f"{c['t'] - a['t']:.2f}s" for a, c in zip(accepts[:2], closes[:2])))
+    checker.stop()
+
