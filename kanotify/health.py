@@ -250,6 +250,12 @@ class Health:
                 pass
             await proc.wait()
             error = f"killed after {check.timeout:g}s"
+        except asyncio.CancelledError:  # the loop ends (the listener stops): the command must not outlive it
+            try:
+                os.killpg(proc.pid, 9)
+            except ProcessLookupError:
+                pass
+            raise
         self._result(target, error)
 
     def _tls(self, verify: bool) -> ssl.SSLContext:

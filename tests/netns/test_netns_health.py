@@ -437,3 +437,62 @@ def test_timeouts_a_connect_nobody_answers_a_host_that_is_not_there_and_a_server
           + ", ".join(f"{c['t'] - a['t']:.2f}s" for a, c in zip(accepts[:2], closes[:2])))
     checker.stop()
 
+
+# ---------------------------------------------------------------------------- command
+
+
+def pids_of(path: Path) -> list[list[int]]:
+    """The ``$$ $!`` lines the hanging check script wrote: its shell's pid and its child's, per run."""
+    return [[int(p) for p in line.split()] for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_command_runs_argv_without_a_shell_and_a_hanging_one_is_killed_with_its_children(
+        pair: Pair, procs: Procs, tmp_path: Path) -> None:
+    mode, argv_file, pids = tmp_path / "mode", tmp_path / "argv", tmp_path / "pids"
+    script = tmp_path / "check-rs.sh"
+    script.write_text(f"""#!/bin/sh
+printf '%s\\n' "$@" > {argv_file}
+case "$(cat {mode})" in
+  hang) sleep 600 & echo $$ $! >> {pids}; wait ;;
+  *) exit "$(cat {mode})" ;;
+esac
+""")
+    script.chmod(0o755)
+    mode.write_text("0")
+    args = ["192.0.2.2", "two words", f"$(touch {tmp_path}/injected); *"]
+    config = write_config(tmp_path, service("192.0.2.100", real("192.0.2.2", 80), check={
+        "type": "command", "command": [str(script), *args], "interval": 0.3, "timeout": 0.5, "retry": 0}))
+    rs = "192.0.2.2:80"
+    try:
+        checker = Checker(procs, pair.a, config)
+        checker.until(checks_at_least(2, rs), 10, "two checks")
+        assert checker.changes() == []
+        assert argv_file.read_text().splitlines() == args  # each word as it was, no shell in between
+        assert not (tmp_path / "injected").exists()
+
+        mode.write_text("1")
+        assert checker.change(rs, False, 10)["why"] == "exit status 1"
+        mode.write_text("0")
+        checker.change(rs, True, 10)
+
+        index = len(checker.events)
+        mode.write_text("hang")
+        hung = time.monotonic()
+        down = checker.change(rs, False, 10, index)
+        assert down["why"] == "killed after 0.5s"
+        assert 0.5 - 0.02 <= down["t"] - hung <= 0.3 + 0.5 + SLACK, down["t"] - hung
+        first = pids_of(pids)[0]  # the run that was killed (retry = 0: the first hanging one)
+        for pid in first:  # its process group was killed: the shell and the sleep it started
+            wait_for(lambda: process_gone(pid), 2, f"pid {pid} gone")
+
+        # stopped while a command hangs: the command does not outlive the checker
+        wait_for(lambda: len(pids_of(pids)) >= 2, 10, "another hanging run")
+        running = pids_of(pids)[-1]
+        assert not any(process_gone(pid) for pid in running)
+        checker.stop()
+        for pid in running:
+            wait_for(lambda: process_gone(pid), 2, f"pid {pid} gone after the checker stopped")
+    finally:
+        for group, _ in pids_of(pids):  # a failed test must not leave its hanging checks behind
+            if not process_gone(group):
+                os.killpg(group, signal.SIGKILL)
