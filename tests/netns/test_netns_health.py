@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
+from kanotify.health import read_health
 from netns_support import Netns, Pair, kanotify_script, process_gone, wait_for
 
 pytestmark = pytest.mark.root
@@ -494,5 +495,128 @@ esac
             wait_for(lambda: process_gone(pid), 2, f"pid {pid} gone after the checker stopped")
     finally:
         for group, _ in pids_of(pids):  # a failed test must not leave its hanging checks behind
+            if not process_gone(group):
+                os.killpg(group, signal.SIGKILL)
+
+
+# ---------------------------------------------------------------------------- initial, reload
+
+
+def test_initial_down_is_down_until_the_first_success(pair: Pair, procs: Procs, tmp_path: Path) -> None:
+    servers = Servers(procs, pair.b, tmp_path / "servers.log", "tcp:8080")
+    listening, closed = "192.0.2.2:8080", "192.0.2.2:8081"
+    check = dict(TCP, initial="down")
+    config = write_config(tmp_path, service("192.0.2.100", real("192.0.2.2", 8080), real("192.0.2.2", 8081),
+                                            check=check))
+    checker = Checker(procs, pair.a, config)
+    snap = checker.snapshot()
+    assert snap[listening]["up"] is False and snap[closed]["up"] is False  # before any check
+    up = checker.change(listening, True, 10)
+    assert up["t"] < servers.events("accept", 8080)[0]["t"] + SLACK  # at the first success, not later
+    snap = checker.until(checks_at_least(4, closed), 10, "four failed checks")
+    # never passed: DOWN all along, so there is no change to report (no DOWN "transition")
+    assert snap[closed]["up"] is False and snap[closed]["last_error"] == "connection refused"
+    assert checker.changes(closed) == []
+    Servers(procs, pair.b, tmp_path / "servers-8081.log", "tcp:8081")
+    assert checker.change(closed, True, 10)["why"] == "check passed"
+    checker.stop()
+
+
+def test_a_reload_keeps_the_state_of_real_servers_that_stayed_and_stops_checking_removed_ones(
+        pair: Pair, procs: Procs, tmp_path: Path) -> None:
+    servers = Servers(procs, pair.b, tmp_path / "servers.log", "tcp:8080", "tcp:8082", "tcp:8083")
+    up, down, removed, added = "192.0.2.2:8080", "192.0.2.2:8081", "192.0.2.2:8082", "192.0.2.2:8083"
+    check = {"type": "tcp", "interval": 0.2, "timeout": 1, "retry": 0}
+    before = write_config(tmp_path, service("192.0.2.100", real("192.0.2.2", 8080), real("192.0.2.2", 8081),
+                                            real("192.0.2.2", 8082), check=check), name="before.toml")
+    after = write_config(tmp_path, service("192.0.2.100", real("192.0.2.2", 8080), real("192.0.2.2", 8081),
+                                           real("192.0.2.2", 8083), check=dict(check, interval=0.3)),
+                         name="after.toml")
+    checker = Checker(procs, pair.a, before)
+    checker.change(down, False, 10)
+    old = checker.until(checks_at_least(3, up, removed), 10, "three checks")
+    index = len(checker.events)
+    reloaded = checker.reload(after)
+    new = checker.snapshot()
+    assert set(new) == {up, down, added, f"tcp 192.0.2.100:80 {up}", f"tcp 192.0.2.100:80 {down}",
+                        f"tcp 192.0.2.100:80 {added}"}
+    for rs in (up, down):  # same state, same since: a reload is no change
+        assert (new[rs]["up"], new[rs]["since"]) == (old[rs]["up"], old[rs]["since"])
+        assert "every 0.3s" in new[rs]["check"]  # checked the new way
+    assert new[added]["up"] is True and new[added]["checks"] == 0  # new ones start as `initial` says
+    checker.until(checks_at_least(2, added), 10, "the added one checked")
+    time.sleep(1.0)  # five intervals of the old check
+    # at most one check of the removed one was under way at the reload; none started after it
+    assert [e for e in servers.events("accept", 8082) if e["t"] > reloaded + 0.1] == []
+    assert [e for e in servers.events("accept", 8080) if e["t"] > reloaded + 0.1]  # the rest go on
+    assert checker.events[index:] and [e for e in checker.events[index:] if e["event"] == "change"] == []
+    snap = checker.snapshot()
+    assert snap[down]["up"] is False and snap[down]["since"] == old[down]["since"]
+    checker.stop()
+
+
+# ---------------------------------------------------------------------------- health.json and status
+
+
+def test_health_json_and_status_show_what_kanotify_listen_checks(pair: Pair, procs: Procs, tmp_path: Path) -> None:
+    """The real listener in A: health.json, ``status`` (text and --json), and a stop that leaves no check behind.
+
+    Without IPVS on the host, the service is not desired here (VI_1 is BACKUP), so the
+    listener only checks; what ``status`` can show without IPVS is the health part.
+    """
+    Servers(procs, pair.b, tmp_path / "servers.log", "tcp:8080")
+    up, down, hanging = "192.0.2.2:8080", "192.0.2.2:8081", "192.0.2.2:8082"
+    pids = tmp_path / "pids"
+    script = tmp_path / "hang.sh"
+    script.write_text(f"#!/bin/sh\nsleep 600 & echo $$ $! >> {pids}; wait\n")
+    script.chmod(0o755)
+    tcp = {"type": "tcp", "interval": 0.2, "timeout": 1, "retry": 0}
+    config = write_config(tmp_path, service("192.0.2.100", real("192.0.2.2", 8080), real("192.0.2.2", 8081),
+                                            real("192.0.2.2", 8082, type="command", command=[str(script)],
+                                                 timeout=60), check=tcp))
+    log = tmp_path / "listen.log"
+    try:
+        with open(log, "wb") as out:
+            listener = procs.start(["ip", "netns", "exec", pair.a.name, kanotify_script(), "--config", str(config),
+                                    "listen"], stdout=out, stderr=subprocess.STDOUT)
+        wait_for(lambda: f"health: {down} of tcp 192.0.2.100:80 DOWN (connection refused)" in log.read_text()
+                 or listener.poll() is not None, 20, "the listener's DOWN")
+        assert listener.poll() is None, log.read_text()
+        wait_for(lambda: pids_of(pids), 10, "the command running")
+
+        def reals() -> dict[str, dict[str, Any]]:
+            data = read_health(str(tmp_path / "state"))
+            assert data is not None and data["pid"] == listener.pid  # `ip netns exec` execs: the same pid
+            return {r["real"]: r for r in data["reals"]}
+
+        written = wait_for(lambda: (r := reals())[up]["checks"] >= 2 and r, 10, "health.json")
+        assert set(written) == {up, down, hanging}
+        assert (written[up]["up"], written[up]["last_error"]) == (True, None)
+        assert (written[down]["up"], written[down]["last_error"]) == (False, "connection refused")
+        assert (written[hanging]["up"], written[hanging]["last_error"], written[hanging]["checks"]) == (True, None, 0)
+        assert all(abs(r["since"] - time.time()) < 30 for r in written.values())
+
+        shown = json.loads(pair.a.exec(kanotify_script(), "--config", str(config), "status", "--json").stdout)
+        assert shown["health"]["listener"] == listener.pid
+        seen = {r["real"]: r for r in shown["health"]["reals"]}
+        for rs in (up, down, hanging):
+            assert (seen[rs]["up"], seen[rs]["since"], seen[rs]["last_error"]) == \
+                (written[rs]["up"], written[rs]["since"], written[rs]["last_error"])
+        # what the host cannot give: IPVS (the guest test shows the weights)
+        assert shown["ipvs"]["available"] is False and "IPVS" in shown["ipvs"]["error"]
+        text = pair.a.exec(kanotify_script(), "--config", str(config), "status").stdout
+        assert f"health checks (kanotify listen, pid {listener.pid}):" in text
+        assert f"DOWN {down} of tcp 192.0.2.100:80 since " in text and "; last error: connection refused" in text
+        assert f"UP   {up} of tcp 192.0.2.100:80 since " in text
+
+        listener.send_signal(signal.SIGTERM)
+        assert listener.wait(15) == 0, log.read_text()
+        for pid in pids_of(pids)[-1]:  # the command under way did not outlive the listener
+            wait_for(lambda: process_gone(pid), 2, f"pid {pid} gone after the listener stopped")
+        stopped = json.loads(pair.a.exec(kanotify_script(), "--config", str(config), "status", "--json").stdout)
+        assert stopped["health"] == {"listener": None, "written": None, "reals": []}
+        assert "health checks: not running" in pair.a.exec(kanotify_script(), "--config", str(config), "status").stdout
+    finally:
+        for group, _ in pids_of(pids):
             if not process_gone(group):
                 os.killpg(group, signal.SIGKILL)
