@@ -121,11 +121,12 @@ class Servers:
 
     def start(self) -> None:
         ready = len(self.events("ready"))
-        self.proc = self.procs.start(["ip", "netns", "exec", self.ns.name, sys.executable,
-                                      str(HERE / "health_server.py"), str(self.log), *self.specs],
-                                     stderr=subprocess.PIPE)
+        stderr = self.log.with_suffix(".err")
+        with open(stderr, "ab") as err:  # a file, not a pipe: nobody reads it while the test runs
+            self.proc = self.procs.start(["ip", "netns", "exec", self.ns.name, sys.executable,
+                                          str(HERE / "health_server.py"), str(self.log), *self.specs], stderr=err)
         wait_for(lambda: len(self.events("ready")) > ready or self.proc.poll() is not None, 20, "the servers")
-        assert self.proc.poll() is None, self.proc.stderr.read().decode() if self.proc.stderr else ""
+        assert self.proc.poll() is None, stderr.read_text()
 
     def kill(self) -> float:
         """SIGKILL (the kernel closes its sockets: connections are refused from now on); the time."""
@@ -148,9 +149,10 @@ class Checker:
     """``health_driver.py CONFIG`` in ``ns``: its events as they come, commands through its stdin."""
 
     def __init__(self, procs: Procs, ns: Netns, config: Path, env: dict[str, str] | None = None) -> None:
-        self.proc = procs.start(["ip", "netns", "exec", ns.name, sys.executable, str(HERE / "health_driver.py"),
-                                 str(config)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=env)
+        self.stderr = config.with_suffix(".checker.err")
+        with open(self.stderr, "ab") as err:
+            self.proc = procs.start(["ip", "netns", "exec", ns.name, sys.executable, str(HERE / "health_driver.py"),
+                                     str(config)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=env)
         self.events: list[dict[str, Any]] = []
         self.cond = threading.Condition()
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -177,8 +179,7 @@ class Checker:
                     if match(event):
                         return event
                     if event["event"] == "eof":
-                        stderr = self.proc.stderr.read().decode() if self.proc.stderr else ""
-                        raise AssertionError(f"the checker ended while waiting for {what}: {stderr}")
+                        raise AssertionError(f"the checker ended while waiting for {what}: {self.stderr.read_text()}")
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise AssertionError(f"no {what} within {timeout}s; events: {self.events}")
