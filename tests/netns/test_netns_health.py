@@ -125,8 +125,9 @@ class Servers:
         with open(stderr, "ab") as err:  # a file, not a pipe: nobody reads it while the test runs
             self.proc = self.procs.start(["ip", "netns", "exec", self.ns.name, sys.executable,
                                           str(HERE / "health_server.py"), str(self.log), *self.specs], stderr=err)
-        wait_for(lambda: len(self.events("ready")) > ready or self.proc.poll() is not None, 20, "the servers")
-        assert self.proc.poll() is None, stderr.read_text()
+        proc = self.proc
+        wait_for(lambda: len(self.events("ready")) > ready or proc.poll() is not None, 20, "the servers")
+        assert proc.poll() is None, stderr.read_text()
 
     def kill(self) -> float:
         """SIGKILL (the kernel closes its sockets: connections are refused from now on); the time."""
@@ -239,7 +240,7 @@ def checks_at_least(n: int, *reals: str) -> Callable[[dict[str, dict[str, Any]]]
 # ---------------------------------------------------------------------------- tcp
 
 
-TCP = {"type": "tcp", "interval": 0.2, "timeout": 1, "retry": 2, "retry_delay": 0.4}
+TCP: dict[str, Any] = {"type": "tcp", "interval": 0.2, "timeout": 1, "retry": 2, "retry_delay": 0.4}
 
 
 def test_tcp_down_after_retry_plus_one_failures_retry_delay_apart_and_up_after_one_success(
@@ -292,7 +293,7 @@ def test_tcp_down_after_retry_plus_one_failures_retry_delay_apart_and_up_after_o
 # ---------------------------------------------------------------------------- http
 
 
-FAST = {"interval": 0.2, "timeout": 1, "retry": 1, "retry_delay": 0.2}
+FAST: dict[str, Any] = {"interval": 0.2, "timeout": 1, "retry": 1, "retry_delay": 0.2}
 
 
 def test_http_gets_the_path_with_the_host_header_and_accepts_the_configured_status(
@@ -341,7 +342,7 @@ def test_http_down_on_an_answer_that_is_not_http(pair: Pair, procs: Procs, tmp_p
     banner, long_line, nothing = "192.0.2.2:8082", "192.0.2.2:8083", "192.0.2.2:8084"
     servers = Servers(procs, pair.b, tmp_path / "servers.log", "raw:8082:" + b"SSH-2.0-OpenSSH_9.2\r\n".hex(),
                       "raw:8083:78:100000", "raw:8084:")
-    check = {"type": "http", "interval": 0.2, "timeout": 1, "retry": 0}
+    check: dict[str, Any] = {"type": "http", "interval": 0.2, "timeout": 1, "retry": 0}
     config = write_config(tmp_path, service("192.0.2.100", real("192.0.2.2", 8082), real("192.0.2.2", 8083),
                                             real("192.0.2.2", 8084), check=check))
     checker = Checker(procs, pair.a, config)
@@ -373,7 +374,7 @@ def test_https_does_not_verify_by_default_and_verify_true_checks_the_certificate
     codes.write_text("{}")
     servers = Servers(procs, pair.b, tmp_path / "servers.log", f"https:8443:{codes}:{untrusted[0]}:{untrusted[1]}",
                       f"https:8444:{codes}:{trusted[0]}:{trusted[1]}")
-    https = {"type": "https", "interval": 0.2, "timeout": 1, "retry": 1, "retry_delay": 0.2}
+    https: dict[str, Any] = {"type": "https", "interval": 0.2, "timeout": 1, "retry": 1, "retry_delay": 0.2}
     one, two = "tcp 192.0.2.100:443", "tcp 192.0.2.101:443"
     config = write_config(
         tmp_path,
@@ -407,8 +408,8 @@ def test_timeouts_a_connect_nobody_answers_a_host_that_is_not_there_and_a_server
     pair.a.set_sysctls({"net.ipv4.neigh.eth0.mcast_solicit": 2, "net.ipv4.neigh.eth0.retrans_time_ms": 100})
     servers = Servers(procs, pair.b, tmp_path / "servers.log", "silent:8090")
     dropped, absent, silent = "198.51.100.7:80", "192.0.2.99:80", "192.0.2.2:8090"
-    tcp = {"type": "tcp", "interval": 0.3, "timeout": 0.5, "retry": 1, "retry_delay": 0.2}
-    http = {"type": "http", "interval": 0.3, "timeout": 0.4, "retry": 1, "retry_delay": 0.2}
+    tcp: dict[str, Any] = {"type": "tcp", "interval": 0.3, "timeout": 0.5, "retry": 1, "retry_delay": 0.2}
+    http: dict[str, Any] = {"type": "http", "interval": 0.3, "timeout": 0.4, "retry": 1, "retry_delay": 0.2}
     config = write_config(
         tmp_path,
         service("198.51.100.100", real("198.51.100.7", 80, **tcp), real("192.0.2.99", 80, **dict(tcp, timeout=3)),
@@ -527,7 +528,7 @@ def test_a_reload_keeps_the_state_of_real_servers_that_stayed_and_stops_checking
         pair: Pair, procs: Procs, tmp_path: Path) -> None:
     servers = Servers(procs, pair.b, tmp_path / "servers.log", "tcp:8080", "tcp:8082", "tcp:8083")
     up, down, removed, added = "192.0.2.2:8080", "192.0.2.2:8081", "192.0.2.2:8082", "192.0.2.2:8083"
-    check = {"type": "tcp", "interval": 0.2, "timeout": 1, "retry": 0}
+    check: dict[str, Any] = {"type": "tcp", "interval": 0.2, "timeout": 1, "retry": 0}
     before = write_config(tmp_path, service("192.0.2.100", real("192.0.2.2", 8080), real("192.0.2.2", 8081),
                                             real("192.0.2.2", 8082), check=check), name="before.toml")
     after = write_config(tmp_path, service("192.0.2.100", real("192.0.2.2", 8080), real("192.0.2.2", 8081),
@@ -571,7 +572,7 @@ def test_health_json_and_status_show_what_kanotify_listen_checks(pair: Pair, pro
     script = tmp_path / "hang.sh"
     script.write_text(f"#!/bin/sh\nsleep 600 & echo $$ $! >> {pids}; wait\n")
     script.chmod(0o755)
-    tcp = {"type": "tcp", "interval": 0.2, "timeout": 1, "retry": 0}
+    tcp: dict[str, Any] = {"type": "tcp", "interval": 0.2, "timeout": 1, "retry": 0}
     config = write_config(tmp_path, service("192.0.2.100", real("192.0.2.2", 8080), real("192.0.2.2", 8081),
                                             real("192.0.2.2", 8082, type="command", command=[str(script)],
                                                  timeout=60), check=tcp))
@@ -588,7 +589,8 @@ def test_health_json_and_status_show_what_kanotify_listen_checks(pair: Pair, pro
         def reals() -> dict[str, dict[str, Any]]:
             data = read_health(str(tmp_path / "state"))
             assert data is not None and data["pid"] == listener.pid  # `ip netns exec` execs: the same pid
-            return {r["real"]: r for r in data["reals"]}
+            listed: list[dict[str, Any]] = data["reals"]  # type: ignore[assignment]
+            return {r["real"]: r for r in listed}
 
         written = wait_for(lambda: (r := reals())[up]["checks"] >= 2 and r, 10, "health.json")
         assert set(written) == {up, down, hanging}
