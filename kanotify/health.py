@@ -203,7 +203,8 @@ class Health:
 
     async def _http(self, target: Target) -> None:
         check = target.check
-        host = check.host or format_hostport(target.address, target.port).replace(f":{target.port}", "")
+        # the address as a Host header writes it (IPv6 in brackets), without the port
+        host = check.host or (f"[{target.address}]" if target.address.version == 6 else str(target.address))
         tls = self._tls(check.verify) if check.type == "https" else None
         writer = None
         try:
@@ -222,6 +223,8 @@ class Health:
             error = f"TLS: {exc.reason or exc}"
         except OSError as exc:
             error = exc.strerror or str(exc)
+        except ValueError:  # readline() past the stream's limit: not left unhandled, or the target stays busy
+            error = "not an HTTP answer: no line end in the first 64 KiB"
         finally:
             if writer is not None:
                 writer.close()
@@ -247,6 +250,12 @@ class Health:
                 pass
             await proc.wait()
             error = f"killed after {check.timeout:g}s"
+        except asyncio.CancelledError:  # the loop ends (the listener stops): the command must not outlive it
+            try:
+                os.killpg(proc.pid, 9)
+            except ProcessLookupError:
+                pass
+            raise
         self._result(target, error)
 
     def _tls(self, verify: bool) -> ssl.SSLContext:

@@ -68,7 +68,8 @@ class Run:
     def wait(self, predicate: Any, timeout: float = 10.0) -> None:
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            if predicate():
+            # judged in the loop thread, between callbacks: a result's state and its on_change come together
+            if self.call(predicate):
                 return
             time.sleep(0.01)
         raise AssertionError(f"not in time: {self.health.snapshot()}")
