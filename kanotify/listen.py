@@ -586,7 +586,7 @@ class Listener:
     def _on_term(self) -> None:
         if self._stopping:
             return
-        _say("SIGTERM: finishing, reading the FIFO for 1 s more")
+        _say("SIGTERM: finishing" + (f", reading the FIFO for {STOP_GRACE:g} s more" if self._fifo_fd is not None else ""))
         self._begin_stop(STOP_GRACE)
 
     def _begin_stop(self, grace: float) -> None:
