@@ -55,6 +55,7 @@ from .run import (
     RunResult,
 )
 from .store import SavedState, SavedStates, StateStore, Ticket
+from .verify import merged, touched_scope
 
 
 @dataclass
@@ -271,8 +272,7 @@ class Engine:
                 results = self._apply(run, backend)
                 after = observed
                 if any(r.status != NOOP for r in results):  # nothing changed: nothing to read again
-                    after = backend.observe(scope)
-                    verify = [str(a) for a in plan(desired, after, replace(options, garp_count=0)).changes]
+                    after, verify = _verify(backend, desired, observed, results, options)
                 if run.locked:
                     self._update_drains(saved, desired, after, options.now)
             if observed.ipvs_error and (desired.services or desired.sync_daemons):
@@ -417,6 +417,16 @@ def _uneventful(result: RunResult) -> bool:
     """Converged without applying, failing or warning about anything: a drift check that found none."""
     return (result.outcome == CONVERGED and not result.record.get("warnings")
             and all(r.status == NOOP for r in result.results))
+
+
+def _verify(
+    backend: Backend, desired: Desired, before: Observed, results: list[ActionResult], options: PlanOptions
+) -> tuple[Observed, list[str]]:
+    """Read back only what the run touched and plan it again: (the system after, what still differs)."""
+    scope = touched_scope(desired, [r.action for r in results if r.status != NOOP])
+    again = backend.observe(scope)
+    left = plan(desired.restricted(scope), again, replace(options, garp_count=0)).changes
+    return merged(before, again, scope), [str(a) for a in left]
 
 
 def _chunks(indexed: list[tuple[int, Action]]) -> list[list[tuple[int, Action]]]:

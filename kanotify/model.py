@@ -516,6 +516,28 @@ class Desired:
     def needs_ipvs(self) -> bool:
         return bool(self.managed_services) or self.ipvs_exclusive
 
+    def restricted(self, scope: "Scope") -> "Desired":
+        """Only what ``scope`` covers (its sysctl keys, VIPs, with ``ipvs`` services, with ``sync_daemons`` those).
+
+        Planning this against an observation of ``scope`` plans exactly those
+        objects: the verify after applying (:mod:`kanotify.verify`).
+        """
+        keys = set(scope.sysctls)
+        vip_keys = {vip.key for vip in scope.vips}
+        services = scope.services if scope.ipvs else frozenset()
+        return Desired(
+            sysctls=tuple(item for item in self.sysctls if item[0] in keys),
+            vips=tuple(spec for spec in self.vips if spec.vip.key in vip_keys),
+            services=tuple(spec for spec in self.services if spec.service.key in services),
+            managed_vips=frozenset(vip for vip in self.managed_vips if vip.key in vip_keys),
+            managed_services=self.managed_services & services,
+            protected_services=self.protected_services,
+            ipvs_exclusive=self.ipvs_exclusive and scope.ipvs,
+            down=self.down,
+            sync_daemons=self.sync_daemons if scope.sync_daemons else (),
+            manage_sync_daemons=self.manage_sync_daemons and scope.sync_daemons,
+        )
+
     @property
     def scope(self) -> "Scope":
         """What a backend must observe to plan this: the managed objects, nothing else."""
@@ -536,6 +558,8 @@ class Scope:
     off, so a VIP-only host never opens the IPVS netlink family at all.
     ``sync_daemons`` asks for the running IPVS sync daemons (only when they are
     managed: without ``[sync_daemon]`` they are never read, let alone touched).
+    ``services_only``: observe only the IPVS services in ``services`` (the
+    verify after applying, :mod:`kanotify.verify`) instead of the whole table.
     """
 
     sysctls: tuple[str, ...] = ()
@@ -543,6 +567,7 @@ class Scope:
     services: frozenset[ServiceKey] = frozenset()
     ipvs: bool = False
     sync_daemons: bool = False
+    services_only: bool = False
 
 
 # --------------------------------------------------------------------------- observed state

@@ -31,7 +31,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
-from typing import Callable, Sequence, TypeVar
+from typing import Callable, Collection, Sequence, TypeVar
 
 from ..actions import (
     Action,
@@ -59,6 +59,9 @@ from .netns import call_in
 from .retry import TRANSIENT_ERRNOS, call_with_retry
 
 T = TypeVar("T")
+
+#: Up to this many services, ``observe(only=...)`` asks for each one instead of dumping them all.
+_FETCH_ONE_BY_ONE = 16
 
 #: Errnos that mean "the thing to delete is already gone".
 _GONE = frozenset({errno.ESRCH, errno.ENOENT})
@@ -352,14 +355,29 @@ class IpvsBackend:
             raise ApplyError(f"get ipvs service {key}: {exc}", exc.errno) from None
         return m.service_from_payload(replies[0].payload) if replies else None
 
-    def observe(self) -> dict[ServiceKey, ObservedService]:
+    def observe(self, only: Collection[ServiceKey] | None = None) -> dict[ServiceKey, ObservedService]:
         """Every IPVS service with its real servers and their connection counters.
 
         Foreign services are included: the planner needs them for
-        ``ipvs_exclusive`` and never touches them otherwise.
+        ``ipvs_exclusive`` and never touches them otherwise.  ``only`` limits
+        it to those services (the ones that exist), e.g. the ones a run just
+        wrote: a few are fetched one by one, more from one service dump.
+
+        One dump of real servers per service, one after the other: the kernel
+        runs one dump at a time per netlink socket and answers a second dump
+        request sent before the first one's ``NLMSG_DONE`` was read with
+        EBUSY (measured on Linux 7.2: ``tests/kernel/guest/test_guest_ipvs_observe.py``),
+        so dumps cannot be pipelined on one socket.
         """
+        if only is not None and len(only) <= _FETCH_ONE_BY_ONE:
+            services = [svc for svc in map(self.get_service, sorted(only, key=str)) if svc is not None]
+        else:
+            services = self.services()
+            if only is not None:
+                wanted = set(only)
+                services = [svc for svc in services if svc.key in wanted]
         result: dict[ServiceKey, ObservedService] = {}
-        for service in self.services():
+        for service in services:
             result[service.key] = ObservedService(service, self.reals(service.key))
         return result
 

@@ -117,7 +117,10 @@ class MemoryBackend(OneAtATime):
             if not self.ipvs_available:
                 ipvs_error = "IPVS is not available (Protocol not available)"
             elif scope.ipvs:
-                services = {key: state.observed() for key, state in self.services.items()}
+                services = {
+                    key: state.observed() for key, state in self.services.items()
+                    if not scope.services_only or key in scope.services
+                }
         if scope.sync_daemons and self.ipvs_available:
             daemons = tuple(self.daemons[state] for state in SYNC_STATES if state in self.daemons)
         return Observed(sysctls=sysctls, vips=vips, services=services, ipvs_error=ipvs_error, daemons=daemons)

@@ -85,7 +85,7 @@ class SystemBackend:
         ipvs_error = None
         if scope.ipvs:
             try:
-                services = self.ipvs().observe()
+                services = self.ipvs().observe(scope.services if scope.services_only else None)
             except (ApplyError, OSError, ImportError) as exc:
                 ipvs_error = str(exc)
         if scope.sync_daemons and (services is not None or not scope.ipvs):
