@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 def system_backend(netns: str | None = None, *, garp_repeater: Repeater | None = None) -> Backend:
     """The backend of this host (or of network namespace ``netns``).
 
-    Its domain backends (and their heavy imports, pyroute2 among them) are
+    Its domain backends (and their sockets) are
     created only when an observation or action needs them.  ``garp_repeater``
     sends GARP repeats (the listener's thread); default: a detached process.
     """

@@ -1,4 +1,4 @@
-"""VIPs: bind and remove managed addresses through rtnetlink (pyroute2 ``IPRoute``).
+"""VIPs: bind and remove managed addresses through rtnetlink (our own messages: :mod:`.rtaddr`).
 
 Only the addresses asked about are ever read back or touched; every other
 address on the same device is foreign and survives.  A VIP's identity is its
@@ -24,13 +24,16 @@ import errno
 import ipaddress
 import os
 import socket
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Callable, Iterable, TypeVar
 
 from ..actions import Action, BindVip, UnbindVip
 from ..errors import ApplyError
 from ..model import IPInterface, Vip
+from . import netlink as nl
+from . import rtaddr as r
 from .base import apply_each
 from .netns import call_in
+from .nlsock import NetlinkSocket
 from .retry import call_with_retry
 
 T = TypeVar("T")
@@ -40,8 +43,7 @@ IFA_F_NODAD = 0x02
 IFA_F_DADFAILED = 0x08
 IFA_F_TENTATIVE = 0x40
 
-_AF_INET = 2
-_AF_INET6 = 10
+_NETLINK_GET_STRICT_CHK = 12
 
 
 class _Found:
@@ -66,8 +68,6 @@ class AddressBackend:
     """
 
     def __init__(self, netns: str | None = None, device_wait: float = 1.0) -> None:
-        from pyroute2 import IPRoute  # heavy (~150 ms): only when VIPs are managed
-
         self.netns = netns
         self.device_wait = device_wait
         self.writes = 0
@@ -75,11 +75,15 @@ class AddressBackend:
         #: per device, the addresses as last read, while apply_many runs (None: no caching)
         self._cache: dict[int, dict[tuple[int, IPInterface], _Found]] | None = None
         try:
-            # flags=0: never create the namespace as a side effect of opening it.
-            self._ipr: Any = IPRoute() if netns is None else IPRoute(netns=netns, flags=0)
-        except OSError as exc:
+            self._sock: NetlinkSocket | None = NetlinkSocket(nl.NETLINK_ROUTE, "rtnetlink", rcvbuf=1 << 20, netns=netns)
+        except ApplyError as exc:
             where = f"network namespace {netns}" if netns else "rtnetlink"
             raise ApplyError(f"cannot open {where}: {os.strerror(exc.errno or 0)}", exc.errno) from exc
+        try:
+            # the kernel then filters address dumps by device (Linux >= 4.20; older ones send all)
+            self._sock.sock.setsockopt(nl.SOL_NETLINK, _NETLINK_GET_STRICT_CHK, 1)
+        except OSError:
+            pass
 
     # ------------------------------------------------------------------ observe
 
@@ -140,27 +144,39 @@ class AddressBackend:
 
     def close(self) -> None:
         """Close the netlink socket."""
-        ipr, self._ipr = self._ipr, None
-        if ipr is not None:
-            ipr.close()
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+
+    def _request(self, build: Callable[[int], bytes], what: str, *, retry: bool = True) -> list[nl.Message]:
+        """One request (``build(seq)``), transient errnos retried; ApplyError("what: reason", errno).
+
+        ``retry=False`` for the device lookup: its ENODEV is an answer, not "not there yet".
+        """
+        if self._sock is None:
+            raise ApplyError(f"{what}: the address backend is closed", errno.EBADF)
+        sock = self._sock
+
+        def once() -> list[nl.Message]:
+            seq = sock.next_seq()
+            try:
+                return sock.request(build(seq), seq)
+            except ApplyError as exc:
+                raise ApplyError(f"{what}: {os.strerror(exc.errno or 0)}", exc.errno) from None
+
+        return call_with_retry(once, what=what) if retry else once()
 
     def _bind(self, vip: Vip) -> None:
         what = f"bind {vip}"
         index = self._wait_for_device(vip.dev, what)
-        request: dict[str, Any] = {
-            "index": index,
-            "address": str(vip.address.ip),
-            "prefixlen": vip.address.network.prefixlen,
-        }
-        if vip.family == 4:
-            if vip.label:
-                request["label"] = vip.label
-        else:
-            request["flags"] = IFA_F_NODAD
+        packed, prefixlen = vip.address.ip.packed, vip.address.network.prefixlen
+        label = vip.label if vip.family == 4 else None
+        flags = 0 if vip.family == 4 else IFA_F_NODAD
         self.writes += 1
         self._forget(index)  # the kernel decides primary/secondary: read it again when needed
         try:
-            call_with_retry(self._ipr.addr, "add", what=what, **request)
+            self._request(lambda seq: r.address_request(
+                r.RTM_NEWADDR, seq, vip.family, packed, prefixlen, index, label=label, flags=flags), what)
         except ApplyError as exc:
             if exc.errno == errno.EEXIST:
                 self._check_already_bound(vip, index, what)
@@ -206,14 +222,8 @@ class AddressBackend:
             found.pop((index, vip.address), None)
         try:
             self.writes += 1
-            call_with_retry(
-                self._ipr.addr,
-                "del",
-                what=what,
-                index=index,
-                address=str(vip.address.ip),
-                prefixlen=vip.address.network.prefixlen,
-            )
+            packed, prefixlen = vip.address.ip.packed, vip.address.network.prefixlen
+            self._request(lambda seq: r.address_request(r.RTM_DELADDR, seq, vip.family, packed, prefixlen, index), what)
         except ApplyError as exc:
             if exc.errno not in (errno.EADDRNOTAVAIL, errno.ENODEV, errno.ENOENT):
                 raise
@@ -224,7 +234,7 @@ class AddressBackend:
     # ------------------------------------------------------------------ helpers
 
     def _index(self, dev: str) -> int | None:
-        """The device's ifindex, or None.  An ioctl, not a link dump: pyroute2 decodes every link for that."""
+        """The device's ifindex, or None.  An ioctl (in the backend's namespace), not a netlink round trip."""
         try:
             return call_in(self.netns, socket.if_nametoindex, dev)
         except OSError:
@@ -267,26 +277,15 @@ class AddressBackend:
     def _dump(self, indices: set[int]) -> dict[tuple[int, IPInterface], _Found]:
         """Every address on the given devices, keyed by (ifindex, address/prefix)."""
         result: dict[tuple[int, IPInterface], _Found] = {}
-        for msg in call_with_retry(self._ipr.addr, "dump", what="list addresses"):
-            index = msg["index"]
-            if index not in indices:
+        only = next(iter(indices)) if len(indices) == 1 else 0
+        for msg in self._request(lambda seq: r.getaddr_request(socket.AF_UNSPEC, seq, only), "list addresses"):
+            if msg.type != r.RTM_NEWADDR:
                 continue
-            family = msg["family"]
-            if family == _AF_INET:
-                text = msg.get("IFA_LOCAL") or msg.get("IFA_ADDRESS")
-                label = msg.get("IFA_LABEL")
-            elif family == _AF_INET6:
-                text = msg.get("IFA_ADDRESS")
-                label = None
-            else:
+            found = r.decode(msg.payload)
+            if found is None or found.index not in indices:
                 continue
-            if not text:
-                continue
-            interface = ipaddress.ip_interface(f"{text}/{msg['prefixlen']}")
-            flags = msg.get("IFA_FLAGS")
-            if flags is None:
-                flags = msg["flags"]
-            result[(index, interface)] = _Found(interface, label, flags)
+            label = found.label if found.interface.version == 4 else None
+            result[(found.index, found.interface)] = _Found(found.interface, label, found.flags)
         return result
 
     def _promote_secondaries(self, dev: str, what: str) -> str | None:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import errno
 import os
-import socket
 from typing import Callable, Collection, Sequence, TypeVar
 
 from ..actions import (
@@ -55,7 +54,7 @@ from ..model import (
 )
 from . import ipvs_msg as m
 from . import netlink as nl
-from .netns import call_in
+from .nlsock import NetlinkSocket
 from .retry import TRANSIENT_ERRNOS, call_with_retry
 
 T = TypeVar("T")
@@ -76,7 +75,7 @@ class _Uncertain(Exception):
     """A batch's replies were lost (receive buffer overrun): its outcome is unknown."""
 
 
-class IpvsSocket:
+class IpvsSocket(NetlinkSocket):
     """A generic netlink socket bound to the IPVS family.
 
     ``timeout`` bounds every wait for the kernel's answer; ``rcvbuf`` is the
@@ -86,58 +85,12 @@ class IpvsSocket:
     """
 
     def __init__(self, timeout: float = 5.0, rcvbuf: int = 4 << 20, netns: str | None = None) -> None:
-        self.timeout = timeout
-        self._seq = 0
-        self.requests = 0  # round trips, for benchmarks
-        self.sock = _open_socket(netns)
+        super().__init__(nl.NETLINK_GENERIC, "IPVS netlink", timeout=timeout, rcvbuf=rcvbuf, netns=netns)
         try:
-            self._configure(rcvbuf)
             self.family = self._resolve_family()
         except BaseException:
             self.sock.close()
             raise
-
-    # ------------------------------------------------------------------ plumbing
-
-    def _configure(self, rcvbuf: int) -> None:
-        sock = self.sock
-        for option in (nl.NETLINK_CAP_ACK, nl.NETLINK_EXT_ACK):
-            try:
-                sock.setsockopt(nl.SOL_NETLINK, option, 1)
-            except OSError:
-                pass  # old kernels: errors are just longer / have no text
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, 33, rcvbuf)  # SO_RCVBUFFORCE (root)
-        except OSError:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        sock.bind((0, 0))
-        sock.settimeout(self.timeout)
-
-    def next_seq(self) -> int:
-        self._seq = (self._seq % 0x7FFFFFFF) + 1
-        return self._seq
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def _recv(self) -> list[nl.Message]:
-        try:
-            data, _anc, flags, _addr = self.sock.recvmsg(1 << 16)
-        except socket.timeout:
-            raise ApplyError(
-                f"IPVS netlink: no answer from the kernel within {self.timeout:g}s", errno.ETIMEDOUT
-            ) from None
-        except OSError as exc:  # ENOBUFS: replies were dropped (receive buffer full)
-            raise ApplyError(f"IPVS netlink: receive: {exc.strerror}", exc.errno) from None
-        if flags & socket.MSG_TRUNC:
-            raise m.DecodeError("netlink message larger than the 64 KiB receive buffer")
-        return list(nl.iter_messages(data))
-
-    def _send(self, data: bytes) -> None:
-        try:
-            self.sock.sendall(data)
-        except OSError as exc:
-            raise ApplyError(f"IPVS netlink: send: {exc.strerror}", exc.errno) from None
 
     def _resolve_family(self) -> int:
         seq = self.next_seq()
@@ -152,33 +105,6 @@ class IpvsSocket:
         raise ApplyError(_NOT_AVAILABLE, errno.ENOPROTOOPT)
 
     # ------------------------------------------------------------------ requests
-
-    def request(self, data: bytes, seq: int) -> list[nl.Message]:
-        """Send one request (ACK or DUMP) and return its reply messages.
-
-        Raises :class:`ApplyError` with the kernel's errno (and extended-ack
-        text) when the kernel refuses it.
-        """
-        self.requests += 1
-        self._send(data)
-        replies: list[nl.Message] = []
-        while True:
-            for msg in self._recv():
-                if msg.seq != seq:
-                    continue  # a late answer to an earlier, timed-out request
-                if msg.type == nl.NLMSG_ERROR:
-                    code, text = nl.parse_error(msg)
-                    if code:
-                        raise ApplyError(text or os.strerror(code), code)
-                    return replies
-                if msg.type == nl.NLMSG_DONE:
-                    code = nl.done_error(msg)
-                    if code > 0:
-                        raise ApplyError(os.strerror(code), code)
-                    return replies
-                if msg.type in (nl.NLMSG_NOOP, nl.NLMSG_OVERRUN):
-                    continue
-                replies.append(msg)
 
     def dump(self, cmd: int, attrs: bytes = b"") -> list[nl.Message]:
         """A DUMP request of this family."""
@@ -235,16 +161,6 @@ class IpvsSocket:
             self.sock.settimeout(self.timeout)
         seq = self.next_seq()
         self.request(m.getfamily_request(m.IPVS_GENL_NAME, seq), seq)
-
-
-def _open_socket(netns: str | None) -> socket.socket:
-    def make() -> socket.socket:
-        try:
-            return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, nl.NETLINK_GENERIC)
-        except OSError as exc:
-            raise ApplyError(f"IPVS netlink: cannot open a generic netlink socket: {exc.strerror}", exc.errno) from None
-
-    return call_in(netns, make)
 
 
 # --------------------------------------------------------------------------- the backend

@@ -1,7 +1,7 @@
 """The real backend: composes the per-domain kernel backends.
 
 Each domain backend is created (and its heavy imports done) only when an
-action or observation needs it: a sysctl-only run never imports pyroute2, a
+action or observation needs it: a sysctl-only run never opens a netlink socket, a
 VIP-only host never opens the IPVS netlink family.
 """
 

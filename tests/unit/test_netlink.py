@@ -139,3 +139,33 @@ def test_address_match_reads_pyroute2_encoded_replies() -> None:
 def test_a_short_or_foreign_payload_is_not_an_address() -> None:
     assert rtaddr.decode(b"\2\x18") is None
     assert rtaddr.decode(rtaddr.IFADDRMSG.pack(17, 0, 0, 0, 1)) is None  # AF_PACKET: not ours
+
+
+# --------------------------------------------------------------------------- the address backend's requests
+
+
+@pytest.mark.parametrize("msg_type", [rtaddr.RTM_NEWADDR, rtaddr.RTM_DELADDR])
+def test_address_requests_read_back_in_pyroute2(msg_type: int) -> None:
+    packed = socket.inet_pton(socket.AF_INET, "192.0.2.100")
+    v4 = ifaddrmsg(rtaddr.address_request(msg_type, 9, 4, packed, 24, 3, label="eth0:0"))
+    v4.decode()
+    create = rtaddr.NLM_F_CREATE | rtaddr.NLM_F_EXCL if msg_type == rtaddr.RTM_NEWADDR else 0
+    assert (v4["header"]["type"], v4["header"]["flags"], v4["header"]["sequence_number"]) == (
+        msg_type, nl.NLM_F_REQUEST | nl.NLM_F_ACK | create, 9)
+    assert (v4["family"], v4["prefixlen"], v4["index"]) == (socket.AF_INET, 24, 3)
+    assert (v4.get_attr("IFA_LOCAL"), v4.get_attr("IFA_ADDRESS"), v4.get_attr("IFA_LABEL")) == (
+        "192.0.2.100", "192.0.2.100", "eth0:0")
+    v6 = ifaddrmsg(rtaddr.address_request(msg_type, 1, 6, socket.inet_pton(socket.AF_INET6, "2001:db8::1"), 64, 5,
+                                          flags=0x02))
+    v6.decode()
+    assert (v6["family"], v6["prefixlen"], v6["flags"], v6.get_attr("IFA_FLAGS")) == (socket.AF_INET6, 64, 2, 2)
+    assert v6.get_attr("IFA_ADDRESS") == "2001:db8::1" and v6.get_attr("IFA_LOCAL") is None
+
+
+def test_decode_reads_the_32_bit_flags_and_a_dump_can_name_its_device() -> None:
+    (v4,) = nl.iter_messages(_newaddr(socket.AF_INET, 24, 3, [
+        ("IFA_LOCAL", "192.0.2.100"), ("IFA_LABEL", "eth0:0"), ("IFA_FLAGS", 0x180)]))
+    assert rtaddr.decode(v4.payload).flags == 0x180  # type: ignore[union-attr]
+    msg = ifaddrmsg(rtaddr.getaddr_request(socket.AF_UNSPEC, seq=2, index=7))
+    msg.decode()
+    assert (msg["family"], msg["index"]) == (socket.AF_UNSPEC, 7)
