@@ -121,7 +121,7 @@ def _reconcile_words(words: list[str]) -> list[str] | None:
 
 
 def split_fast(argv: Sequence[str]) -> tuple[Globals, list[str]] | None:
-    """Parse the keepalived forms and ``reconcile`` without typer; ``None`` for anything else (typer handles it)."""
+    """Parse the keepalived forms, ``reconcile`` and ``check`` without typer; ``None`` for anything else (typer)."""
     parsed = split(list(argv))
     if parsed is None:
         return None
@@ -149,11 +149,13 @@ def split_fast(argv: Sequence[str]) -> tuple[Globals, list[str]] | None:
         return g, words
     if words and words[0] == "reconcile":
         return g, words
+    if words == ["check"]:  # the operator's "is my file right", also without typer's start-up
+        return g, words
     return None
 
 
 def run_fast(argv: Sequence[str]) -> int | None:
-    """Run a keepalived-style invocation (or ``reconcile``) without typer; ``None`` if it is not one."""
+    """Run a keepalived-style invocation (or ``reconcile``, ``check``) without typer; ``None`` if it is not one."""
     parsed = split_fast(argv)
     if parsed is None:
         return None
@@ -162,6 +164,8 @@ def run_fast(argv: Sequence[str]) -> int | None:
         return guarded(cmd_notify, g, words[1:])
     if words[0] == "reconcile":
         return guarded(cmd_reconcile, g, words[1] or None, words[2] or None)
+    if words[0] == "check":
+        return guarded(cmd_check, g)
     return guarded(cmd_transition, g, State(words[0]), words[1] if len(words) > 1 else None)
 
 
