@@ -1,6 +1,7 @@
-"""Run ``benchmarks/ipvs_sync.py`` inside a user-mode Linux guest (a kernel with IPVS).
+"""Run a benchmark inside a user-mode Linux guest (a kernel with IPVS).
 
     python benchmarks/run_in_uml.py [ipvs_sync.py options...]
+    python benchmarks/run_in_uml.py --script scale.py [scale.py options...]
 
 Uses the test harness ``tests/uml.py``: same checkout, same virtualenv, a fresh
 kernel whose IPVS table the benchmark may flush freely.  Also reports the
@@ -19,9 +20,13 @@ from uml import GuestError, run_in_guest  # noqa: E402
 
 
 def main() -> int:
-    argv = [sys.executable, str(ROOT / "benchmarks" / "ipvs_sync.py"), *sys.argv[1:]]
+    args = sys.argv[1:]
+    script = "ipvs_sync.py"
+    if args[:1] == ["--script"] and len(args) > 1:
+        script, args = args[1], args[2:]
+    argv = [sys.executable, str(ROOT / "benchmarks" / script), *args]
     try:
-        result = run_in_guest(argv, timeout=1800, mem="1G")
+        result = run_in_guest(argv, timeout=3600, mem="2G")
     except GuestError as exc:
         print(exc, file=sys.stderr)
         return 1
