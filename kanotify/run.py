@@ -11,7 +11,6 @@ one engine serves any number of runs.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 
@@ -21,6 +20,8 @@ from .model import State
 from .plan import Plan
 
 if TYPE_CHECKING:
+    import logging
+
     from .config import Config
     from .store import Ticket
 
@@ -37,8 +38,6 @@ PENDING = "pending"
 CONVERGED = "converged"
 OUTCOME_FAILED = "failed"
 SUPERSEDED = "superseded"
-
-log = logging.getLogger("kanotify")
 
 
 @dataclass(frozen=True)
@@ -102,7 +101,14 @@ class RunContext:
     config: Config
     priority: int | None = None
     plan: Plan = field(default_factory=Plan)
-    logger: logging.Logger = log
+
+    @property
+    def logger(self) -> logging.Logger:
+        """The ``kanotify`` logger.  :mod:`logging` is imported on first use: a notification without
+        plugins never pays for it (~3 ms natively, ~30 ms in a slow VM)."""
+        import logging
+
+        return logging.getLogger("kanotify")
 
     @property
     def instance(self) -> str | None:
