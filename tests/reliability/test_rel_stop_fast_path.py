@@ -7,7 +7,9 @@ import; that worker must finish the job after the group is killed.
 
 Here the group is killed 100 ms after the start -- ten times less than
 keepalived grants -- and the test measures how long after the kill the
-worker has removed the VIP and written its journal line.
+worker has removed the VIP and written its journal line.  A host fast enough
+to finish the whole stop within 100 ms is tried again with half the delay,
+so the kill still lands while the worker is at it.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from rel_support import Node, process_gone, processes_mentioning
 pytestmark = pytest.mark.root
 
 KILL_AFTER = 0.100
-ATTEMPTS = 3  # the kill must land after the fork; on a loaded machine one try may be too early
+ATTEMPTS = 6  # the kill must land after the fork (a loaded machine) and before the end (a fast one)
 
 
 def vip_bound(node: Node) -> bool:
@@ -37,6 +39,7 @@ def stop_records(node: Node) -> list[dict]:
 
 def test_stop_survives_keepalived_killing_its_process_group_after_100ms(node: Node) -> None:
     report = []
+    delay = KILL_AFTER
     for attempt in range(ATTEMPTS):
         assert node.run("master", "VI_1").returncode == 0
         assert vip_bound(node)
@@ -48,10 +51,15 @@ def test_stop_survives_keepalived_killing_its_process_group_after_100ms(node: No
                           start_new_session=True)  # its own process group, as keepalived does
         out.close()
         err.close()
-        time.sleep(max(0.0, started + KILL_AFTER - time.monotonic()))
+        time.sleep(max(0.0, started + delay - time.monotonic()))
+        finished = proc.poll() is not None
         os.killpg(proc.pid, signal.SIGKILL)
         killed = time.monotonic()
         proc.wait(timeout=10)
+        if finished and proc.returncode == 0:
+            report.append(f"finished before the kill at {delay * 1000:.0f} ms")
+            delay /= 2
+            continue
         assert proc.returncode == -signal.SIGKILL
         workers = processes_mentioning(str(node.config), exclude=[proc.pid])
 
@@ -88,5 +96,5 @@ def test_stop_survives_keepalived_killing_its_process_group_after_100ms(node: No
         assert ticket[2] == proc.pid, "the worker keeps the notification's place in keepalived's order"
         report.append(f"done {1000 * (done_at - killed):.0f} ms after the kill")
         break
-    print(f"\nSTOP fast path, process group SIGKILLed {KILL_AFTER * 1000:.0f} ms after the start: {report}")
+    print(f"\nSTOP fast path, process group SIGKILLed {delay * 1000:.0f} ms after the start: {report}")
     assert report and report[-1].startswith("done"), report
