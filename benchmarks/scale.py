@@ -12,7 +12,8 @@ and each row prints kanotify's median, its anchor's median and the ratio:
 
 1. ``kanotify master`` from an empty IPVS table (services x reals, default
    1000 x 10) vs ``ipvsadm-restore`` of the same rules;
-2. ``kanotify reconcile`` with nothing to do vs ``ipvsadm -Ln``;
+2. ``kanotify reconcile`` with nothing to do vs ``ipvsadm -Ln`` (a one-shot process, and
+   handed over to a running ``kanotify listen``, which holds the config and sockets);
 3. ``kanotify master`` for 1 VIP + 20 services x 4 reals + 4 sysctls, in a
    network namespace, vs the shell script an operator writes for it (``ip``,
    ``ipvsadm``, ``echo``), from the same state (VIP unbound, IPVS empty,
@@ -152,7 +153,8 @@ def count_ipvs(proc_net: str = "/proc/net/ip_vs") -> tuple[int, int]:
 
 
 def config_text(tmp: Path, services: int, reals: int, *, vip: bool, sysctls: bool) -> str:
-    out = [f'[settings]\nstate_dir = "{tmp}/state"\njournal = "{tmp}/journal.jsonl"\nsyslog = false\ngarp_count = 0\n\n']
+    out = [f'[settings]\nstate_dir = "{tmp}/state"\njournal = "{tmp}/journal.jsonl"\nsyslog = false\ngarp_count = 0\n'
+           'reconcile_interval = 0\n\n']
     if sysctls:
         out.append("[sysctl]\n" + "".join(f'"{k}" = {v}\n' for k, v in zip(SYSCTLS, SYSCTL_VALUES)) + "\n")
     out.append('[[instance]]\nname = "VI_1"\n')
@@ -246,6 +248,13 @@ def big_rows(tmp: Path, services: int, reals: int, rounds: int) -> tuple[list[Ro
         noop.anchor.append(run(["ipvsadm", "-Ln"]))
         noop.kanotify.append(run([KANOTIFY, "--config", conf, "reconcile"]))
     loaded()
+    handed = Row(f"kanotify reconcile, nothing to do, handed to kanotify listen ({services} x {reals})",
+                 anchor_name="ipvsadm -Ln", target=1.5)
+    with listening(conf, directory / "state"):
+        for _ in range(rounds):
+            handed.anchor.append(run(["ipvsadm", "-Ln"]))
+            handed.kanotify.append(run([KANOTIFY, "--config", conf, "reconcile"]))
+    loaded()
     flush()
     rss_master = peak_rss_kb([KANOTIFY, "--config", conf, "master"])
     loaded()
@@ -262,7 +271,7 @@ def big_rows(tmp: Path, services: int, reals: int, rounds: int) -> tuple[list[Ro
         "reconcile_writes": sum(a["status"] == "applied" for a in last.get("actions", ())),
     }
     flush()
-    return [master, noop], extras
+    return [master, noop, handed], extras
 
 
 def scaling(
@@ -272,7 +281,7 @@ def scaling(
     series = []
     for services in sizes:
         rows, extras = done[services] if services in done else big_rows(tmp, services, reals, rounds)
-        master, noop = rows
+        master, noop, _handed = rows
         series.append({
             "services": services, "reals": services * reals,
             "master_ms": master.median(master.kanotify), "restore_ms": master.median(master.anchor),
@@ -284,6 +293,31 @@ def scaling(
               f"ipvsadm -Ln {series[-1]['ipvsadm_ln_ms']:7.0f} ms, peak RSS {extras['peak_rss_kb'] / 1024:.0f} MB",
               flush=True)
     return series
+
+
+class listening:
+    """``kanotify listen`` running on ``conf`` (the one-shot commands hand their work to it), stopped at the end."""
+
+    def __init__(self, conf: str, state_dir: Path) -> None:
+        self.conf, self.socket = conf, state_dir / "control.sock"
+
+    def __enter__(self) -> "listening":
+        self.proc = subprocess.Popen([KANOTIFY, "--config", self.conf, "listen"], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while not self.socket.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"kanotify listen did not start (exit {self.proc.returncode})")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 class Namespace:
