@@ -278,19 +278,24 @@ def family_id(payload: bytes) -> int:
         raise DecodeError("nlctrl reply without a family id") from None
 
 
+_U16 = struct.Struct("=H").unpack_from
+_U32 = struct.Struct("=I").unpack_from
+_BE16 = struct.Struct("!H").unpack_from
+
+
 def _u16(attrs: Mapping[int, bytes], key: int, default: int = 0) -> int:
     raw = attrs.get(key)
-    return struct.unpack("=H", raw[:2])[0] if raw else default
+    return int(_U16(raw)[0]) if raw else default
 
 
 def _u32(attrs: Mapping[int, bytes], key: int, default: int = 0) -> int:
     raw = attrs.get(key)
-    return struct.unpack("=I", raw[:4])[0] if raw else default
+    return int(_U32(raw)[0]) if raw else default
 
 
 def _be16(attrs: Mapping[int, bytes], key: int) -> int:
     raw = attrs.get(key)
-    return struct.unpack("!H", raw[:2])[0] if raw else 0
+    return int(_BE16(raw)[0]) if raw else 0
 
 
 def _address(raw: bytes | None, af: int) -> IPAddress:

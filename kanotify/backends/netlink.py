@@ -92,13 +92,15 @@ def parse_attrs(data: bytes, offset: int = 0) -> dict[int, bytes]:
     Parsing stops at the first malformed attribute, as the kernel's
     ``nla_for_each_attr`` does.
     """
+    # The innermost loop of every observe (11,000 real servers: 22,000 calls): locals, no calls.
     attrs: dict[int, bytes] = {}
-    while offset + NLA.size <= len(data):
-        length, atype = NLA.unpack_from(data, offset)
-        if length < NLA.size:
+    unpack, end = NLA.unpack_from, len(data) - 4
+    while offset <= end:
+        length, atype = unpack(data, offset)
+        if length < 4:
             break
-        attrs[atype & NLA_TYPE_MASK] = data[offset + NLA.size : offset + length]
-        offset += _align(length)
+        attrs[atype & NLA_TYPE_MASK] = data[offset + 4 : offset + length]
+        offset += (length + 3) & ~3
     return attrs
 
 
