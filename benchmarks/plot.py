@@ -20,6 +20,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", help="the --json file of benchmarks/scale.py")
     parser.add_argument("png")
+    parser.add_argument("--host", default="", help="the host the guest ran on, for the title (a guest sees only 'UML')")
     args = parser.parse_args()
     import matplotlib
 
@@ -45,8 +46,9 @@ def main() -> int:
     ax.set_yscale("log")
     ax.set_xlabel("real servers (services x 10)")
     ax.set_ylabel("wall time per run, ms (median)")
-    where = "UML guest, Linux " + machine["kernel"] if machine.get("in_uml_guest") else machine["kernel"]
-    ax.set_title(f"kanotify at scale ({where}; host CPU: {data.get('host_cpu', machine['cpu'])})", fontsize=9)
+    where = f"UML guest, Linux {machine['kernel']}" if machine.get("in_uml_guest") else f"Linux {machine['kernel']}"
+    host = args.host or f"{machine['cpu']} x {machine['cores']}"
+    ax.set_title(f"kanotify at scale: {where}, on {host}", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
