@@ -166,3 +166,17 @@ def test_merged_keeps_what_was_not_read_again() -> None:
     scope = Scope(sysctls=("b",), services_only=True)
     assert merged(before, again, scope).sysctls == {"a": "1", "b": "2"}
     assert merged(before, again, Scope(sysctls=("b",))) is again  # a full read-back replaces everything
+
+
+def test_a_sync_daemon_change_reads_back_the_daemons_only(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from kanotify.actions import StartSyncDaemon
+    from kanotify.model import SyncDaemon
+
+    desired = replace(desired_for(config_for(tmp_path), {"VI_1": State.MASTER}), manage_sync_daemons=True)
+    scope = touched_scope(desired, [StartSyncDaemon(SyncDaemon("master", "eth0", 51))])
+    assert scope == Scope(sync_daemons=True, services_only=True)
+    assert desired.restricted(scope).manage_sync_daemons and not desired.restricted(scope).services
+    unmanaged = replace(desired, manage_sync_daemons=False)
+    assert not touched_scope(unmanaged, [StartSyncDaemon(SyncDaemon("master", "eth0", 51))]).sync_daemons
