@@ -19,7 +19,7 @@ import pytest
 from kanotify.config import parse_config
 from kanotify.importer import ImportResult, import_conf, import_file, render
 from kanotify.keepalived_conf import parse_text, read_config
-from kanotify.model import HealthCheck, RealServer, ServiceKey
+from kanotify.model import HealthCheck, RealServer, ServiceKey, SyncDaemonSpec
 
 CONFIGS = Path(__file__).parent / "keepalived_configs"
 ALL = sorted(p.name for p in CONFIGS.glob("*.conf")) + ["includes/main.conf"]
@@ -64,7 +64,7 @@ def test_kanotify_check_accepts_the_output(name: str, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ALL)
 def test_no_keyword_is_dropped_silently(name: str) -> None:
-    """Every line inside a virtual_server is mapped or named in a '# not imported' comment."""
+    """Every line inside a virtual_server, and every sync daemon line, is mapped or named in a '# not imported'."""
     conf = read_config(str(CONFIGS / name), "lb1")
     result, text = imported(name)
     mapped = {"lvs_sched", "lvs_method", "protocol", "persistence_timeout", "persistence_granularity", "ip_family",
@@ -81,7 +81,12 @@ def test_no_keyword_is_dropped_silently(name: str) -> None:
             # a checker, or an option a check takes, is named in the comment of the check's line
             shown = re.search(rf"[( ]{re.escape(str(stmt.where))}[,)]", text)
             assert str(stmt.where) in noted or shown, f"{stmt.words} at {stmt.where} is neither imported nor noted"
-    assert all(line.startswith(("#", "[", " ", "name")) or not line for line in lines)
+    syncd = [s for s in conf.walk() if s.keyword in ("lvs_sync_daemon", "lvs_sync_daemon_interface")]
+    for stmt in syncd:
+        table = f"[sync_daemon]    # {stmt.keyword} ({stmt.where})"
+        assert str(stmt.where) in noted or table in lines, f"{stmt.words} at {stmt.where} is neither imported nor noted"
+    sync_keys = ("interface", "instance", "sync_id", "maxlen", "port", "ttl", "group") if result.sync_daemon else ()
+    assert all(line.startswith(("#", "[", " ", "name", *(f"{k} = " for k in sync_keys))) or not line for line in lines)
 
 
 def test_seed_004_director() -> None:
@@ -178,7 +183,7 @@ def test_nat_ipv6_default_weight_persistence_and_sctp() -> None:
     assert "verify = false    # keepalived's SSL_GET does not verify the certificate" in text
 
 
-def test_legacy_names_and_the_sync_daemon_proposal() -> None:
+def test_legacy_names_and_the_legacy_sync_daemon() -> None:
     result, text = imported("legacy.conf")
     (svc,) = result.services
     assert svc.service.scheduler == "wlc" and svc.reals[0].real.forward == "dr"
@@ -186,15 +191,23 @@ def test_legacy_names_and_the_sync_daemon_proposal() -> None:
     (check,) = {c for _, c in parse_config(text).instances[0].services[0].checks}
     assert check == HealthCheck("http", path="/health", status=(200,), interval=3, timeout=2, retry=4, retry_delay=1,
                                 on_failure="remove")
-    assert "# not imported: lvs_sync_daemon_interface eth1" in text
-    assert '#   interface = "eth1"' in text and '#   instance = "VI_OLD"' in text and "#   sync_id = 91" in text
+    # keepalived 2.2.7 gives the legacy form sync id 0, not the virtual_router_id (91): vrrp.c vrrp_complete_init
+    assert parse_config(text).sync_daemon == SyncDaemonSpec("VI_OLD", "eth1", 0)
 
 
 def test_sync_daemon_global_form() -> None:
-    _, text = imported("sync_fifo.conf")
-    for line in ('#   [sync_daemon]', '#   interface = "eth0"', '#   instance = "VI_1"', "#   sync_id = 51",
-                 "#   maxlen = 1400", "#   port = 8848", "#   ttl = 1", '#   group = "224.0.0.81"'):
-        assert line in text
+    result, text = imported("sync_fifo.conf")
+    assert parse_config(text).sync_daemon == SyncDaemonSpec("VI_1", "eth0", 51, 1400, ip("224.0.0.81"), 8848, 1)
+    assert not result.notes
+
+
+def test_sync_daemon_of_another_instance_and_a_second_line() -> None:
+    result, text = imported("sync_defaults.conf")
+    assert result.instance == "VI_1" and parse_config(text).sync_daemon is None
+    assert "import with --instance VI_2 to get it as [sync_daemon]" in text
+    assert "sync_defaults.conf:7): keepalived takes the sync daemon from the first line" in text
+    _, text = imported("sync_defaults.conf", "VI_2")
+    assert parse_config(text).sync_daemon == SyncDaemonSpec("VI_2", "eth0", 52, 1200, ip("224.0.0.82"), 8850, 2)
 
 
 def test_keepalived_defaults_are_applied() -> None:

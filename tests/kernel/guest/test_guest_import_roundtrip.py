@@ -14,6 +14,15 @@ as soon as keepalived has loaded it -- before any checker can have decided.
 MISC_CHECKs run /bin/true.  The imported checks are in the TOML kanotify applies
 (they change nothing without a listener).
 
+The sync daemon: keepalived's VRRP process (``keepalived -P``) runs the IPVS
+sync daemon from ``lvs_sync_daemon`` (or the legacy ``lvs_sync_daemon_interface``)
+in one namespace, kanotify the imported ``[sync_daemon]`` in another, and
+``ipvsadm -L --daemon`` must list the same daemon in both, in each state
+keepalived starts one in: FAULT (its interface is down at start: the backup
+daemon) and MASTER (the link comes up, no peer answers: the master daemon).
+keepalived with ``lvs_sync_daemon`` without an instance runs both daemons from
+its checker process, which import says it cannot map.
+
 Then the checks themselves: for checkers.conf, whose checkers fail or pass
 whatever the host (unreachable addresses, /bin/false, /bin/true), keepalived's
 checkers and ``kanotify listen`` with the imported checks must leave the same
@@ -25,6 +34,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -43,7 +53,10 @@ CONFIGS = Path(__file__).resolve().parents[2] / "unit" / "keepalived_configs"
 ROUND_TRIP = [
     "seed004.conf", "dr_basic.conf", "fwmark.conf", "group.conf", "includes/main.conf", "conditional.conf",
     "definitions.conf", "seq.conf", "comments_quotes.conf", "legacy.conf", "nat_ipv6.conf", "sync_fifo.conf",
+    "sync_defaults.conf",
 ]
+#: configs with a sync daemon, and the instance to import them for (None: the file's first)
+SYNC_ROUND_TRIP = [("sync_fifo.conf", None), ("legacy.conf", None), ("sync_defaults.conf", "VI_2")]
 CONFIG_ID = "lb1"
 KANOTIFY = str(Path(sys.executable).with_name("kanotify"))
 SINK_PREFIXES = ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")
@@ -51,7 +64,10 @@ SINK_PREFIXES = ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8:
 
 @pytest.fixture
 def namespaces() -> Iterator[tuple[str, str]]:
-    """Two namespaces: ``ka`` for keepalived (documentation prefixes routed into a dummy), ``kn`` for kanotify."""
+    """Two namespaces: ``ka`` for keepalived (documentation prefixes routed into a dummy), ``kn`` for kanotify.
+
+    ``kn`` has veths ``eth0`` and ``eth1``: the interfaces the imported sync daemons name.
+    """
     tag = secrets.token_hex(2)
     ka, kn = f"kt-{tag}-ka", f"kt-{tag}-kn"
     made: list[str] = []
@@ -65,10 +81,13 @@ def namespaces() -> Iterator[tuple[str, str]]:
         run(["ip", "-n", ka, "link", "set", "sink0", "up"])
         for prefix in SINK_PREFIXES:
             run(["ip", "-n", ka, "route", "add", prefix, "dev", "sink0"])
+        for dev in ("eth0", "eth1"):
+            run(["ip", "-n", kn, "link", "add", dev, "type", "veth", "peer", "name", f"{dev}p"])
+            for end in (dev, f"{dev}p"):
+                run(["ip", "-n", kn, "link", "set", end, "up"])
         yield ka, kn
     finally:
-        for ns in made:
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        _remove(made)
 
 
 def _normalized(lines: list[str]) -> list[str]:
@@ -227,6 +246,128 @@ def test_the_imported_checks_leave_the_table_keepalived_s_checkers_leave(
     assert _normalized(kanotify_table) == _normalized(keepalived_table)
     print(f"checkers.conf settled: keepalived's checkers after {keepalived_took:.1f}s, kanotify listen with the "
           f"imported checks after {kanotify_took:.1f}s")
+
+
+@pytest.fixture
+def sync_namespaces() -> Iterator[tuple[str, str]]:
+    """``ka`` for keepalived, ``kn`` for kanotify, each with veths ``eth0`` and ``eth1`` (peers up).
+
+    keepalived's ``eth0`` (its VRRP interface) has an address and is left down: the instances start in
+    FAULT.  kanotify's interfaces are up.
+    """
+    tag = secrets.token_hex(2)
+    ka, kn = f"kt-{tag}-ska", f"kt-{tag}-skn"
+    made: list[str] = []
+    try:
+        for ns in (ka, kn):
+            run(["ip", "netns", "add", ns])
+            made.append(ns)
+            run(["ip", "-n", ns, "link", "set", "lo", "up"])
+            for dev in ("eth0", "eth1"):
+                run(["ip", "-n", ns, "link", "add", dev, "type", "veth", "peer", "name", f"{dev}p"])
+                run(["ip", "-n", ns, "link", "set", f"{dev}p", "up"])
+            run(["ip", "-n", ns, "link", "set", "eth1", "up"])
+        run(["ip", "-n", ka, "addr", "add", "203.0.113.1/24", "dev", "eth0"])
+        run(["ip", "-n", kn, "link", "set", "eth0", "up"])
+        yield ka, kn
+    finally:
+        _remove(made)
+
+
+def _remove(namespaces: list[str]) -> None:
+    """Stop the sync daemons in *namespaces* and delete them."""
+    for ns in namespaces:
+        for state in ("master", "backup"):
+            subprocess.run(["ip", "netns", "exec", ns, "ipvsadm", "--stop-daemon", state], capture_output=True)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def _daemons(ns: str) -> list[str]:
+    """``ipvsadm -L --daemon`` in *ns*: one line per running daemon."""
+    return [line.strip() for line in run(["ip", "netns", "exec", ns, "ipvsadm", "-L", "--daemon"]).splitlines()
+            if line.strip()]
+
+
+def _wait_for_daemon(ns: str, state: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> list[str]:
+    """``ipvsadm -L --daemon`` of *ns* once exactly one daemon runs, the *state* one."""
+    deadline = time.monotonic() + timeout
+    listed: list[str] = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        listed = _daemons(ns)
+        if len(listed) == 1 and listed[0].startswith(f"{state} sync daemon"):
+            return listed
+        time.sleep(0.1)
+    _stop(proc)
+    out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+    raise AssertionError(f"keepalived ran no lone {state} sync daemon in {timeout}s: {listed}\n{out}")
+
+
+@pytest.mark.parametrize(("name", "instance"), SYNC_ROUND_TRIP)
+def test_keepalived_and_the_imported_sync_daemon_run_the_same_daemon(
+    name: str, instance: str | None, sync_namespaces: tuple[str, str], tmp_path: Path
+) -> None:
+    ka, kn = sync_namespaces
+    conf = CONFIGS / name
+    result, text = import_file(str(conf), instance, CONFIG_ID)
+    assert result.sync_daemon is not None, text
+
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", ka, "keepalived", "-n", "-l", "-D", "-P", "-f", str(conf), "-i", CONFIG_ID,
+         "-p", str(tmp_path / "keepalived.pid"), "-r", str(tmp_path / "vrrp.pid")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        keepalived_fault = _wait_for_daemon(ka, "backup", proc)  # eth0 down: FAULT
+        run(["ip", "-n", ka, "link", "set", "eth0", "up"])  # BACKUP, and MASTER when no advert comes
+        keepalived_master = _wait_for_daemon(ka, "master", proc)
+    finally:
+        _stop(proc)
+    assert _daemons(ka) == []  # keepalived stops its daemon when it stops
+
+    config = _config(tmp_path, text)
+    kanotify = ["ip", "netns", "exec", kn, KANOTIFY, "--allow-insecure", "--config", str(config), "--json"]
+    for state, expected in (("fault", keepalived_fault), ("master", keepalived_master)):
+        records = []
+        for _ in range(2):
+            done = subprocess.run([*kanotify, state, result.instance], capture_output=True, text=True, timeout=300)
+            assert done.returncode == 0, done.stdout + done.stderr
+            records.append(json.loads(done.stdout))
+        assert all(a["status"] == "noop" for a in records[1]["actions"]), records[1]["actions"]
+        assert _daemons(kn) == expected, state
+    status = subprocess.run([*kanotify, "status"], capture_output=True, text=True, timeout=300)
+    assert status.returncode == 0, status.stdout + status.stderr
+    sync = json.loads(status.stdout)["sync_daemons"]
+    assert (sync["managed"], sync["instance"], sync["state"]) == (True, result.instance, "master")
+    assert [d["state"] for d in sync["daemons"] if d["running"]] == ["master"] and all(d["ok"] for d in sync["daemons"])
+    print(f"{name}: keepalived and kanotify ran {keepalived_fault} in FAULT, {keepalived_master} in MASTER")
+
+
+def test_lvs_sync_daemon_without_an_instance_is_both_daemons_in_keepalived_s_checker(
+    sync_namespaces: tuple[str, str], tmp_path: Path
+) -> None:
+    """What import does not map, and says why: keepalived's checker runs master and backup at once."""
+    ka, _ = sync_namespaces
+    conf = tmp_path / "keepalived.conf"
+    conf.write_text("global_defs {\n    lvs_sync_daemon eth1 id 9\n}\n"
+                    "vrrp_instance VI_1 {\n    interface eth0\n    virtual_router_id 51\n    priority 100\n}\n"
+                    "virtual_server 192.0.2.150 80 {\n    protocol TCP\n    real_server 192.0.2.21 80 {\n    }\n}\n")
+    result, text = import_file(str(conf))
+    assert result.sync_daemon is None and not re.search(r"^\[sync_daemon\]", text, re.M)
+    assert any("runs the master and the backup daemon at once" in n.reason for n in result.notes)
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", ka, "keepalived", "-n", "-l", "-D", "-C", "-f", str(conf),
+         "-p", str(tmp_path / "keepalived.pid"), "-c", str(tmp_path / "checkers.pid")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while len(_daemons(ka)) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        listed = _daemons(ka)
+    finally:
+        _stop(proc)
+    assert listed == ["master sync daemon (mcast=eth1, syncid=9, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)",
+                      "backup sync daemon (mcast=eth1, syncid=9, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)"]
 
 
 def test_doctor_ip_vs_passes_where_the_kernel_has_it(tmp_path: Path) -> None:
