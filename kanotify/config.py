@@ -64,6 +64,7 @@ from .tomlcheck import (
     Integer,
     Number,
     Problems,
+    Rule,
     Table,
     Text,
     field_keys,
@@ -102,6 +103,68 @@ _ABS_PATH = Text("an absolute path", check=_check_abs_path)
 
 
 @dataclass(frozen=True)
+class ListenAddress:
+    """Where a server listens: an IP address and a port (``settings.metrics``).
+
+    >>> str(parse_listen_address("[::1]:9650"))
+    '[::1]:9650'
+    """
+
+    address: IPAddress
+    port: int
+
+    def __str__(self) -> str:
+        return format_hostport(self.address, self.port)
+
+
+_PORT_RE = re.compile(r"[0-9]{1,5}\Z")
+_LISTEN_WHAT = 'ADDRESS:PORT, e.g. "127.0.0.1:9650" or "[::1]:9650"'
+
+
+def parse_listen_address(value: str) -> ListenAddress | str:
+    """``"127.0.0.1:9650"`` or ``"[::1]:9650"`` (no host names: a failover path must not wait for DNS),
+    or the error message."""
+    if value.startswith("["):
+        host, bracket, port = value[1:].partition("]:")
+        if not bracket:
+            return f"expected {_LISTEN_WHAT}: a bracketed IPv6 address needs ]:PORT after it, got {literal(value)}"
+    else:
+        host, colon, port = value.rpartition(":")
+        if not colon:
+            return f"expected {_LISTEN_WHAT}: no port in {literal(value)}"
+        if ":" in host:
+            return f"expected {_LISTEN_WHAT}: write an IPv6 address in brackets, got {literal(value)}"
+    address = _ip(host)
+    if not host:
+        return f"expected {_LISTEN_WHAT}: no address before the port in {literal(value)}"
+    if address is None:
+        return f"expected {_LISTEN_WHAT}: {literal(host)} is not an IP address (host names are not accepted)"
+    if value.startswith("[") and address.version != 6:
+        return f"expected {_LISTEN_WHAT}: only IPv6 addresses go in brackets, got {literal(value)}"
+    if address.is_multicast:
+        return f"expected {_LISTEN_WHAT}: {address} is a multicast address"
+    if not _PORT_RE.match(port) or not 1 <= int(port) <= 65535:
+        return f"expected {_LISTEN_WHAT}: the port must be an integer 1..65535, got {literal(value)}"
+    return ListenAddress(address, int(port))
+
+
+class _ListenAddressRule(Rule):
+    """A :class:`ListenAddress` written as ``"ADDRESS:PORT"``."""
+
+    __slots__ = ()
+
+    def read(self, table: Table, name: str, default: Any) -> Any:
+        text = table.text(name, _LISTEN_WHAT, check=lambda v: _error(parse_listen_address(v)))
+        if text is None:
+            return default  # absent (or a problem, which the table has recorded)
+        return parse_listen_address(text)
+
+
+def _error(parsed: object) -> str | None:
+    return parsed if isinstance(parsed, str) else None
+
+
+@dataclass(frozen=True)
 class HookSettings:
     """A ``[hooks.NAME]`` table: the engine's keys plus the plugin's own options."""
 
@@ -131,6 +194,7 @@ class Settings:
     drain_timeout: float = setting(300.0, Number(0))  # seconds a removed real server may drain at weight 0
     hook_timeout: float = setting(5.0, Number(0, 600, lo_open=True))  # seconds per hook call
     reconcile_interval: float = setting(30.0, Number(0, 86400))  # listener: seconds between drift checks, 0 = off
+    metrics: ListenAddress | None = setting(None, _ListenAddressRule())  # listener: serve /metrics here; None = off
 
 
 @dataclass(frozen=True)
