@@ -81,6 +81,8 @@ class Engine:
     every later run until :meth:`close` (the listener: sockets opened once).
     ``clock`` is wall-clock seconds (drain timeouts).  ``health`` (the
     listener's checks) drains or removes the real servers found DOWN.
+    ``on_result`` sees every run's result once it is recorded (the listener's
+    metrics); it must not raise.
     """
 
     def __init__(
@@ -94,9 +96,11 @@ class Engine:
         journal: Journal | None = None,
         store: StateStore | None = None,
         health: HealthView | None = None,
+        on_result: Callable[[RunResult], None] | None = None,
     ) -> None:
         self.config = config
         self.health = health
+        self.on_result = on_result
         self.backend_factory = backend_factory or backends.system_backend
         self.reuse_backend = reuse_backend
         self.hooks: Hooks = hooks if hooks is not None else NoHooks()
@@ -251,7 +255,7 @@ class Engine:
         backend = self._acquire_backend()
         verify: list[str] = []
         try:
-            observed = backend.observe(scope)
+            observed = after = backend.observe(scope)
             ctx.plan = plan(desired, observed, options)
             aborted = None
             try:
@@ -270,7 +274,6 @@ class Engine:
                 results = [ActionResult(a, NOOP if a.is_noop else PENDING) for a in ctx.plan]
             else:
                 results = self._apply(run, backend)
-                after = observed
                 if any(r.status != NOOP for r in results):  # nothing changed: nothing to read again
                     after, verify = _verify(backend, desired, observed, results, options)
                 if run.locked:
@@ -284,7 +287,7 @@ class Engine:
         outcome = OUTCOME_FAILED if failed or verify else CONVERGED
         stale = sorted(set(run.request.new_states or ()) - set(self._effective_new_states(run, saved)))
         note = "superseded for " + ", ".join(stale) if stale else None
-        return self._record(run, results, outcome, verify=verify, note=note, after_hooks=True)
+        return self._record(run, results, outcome, verify=verify, note=note, after_hooks=True, observed=after)
 
     # ------------------------------------------------------------------ pieces
 
@@ -344,12 +347,13 @@ class Engine:
         note: str | None = None,
         traceback_text: str | None = None,
         after_hooks: bool = False,
+        observed: Observed | None = None,
     ) -> RunResult:
         """Build the journal record, let ``after_transition`` see it, write it and the syslog line."""
         record = self._journal_record(run, results, outcome, verify, note)
         if traceback_text:
             record["traceback"] = traceback_text
-        result = RunResult(run.ctx, results, outcome, record, list(verify or ()))
+        result = RunResult(run.ctx, results, outcome, record, list(verify or ()), observed=observed)
         if after_hooks:
             run.hooks.after_transition(result)
             problems = run.hooks.problems  # the record was built before after_transition ran
@@ -360,6 +364,8 @@ class Engine:
         result.problems = list(run.hooks.problems)
         if not (run.request.quiet and _uneventful(result)):
             self._write_journal(record)
+        if self.on_result is not None:
+            self.on_result(result)
         return result
 
     def _journal_record(

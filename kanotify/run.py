@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import logging
 
     from .config import Config
+    from .model import Observed
     from .store import Ticket
 
 #: Status of an action in a run (the journal's ``actions[].status``).
@@ -129,7 +130,10 @@ class RunResult:
     """The outcome of one run; ``record`` is exactly the journal line.
 
     ``verify`` lists what still differed after applying; ``problems`` what went
-    wrong with hook plugins in this run (load problems included).
+    wrong with hook plugins in this run (load problems included).  ``observed``
+    is the system as the run left it (its observation with the read-back after
+    applying merged in); ``None`` when the run observed nothing (superseded,
+    journal-only, or failed before observing).
     """
 
     context: RunContext
@@ -138,6 +142,7 @@ class RunResult:
     record: dict[str, Any]
     verify: list[str] = field(default_factory=list)
     problems: list[HookProblem] = field(default_factory=list)
+    observed: Observed | None = None
 
     @property
     def exit_code(self) -> int:
