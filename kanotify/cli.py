@@ -153,6 +153,20 @@ def listen(
     raise typer.Exit(cmd_listen(g, fifo))
 
 
+@app.command("metrics")
+def metrics_cmd(
+    ctx: typer.Context,
+    textfile: Optional[str] = typer.Option(
+        None, "--textfile", metavar="PATH",
+        help="Write them atomically into PATH (node_exporter's textfile collector) instead of stdout.",
+    ),
+) -> None:
+    """Print the Prometheus metrics once (text format), for node_exporter's textfile collector."""
+    from . import metrics
+
+    _call(ctx, metrics.cmd_metrics, textfile)
+
+
 @app.command("doctor")
 def doctor_cmd(
     ctx: typer.Context,

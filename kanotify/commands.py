@@ -96,13 +96,15 @@ def using(rt: Runtime) -> Iterator[Runtime]:
         _RUNTIME.reset(token)
 
 
-#: ``reconcile``'s own options, which the typer-free path understands too
+#: the options of commands the typer-free path runs, which it understands too
 _RECONCILE_OPTIONS = ("--state", "--instance")
+_METRICS_OPTIONS = ("--textfile",)
 
 
-def _reconcile_words(words: list[str]) -> list[str] | None:
-    """``reconcile [--state S] [--instance I]`` as ``["reconcile", S or "", I or ""]``; None for anything else."""
-    values = {name: "" for name in _RECONCILE_OPTIONS}
+def _option_words(words: list[str], options: tuple[str, ...]) -> list[str] | None:
+    """``COMMAND [--a A] [--b B]`` as ``[COMMAND, A or "", B or ""]`` (``reconcile [--state S] [--instance I]``,
+    ``metrics [--textfile PATH]``); None for anything else."""
+    values = {name: "" for name in options}
     i = 1
     while i < len(words):
         name, eq, value = words[i].partition("=")
@@ -117,20 +119,20 @@ def _reconcile_words(words: list[str]) -> list[str] | None:
             return None
         values[name] = value
         i += 1
-    return ["reconcile", values["--state"], values["--instance"]]
+    return [words[0].lower(), *(values[name] for name in options)]
 
 
 def split_fast(argv: Sequence[str]) -> tuple[Globals, list[str]] | None:
-    """Parse the keepalived forms, ``reconcile`` and ``check`` without typer; ``None`` for anything else (typer)."""
+    """Parse the keepalived forms, ``reconcile``, ``check`` and ``metrics`` without typer; ``None`` for anything else (typer)."""
     parsed = split(list(argv))
     if parsed is None:
         return None
     found, words = parsed
-    if words and words[0].lower() == "reconcile":
-        reconcile = _reconcile_words(words)
-        if reconcile is None:
+    if words and words[0].lower() in ("reconcile", "metrics"):
+        parsed_words = _option_words(words, _RECONCILE_OPTIONS if words[0].lower() == "reconcile" else _METRICS_OPTIONS)
+        if parsed_words is None:
             return None
-        words = reconcile
+        words = parsed_words
     elif any(w.startswith("-") for w in words):
         return None  # --help, unknown options: let typer explain
     g = Globals()
@@ -151,11 +153,13 @@ def split_fast(argv: Sequence[str]) -> tuple[Globals, list[str]] | None:
         return g, words
     if words == ["check"]:  # the operator's "is my file right", also without typer's start-up
         return g, words
+    if words and words[0] == "metrics":  # run every minute from a timer: without typer's start-up too
+        return g, words
     return None
 
 
 def run_fast(argv: Sequence[str]) -> int | None:
-    """Run a keepalived-style invocation (or ``reconcile``, ``check``) without typer; ``None`` if it is not one."""
+    """Run a keepalived-style invocation (or ``reconcile``, ``check``, ``metrics``) without typer; ``None`` if it is not one."""
     parsed = split_fast(argv)
     if parsed is None:
         return None
@@ -166,6 +170,10 @@ def run_fast(argv: Sequence[str]) -> int | None:
         return guarded(cmd_reconcile, g, words[1] or None, words[2] or None)
     if words[0] == "check":
         return guarded(cmd_check, g)
+    if words[0] == "metrics":
+        from .metrics import cmd_metrics
+
+        return guarded(cmd_metrics, g, words[1] or None)
     return guarded(cmd_transition, g, State(words[0]), words[1] if len(words) > 1 else None)
 
 

@@ -15,7 +15,12 @@ a time, in the order the requests arrived:
 * **drift repair**: a quiet reconcile every ``settings.reconcile_interval``
   seconds, and at once when rtnetlink reports a managed VIP removed
   (:mod:`kanotify.backends.addrwatch`); journaled (command ``repair``) when it
-  changed something.
+  changed something;
+* **metrics** (``settings.metrics``): Prometheus text at ``http://ADDRESS/metrics``,
+  served by a thread of its own (:mod:`kanotify.exporter`); the engine hands
+  each run's result to :class:`kanotify.metrics.ListenerMetrics`.  A port it
+  cannot bind never stops the listener: it runs without metrics, says so
+  (stderr, syslog, journal) and tries again every :data:`METRICS_RETRY` s.
 
 The event loop (asyncio) only reads and queues; it never waits for a run, so
 it stays responsive while a transition takes its time.  Signals: SIGHUP
@@ -45,7 +50,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from . import commands, control
 from .backends import Backend, system_backend
@@ -57,11 +62,16 @@ from .errors import ConfigError, KanotifyError
 from .fifo import FifoReader, LvsEvent, PriorityEvent, Unparsed, VrrpEvent, parse_line
 from .health import Change, Health
 from .journal import summary_line, syslog_line
+from .metrics import Facts, ListenerMetrics
 from .model import State
 from .plan import desired_for
 from .procinfo import ticket_fields
 from .run import CONVERGED, OUTCOME_FAILED, SUPERSEDED, Request, RunResult
 from .store import LISTEN_LOCK, StateStore, Ticket
+
+if TYPE_CHECKING:
+    from .config import ListenAddress
+    from .exporter import MetricsServer
 
 log = logging.getLogger("kanotify.listen")
 
@@ -70,6 +80,8 @@ FIFO_POLL = 0.2
 FIFO_CHECK = 1.0
 #: how long SIGTERM keeps reading the FIFO (keepalived writes STOP lines after signalling its script)
 STOP_GRACE = 1.0
+#: seconds between tries to bind settings.metrics after it failed (the port may be held a while longer)
+METRICS_RETRY = 10.0
 MAX_ARGS = 64
 
 
@@ -116,7 +128,15 @@ class _HealthRun:
     changes: list[str]
 
 
-_Work = _Vrrp | _Command | _Repair | _Note | _Reload | _HealthRun
+@dataclass
+class _Failure:
+    """Something the listener could not do (serve its metrics): journaled as a failed ``command``."""
+
+    command: str
+    note: str
+
+
+_Work = _Vrrp | _Command | _Repair | _Note | _Reload | _HealthRun | _Failure
 
 
 def event_ticket() -> Ticket:
@@ -175,7 +195,10 @@ class Listener:
         self._running = False
         self._removed: list[Removed] = []  # address removals not judged yet (one came in during a run)
         self._lost_events = False
-        self.runs = 0  # transitions run, for tests and metrics
+        self.runs = 0  # transitions run, for tests
+        self.metrics = ListenerMetrics()
+        self.metrics_server: MetricsServer | None = None
+        self._metrics_retry: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -229,6 +252,7 @@ class Listener:
                 self._watch.close()
             if self.health is not None:
                 self.health.stop()
+            self._serve_metrics(None)
             self._executor.shutdown(wait=True)
             if self.engine is not None:
                 self.engine.close()
@@ -253,10 +277,12 @@ class Listener:
             self.health = Health(self.loop, self._on_health, self.store.dir)
         self.health.configure(config)  # real servers that stay keep their health
         self.engine = Engine(config, hooks=commands.hooks_for(config, self.allow_insecure),
-                             backend_factory=self.backend_factory, reuse_backend=True, health=self.health)
+                             backend_factory=self.backend_factory, reuse_backend=True, health=self.health,
+                             on_result=self.metrics.on_result)
         if old is not None:
             old.close()
         self._schedule_reconcile()
+        self._serve_metrics(config.settings.metrics)
 
     # ------------------------------------------------------------------ one listener per state_dir
 
@@ -374,6 +400,8 @@ class Listener:
         elif isinstance(work, _HealthRun):
             reason = "health: " + "; ".join(work.changes)
             self._report(engine.reconcile(argv=["kanotify", "listen", reason[:2000]], command="health", quiet=True))
+        elif isinstance(work, _Failure):
+            engine.journal_only(Request(work.command, (), ("kanotify", "listen")), OUTCOME_FAILED, work.note)
 
     def _trigger(self, line: str) -> tuple[str, ...]:
         return ("kanotify", "listen", self.fifo_path or "-", line)
@@ -536,6 +564,45 @@ class Listener:
         for change in changes:
             _say(f"health: {change}")
         self._submit("health", _HealthRun([str(c) for c in changes]))
+
+    # ------------------------------------------------------------------ metrics
+
+    def _serve_metrics(self, address: ListenAddress | None) -> None:
+        """Serve ``/metrics`` at ``address`` (None: not at all); in the loop thread."""
+        server = self.metrics_server
+        if server is not None and server.address == address:
+            return
+        if self._metrics_retry is not None:
+            self._metrics_retry.cancel()
+            self._metrics_retry = None
+        if server is not None:
+            server.stop()
+            self.metrics_server = None
+        if address is None or self._stopping:
+            return
+        from .exporter import MetricsServer  # prometheus_client: only for a listener that serves metrics
+
+        self._start_metrics(MetricsServer(address, self._metrics_facts), first=True)
+
+    def _start_metrics(self, server: MetricsServer, first: bool = False) -> None:
+        self._metrics_retry = None
+        try:
+            server.start()
+        except OSError as exc:
+            if first:  # loudly, once: the listener is the failover path and goes on without metrics
+                note = (f"metrics: cannot serve {server.url}: {exc.strerror or exc}; running WITHOUT metrics, "
+                        f"trying again every {METRICS_RETRY:g}s")
+                _say(note)
+                syslog_line(note, enabled=self._current_engine().config.settings.syslog, error=True)
+                self._submit(object(), _Failure("metrics", note))
+            self._metrics_retry = self.loop.call_later(METRICS_RETRY, self._start_metrics, server)
+            return
+        self.metrics_server = server
+        _say(f"metrics: serving {server.url}" + ("" if first else " (after all)"))
+
+    def _metrics_facts(self) -> Facts:
+        """What a scrape shows (in the server's thread): reads only what the worker published."""
+        return self.metrics.facts(self._current_engine().config, self.health)
 
     # ------------------------------------------------------------------ drift
 

@@ -82,3 +82,17 @@ def test_lookup_counts_repeated_short_flags_and_refuses_values_for_flags() -> No
     assert hit is not None and hit[0].dest == "verbose" and hit[2] == 3
     assert lookup("--dry-run=yes") is None
     assert lookup("--conf") is None
+
+
+@pytest.mark.parametrize(("command", "fast"), [("reconcile", "_RECONCILE_OPTIONS"), ("metrics", "_METRICS_OPTIONS")])
+def test_the_fast_path_knows_the_same_options_of_its_commands_as_typer(command: str, fast: str) -> None:
+    """A command the typer-free path runs must understand every option typer gives it, or a new one
+    would be read as a word there (and typer would never see it)."""
+    from kanotify import commands
+
+    group = typer.main.get_command(app)
+    found = group.commands[command]  # type: ignore[attr-defined]
+    typer_options = {opt for p in found.params for opt in getattr(p, "opts", ()) if opt.startswith("--")}
+    assert typer_options == set(getattr(commands, fast))
+    parsed = split_fast([command])
+    assert parsed is not None and parsed[1][0] == command

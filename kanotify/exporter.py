@@ -1,0 +1,231 @@
+"""Prometheus text for kanotify's :class:`~kanotify.metrics.Facts`, and the listener's ``/metrics`` server.
+
+The exposition format is prometheus_client's (the official client: the text
+and OpenMetrics encoders, content negotiation, escaping); the families are
+built from a :class:`~kanotify.metrics.Facts` at each scrape by a custom
+collector, so the listener and ``kanotify metrics`` print the same families
+from the same kind of value.  Only the listener and ``kanotify metrics``
+import this module (prometheus_client costs ~45 ms to import); a notification
+never does.
+
+The server (:class:`MetricsServer`) is an HTTP server in its own thread, a
+thread per request, so building the text (tens of ms for 10,000 real servers)
+never runs on the listener's event loop or in its worker, and a slow or stuck
+scraper holds only its own thread (:data:`REQUEST_TIMEOUT`; at most
+:data:`MAX_CLIENTS` at once).  Only ``/metrics`` is served; every other path
+is a 404.  It is written here rather than taken from prometheus_client's
+``start_http_server`` for three reasons: that one serves the metrics on
+*every* path, resolves the bound address's host name when binding (a reverse
+DNS lookup in the listener's start-up, on the failover path), and can only be
+stopped by waiting out a half-second poll.
+"""
+
+from __future__ import annotations
+
+import selectors
+import socket
+import socketserver
+import threading
+from typing import Any, Callable, Iterable
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily
+from prometheus_client.exposition import generate_latest, make_wsgi_app
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.utils import floatToGoString
+
+from .config import ListenAddress
+from .metrics import DURATION_BUCKETS, OUTCOMES, Facts
+from .model import State
+
+#: seconds a scraper may take to send its request and read the answer
+REQUEST_TIMEOUT = 10.0
+#: scrapes served at once; more connections are closed at once
+MAX_CLIENTS = 8
+PATH = "/metrics"
+
+
+def families(facts: Facts) -> list[Metric]:
+    """The metric families of ``facts`` (docs/metrics.md has each one's meaning)."""
+    info = InfoMetricFamily("kanotify_build", "kanotify's version.", value={"version": facts.version})
+
+    state = GaugeMetricFamily(
+        "kanotify_instance_state",
+        "1 for the VRRP state recorded for the instance, 0 for the others (all 0: never notified).",
+        labels=["instance", "state"])
+    for name, current in facts.instances:
+        for each in State:
+            state.add_metric([name, each.value], 1.0 if current is each else 0.0)
+
+    transitions = CounterMetricFamily(
+        "kanotify_transitions", "VRRP notifications run, per instance and outcome.", labels=["instance", "outcome"])
+    counted = {(i, o): n for i, o, n in facts.counts.transitions}
+    for name, _current in facts.instances:
+        for outcome in OUTCOMES:
+            transitions.add_metric([name, outcome], counted.get((name, outcome), 0))
+
+    duration = HistogramMetricFamily(
+        "kanotify_transition_duration_seconds",
+        "Time a notification took, from its start to its journal line (superseded ones not counted).")
+    cumulative, buckets = 0, []
+    for bound, count in zip((*DURATION_BUCKETS, float("inf")), facts.counts.buckets):
+        cumulative += count
+        buckets.append((floatToGoString(bound), float(cumulative)))
+    duration.add_metric([], buckets, facts.counts.duration_sum)
+
+    repairs = CounterMetricFamily(
+        "kanotify_drift_repairs", "Drift repairs (listener repair runs, kanotify reconcile) that changed something.",
+        value=facts.counts.repairs)
+
+    up = GaugeMetricFamily(
+        "kanotify_real_server_up", "1 when the listener's health check finds the real server UP, 0 when DOWN.",
+        labels=["service", "real"])
+    for service, real, value in facts.reals_up:
+        up.add_metric([service, real], 1.0 if value else 0.0)
+
+    weight = GaugeMetricFamily(
+        "kanotify_real_server_weight",
+        "IPVS weight of each real server of a managed service, as kanotify last observed it.",
+        labels=["service", "real"])
+    for service, real, w in facts.weights:
+        weight.add_metric([service, real], float(w))
+
+    sync = GaugeMetricFamily(
+        "kanotify_sync_daemon_running", "1 when the IPVS sync daemon of that state runs (with [sync_daemon]).",
+        labels=["state"])
+    for daemon, running in facts.sync_daemons:
+        sync.add_metric([daemon], 1.0 if running else 0.0)
+
+    listener = GaugeMetricFamily(
+        "kanotify_listener_running", "1 when a kanotify listen serves this state_dir.",
+        value=1.0 if facts.listener else 0.0)
+    return [info, state, transitions, duration, repairs, up, weight, sync, listener]
+
+
+class FactsCollector(Collector):
+    """A collector whose families are built from ``source()`` at every collection."""
+
+    def __init__(self, source: Callable[[], Facts]) -> None:
+        self.source = source
+
+    def collect(self) -> Iterable[Metric]:
+        return families(self.source())
+
+
+def registry_for(source: Callable[[], Facts]) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(FactsCollector(source))
+    return registry
+
+
+def render(facts: Facts) -> bytes:
+    """``facts`` in the Prometheus text format."""
+    return generate_latest(registry_for(lambda: facts))
+
+
+# --------------------------------------------------------------------------- the listener's server
+
+
+class _Handler(WSGIRequestHandler):
+    timeout = REQUEST_TIMEOUT  # on the connection: a scraper that stalls is dropped
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # a request every 15 s is not news
+
+
+class _Server(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: ListenAddress) -> None:
+        self.address_family = socket.AF_INET6 if address.address.version == 6 else socket.AF_INET
+        self._slots = threading.BoundedSemaphore(MAX_CLIENTS)
+        super().__init__((str(address.address), address.port), _Handler)
+        self.socket.setblocking(False)  # handle_request() after select: a vanished client must not block accept()
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind resolves the host name of the address (socket.getfqdn): a DNS
+        # lookup that can hang the listener's start.  The WSGI environ does not need it.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
+        self.setup_environ()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a scraper that timed out or went away: its next scrape will do (the default prints a traceback)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)  # MAX_CLIENTS scrapes already: this one waits for the next interval
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+def _only_metrics(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
+    def serve(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == PATH:
+            return app(environ, start_response)
+        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+        return [f"kanotify serves its metrics at {PATH} only\n".encode()]
+
+    return serve
+
+
+class MetricsServer:
+    """``http://ADDRESS/metrics`` in a thread of its own; :meth:`start` raises OSError when it cannot bind."""
+
+    def __init__(self, address: ListenAddress, source: Callable[[], Facts]) -> None:
+        self.address = address
+        self.source = source
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._wake: tuple[socket.socket, socket.socket] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}{PATH}"
+
+    def start(self) -> None:
+        server = _Server(self.address)
+        server.set_app(_only_metrics(make_wsgi_app(registry_for(self.source))))
+        self._server, self._wake = server, socket.socketpair()
+        self._thread = threading.Thread(target=self._serve, name="kanotify-metrics", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        assert self._server is not None and self._wake is not None
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._server.socket, selectors.EVENT_READ)
+            selector.register(self._wake[0], selectors.EVENT_READ)
+            while True:
+                events = selector.select()
+                if any(key.fileobj is self._wake[0] for key, _ in events):
+                    return
+                self._server.handle_request()  # accept and hand the connection to a thread of its own
+
+    def stop(self) -> None:
+        """Stop serving and free the port at once (scrapes under way finish in their threads)."""
+        if self._wake is not None:
+            self._wake[1].send(b"x")
+        if self._thread is not None:
+            self._thread.join(5)
+        if self._server is not None:
+            self._server.server_close()
+        if self._wake is not None:
+            for sock in self._wake:
+                sock.close()
+        self._server = self._thread = self._wake = None
+
+
+__all__ = ["FactsCollector", "MAX_CLIENTS", "MetricsServer", "PATH", "REQUEST_TIMEOUT", "families", "render"]

@@ -1,0 +1,498 @@
+"""The numbers behind kanotify's Prometheus metrics: what only kanotify knows.
+
+node_exporter's ipvs collector already exports the kernel's IPVS counters and
+weights; these are the facts only kanotify has -- each instance's recorded
+VRRP state, the transitions it ran and how long they took, its drift repairs,
+the listener's health checks, the weights of the real servers it manages and
+the sync daemons it runs.  docs/metrics.md lists every metric.
+
+Two producers fill in the same :class:`Facts`, which :mod:`kanotify.exporter`
+turns into the text format:
+
+* ``kanotify listen`` (:class:`ListenerMetrics`): the engine hands it every
+  run's result (``Engine(on_result=...)``); counters count since the listener
+  started; weights and sync daemons are the ones its last run of each instance
+  observed (no kernel read per scrape); health is its own checks.
+* ``kanotify metrics`` (:func:`collect_facts`), once, for node_exporter's
+  textfile collector: counters count the journal's records since boot,
+  incrementally (a cursor in ``state_dir`` remembers how far the journal was
+  read, so each run reads only what is new, at most :data:`MAX_READ` bytes);
+  weights and sync daemons are read from the kernel; health is what the running
+  listener reports in ``health.json`` (none without a listener: no check runs).
+
+Both count the same things in the same journal records (:meth:`Tally.add`), and
+both read the instance states from ``state.json``.  This module does not import
+``prometheus_client``: the listener imports it only when ``settings.metrics``
+is set, and no notification ever does.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import logging
+import os
+import sys
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Callable, Collection, Iterator, Mapping, NoReturn, Sequence
+
+from . import __version__
+from .commands import Exit, Globals, err, load, runtime
+from .errors import EXIT_OK, KanotifyError
+from .model import SYNC_STATES, Observed, RealKey, Scope, ServiceKey, State, SyncDaemon, format_hostport
+from .procinfo import ticket_fields
+from .store import SavedStates, StateStore, listener_pid
+
+if TYPE_CHECKING:
+    from .backends import Backend
+    from .config import Config
+    from .plan import HealthView
+    from .run import RunResult
+
+log = logging.getLogger("kanotify.metrics")
+
+#: upper bounds (seconds) of ``kanotify_transition_duration_seconds``: a notification takes
+#: tens of ms natively, a second or more in a slow VM, a big IPVS sync several seconds
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+#: a run's outcomes (the journal's ``outcome``), each counted per instance from 0
+OUTCOMES = ("converged", "failed", "superseded")
+#: the runs that converge to the recorded states by hand or on a timer: drift repairs when they change something
+REPAIR_COMMANDS = ("repair", "reconcile")
+_TRANSITIONS = tuple(s.value for s in State)
+#: the journal cursor of ``kanotify metrics`` in ``state_dir``
+CURSOR_FILE = "metrics.cursor"
+#: at most this many bytes of the journal are read by one ``kanotify metrics``
+MAX_READ = 16 * 1024 * 1024
+
+
+# --------------------------------------------------------------------------- counting journal records
+
+
+def is_notification(command: str) -> bool:
+    """Is a journal record's ``command`` a VRRP notification (a transition)?
+
+    ``master``..``stop``, ``notify INSTANCE master``, ``fifo GROUP backup`` and a
+    FIFO ``master_rx_lower_pri`` are; ``fifo INSTANCE master_priority`` (a priority
+    change, journaled only), ``reconcile``, ``repair``, ``health``, ``reload`` are not.
+    """
+    word, _, rest = command.partition(" ")
+    if word in _TRANSITIONS:
+        return not rest
+    if word == "notify":
+        return True
+    if word == "fifo":
+        return rest.rpartition(" ")[2] in (*_TRANSITIONS, "master_rx_lower_pri")
+    return False
+
+
+@dataclass(frozen=True)
+class Counts:
+    """What the counters say: transitions per (instance, outcome), their durations, drift repairs.
+
+    ``buckets`` holds one count per :data:`DURATION_BUCKETS` bound and one for
+    +Inf, each run counted once (not cumulative).
+    """
+
+    transitions: tuple[tuple[str, str, int], ...] = ()
+    buckets: tuple[int, ...] = (0,) * (len(DURATION_BUCKETS) + 1)
+    duration_sum: float = 0.0
+    repairs: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"transitions": [list(t) for t in self.transitions], "buckets": list(self.buckets),
+                "duration_sum": self.duration_sum, "repairs": self.repairs}
+
+    @classmethod
+    def from_json(cls, data: Any) -> "Counts":
+        """Raises ValueError (or TypeError, KeyError) for anything that is not what :meth:`to_json` wrote."""
+        transitions = tuple((str(i), str(o), int(n)) for i, o, n in data["transitions"])
+        buckets = tuple(int(n) for n in data["buckets"])
+        if len(buckets) != len(DURATION_BUCKETS) + 1:
+            raise ValueError("another set of buckets")
+        return cls(transitions, buckets, float(data["duration_sum"]), int(data["repairs"]))
+
+
+class Tally:
+    """Counts journal records as the metrics count them; thread-safe (the worker adds, a scrape reads).
+
+    A notification counts once per instance the config declares (a GROUP line
+    for each of its instances) under its outcome, and its duration once when it
+    ran (converged or failed; a superseded one did nothing).  A ``repair`` or
+    ``reconcile`` that applied something counts as a drift repair.  Dry-runs
+    and notifications for instances kanotify does not manage count nowhere.
+    """
+
+    def __init__(self, counts: Counts = Counts()) -> None:
+        self._lock = threading.Lock()
+        self._transitions = {(i, o): n for i, o, n in counts.transitions}
+        self._buckets = list(counts.buckets)
+        self._sum = counts.duration_sum
+        self._repairs = counts.repairs
+
+    def add(self, record: Mapping[str, Any], declared: Collection[str]) -> None:
+        if record.get("dry_run") is not False:
+            return
+        command = record.get("command")
+        outcome = record.get("outcome")
+        if not isinstance(command, str) or outcome not in OUTCOMES:
+            return
+        if command in REPAIR_COMMANDS:
+            if any(isinstance(a, dict) and a.get("status") == "applied" for a in record.get("actions", ())):
+                with self._lock:
+                    self._repairs += 1
+            return
+        if not is_notification(command):
+            return
+        # an ignored notification (an instance not managed) has no target state and converged
+        names: list[str] = []
+        for entry in record.get("instances", ()):
+            name = entry.get("instance") if isinstance(entry, dict) else None
+            if isinstance(name, str) and name in declared and (entry.get("to") is not None or outcome != "converged"):
+                names.append(name)
+        if not names:
+            return
+        ms = record.get("duration_ms")
+        seconds = float(ms) / 1000.0 if isinstance(ms, (int, float)) and not isinstance(ms, bool) else None
+        with self._lock:
+            for name in names:
+                self._transitions[(name, str(outcome))] = self._transitions.get((name, str(outcome)), 0) + 1
+            if seconds is not None and outcome != "superseded":  # a superseded one did nothing
+                index = next((i for i, bound in enumerate(DURATION_BUCKETS) if seconds <= bound),
+                             len(DURATION_BUCKETS))
+                self._buckets[index] += 1
+                self._sum += seconds
+
+    def counts(self) -> Counts:
+        with self._lock:
+            return Counts(tuple((i, o, n) for (i, o), n in sorted(self._transitions.items())),
+                          tuple(self._buckets), self._sum, self._repairs)
+
+
+# --------------------------------------------------------------------------- what is shown
+
+
+@dataclass(frozen=True)
+class Facts:
+    """Everything one exposition shows (see docs/metrics.md).
+
+    ``instances``: each declared instance with its recorded state (``None``:
+    never notified).  ``reals_up``/``weights``: (service, real server, value)
+    in kanotify's spellings (``tcp 192.0.2.100:80``, ``192.0.2.21:80``).
+    ``sync_daemons``: (state, running) for ``master`` and ``backup``; empty
+    without ``[sync_daemon]`` or when they could not be observed.
+    """
+
+    instances: tuple[tuple[str, State | None], ...] = ()
+    counts: Counts = Counts()
+    reals_up: tuple[tuple[str, str, bool], ...] = ()
+    weights: tuple[tuple[str, str, int], ...] = ()
+    sync_daemons: tuple[tuple[str, bool], ...] = ()
+    listener: bool = False
+    version: str = __version__
+
+
+def instance_states(config: Config, saved: SavedStates) -> tuple[tuple[str, State | None], ...]:
+    recorded = saved.states()
+    return tuple((name, recorded.get(name)) for name in config.instance_names)
+
+
+def checked_reals(config: Config) -> Iterator[tuple[ServiceKey, RealKey]]:
+    """The real servers the config gives a health check, in the config's order."""
+    for inst in config.instances:
+        for spec in inst.services:
+            for real in spec.reals:
+                if spec.check_for(real.key) is not None:
+                    yield spec.service.key, real.key
+
+
+def weight_rows(config: Config, observed: Mapping[str, Observed]) -> tuple[tuple[str, str, int], ...]:
+    """The weight of every real server of each instance's managed services, as ``observed[instance]`` saw them.
+
+    An instance without an observation, or whose IPVS could not be read, has no rows:
+    no number is better than a guessed one.
+    """
+    rows: list[tuple[str, str, int]] = []
+    for inst in config.instances:
+        seen = observed.get(inst.name)
+        if seen is None or seen.services is None:
+            continue
+        for spec in inst.services:
+            have = seen.services.get(spec.service.key)
+            if have is None:
+                continue
+            service = str(spec.service.key)
+            for real, _stats in have.reals.values():
+                rows.append((service, format_hostport(real.address, real.port), real.weight))
+    rows.sort()
+    return tuple(rows)
+
+
+def daemon_rows(config: Config, daemons: Sequence[SyncDaemon] | None) -> tuple[tuple[str, bool], ...]:
+    if config.sync_daemon is None or daemons is None:
+        return ()
+    running = {d.state for d in daemons}
+    return tuple((state, state in running) for state in SYNC_STATES)
+
+
+# --------------------------------------------------------------------------- the listener's
+
+
+class ListenerMetrics:
+    """The listener's numbers: fed by the engine in the worker thread, read by scrapes in theirs.
+
+    Feeding is cheap on purpose (a count and a reference per run): a transition
+    must never wait for metrics.  Formatting happens in the scrape's thread.
+    """
+
+    def __init__(self) -> None:
+        self.tally = Tally()
+        self._lock = threading.Lock()
+        self._observed: dict[str, Observed] = {}
+        self._daemons: tuple[SyncDaemon, ...] | None = None
+
+    def on_result(self, result: RunResult) -> None:
+        """``Engine(on_result=...)``: count the run, keep what it observed.  Never raises."""
+        try:
+            ctx = result.context
+            self.tally.add(result.record, ctx.config.instance_names)
+            observed = result.observed
+            if observed is None:
+                return
+            sync = ctx.config.sync_daemon
+            with self._lock:
+                for name in ctx.instances:
+                    self._observed[name] = observed
+                if observed.daemons is not None:
+                    self._daemons = observed.daemons
+                elif observed.ipvs_error and sync is not None and sync.instance in ctx.instances:
+                    self._daemons = None  # it tried and could not read them: unknown now
+        except Exception:  # noqa: BLE001 - metrics must never fail a run
+            log.exception("kanotify listen: metrics could not count a run")
+
+    def facts(self, config: Config, health: HealthView | None) -> Facts:
+        """The numbers now (any thread): states from ``state.json``, health from ``health``."""
+        saved, _warnings = StateStore(config.settings.state_dir).load(repair=False)
+        with self._lock:
+            observed = {name: self._observed[name] for name in config.instance_names if name in self._observed}
+            daemons = self._daemons
+        up: tuple[tuple[str, str, bool], ...] = ()
+        if health is not None:
+            up = tuple((str(s), format_hostport(*r), not health.is_down(s, r)) for s, r in checked_reals(config))
+        return Facts(instance_states(config, saved), self.tally.counts(), up, weight_rows(config, observed),
+                     daemon_rows(config, daemons), listener=True)
+
+
+# --------------------------------------------------------------------------- kanotify metrics (one-shot)
+
+
+def collect_facts(config: Config, backend_factory: Callable[[], Backend] | None = None) -> tuple[Facts, list[str]]:
+    """The numbers for ``kanotify metrics``, and warnings about what could not be had."""
+    warnings: list[str] = []
+    store = StateStore(config.settings.state_dir)
+    saved, problems = store.load(repair=False)
+    warnings.extend(problems)
+    counts, problems = count_journal(config)
+    warnings.extend(problems)
+    listener = listener_pid(store.dir)
+    up = _reported_health(config, store.dir, listener)
+    observed: dict[str, Observed] = {}
+    daemons: tuple[SyncDaemon, ...] | None = None
+    managed = frozenset(spec.service.key for inst in config.instances for spec in inst.services)
+    scope = Scope(services=managed, ipvs=bool(managed), sync_daemons=config.sync_daemon is not None)
+    if scope.ipvs or scope.sync_daemons:
+        if backend_factory is None:
+            from .backends import system_backend
+
+            backend_factory = system_backend
+        backend = backend_factory()
+        try:
+            seen = backend.observe(scope)
+        finally:
+            backend.close()
+        if seen.ipvs_error:
+            warnings.append(f"weights and sync daemons not shown: {seen.ipvs_error}")
+        observed = {name: seen for name in config.instance_names}
+        daemons = seen.daemons
+    facts = Facts(instance_states(config, saved), counts, up, weight_rows(config, observed),
+                  daemon_rows(config, daemons), listener=listener is not None)
+    return facts, warnings
+
+
+def _reported_health(config: Config, state_dir: str, listener: int | None) -> tuple[tuple[str, str, bool], ...]:
+    """The running listener's health checks, from its ``health.json``; none without a listener."""
+    if listener is None:
+        return ()
+    from .health import read_health
+
+    report = read_health(state_dir)
+    if report is None or (listener and report.get("pid") not in (None, listener)):
+        return ()  # not written by the listener that runs now
+    reals = report.get("reals")
+    reported = {(str(r.get("service")), str(r.get("real"))): r.get("up") for r in reals
+                if isinstance(r, dict)} if isinstance(reals, list) else {}
+    rows = []
+    for service, real in checked_reals(config):
+        key = (str(service), format_hostport(*real))
+        value = reported.get(key)
+        if isinstance(value, bool):
+            rows.append((key[0], key[1], value))
+    return tuple(rows)
+
+
+@dataclass(frozen=True)
+class _Cursor:
+    """How far ``kanotify metrics`` has counted the journal, and what it counted (since ``boot``)."""
+
+    boot: str
+    dev: int
+    ino: int
+    offset: int
+    counts: Counts
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": 1, "boot": self.boot, "dev": self.dev, "ino": self.ino, "offset": self.offset,
+                "counts": self.counts.to_json()}
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> "_Cursor | None":
+        try:
+            data = json.loads(raw)
+            if data.get("version") != 1:
+                return None
+            return cls(str(data["boot"]), int(data["dev"]), int(data["ino"]), int(data["offset"]),
+                       Counts.from_json(data["counts"]))
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+            return None
+
+
+def count_journal(config: Config) -> tuple[Counts, list[str]]:
+    """The journal's counts since boot, read on from where the last ``kanotify metrics`` stopped.
+
+    The cursor (``<state_dir>/metrics.cursor``, under an ``flock`` so two runs
+    do not interleave) holds the boot id, the journal's device and inode, the
+    offset read up to and the counts so far.  A new boot (or no cursor) starts
+    from the records written since boot; a rotated or truncated journal is read
+    from its start, the counts kept.  One run reads at most :data:`MAX_READ`
+    bytes: what lies before is not counted (a warning says how much).
+    """
+    declared = config.instance_names
+    boot = ticket_fields()[0]
+    path = os.path.join(config.settings.state_dir, CURSOR_FILE)
+    try:
+        StateStore(config.settings.state_dir).ensure_dir()
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except (KanotifyError, OSError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else str(exc)
+        counts, _cursor, warnings = _read_journal(config.settings.journal, None, boot, declared)
+        return counts, [f"journal counted without a cursor ({path}: {why}): counters may go back", *warnings]
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        cursor = _Cursor.from_bytes(os.pread(fd, 1 << 20, 0))
+        counts, cursor, warnings = _read_journal(config.settings.journal, cursor, boot, declared)
+        data = (json.dumps(cursor.to_json(), separators=(",", ":")) + "\n").encode()
+        try:
+            os.pwrite(fd, data, 0)
+            os.ftruncate(fd, len(data))
+        except OSError as exc:
+            warnings.append(f"cannot save {path}: {exc.strerror}")
+        return counts, warnings
+    finally:
+        os.close(fd)
+
+
+def _boot_iso() -> str:
+    """When this boot started, as the journal writes times (so the two compare as strings)."""
+    btime = 0
+    try:
+        with open("/proc/stat", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"btime "):
+                    btime = int(line.split()[1])
+                    break
+    except (OSError, ValueError):
+        pass
+    moment = datetime.fromtimestamp(btime, timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _read_journal(
+    path: str, cursor: _Cursor | None, boot: str, declared: Collection[str]
+) -> tuple[Counts, _Cursor, list[str]]:
+    warnings: list[str] = []
+    fresh = cursor is None or cursor.boot != boot
+    tally = Tally() if fresh or cursor is None else Tally(cursor.counts)
+    since = _boot_iso() if fresh else None
+    try:
+        fh = open(path, "rb")
+    except OSError as exc:
+        if exc.errno != errno.ENOENT:
+            warnings.append(f"cannot read the journal {path}: {exc.strerror}")
+        counts = tally.counts()
+        return counts, _Cursor(boot, 0, 0, 0, counts), warnings
+    with fh:
+        st = os.fstat(fh.fileno())
+        start = 0
+        if cursor is not None and not fresh and (cursor.dev, cursor.ino) == (st.st_dev, st.st_ino) \
+                and cursor.offset <= st.st_size:
+            start = cursor.offset
+        skipped = max(0, st.st_size - MAX_READ - start)
+        start += skipped
+        fh.seek(start)
+        data = fh.read(st.st_size - start)
+    first = 0
+    if skipped:
+        first = data.find(b"\n") + 1  # the window starts inside a record: from the next one
+        if not first:
+            first = len(data)
+        warnings.append(f"journal {path}: {skipped + first} bytes not counted "
+                        f"(at most {MAX_READ // (1024 * 1024)} MiB are read per run)")
+    end = data.rfind(b"\n") + 1  # a last line without its newline is still being written
+    for line in data[first:end].splitlines():
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError):
+            continue
+        if not isinstance(record, dict):
+            continue
+        if since is not None and not str(record.get("ts", "")) >= since:
+            continue  # written before this boot
+        tally.add(record, declared)
+    counts = tally.counts()
+    return counts, _Cursor(boot, st.st_dev, st.st_ino, start + max(end, first), counts), warnings
+
+
+def cmd_metrics(g: Globals, textfile: str | None) -> NoReturn:
+    """``kanotify metrics [--textfile PATH]``: the metrics once, on stdout or atomically into PATH."""
+    from .exporter import render
+
+    config = load(g, cached=True)
+    facts, warnings = collect_facts(config)
+    for warning in warnings:
+        err(f"kanotify: warning: {warning}")
+    text = render(facts)
+    if textfile is None:
+        out = runtime().stdout
+        if out is None:
+            sys.stdout.buffer.write(text)
+            sys.stdout.flush()
+        else:
+            out.write(text.decode())
+            out.flush()
+    else:
+        from .atomic import replace_file
+
+        try:
+            # 0644: node_exporter runs as its own user and must read it
+            replace_file(textfile, text, mode=0o644, durable=False)
+        except OSError as exc:
+            raise KanotifyError(f"cannot write {textfile}: {exc.strerror}") from None
+    raise Exit(EXIT_OK)
+
+
+__all__ = [
+    "CURSOR_FILE", "Counts", "DURATION_BUCKETS", "Facts", "ListenerMetrics", "MAX_READ", "OUTCOMES", "Tally",
+    "collect_facts", "count_journal", "is_notification", "cmd_metrics",
+]
