@@ -24,6 +24,7 @@ stopped by waiting out a half-second poll.
 from __future__ import annotations
 
 import gzip
+import logging
 import selectors
 import socket
 import socketserver
@@ -40,6 +41,8 @@ from prometheus_client.utils import floatToGoString
 from .config import ListenAddress
 from .metrics import DURATION_BUCKETS, OUTCOMES, Facts
 from .model import State
+
+log = logging.getLogger("kanotify.metrics")
 
 #: seconds a scraper may take to send its request and read the answer
 REQUEST_TIMEOUT = 10.0
@@ -196,7 +199,12 @@ class _MetricsApp:
             return [b"GET only\n"]
         encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT", ""))
         gzipped = gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING", ""))
-        facts = self.source()
+        try:
+            facts = self.source()
+        except Exception:  # noqa: BLE001 - a bug here must not go unseen, nor end the server
+            log.exception("kanotify: metrics: a scrape failed")
+            start_response("500 Internal Server Error", [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"kanotify: the metrics could not be collected; see the listener's log\n"]
         with self._lock:
             cached = self._cache.get((content_type, gzipped))
         if cached is not None and cached[0] == facts:

@@ -568,3 +568,37 @@ def test_the_fast_path_runs_metrics_without_typer(argv: list[str]) -> None:
     assert parsed is not None
     assert parsed[1][0] == "metrics" and parsed[1][1] in ("", "/x.prom", "/x")
     assert split_fast(["metrics", "--bogus"]) is None  # typer explains
+
+
+def test_a_newer_listener_takes_over_the_port_without_a_bind_failure(
+        served: tuple[Running, int], tmp_path: Path) -> None:
+    """keepalived starts its fifo script again on every reload: the old listener frees the port before its lock."""
+    running, port = served
+    running.write('INSTANCE "VI_1" MASTER 100')
+    wait_for(lambda: value(scrape(port), "kanotify_instance_state", instance="VI_1", state="master") == 1)
+    second = Running(tmp_path, running.backend)
+    try:
+        running.thread.join(10)
+        assert not running.thread.is_alive() and running.code == 0
+        wait_for(lambda: second.listener.metrics_server is not None)
+        assert value(scrape(port), "kanotify_instance_state", instance="VI_1", state="master") == 1
+        assert not [r for r in second.journal() if r["command"] == "metrics"]  # no failure to bind
+    finally:
+        second.stop()
+
+
+def test_a_scrape_that_fails_is_a_500_and_the_next_one_works(served: tuple[Running, int],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    running, port = served
+    calls = []
+
+    def broken(config: Any, health: Any) -> Any:
+        calls.append(1)
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(running.listener.metrics, "facts", broken)
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        scrape(port)
+    assert caught.value.code == 500 and calls
+    monkeypatch.undo()
+    assert value(scrape(port), "kanotify_listener_running") == 1
