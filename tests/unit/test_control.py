@@ -98,3 +98,21 @@ def test_messages_are_bounded() -> None:
     with pytest.raises(control.ProtocolError):
         control.decode(b"[1]")
     assert control.peer_allowed(0) and control.peer_allowed(os.geteuid())
+
+
+def test_a_handed_over_one_shot_imports_neither_pyroute2_nor_typer_nor_the_engine(tmp_path: Path) -> None:
+    """The hand-over client is the failover path: Python's start-up, the prescan, one socket."""
+    import subprocess
+    import sys
+
+    config = _config(tmp_path)
+    _serve(control.socket_path(str(tmp_path / "state")), b'{"code": 0, "stdout": "handed\\n", "stderr": ""}\n')
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "kanotify", "--config", str(config),
+                           "master", "VI_1"], capture_output=True, text=True, timeout=30)
+    assert (proc.returncode, proc.stdout) == (0, "handed\n"), proc.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+    heavy = {name for name in imported if name.split(".")[0] in ("pyroute2", "typer", "pydantic", "tenacity",
+                                                                 "pluggy", "prometheus_client")}
+    assert not heavy, sorted(heavy)
+    assert not {"kanotify.engine", "kanotify.config", "kanotify.backends"} & imported, sorted(
+        n for n in imported if n.startswith("kanotify"))
