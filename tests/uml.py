@@ -88,6 +88,9 @@ def find_uml() -> tuple[str, Path]:
     local = LOCAL_UML / "linux"
     if os.access(local, os.X_OK) and (LOCAL_UML / "modules").is_dir():
         return str(local), (LOCAL_UML / "modules").resolve()
+    if LOCAL_UML.is_symlink() or LOCAL_UML.exists():  # there, but unusable: say so, do not fall back quietly
+        raise GuestError(f"{LOCAL_UML} is there but holds no usable kernel (a symlink? half built?): "
+                         "remove it and run scripts/uml-kernel")
     kernel = shutil.which("linux") or shutil.which("linux", path="/usr/bin:/usr/local/bin")
     if kernel is None:
         raise GuestError(
@@ -206,8 +209,10 @@ def run_in_guest(
         console_text = _read(console_path)
         if not rc_file.exists():
             why = f"timed out after {timeout:g}s" if timed_out else f"exited with {proc.returncode}"
+            hint = ("\nThis UML kernel cannot run on this CPU (AMX): run scripts/uml-kernel for one that does.\n"
+                    if "ptrace set fp regs failed" in console_text else "")
             raise GuestError(
-                f"UML guest {why} without writing an exit code.\n"
+                f"UML guest {why} without writing an exit code.{hint}\n"
                 f"--- init log ---\n{_read(job_dir / 'init.log')}\n"
                 f"--- command output (tail) ---\n{_tail(_read(job_dir / 'output'), 60)}\n"
                 f"--- console (tail) ---\n{_tail(console_text, 60)}"
