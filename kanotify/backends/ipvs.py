@@ -111,6 +111,11 @@ class IpvsSocket(NetlinkSocket):
         seq = self.next_seq()
         return self.request(m.genlmsg(self.family, cmd, nl.NLM_F_REQUEST | nl.NLM_F_DUMP, seq, attrs), seq)
 
+    def dump_raw(self, cmd: int, attrs: bytes = b"") -> list[tuple[bytes, int, int]]:
+        """:meth:`dump`, its replies left in the receive buffers (``NetlinkSocket.request_raw``)."""
+        seq = self.next_seq()
+        return self.request_raw(m.genlmsg(self.family, cmd, nl.NLM_F_REQUEST | nl.NLM_F_DUMP, seq, attrs), seq)
+
     def batch(self, messages: Sequence[tuple[int, bytes]]) -> dict[int, tuple[int, str]]:
         """Send pre-encoded messages at once; the last must carry NLM_F_ACK (the barrier).
 
@@ -243,20 +248,18 @@ class IpvsBackend:
 
     def reals(self, key: ServiceKey) -> dict[tuple[IPAddress, int], tuple[RealServer, RealServerStats]]:
         """The real servers of one service with their counters (empty if it does not exist)."""
-        attrs = nl.nla(m.IPVS_CMD_ATTR_SERVICE, m.service_key_attrs(key))
         sock = self.socket
-        what = f"list real servers of ipvs service {key}"
+
+        def what() -> str:  # only written when something went wrong: an observe asks 1000 services
+            return f"list real servers of ipvs service {key}"
+
         try:
-            msgs = self._retrying(sock.dump, m.IPVS_CMD_GET_DEST, attrs, what=what)
-            result = {}
-            for msg in msgs:
-                real, stats = m.dest_from_payload(msg.payload, key.family)
-                result[real.key] = (real, stats)
-            return result
+            replies = self._retrying(sock.dump_raw, m.IPVS_CMD_GET_DEST, m.service_nest(key), what=what)
+            return m.decode_dests(replies, key.family)
         except ApplyError as exc:
-            raise ApplyError(f"{what}: {exc}", exc.errno) from None
+            raise ApplyError(f"{what()}: {exc}", exc.errno) from None
         except m.DecodeError as exc:
-            raise ApplyError(f"{what}: unreadable answer from the kernel: {exc}", errno.EPROTO) from exc
+            raise ApplyError(f"{what()}: unreadable answer from the kernel: {exc}", errno.EPROTO) from exc
 
     def get_service(self, key: ServiceKey) -> VirtualService | None:
         """One service as the kernel has it, or ``None``."""
@@ -318,18 +321,19 @@ class IpvsBackend:
 
     # ------------------------------------------------------------------ internals
 
-    def _retrying(self, fn: Callable[..., T], *args: object, what: str) -> T:
+    def _retrying(self, fn: Callable[..., T], *args: object, what: str | Callable[[], str]) -> T:
         """``fn(*args)``; only if it fails with a transient errno, retried by :func:`call_with_retry`.
 
         The first attempt is made directly so the common case never imports
-        tenacity (~25 ms natively) on the notify path.
+        tenacity (~25 ms natively) on the notify path.  ``what`` may be a
+        function that writes the text only then.
         """
         try:
             return fn(*args)
         except ApplyError as exc:
             if exc.errno not in TRANSIENT_ERRNOS:
                 raise
-        return call_with_retry(fn, *args, what=what, budget=self.retry_budget)
+        return call_with_retry(fn, *args, what=what if isinstance(what, str) else what(), budget=self.retry_budget)
 
     def _apply_batch(self, chunk: list[tuple[int, Action]], results: list[BaseException | None]) -> None:
         try:

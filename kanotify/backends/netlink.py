@@ -77,13 +77,30 @@ def nlmsg(msg_type: int, flags: int, seq: int, payload: bytes) -> bytes:
 
 def iter_messages(data: bytes) -> Iterator[Message]:
     """Split one ``recv`` buffer into netlink messages."""
-    offset = 0
-    while offset + NLMSGHDR.size <= len(data):
-        length, mtype, flags, seq, _pid = NLMSGHDR.unpack_from(data, offset)
-        if length < NLMSGHDR.size or offset + length > len(data):
-            raise DecodeError(f"truncated netlink message at offset {offset} (length {length})")
+    for offset, length, mtype, flags, seq in iter_headers(data):
         yield Message(mtype, flags, seq, data[offset + NLMSGHDR.size : offset + length])
-        offset += _align(length)
+
+
+def iter_headers(data: bytes) -> Iterator[tuple[int, int, int, int, int]]:
+    """(offset, length, type, flags, seq) of each message in one ``recv`` buffer, payloads left in place.
+
+    What :func:`iter_messages` walks, for readers of thousands of replies that
+    decode them where they are (IPVS real servers) instead of copying each one.
+    """
+    offset, size, header = 0, len(data), NLMSGHDR.size
+    unpack = NLMSGHDR.unpack_from
+    while offset + header <= size:
+        length, mtype, flags, seq, _pid = unpack(data, offset)
+        if length < header or offset + length > size:
+            raise DecodeError(f"truncated netlink message at offset {offset} (length {length})")
+        yield offset, length, mtype, flags, seq
+        offset += (length + 3) & ~3
+
+
+def message_at(data: bytes, offset: int) -> Message:
+    """The message that starts at ``offset`` of a buffer :func:`iter_headers` has walked."""
+    length, mtype, flags, seq, _pid = NLMSGHDR.unpack_from(data, offset)
+    return Message(mtype, flags, seq, data[offset + NLMSGHDR.size : offset + length])
 
 
 def parse_attrs(data: bytes, offset: int = 0) -> dict[int, bytes]:
@@ -136,7 +153,9 @@ __all__ = [
     "DecodeError",
     "Message",
     "done_error",
+    "iter_headers",
     "iter_messages",
+    "message_at",
     "nla",
     "nlmsg",
     "parse_attrs",

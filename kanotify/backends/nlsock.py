@@ -20,6 +20,8 @@ from . import netlink as nl
 from .netns import call_in
 
 SO_RCVBUFFORCE = 33
+#: as a plain int: ``flags & socket.MSG_TRUNC`` is an IntFlag operation in Python, on every receive
+_MSG_TRUNC = int(socket.MSG_TRUNC)
 
 
 class NetlinkSocket:
@@ -65,6 +67,9 @@ class NetlinkSocket:
         self.sock.close()
 
     def _recv(self) -> list[nl.Message]:
+        return list(nl.iter_messages(self._recv_raw()))
+
+    def _recv_raw(self) -> bytes:
         try:
             data, _anc, flags, _addr = self.sock.recvmsg(1 << 16)
         except socket.timeout:
@@ -73,9 +78,9 @@ class NetlinkSocket:
             ) from None
         except OSError as exc:  # ENOBUFS: replies were dropped (receive buffer full)
             raise ApplyError(f"{self.name}: receive: {exc.strerror}", exc.errno) from None
-        if flags & socket.MSG_TRUNC:
+        if flags & _MSG_TRUNC:
             raise nl.DecodeError("netlink message larger than the 64 KiB receive buffer")
-        return list(nl.iter_messages(data))
+        return data
 
     def _send(self, data: bytes) -> None:
         try:
@@ -89,26 +94,36 @@ class NetlinkSocket:
         Raises :class:`ApplyError` with the kernel's errno (and extended-ack
         text) when the kernel refuses it.
         """
+        return [nl.message_at(buf, offset) for buf, offset, _length in self.request_raw(data, seq)]
+
+    def request_raw(self, data: bytes, seq: int) -> list[tuple[bytes, int, int]]:
+        """:meth:`request`, its replies left where they were received: (buffer, offset, length) each.
+
+        For a reader of thousands of replies that decodes them in place
+        (``IpvsBackend.reals``): no :class:`~kanotify.backends.netlink.Message`
+        and no payload copy per reply.
+        """
         self.requests += 1
         self._send(data)
-        replies: list[nl.Message] = []
+        replies: list[tuple[bytes, int, int]] = []
         while True:
-            for msg in self._recv():
-                if msg.seq != seq:
+            buf = self._recv_raw()
+            for offset, length, mtype, _flags, mseq in nl.iter_headers(buf):
+                if mseq != seq:
                     continue  # a late answer to an earlier, timed-out request
-                if msg.type == nl.NLMSG_ERROR:
-                    code, text = nl.parse_error(msg)
+                if mtype == nl.NLMSG_ERROR:
+                    code, text = nl.parse_error(nl.message_at(buf, offset))
                     if code:
                         raise ApplyError(text or os.strerror(code), code)
                     return replies
-                if msg.type == nl.NLMSG_DONE:
-                    code = nl.done_error(msg)
+                if mtype == nl.NLMSG_DONE:
+                    code = nl.done_error(nl.message_at(buf, offset))
                     if code > 0:
                         raise ApplyError(os.strerror(code), code)
                     return replies
-                if msg.type in (nl.NLMSG_NOOP, nl.NLMSG_OVERRUN):
+                if mtype in (nl.NLMSG_NOOP, nl.NLMSG_OVERRUN):
                     continue
-                replies.append(msg)
+                replies.append((buf, offset, length))
 
 
 def _open_socket(protocol: int, name: str, netns: str | None) -> socket.socket:

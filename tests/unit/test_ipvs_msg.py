@@ -310,3 +310,149 @@ def test_importing_the_backend_does_not_import_pyroute2(module: str) -> None:
     code = f"import sys, {module}; print('pyroute2' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# --------------------------------------------------------------------------- dest dumps, in bulk
+
+#: the attributes of a dest dump reply in the order Linux 7.2's ip_vs_genl_fill_dest writes them
+KERNEL_ORDER = ("addr", "port", "fwd", "weight", "tun_type", "tun_port", "tun_flags", "u", "l",
+                "active", "inactive", "persist", "af", "stats", "stats64")
+
+
+def kernel_dest_attrs(real: RealServer, active: int = 0, inactive: int = 0) -> dict[str, bytes]:
+    """Each attribute of a kernel dest reply, encoded (nla included), by name."""
+    u32 = struct.Struct("=I").pack
+    return {
+        "addr": nl.nla(m.IPVS_DEST_ATTR_ADDR, real.address.packed.ljust(16, b"\0")),
+        "port": nl.nla(m.IPVS_DEST_ATTR_PORT, struct.pack("!H", real.port)),
+        "fwd": nl.nla(m.IPVS_DEST_ATTR_FWD_METHOD, u32(m.FORWARD_CODES[real.forward])),
+        "weight": nl.nla(m.IPVS_DEST_ATTR_WEIGHT, u32(real.weight)),
+        "tun_type": nl.nla(13, b"\0"),
+        "tun_port": nl.nla(14, b"\0\0"),
+        "tun_flags": nl.nla(15, b"\0\0"),
+        "u": nl.nla(m.IPVS_DEST_ATTR_U_THRESH, u32(real.u_threshold)),
+        "l": nl.nla(m.IPVS_DEST_ATTR_L_THRESH, u32(real.l_threshold)),
+        "active": nl.nla(m.IPVS_DEST_ATTR_ACTIVE_CONNS, u32(active)),
+        "inactive": nl.nla(m.IPVS_DEST_ATTR_INACT_CONNS, u32(inactive)),
+        "persist": nl.nla(m.IPVS_DEST_ATTR_PERSIST_CONNS, u32(0)),
+        "af": nl.nla(m.IPVS_DEST_ATTR_ADDR_FAMILY, struct.pack("=H", 2 if real.address.version == 4 else 10)),
+        "stats": nl.nla(10 | nl.NLA_F_NESTED, b"".join(nl.nla(t, u32(t * 7)) for t in range(1, 11))),
+        "stats64": nl.nla(12 | nl.NLA_F_NESTED, b"".join(nl.nla(t, struct.pack("=Q", t)) for t in range(1, 11))),
+    }
+
+
+def kernel_dest_reply(parts: list[bytes], seq: int = 7) -> bytes:
+    return nl.nlmsg(FAMILY, nl.NLM_F_MULTI, seq, struct.pack("=BBH", m.IPVS_CMD_NEW_DEST, 1, 0)
+                    + nl.nla(m.IPVS_CMD_ATTR_DEST, b"".join(parts)))
+
+
+def one_by_one(buffer: bytes, family: int) -> dict:
+    """The reference: every reply parsed attribute by attribute."""
+    result = {}
+    for msg in nl.iter_messages(buffer):
+        real, stats = m.dest_from_payload(msg.payload, family)
+        result[real.key] = (real, stats)
+    return result
+
+
+def in_bulk(buffer: bytes, family: int) -> dict:
+    return m.decode_dests([(buffer, off, length) for off, length, *_ in nl.iter_headers(buffer)], family)
+
+
+@pytest.fixture(autouse=False)
+def fresh_layouts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(m, "_LAYOUTS", {})
+
+
+REALS_MIXED = st.lists(
+    st.tuples(st.builds(RealServer, st.one_of(ADDR4, ADDR6), PORT, st.sampled_from(FORWARDS), st.integers(0, 65535),
+                        st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)),
+              st.integers(0, 2**32 - 1), st.integers(0, 3)),
+    min_size=1, max_size=20, unique_by=lambda t: t[0].key)
+
+
+@settings(max_examples=200, deadline=None)
+@given(REALS_MIXED, st.sampled_from([4, 6]))
+def test_bulk_decode_equals_one_by_one_on_kernel_replies(items: list, family: int) -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(m, "_LAYOUTS", {})
+        buffer = b"".join(kernel_dest_reply([kernel_dest_attrs(r, a, i)[k] for k in KERNEL_ORDER])
+                          for r, a, i in items)
+        first = in_bulk(buffer, family)  # learns the layout from the first reply
+        assert first == one_by_one(buffer, family)
+        assert in_bulk(buffer, family) == first  # now every reply is read by its offsets
+        assert len(m._LAYOUTS) == 1 and None not in m._LAYOUTS.values()
+
+
+ODD_LAYOUTS = {
+    "another order": lambda a: [a[k] for k in reversed(KERNEL_ORDER)],
+    "no address family": lambda a: [a[k] for k in KERNEL_ORDER if k != "af"],
+    "a repeated weight (the last wins)": lambda a: [a[k] for k in KERNEL_ORDER] + [nl.nla(m.IPVS_DEST_ATTR_WEIGHT, b"\x09\0\0\0")],
+    "an empty weight (the default)": lambda a: [a[k] for k in KERNEL_ORDER if k != "weight"] + [nl.nla(m.IPVS_DEST_ATTR_WEIGHT, b"")],
+    "an unknown attribute": lambda a: [a[k] for k in KERNEL_ORDER] + [nl.nla(99, b"xyz")],
+    "a malformed tail": lambda a: [a[k] for k in KERNEL_ORDER] + [struct.pack("=HH", 2, 1)],
+    "no counters": lambda a: [a[k] for k in KERNEL_ORDER if k not in ("active", "inactive")],
+}
+
+
+@pytest.mark.parametrize("odd", ODD_LAYOUTS, ids=str)
+def test_bulk_decode_of_replies_laid_out_otherwise_equals_one_by_one(odd: str, fresh_layouts: None) -> None:
+    reals = [RealServer(ip(f"192.0.2.{n}"), 80, "dr", n) for n in range(1, 5)]
+    plain = [kernel_dest_reply([kernel_dest_attrs(r, n)[k] for k in KERNEL_ORDER]) for n, r in enumerate(reals[:2])]
+    other = [kernel_dest_reply(ODD_LAYOUTS[odd](kernel_dest_attrs(r, 5))) for r in reals[2:]]
+    for buffer in (b"".join(plain + other), b"".join(other + plain), b"".join([plain[0], other[0], plain[1], other[1]])):
+        assert in_bulk(buffer, 4) == one_by_one(buffer, 4), odd
+
+
+def test_bulk_decode_refuses_what_one_by_one_refuses(fresh_layouts: None) -> None:
+    real = RealServer(ip("192.0.2.1"), 80)
+    attrs = kernel_dest_attrs(real)
+    good = kernel_dest_reply([attrs[k] for k in KERNEL_ORDER])
+    bad_family = kernel_dest_reply([attrs[k] for k in KERNEL_ORDER if k != "af"]
+                                   + [nl.nla(m.IPVS_DEST_ATTR_ADDR_FAMILY, struct.pack("=H", 99))])
+    no_address = kernel_dest_reply([attrs[k] for k in KERNEL_ORDER if k != "addr"])
+    short_weight = kernel_dest_reply([attrs[k] for k in KERNEL_ORDER if k != "weight"]
+                                     + [nl.nla(m.IPVS_DEST_ATTR_WEIGHT, b"\x05\0")])
+    in_bulk(good, 4)  # a layout learned
+    for buffer, error in ((bad_family, nl.DecodeError), (good + bad_family, nl.DecodeError),
+                          (no_address, nl.DecodeError), (short_weight, struct.error)):
+        with pytest.raises(error):
+            one_by_one(buffer, 4)
+        with pytest.raises(error):
+            in_bulk(buffer, 4)
+    # the same layout as the learned one, with an unknown family in it
+    same_layout = kernel_dest_reply([attrs[k] if k != "af" else nl.nla(m.IPVS_DEST_ATTR_ADDR_FAMILY, struct.pack("=H", 99))
+                                     for k in KERNEL_ORDER])
+    with pytest.raises(nl.DecodeError, match="unknown address family"):
+        in_bulk(same_layout, 4)
+
+
+def test_bulk_decode_shares_addresses_and_counters_and_bounds_its_caches(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(m, "_CACHE_MAX", 4)
+    monkeypatch.setattr(m, "_ADDRESSES", {2: {}, 10: {}})
+    monkeypatch.setattr(m, "_STATS", {})
+    reals = [RealServer(ip("192.0.2.1"), port) for port in range(1, 4)]
+    buffer = b"".join(kernel_dest_reply([kernel_dest_attrs(r)[k] for k in KERNEL_ORDER]) for r in reals)
+    in_bulk(buffer, 4)  # learns the layout from the first reply
+    decoded = in_bulk(buffer, 4)
+    assert len({id(real.address) for real, _stats in decoded.values()}) == 1
+    assert len({id(stats) for _real, stats in decoded.values()}) == 1
+    many = [RealServer(ip(f"192.0.2.{n}"), 80) for n in range(1, 12)]
+    buffer = b"".join(kernel_dest_reply([kernel_dest_attrs(r, n)[k] for k in KERNEL_ORDER]) for n, r in enumerate(many))
+    assert in_bulk(buffer, 4) == one_by_one(buffer, 4)
+    assert len(m._ADDRESSES[2]) <= 4 and len(m._STATS) <= 4
+
+
+@settings(max_examples=300, deadline=None)
+@given(reals())
+def test_dest_attrs_is_the_attributes_one_by_one(real: RealServer) -> None:
+    """The one-pack encoder writes exactly what seven nla() calls would."""
+    u32 = struct.Struct("=I").pack
+    expected = (
+        m.dest_key_attrs(real)
+        + nl.nla(m.IPVS_DEST_ATTR_FWD_METHOD, u32(m.FORWARD_CODES[real.forward]))
+        + nl.nla(m.IPVS_DEST_ATTR_WEIGHT, u32(real.weight))
+        + nl.nla(m.IPVS_DEST_ATTR_U_THRESH, u32(real.u_threshold))
+        + nl.nla(m.IPVS_DEST_ATTR_L_THRESH, u32(real.l_threshold))
+    )
+    assert m.dest_attrs(real) == expected

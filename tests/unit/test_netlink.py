@@ -15,8 +15,9 @@ import pytest
 from pyroute2.netlink import nlmsg as pr_nlmsg
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 
-from kanotify.backends import rtaddr
+from kanotify.backends import nlsock, rtaddr
 from kanotify.backends import netlink as nl
+from kanotify.errors import ApplyError
 
 
 def test_header_and_padding() -> None:
@@ -169,3 +170,54 @@ def test_decode_reads_the_32_bit_flags_and_a_dump_can_name_its_device() -> None:
     msg = ifaddrmsg(rtaddr.getaddr_request(socket.AF_UNSPEC, seq=2, index=7))
     msg.decode()
     assert (msg["family"], msg["index"]) == (socket.AF_UNSPEC, 7)
+
+
+# --------------------------------------------------------------------------- one request, its answer
+
+
+class ScriptedNetlink:
+    """Stands in for the kernel end of a netlink socket: each recvmsg returns the next scripted buffer."""
+
+    def __init__(self, buffers: list[bytes]) -> None:
+        self.buffers = list(buffers)
+        self.sent: list[bytes] = []
+
+    def sendall(self, data: bytes) -> None:
+        self.sent.append(data)
+
+    def recvmsg(self, size: int) -> tuple[bytes, list, int, None]:
+        return self.buffers.pop(0), [], 0, None
+
+
+def scripted(buffers: list[bytes]) -> nlsock.NetlinkSocket:
+    sock = object.__new__(nlsock.NetlinkSocket)  # no kernel socket: the framing is what is tested
+    sock.name, sock.timeout, sock.requests, sock._seq = "test netlink", 1.0, 0, 0
+    sock.sock = ScriptedNetlink(buffers)  # type: ignore[assignment]
+    return sock
+
+
+def done(seq: int, code: int = 0) -> bytes:
+    return nl.nlmsg(nl.NLMSG_DONE, nl.NLM_F_MULTI, seq, struct.pack("=i", -code))
+
+
+def test_a_dump_over_several_buffers_skips_late_answers_and_control_messages() -> None:
+    parts = [nl.nlmsg(0x20, nl.NLM_F_MULTI, 5, bytes([n]) * (n + 1)) for n in range(4)]
+    buffers = [nl.nlmsg(0x20, nl.NLM_F_MULTI, 4, b"late") + parts[0] + parts[1],
+               nl.nlmsg(nl.NLMSG_NOOP, 0, 5, b"") + parts[2],
+               parts[3] + done(5)]
+    raw = scripted(list(buffers)).request_raw(b"request", 5)
+    assert [buf[off:off + length] for buf, off, length in raw] == [p[:16 + n + 1] for n, p in enumerate(parts)]
+    messages = scripted(list(buffers)).request(b"request", 5)
+    assert messages == [next(nl.iter_messages(p)) for p in parts]
+
+
+def test_a_refusal_or_a_failed_dump_is_an_error_with_the_kernels_errno() -> None:
+    refusal = nl.nlmsg(nl.NLMSG_ERROR, 0, 3, struct.pack("=i", -errno.EPERM) + bytes(16))
+    for buffers, code in (([refusal], errno.EPERM), ([nl.nlmsg(0x20, nl.NLM_F_MULTI, 3, b"x") + done(3, errno.EINTR)],
+                                                    errno.EINTR)):
+        for method in ("request", "request_raw"):
+            with pytest.raises(ApplyError) as caught:
+                getattr(scripted(list(buffers)), method)(b"request", 3)
+            assert caught.value.errno == code
+    ack = nl.nlmsg(nl.NLMSG_ERROR, 0, 3, struct.pack("=i", 0) + bytes(16))
+    assert scripted([ack]).request(b"request", 3) == []

@@ -74,3 +74,28 @@ def test_a_receive_buffer_smaller_than_the_dump_loses_nothing() -> None:
             assert all(len(s.reals) == 30 for s in tight.observe().values())
     finally:
         ipvsadm("-C")
+
+
+def test_the_bulk_decode_reads_the_kernels_own_replies_as_one_by_one_does(ipvs: IpvsBackend) -> None:
+    """decode_dests reads by offsets learned from the first reply: on this kernel's layout it must agree
+    with the attribute-by-attribute decode for every forwarding method, both families and thresholds."""
+    keys = load(services=3, reals=4)
+    ipvsadm("-a", "-t", "198.51.100.1:7000", "-r", "203.0.113.9:7000", "-m", "-w", "0", "-x", "900", "-y", "100")
+    ipvsadm("-a", "-t", "198.51.100.1:7001", "-r", "203.0.113.9:7001", "-i", "-w", "65535")
+    ipvsadm("-A", "-t", "[2001:db8::1]:80", "-s", "rr")
+    for j, method in enumerate(("-g", "-i", "-m")):
+        ipvsadm("-a", "-t", "[2001:db8::1]:80", "-r", f"[2001:db8::{j + 10}]:8080", method, "-w", str(j), "-x", "7")
+    keys.append(ServiceKey.inet("tcp", ip("2001:db8::1"), 80))
+    sock = ipvs.socket
+    m._LAYOUTS.clear()
+    for _round in range(2):  # the first learns the layout, the second reads every reply by it
+        for key in keys:
+            replies = sock.dump_raw(m.IPVS_CMD_GET_DEST, m.service_nest(key))
+            expected = {}
+            for buf, offset, length in replies:
+                real, stats = m.dest_from_payload(buf[offset + 16 : offset + length], key.family)
+                expected[real.key] = (real, stats)
+            assert len(expected) >= 3
+            assert m.decode_dests(replies, key.family) == expected, key
+            assert ipvs.reals(key) == expected
+    assert m._LAYOUTS and None not in m._LAYOUTS.values()  # the kernel's replies are plain
