@@ -195,11 +195,13 @@ def _read(state_dir: str, key: dict[str, Any]) -> Config | None:
             return None
         if header != key:
             return None
+        collecting = gc.isenabled()  # a one-shot run has it off already (kanotify.__main__)
         gc.disable()  # tens of thousands of new objects, no cycles among them: a third faster
         try:
             config = _Unpickler(io.BytesIO(payload)).load()
         finally:
-            gc.enable()
+            if collecting:
+                gc.enable()
     except Exception:  # noqa: BLE001 - a damaged entry of any kind is a miss, never a crash
         return None
     return config if isinstance(config, Config) else None
