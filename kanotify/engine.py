@@ -314,7 +314,8 @@ class Engine:
         for chunk in _chunks([(i, a) for i, a in enumerate(actions) if not a.is_noop]):
             runnable: list[tuple[int, Action]] = []
             for i, action in chunk:
-                blocker = next((d for d in action.depends_on if d in broken), None)
+                deps = action.depends_on
+                blocker = next((d for d in deps if d in broken), None) if deps and broken else None
                 if blocker is None:
                     runnable.append((i, action))
                 else:
@@ -330,7 +331,7 @@ class Engine:
         return results
 
     def _update_drains(self, saved: SavedStates, desired: Desired, after: Observed, now: float) -> None:
-        scoped = {str(k) for k in desired.managed_services}
+        scoped = {str(k) for k in desired.managed_services} if saved.draining else set()
         kept = {k: v for k, v in saved.draining.items() if k[0] not in scoped}
         kept.update(next_draining(desired, after, saved.draining, now))
         if kept != saved.draining:
@@ -437,16 +438,23 @@ def _verify(
 
 def _chunks(indexed: list[tuple[int, Action]]) -> list[list[tuple[int, Action]]]:
     """Consecutive actions of one domain, cut before an action that depends on one in the chunk."""
+    # Only the actions something depends on are remembered (by type first): hashing
+    # each of the 11,000 actions of a big sync walks its value objects, and cost more
+    # than the rest of this together.
+    needed = {d for _, a in indexed for d in a.depends_on}
+    needed_types = {type(d) for d in needed}
     chunks: list[list[tuple[int, Action]]] = []
     members: set[Action] = set()
     for i, action in indexed:
         current = chunks[-1] if chunks else None
+        deps = action.depends_on
         if (current is None or current[-1][1].domain != action.domain
-                or any(d in members for d in action.depends_on)):
+                or (deps and any(d in members for d in deps))):
             chunks.append([(i, action)])
-            members = {action}
+            members = set()
         else:
             current.append((i, action))
+        if type(action) in needed_types and action in needed:
             members.add(action)
     return chunks
 

@@ -259,13 +259,14 @@ def _plan_ipvs(desired: Desired, observed: Observed, options: PlanOptions) -> li
         service_same = have.service.same_config(spec.service)
         if not service_same:
             edits.append(EditService(have.service, spec.service))
-        desired_reals = {rs.key: rs for rs in spec.reals}
-        reals_same = 0
+        reals_same = found = 0
         for rs in spec.reals:
             current = have.reals.get(rs.key)
             if current is None:
                 real_changes.append(AddReal(key, rs))
-            elif current[0] == rs:
+                continue
+            found += 1
+            if current[0] == rs:
                 reals_same += 1
             else:
                 why = "health check: DOWN" if (key, rs.key) in desired.down else ""
@@ -275,7 +276,9 @@ def _plan_ipvs(desired: Desired, observed: Observed, options: PlanOptions) -> li
         if service_same or reals_same:
             what = f"ipvs service {key}" if service_same else f"the other real servers of {key}"
             noops.append(Noop(f"{what} up to date ({reals_same} of {len(spec.reals)} real servers)"))
-        for rkey in sorted(have.reals.keys() - desired_reals.keys(), key=_real_sort):
+        if found == len(have.reals):  # every real server there is desired (a spec's keys are distinct)
+            continue
+        for rkey in sorted(have.reals.keys() - {rs.key for rs in spec.reals}, key=_real_sort):
             if desired.down.get((key, rkey)) == "remove":
                 real_removals.append(DeleteReal(key, have.reals[rkey][0], "health check: DOWN"))
             else:
@@ -369,8 +372,11 @@ def next_draining(
         have = observed.services.get(key)
         if have is None:
             continue
+        reals = have.reals
+        if len(reals) <= len(spec.reals) and all(rs.key in reals for rs in spec.reals):
+            continue  # nothing there that is not desired (one lookup each instead of two sets)
         desired_reals = {rs.key for rs in spec.reals}
-        for rkey in have.reals.keys() - desired_reals:
+        for rkey in reals.keys() - desired_reals:
             if (key, rkey) in desired.down:
                 continue  # removed for its health, not from the config: no drain
             dk = drain_key(key, rkey)

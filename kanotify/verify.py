@@ -48,10 +48,15 @@ def touched_scope(desired: Desired, actions: Iterable[Action]) -> Scope:
     vip_keys: set[tuple[str, str]] = set()
     services: set[ServiceKey] = set()
     daemons = False
+    last: ServiceKey | None = None  # a service's real servers come one after the other: hash its key once
     for action in actions:
         if action.is_noop or isinstance(action, SendGarp):  # an announcement changes no state
             continue
-        if isinstance(action, SetSysctl):
+        if isinstance(action, (AddReal, EditReal, DeleteReal)):
+            if action.service is not last:
+                last = action.service
+                services.add(last)
+        elif isinstance(action, SetSysctl):
             sysctls.append(action.key)
         elif isinstance(action, (BindVip, UnbindVip)):
             vip_keys.add(action.vip.key)
@@ -59,8 +64,6 @@ def touched_scope(desired: Desired, actions: Iterable[Action]) -> Scope:
             services.add(action.service.key)
         elif isinstance(action, EditService):
             services.add(action.new.key)
-        elif isinstance(action, (AddReal, EditReal, DeleteReal)):
-            services.add(action.service)
         elif isinstance(action, (StartSyncDaemon, StopSyncDaemon)):
             daemons = True
         else:
