@@ -177,7 +177,7 @@ class Listener:
         self.signals = signals
         self.started = threading.Event()  # set once the listener serves its control socket
         self.repeater = ThreadRepeater()
-        self.backend_factory = backend_factory or (lambda: system_backend(garp_repeater=self.repeater))
+        self.backend_factory = backend_factory or (lambda: system_backend(garp_repeater=self.repeater, long_lived=True))
         self.engine: Engine | None = None
         self.health: Health | None = None
         self.config_signature: tuple[int, ...] | None = None

@@ -17,16 +17,20 @@ if TYPE_CHECKING:
     from .garp import Repeater
 
 
-def system_backend(netns: str | None = None, *, garp_repeater: Repeater | None = None) -> Backend:
+def system_backend(
+    netns: str | None = None, *, garp_repeater: Repeater | None = None, long_lived: bool = False
+) -> Backend:
     """The backend of this host (or of network namespace ``netns``).
 
     Its domain backends (and their sockets) are
     created only when an observation or action needs them.  ``garp_repeater``
     sends GARP repeats (the listener's thread); default: a detached process.
+    ``long_lived``: it serves many runs (the listener), and keeps what it
+    decoded for the next observe.
     """
     from .system import SystemBackend  # keeps ``import kanotify.backends`` cheap
 
-    return SystemBackend(netns, garp_repeater)
+    return SystemBackend(netns, garp_repeater, long_lived=long_lived)
 
 
 __all__ = ["ArpPolicy", "Backend", "OneAtATime", "Scope", "system_backend"]

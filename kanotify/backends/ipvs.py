@@ -180,7 +180,10 @@ class IpvsBackend:
     ``overruns`` batches whose replies overflowed the receive buffer (they are
     then re-applied one action at a time, which is safe because every action
     is idempotent here).
-    ``batch_size`` messages share one ACK in :meth:`apply_many`.
+    ``batch_size`` messages share one ACK in :meth:`apply_many`.  ``memo``:
+    keep the real servers decoded for the next observe (a backend that
+    observes the same table again and again, the listener's, then builds
+    none; ``ipvs_msg.decode_dests``).
 
     >>> with IpvsBackend() as ipvs:            # doctest: +SKIP
     ...     services = ipvs.observe()
@@ -194,9 +197,11 @@ class IpvsBackend:
         batch_size: int = 256,
         retry_budget: float = 2.0,
         rcvbuf: int = 4 << 20,
+        memo: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        self._memo: m.RealsMemo | None = {} if memo else None
         self.netns = netns
         self.timeout = timeout
         self.batch_size = batch_size
@@ -255,7 +260,7 @@ class IpvsBackend:
 
         try:
             replies = self._retrying(sock.dump_raw, m.IPVS_CMD_GET_DEST, m.service_nest(key), what=what)
-            return m.decode_dests(replies, key.family)
+            return m.decode_dests(replies, key.family, self._memo)
         except ApplyError as exc:
             raise ApplyError(f"{what()}: {exc}", exc.errno) from None
         except m.DecodeError as exc:

@@ -446,12 +446,15 @@ class _DestLayout:
     gives the same values.
     """
 
-    __slots__ = ("unpack", "headers", "expected", "fields")
+    __slots__ = ("unpack", "headers", "expected", "config", "counters")
 
-    def __init__(self, fmt: str, headers: list[int], fields: list[int], sample: bytes, offset: int) -> None:
+    def __init__(self, fmt: str, headers: list[int], config: list[int], counters: list[int], sample: bytes,
+                 offset: int) -> None:
         self.unpack = struct.Struct(fmt).unpack_from
         self.headers = itemgetter(*headers)
-        self.fields = itemgetter(*fields)  # addr, af, port high, port low, fwd, weight, u, l, active, inactive
+        #: what a real server is made of: address, family, port (high, low byte), forwarding, weight, thresholds
+        self.config = itemgetter(*config)
+        self.counters = itemgetter(*counters)  # active, inactive connections
         self.expected = self.headers(self.unpack(sample, offset))
 
 
@@ -504,20 +507,25 @@ def _learn_layout(buf: bytes, offset: int, length: int) -> _DestLayout | None:
     if struct.calcsize("".join(fmt)) != length:
         return None
     port = found[IPVS_DEST_ATTR_PORT]
-    fields = [found[IPVS_DEST_ATTR_ADDR], found[IPVS_DEST_ATTR_ADDR_FAMILY], port, port + 1] + [
+    config = [found[IPVS_DEST_ATTR_ADDR], found[IPVS_DEST_ATTR_ADDR_FAMILY], port, port + 1] + [
         found[t] for t in (IPVS_DEST_ATTR_FWD_METHOD, IPVS_DEST_ATTR_WEIGHT, IPVS_DEST_ATTR_U_THRESH,
-                           IPVS_DEST_ATTR_L_THRESH, IPVS_DEST_ATTR_ACTIVE_CONNS, IPVS_DEST_ATTR_INACT_CONNS)]
-    return _DestLayout("".join(fmt), headers, fields, buf, offset)
+                           IPVS_DEST_ATTR_L_THRESH)]
+    counters = [found[IPVS_DEST_ATTR_ACTIVE_CONNS], found[IPVS_DEST_ATTR_INACT_CONNS]]
+    return _DestLayout("".join(fmt), headers, config, counters, buf, offset)
 
 
 #: learned layouts by reply length; None: replies of that length are not plain, always parsed one by one
 _LAYOUTS: dict[int, _DestLayout | None] = {}
-_ADDRESSES: dict[int, dict[bytes, IPAddress]] = {socket.AF_INET: {}, socket.AF_INET6: {}}
+#: addresses by what they were read from (a director often has a few behind many services), counters alike
+_ADDRESSES: dict[tuple[bytes, int], IPAddress] = {}
 _STATS: dict[tuple[int, int], RealServerStats] = {}
+
+#: a memo of :func:`decode_dests`: real servers (and their keys) by the fields they were read from
+RealsMemo = dict[tuple[object, ...], tuple[RealServer, tuple[IPAddress, int]]]
 
 
 def decode_dests(
-    replies: Iterable[tuple[bytes, int, int]], service_family: int
+    replies: Iterable[tuple[bytes, int, int]], service_family: int, memo: RealsMemo | None = None
 ) -> dict[tuple[IPAddress, int], tuple[RealServer, RealServerStats]]:
     """A dest dump's replies (``(buffer, offset, length)`` each, as ``NetlinkSocket.request_raw`` gives them)
     as ``{(address, port): (real server, counters)}``: what :func:`dest_from_payload` gives for each, faster.
@@ -525,40 +533,43 @@ def decode_dests(
     The observe of a big director is thousands of these (10,000 for 1000 x 10),
     all laid out alike: each is read with one ``unpack_from`` at the offsets
     learned from the first (:class:`_DestLayout`); a reply laid out otherwise is
-    parsed attribute by attribute, and its layout learned in turn.  Addresses
-    and counters are immutable values, shared between replies (a director
-    often has a few real server addresses behind many services).
+    parsed attribute by attribute, and its layout learned in turn.  The values
+    are immutable: equal addresses and equal counters are shared, and with a
+    ``memo`` (kept by a backend that observes the same table again and again,
+    the listener's) a real server read from the same fields as before is the
+    one made then.  (Without one, a single observe saves the memo's upkeep.)
     """
     result: dict[tuple[IPAddress, int], tuple[RealServer, RealServerStats]] = {}
-    layouts, stats_cache = _LAYOUTS, _STATS
-    v4, v6 = _ADDRESSES[socket.AF_INET], _ADDRESSES[socket.AF_INET6]
+    layouts, addresses, stats_cache = _LAYOUTS, _ADDRESSES, _STATS
     for buf, offset, length in replies:
         layout = layouts.get(length)
         if layout is not None:
             values = layout.unpack(buf, offset)
             if layout.headers(values) == layout.expected:
-                raw, af, high, low, fwd, weight, upper, lower, active, inactive = layout.fields(values)
-                if af == socket.AF_INET:
-                    cache = v4
-                elif af == socket.AF_INET6:
-                    cache = v6
-                else:
-                    raise DecodeError(f"unknown address family {af}")
-                address = cache.get(raw)
-                if address is None:
-                    if len(cache) >= _CACHE_MAX:
-                        cache.clear()
-                    address = cache[raw] = _address(raw, af)
-                counters = (active, inactive)
+                config = layout.config(values)
+                known = memo.get(config) if memo is not None else None
+                if known is None:
+                    raw, af, high, low, fwd, weight, upper, lower = config
+                    address = addresses.get((raw, af))
+                    if address is None:
+                        if len(addresses) >= _CACHE_MAX:
+                            addresses.clear()
+                        address = addresses[(raw, af)] = _address(raw, af)  # DecodeError: unknown family
+                    fwd &= IP_VS_CONN_F_FWD_MASK
+                    port = high << 8 | low
+                    real = RealServer(address, port, _FORWARD_NAMES.get(fwd, f"fwd-{fwd}"), weight, upper, lower)
+                    known = (real, (address, port))
+                    if memo is not None:
+                        if len(memo) >= _CACHE_MAX:
+                            memo.clear()
+                        memo[config] = known
+                counters = layout.counters(values)
                 stats = stats_cache.get(counters)
                 if stats is None:
                     if len(stats_cache) >= _CACHE_MAX:
                         stats_cache.clear()
-                    stats = stats_cache[counters] = RealServerStats(active, inactive)
-                fwd &= IP_VS_CONN_F_FWD_MASK
-                port = high << 8 | low
-                real = RealServer(address, port, _FORWARD_NAMES.get(fwd) or f"fwd-{fwd}", weight, upper, lower)
-                result[(address, port)] = (real, stats)
+                    stats = stats_cache[counters] = RealServerStats(*counters)
+                result[known[1]] = (known[0], stats)
                 continue
         real, stats = dest_from_payload(buf[offset + 16 : offset + length], service_family)
         result[real.key] = (real, stats)

@@ -27,11 +27,15 @@ class SystemBackend:
 
     ``garp_count``/``garp_interval`` are taken from each :class:`SendGarp`;
     ``garp_repeater`` sends the repeats (default: a detached process per VIP).
+    ``long_lived``: kept open for many runs (the listener's), so worth keeping
+    what an observe decoded for the next one.
     """
 
-    def __init__(self, netns: str | None = None, garp_repeater: Repeater | None = None) -> None:
+    def __init__(self, netns: str | None = None, garp_repeater: Repeater | None = None, *,
+                 long_lived: bool = False) -> None:
         self.netns = netns
         self.garp_repeater = garp_repeater
+        self.long_lived = long_lived
         self._sysctl = SysctlBackend()  # plain file I/O: costs nothing to create
         self._address: AddressBackend | None = None
         self._ipvs: IpvsBackend | None = None
@@ -50,7 +54,7 @@ class SystemBackend:
         if self._ipvs is None:
             from .ipvs import IpvsBackend
 
-            self._ipvs = IpvsBackend(netns=self.netns)
+            self._ipvs = IpvsBackend(netns=self.netns, memo=self.long_lived)
         return self._ipvs
 
     def _domain(self, domain: str) -> DomainBackend:

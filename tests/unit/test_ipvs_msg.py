@@ -427,20 +427,29 @@ def test_bulk_decode_refuses_what_one_by_one_refuses(fresh_layouts: None) -> Non
         in_bulk(same_layout, 4)
 
 
-def test_bulk_decode_shares_addresses_and_counters_and_bounds_its_caches(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bulk_decode_shares_real_servers_and_counters_and_bounds_its_caches(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(m, "_CACHE_MAX", 4)
-    monkeypatch.setattr(m, "_ADDRESSES", {2: {}, 10: {}})
+    monkeypatch.setattr(m, "_ADDRESSES", {})
     monkeypatch.setattr(m, "_STATS", {})
+    memo: m.RealsMemo = {}
+
+    def decode(buffer: bytes, memo: m.RealsMemo | None = None) -> dict:
+        return m.decode_dests([(buffer, off, length) for off, length, *_ in nl.iter_headers(buffer)], 4, memo)
+
     reals = [RealServer(ip("192.0.2.1"), port) for port in range(1, 4)]
     buffer = b"".join(kernel_dest_reply([kernel_dest_attrs(r)[k] for k in KERNEL_ORDER]) for r in reals)
-    in_bulk(buffer, 4)  # learns the layout from the first reply
-    decoded = in_bulk(buffer, 4)
+    decode(buffer)  # learns the layout from the first reply
+    decoded = decode(buffer, memo)
     assert len({id(real.address) for real, _stats in decoded.values()}) == 1
     assert len({id(stats) for _real, stats in decoded.values()}) == 1
+    again, without = decode(buffer, memo), decode(buffer)
+    assert again == without == decoded
+    assert all(again[k][0] is decoded[k][0] for k in decoded)  # read from the same fields: the same value
+    assert not any(without[k][0] is decoded[k][0] for k in decoded)
     many = [RealServer(ip(f"192.0.2.{n}"), 80) for n in range(1, 12)]
     buffer = b"".join(kernel_dest_reply([kernel_dest_attrs(r, n)[k] for k in KERNEL_ORDER]) for n, r in enumerate(many))
-    assert in_bulk(buffer, 4) == one_by_one(buffer, 4)
-    assert len(m._ADDRESSES[2]) <= 4 and len(m._STATS) <= 4
+    assert decode(buffer, memo) == decode(buffer) == one_by_one(buffer, 4)
+    assert len(memo) <= 4 and len(m._ADDRESSES) <= 4 and len(m._STATS) <= 4
 
 
 @settings(max_examples=300, deadline=None)
