@@ -152,18 +152,14 @@ class IpvsSocket(NetlinkSocket):
         The queue must be emptied first: while it is full, the kernel drops
         the answer to the fresh request too.
         """
-        self.sock.setblocking(False)
-        try:
-            while True:
-                try:
-                    self.sock.recv(1 << 16)
-                except BlockingIOError:
-                    break
-                except OSError as exc:
-                    if exc.errno != errno.ENOBUFS:
-                        raise
-        finally:
-            self.sock.settimeout(self.timeout)
+        while True:  # the socket is non-blocking (NetlinkSocket)
+            try:
+                self.sock.recv(1 << 16)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno != errno.ENOBUFS:
+                    raise
         seq = self.next_seq()
         self.request(m.getfamily_request(m.IPVS_GENL_NAME, seq), seq)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import time
 
 from ..errors import ApplyError
 from . import netlink as nl
@@ -57,7 +58,10 @@ class NetlinkSocket:
         except OSError:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         sock.bind((0, 0))
-        sock.settimeout(self.timeout)
+        # Non-blocking, the timeout kept by hand (_wait): with a socket timeout, Python polls and
+        # reads the clock before every send and receive -- three syscalls for one.  The kernel
+        # answers a netlink request while it is sent, so the answer is nearly always there.
+        sock.setblocking(False)
 
     def next_seq(self) -> int:
         self._seq = (self._seq % 0x7FFFFFFF) + 1
@@ -70,23 +74,42 @@ class NetlinkSocket:
         return list(nl.iter_messages(self._recv_raw()))
 
     def _recv_raw(self) -> bytes:
-        try:
-            data, _anc, flags, _addr = self.sock.recvmsg(1 << 16)
-        except socket.timeout:
-            raise ApplyError(
-                f"{self.name}: no answer from the kernel within {self.timeout:g}s", errno.ETIMEDOUT
-            ) from None
-        except OSError as exc:  # ENOBUFS: replies were dropped (receive buffer full)
-            raise ApplyError(f"{self.name}: receive: {exc.strerror}", exc.errno) from None
+        deadline = None
+        while True:
+            try:
+                data, _anc, flags, _addr = self.sock.recvmsg(1 << 16)
+                break
+            except BlockingIOError:
+                deadline = self._wait(deadline, readable=True)
+            except OSError as exc:  # ENOBUFS: replies were dropped (receive buffer full)
+                raise ApplyError(f"{self.name}: receive: {exc.strerror}", exc.errno) from None
         if flags & _MSG_TRUNC:
             raise nl.DecodeError("netlink message larger than the 64 KiB receive buffer")
         return data
 
     def _send(self, data: bytes) -> None:
-        try:
-            self.sock.sendall(data)
-        except OSError as exc:
-            raise ApplyError(f"{self.name}: send: {exc.strerror}", exc.errno) from None
+        deadline = None
+        while True:
+            try:
+                self.sock.send(data)  # a netlink message goes whole or not at all
+                return
+            except BlockingIOError:
+                deadline = self._wait(deadline, readable=False)
+            except OSError as exc:
+                raise ApplyError(f"{self.name}: send: {exc.strerror}", exc.errno) from None
+
+    def _wait(self, deadline: float | None, *, readable: bool) -> float:
+        """Wait until the socket can be read (or written), up to ``timeout`` after the first wait; the deadline."""
+        import select  # only when the kernel has not answered yet
+
+        now = time.monotonic()
+        deadline = now + self.timeout if deadline is None else deadline
+        if now >= deadline:
+            raise ApplyError(f"{self.name}: no answer from the kernel within {self.timeout:g}s", errno.ETIMEDOUT)
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN if readable else select.POLLOUT)
+        poller.poll(max(1, int((deadline - now) * 1000 + 0.999)))
+        return deadline
 
     def request(self, data: bytes, seq: int) -> list[nl.Message]:
         """Send one request (ACK or DUMP) and return its reply messages.

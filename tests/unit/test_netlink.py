@@ -10,6 +10,7 @@ import errno
 import ipaddress
 import socket
 import struct
+import time
 
 import pytest
 from pyroute2.netlink import nlmsg as pr_nlmsg
@@ -182,8 +183,9 @@ class ScriptedNetlink:
         self.buffers = list(buffers)
         self.sent: list[bytes] = []
 
-    def sendall(self, data: bytes) -> None:
+    def send(self, data: bytes) -> int:
         self.sent.append(data)
+        return len(data)
 
     def recvmsg(self, size: int) -> tuple[bytes, list, int, None]:
         return self.buffers.pop(0), [], 0, None
@@ -221,3 +223,22 @@ def test_a_refusal_or_a_failed_dump_is_an_error_with_the_kernels_errno() -> None
             assert caught.value.errno == code
     ack = nl.nlmsg(nl.NLMSG_ERROR, 0, 3, struct.pack("=i", 0) + bytes(16))
     assert scripted([ack]).request(b"request", 3) == []
+
+
+def test_the_kernel_answers_at_once_and_silence_is_a_timeout() -> None:
+    """The socket is non-blocking; a receive with nothing queued waits up to the timeout, then fails."""
+    from kanotify.backends import ipvs_msg as m
+
+    sock = nlsock.NetlinkSocket(nl.NETLINK_GENERIC, "test netlink", timeout=0.2)
+    try:
+        assert sock.sock.gettimeout() == 0.0
+        seq = sock.next_seq()
+        (reply,) = sock.request(m.getfamily_request("nlctrl", seq), seq)  # the kernel's own family
+        assert m.family_id(reply.payload) == m.GENL_ID_CTRL
+        started = time.monotonic()
+        with pytest.raises(ApplyError) as caught:
+            sock._recv_raw()
+        assert caught.value.errno == errno.ETIMEDOUT and "within 0.2s" in str(caught.value)
+        assert 0.15 <= time.monotonic() - started < 2
+    finally:
+        sock.close()
