@@ -68,9 +68,11 @@ def normalize_sysctl(value: str) -> str:
 
 def format_hostport(address: IPAddress, port: int) -> str:
     """``192.0.2.1:80`` or ``[2001:db8::1]:80``, as ipvsadm prints them."""
+    # !s: the same text without ipaddress's __format__ around str() (a journal line of a big
+    # sync writes 20,000 of these)
     if address.version == 6:
-        return f"[{address}]:{port}"
-    return f"{address}:{port}"
+        return f"[{address!s}]:{port}"
+    return f"{address!s}:{port}"
 
 
 # --------------------------------------------------------------------------- VIPs
@@ -146,10 +148,17 @@ class ServiceKey:
         return self.protocol == "fwmark"
 
     def __str__(self) -> str:
-        if self.is_fwmark:
-            return f"fwmark {self.fwmark}" + (" (inet6)" if self.family == 6 else "")
-        assert self.address is not None
-        return f"{self.protocol} {format_hostport(self.address, self.port)}"
+        # Kept once written, in the instance dict (not a field: equality, hash and the frozen
+        # fields are untouched): every real server's action names its service's key.
+        text: str | None = self.__dict__.get("_text")
+        if text is None:
+            if self.is_fwmark:
+                text = f"fwmark {self.fwmark}" + (" (inet6)" if self.family == 6 else "")
+            else:
+                assert self.address is not None
+                text = f"{self.protocol} {format_hostport(self.address, self.port)}"
+            self.__dict__["_text"] = text
+        return text
 
 
 @dataclass(frozen=True)
