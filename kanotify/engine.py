@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-import traceback
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
@@ -180,7 +179,7 @@ class Engine:
         except KanotifyError as exc:  # lock timeout, unusable state dir, ...
             return self._record(run, [], OUTCOME_FAILED, note=str(exc))
         except Exception as exc:  # noqa: BLE001 - e.g. netlink unusable: journal it with its traceback
-            text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).strip()
+            text = _traceback_text(exc)
             return self._record(run, [], OUTCOME_FAILED, note=f"{type(exc).__name__}: {exc}", traceback_text=text)
 
     def _begin(self, request: Request) -> _Run:
@@ -473,8 +472,14 @@ def _failure(action: Action, error: BaseException) -> ActionResult:
         return ActionResult(action, FAILED, str(error), error.errno)
     if isinstance(error, OSError):
         return ActionResult(action, FAILED, f"{action}: {error.strerror or error}", error.errno)
-    text = "".join(traceback.format_exception(type(error), error, error.__traceback__)).strip()
+    text = _traceback_text(error)
     return ActionResult(action, FAILED, f"{type(error).__name__}: {error}\n{text}", None)
+
+
+def _traceback_text(error: BaseException) -> str:
+    import traceback  # only for a failure: with textwrap and linecache, ~2 ms of every start-up otherwise
+
+    return "".join(traceback.format_exception(type(error), error, error.__traceback__)).strip()
 
 
 __all__ = ["Engine"]
