@@ -268,13 +268,23 @@ def service_nest(key: ServiceKey) -> bytes:
     return nla(IPVS_CMD_ATTR_SERVICE, service_key_attrs(key))
 
 
+#: nlmsghdr + genlmsghdr of a request, in one pack
+_REQUEST_HEADER = struct.Struct("=IHHIIBBH")
+#: the IPVS_CMD_ATTR_DEST nest around :data:`_DEST_ATTRS`
+_DEST_NEST = nla(IPVS_CMD_ATTR_DEST, bytes(_DEST_ATTRS.size))[:4]
+
+
 def dest_request(
     family: int, cmd: int, seq: int, service: ServiceKey, real: RealServer | None, flags: int, full: bool = True
 ) -> bytes:
     """new/set (``full``) or del (key only) of a real server; ``real=None`` for a dest dump."""
     attrs = service_nest(service)
+    if real is not None and full:  # the bulk of a big sync: header and attributes packed at once
+        length = _REQUEST_HEADER.size + len(attrs) + len(_DEST_NEST) + _DEST_ATTRS.size
+        return (_REQUEST_HEADER.pack(length, family, flags, seq, 0, cmd, IPVS_GENL_VERSION, 0)
+                + attrs + _DEST_NEST + dest_attrs(real))
     if real is not None:
-        attrs += nla(IPVS_CMD_ATTR_DEST, dest_attrs(real) if full else dest_key_attrs(real))
+        attrs += nla(IPVS_CMD_ATTR_DEST, dest_key_attrs(real))
     return genlmsg(family, cmd, flags, seq, attrs)
 
 
