@@ -57,7 +57,7 @@ from .errors import ConfigError, KanotifyError
 from .fifo import FifoReader, LvsEvent, PriorityEvent, Unparsed, VrrpEvent, parse_line
 from .health import Change, Health
 from .journal import summary_line, syslog_line
-from .model import State
+from .model import ServiceKey, State
 from .plan import desired_for
 from .procinfo import ticket_fields
 from .run import CONVERGED, OUTCOME_FAILED, SUPERSEDED, Request, RunResult
@@ -114,6 +114,7 @@ class _Reload:
 @dataclass
 class _HealthRun:
     changes: list[str]
+    services: set[ServiceKey]  # whose real servers changed: the run reads and plans only these
 
 
 _Work = _Vrrp | _Command | _Repair | _Note | _Reload | _HealthRun
@@ -303,6 +304,7 @@ class Listener:
             work.coalesced = queued.coalesced + [(queued.event, queued.ticket)]
         elif isinstance(work, _HealthRun) and isinstance(queued, _HealthRun):
             work.changes = queued.changes + work.changes
+            work.services = queued.services | work.services
         elif isinstance(work, (_Repair, _Reload)) and queued is not None:
             return  # one pending repair (or reload) does for all
         self._queue[key] = work
@@ -373,7 +375,8 @@ class Listener:
             self._reload(work.reason)
         elif isinstance(work, _HealthRun):
             reason = "health: " + "; ".join(work.changes)
-            self._report(engine.reconcile(argv=["kanotify", "listen", reason[:2000]], command="health", quiet=True))
+            self._report(engine.reconcile(argv=["kanotify", "listen", reason[:2000]], command="health", quiet=True,
+                                          services=work.services))
 
     def _trigger(self, line: str) -> tuple[str, ...]:
         return ("kanotify", "listen", self.fifo_path or "-", line)
@@ -535,7 +538,7 @@ class Listener:
     def _on_health(self, changes: list[Change]) -> None:
         for change in changes:
             _say(f"health: {change}")
-        self._submit("health", _HealthRun([str(c) for c in changes]))
+        self._submit("health", _HealthRun([str(c) for c in changes], {c.key[0] for c in changes}))
 
     # ------------------------------------------------------------------ drift
 
