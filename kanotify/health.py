@@ -24,6 +24,7 @@ every checked real server's state for ``kanotify status``.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import errno
 import json
 import math
@@ -44,6 +45,9 @@ HEALTH_FILE = "health.json"
 WRITE_EVERY = 2.0
 #: the grid checks are due on (seconds): checks due within one tick start together
 TICK = 0.02
+#: health.json's "late": how many checks started at most this many seconds after their tick (the last: later)
+LATE_BOUNDS = (0.05, 0.25, 1.0, 5.0)
+_LATE_LABELS = (*(f"{bound:g}" for bound in LATE_BOUNDS), "more")
 #: descriptors kept free for the rest of the listener when connects fill the open-files limit
 FD_RESERVE = 256
 #: errors of socket()/connect() that are this host's problem, not the real server's: not counted as a failure
@@ -110,6 +114,7 @@ class Health:
         self.state_dir = state_dir
         self.clock = clock
         self.targets: dict[Key, Target] = {}
+        self._down: dict[ServiceKey, set[RealKey]] = {}  # the targets that are DOWN, by service
         self._order: list[Target] | None = None  # health.json's order, None: to sort again
         self._dirty = False
         self._writer: asyncio.TimerHandle | None = None  # the next write of counters and errors
@@ -121,15 +126,33 @@ class Health:
         self._due: dict[int, list[Target]] = {}
         self._epoll: select.epoll | None = None  # the TCP connects in flight, made on first use
         self._max_connecting = 0  # how many may be in flight (set with the epoll, from the open-files limit)
-        self._connecting: dict[int, tuple[Target, socket.socket]] = {}  # by descriptor
+        self._connecting: dict[int, tuple[Target, socket.SocketType]] = {}  # by descriptor
         #: tick -> the connects that time out then, unless done before
-        self._deadlines: dict[int, list[tuple[int, socket.socket, Target]]] = {}
+        self._deadlines: dict[int, list[tuple[int, socket.SocketType, Target]]] = {}
+        #: checks started, by how late (LATE_BOUNDS), since the start: does the checker keep up?
+        self.late = [0] * (len(LATE_BOUNDS) + 1)
 
     # ------------------------------------------------------------------ the planner's view (any thread)
 
     def is_down(self, service: ServiceKey, real: RealKey) -> bool:
-        target = self.targets.get((service, real))
-        return target is not None and not target.up
+        if not self._down:  # nothing is DOWN: the planner's question for each of 10,000 reals costs nothing
+            return False
+        reals = self._down.get(service)
+        return reals is not None and real in reals
+
+    def _note_state(self, target: Target) -> None:
+        """Keep :attr:`_down` (what :meth:`is_down` reads) in step with ``target.up`` (and its leaving)."""
+        service, real = target.key
+        reals = self._down.get(service)
+        if target.up or not target.checked:
+            if reals is not None:
+                reals.discard(real)
+                if not reals:
+                    del self._down[service]
+        elif reals is None:
+            self._down[service] = {real}
+        else:
+            reals.add(real)
 
     # ------------------------------------------------------------------ configuration
 
@@ -145,7 +168,9 @@ class Health:
         now = self.clock()
         for key in list(self.targets):
             if key not in wanted:
-                self._forget(self.targets.pop(key))
+                gone = self.targets.pop(key)
+                self._forget(gone)
+                self._note_state(gone)
         spread = 0
         for key, (address, port, check) in wanted.items():
             target = self.targets.get(key)
@@ -158,6 +183,7 @@ class Health:
             target = Target(key, address, port, check, up=check.initial == "up", since=now)
             _prepare(target)
             self.targets[key] = target
+            self._note_state(target)
             # spread the first checks over the interval: 10,000 real servers must not all connect at once
             spread += 1
             self._schedule(target, (spread * 0.618034 % 1.0) * min(check.interval, 5.0))
@@ -205,16 +231,19 @@ class Health:
 
     def _tick(self, tick: int) -> None:
         """Start every check due in ``tick``."""
-        now = started = None
+        now = None
+        started = self.loop.time()
+        count = 0
         for target in self._due.pop(tick, ()):
             if target.due != tick or target.busy or self._stopped:
                 continue  # rescheduled, forgotten or still being checked: its result schedules it again
             target.due = None
             target.busy = True
+            count += 1
             kind = target.check.type
             if kind == "tcp":
-                if now is None or started is None:
-                    now, started = self.clock(), self.loop.time()
+                if now is None:
+                    now = self.clock()
                 if len(self._connecting) >= self._max_connecting > 0:
                     # after a stall of the loop a burst of due checks must not run out of descriptors
                     target.busy = False
@@ -224,6 +253,8 @@ class Health:
             else:
                 coro = self._http(target) if kind in ("http", "https") else self._command(target)
                 self.loop.create_task(coro)
+        if count:
+            self.late[bisect.bisect_left(LATE_BOUNDS, started - tick * TICK)] += count
 
     def _tcp(self, target: Target, now: float, started: float) -> None:
         """A non-blocking connect(); its answer comes through :meth:`_connected`, or a shared timeout.
@@ -420,6 +451,7 @@ class Health:
         self._schedule(target, delay, at)
         self._mark_dirty(now=change is not None)
         if change is not None:
+            self._note_state(target)
             self.on_change([change])
 
     # ------------------------------------------------------------------ health.json
@@ -472,7 +504,8 @@ class Health:
             if t.entry is None:
                 t.entry = _entry(t)
         reals = ",".join([t.entry for t in order])  # type: ignore[misc]  # every entry was just made
-        data = f'{{"pid":{os.getpid()},"written":{self.clock()!r},"reals":[{reals}]}}\n'.encode()
+        late = ",".join(f'"{label}":{n}' for label, n in zip(_LATE_LABELS, self.late))
+        data = f'{{"pid":{os.getpid()},"written":{self.clock()!r},"late":{{{late}}},"reals":[{reals}]}}\n'.encode()
         path = os.path.join(self.state_dir, HEALTH_FILE)
         tmp = f"{path}.tmp-{os.getpid()}"
         try:
