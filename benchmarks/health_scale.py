@@ -339,10 +339,10 @@ def rss_mib(pid: int) -> float:
 
 
 def idle_seconds() -> float:
-    """The whole machine's idle time (all CPUs), from /proc/stat."""
+    """The machine's idle time, from /proc/stat: seconds of all its CPUs together, divided by their number."""
     with open("/proc/stat") as fh:
         words = fh.readline().split()
-    return (int(words[4]) + int(words[5])) / os.sysconf("SC_CLK_TCK")
+    return (int(words[4]) + int(words[5])) / os.sysconf("SC_CLK_TCK") / (os.cpu_count() or 1)
 
 
 def ipvs_counts(pid: int) -> tuple[int, int]:
@@ -450,16 +450,24 @@ class Keepalived:
 
 
 @dataclass
+class Window:
+    """One measuring window: per process CPU seconds and RSS, per checker its checks as the targets saw them."""
+
+    seconds: float
+    cpu: dict[str, float]
+    rss: dict[str, float]
+    checks: dict[str, dict[str, Any]]
+    idle: float  # the machine's idle seconds in it
+    late: dict[str, int]  # kanotify's own count of the checks it started, by how late (health.json "late")
+
+
+@dataclass
 class Figures:
     """Everything measured, for the table."""
 
     layout: Layout
     check: Check
-    window: float = 0.0
-    cpu: dict[str, float] = field(default_factory=dict)
-    rss: dict[str, float] = field(default_factory=dict)
-    checks: dict[str, dict[str, Any]] = field(default_factory=dict)
-    idle: float = 0.0
+    windows: dict[str, Window] = field(default_factory=dict)
     detect: dict[str, list[float]] = field(default_factory=dict)
     detect_after_fail: dict[str, list[float]] = field(default_factory=dict)
     undetected: dict[str, int] = field(default_factory=dict)
@@ -470,21 +478,32 @@ class Figures:
     fifo_written: list[float] = field(default_factory=list)  # wall clock of each FIFO line written
     fifo_runs: int = 0  # the FIFO instance's journal records seen
     setup: dict[str, float] = field(default_factory=dict)
+    setup_names: set[str] = field(default_factory=set)  # the checkers that ran
 
 
-def measure_window(fig: Figures, targets: Targets, pids: dict[str, int], window: float) -> None:
+def kanotify_late(state_dir: Path) -> dict[str, int]:
+    from kanotify.health import read_health
+
+    data = read_health(str(state_dir)) or {}
+    late = data.get("late")
+    return dict(late) if isinstance(late, dict) else {}
+
+
+def measure_window(targets: Targets, pids: dict[str, int], window: float, state_dir: Path) -> Window:
     """CPU, checks and lateness over the same ``window`` seconds for every process in ``pids``."""
     targets.ask("window")
+    late0 = kanotify_late(state_dir)
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     idle0, start = idle_seconds(), time.monotonic()
     time.sleep(window)
-    fig.window = time.monotonic() - start
-    fig.cpu = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
-    fig.idle = idle_seconds() - idle0
-    fig.rss = {name: rss_mib(pid) for name, pid in pids.items()}
+    seconds = time.monotonic() - start
+    cpu = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+    idle = idle_seconds() - idle0
+    rss = {name: rss_mib(pid) for name, pid in pids.items()}
     report = targets.ask("report")
+    late = {bound: n - late0.get(bound, 0) for bound, n in kanotify_late(state_dir).items()}
     names = {LINKS[NS_KAN][0]: "kanotify", LINKS[NS_KA][0]: "keepalived"}
-    fig.checks = {names.get(src, src): data for src, data in report.items()}
+    return Window(seconds, cpu, rss, {names.get(src, src): data for src, data in report.items()}, idle, late)
 
 
 def measure_detection(fig: Figures, targets: Targets, layout: Layout, check: Check, kills: int,
@@ -595,9 +614,16 @@ def progress(text: str) -> None:
 
 
 def run(args: argparse.Namespace, fig: Figures) -> None:
-    """Every phase in order, filling ``fig``; namespaces and processes are removed even on failure."""
+    """Every phase in order, filling ``fig``; namespaces and processes are removed even on failure.
+
+    kanotify alone, both together, keepalived alone (the listener stopped),
+    then with both checking again: the FIFO events and the detection; last, the
+    FIFO events with a listener that has no checks.  A checker is never paused
+    (SIGSTOP): resumed, all its checks would be due at once and stay bunched.
+    """
     layout, check = fig.layout, fig.check
     tmp = Path(tempfile.mkdtemp(prefix="kanotify-hscale-"))
+    state = tmp / "state"
     remove_network()
     make_network(layout)
     targets = Targets(layout)
@@ -609,13 +635,18 @@ def run(args: argparse.Namespace, fig: Figures) -> None:
         progress(f"kanotify listen: {layout.total} real servers")
         listener = Listener.start(tmp, conf, tmp / "listen.prof" if args.profile else None)
         fig.setup["kanotify listen start"] = time.monotonic() - started
-        pids = {"kanotify": listener.proc.pid}
         if not args.native:
             started = time.monotonic()
             listener.line('INSTANCE "VI_1" MASTER 100')
-            wait_for("kanotify's IPVS", lambda: ipvs_counts(listener.proc.pid) == (layout.services, layout.total),
-                     600, listener.proc, listener.log)
+            proc = listener.proc
+            wait_for("kanotify's IPVS", lambda: ipvs_counts(proc.pid) == (layout.services, layout.total),
+                     600, proc, listener.log)
             fig.setup["kanotify: MASTER, every real server in IPVS"] = time.monotonic() - started
+        progress(f"kanotify alone: warm-up {args.warmup:g}s, window {args.window:g}s")
+        time.sleep(args.warmup)
+        pids = {"kanotify": listener.proc.pid, "real servers": targets.proc.pid}
+        fig.windows["kanotify alone"] = measure_window(targets, pids, args.window, state)
+        if not args.native:
             ka_conf = write_private(tmp / "keepalived.conf", keepalived_config(layout, check))
             progress("keepalived -C")
             started = time.monotonic()
@@ -624,12 +655,20 @@ def run(args: argparse.Namespace, fig: Figures) -> None:
             wait_for("keepalived's IPVS", lambda: ipvs_counts(ka_pid) == (layout.services, layout.total),
                      600, keepalived.proc, keepalived.log)
             fig.setup["keepalived -C: every real server in IPVS"] = time.monotonic() - started
-            pids["keepalived"] = ka_pid
-            pids["keepalived parent"] = keepalived.proc.pid
-        pids["real servers"] = targets.proc.pid
-        progress(f"warm-up {args.warmup:g}s, then the window of {args.window:g}s")
-        time.sleep(args.warmup)
-        measure_window(fig, targets, pids, args.window)
+            fig.setup_names.add("keepalived")
+            pids.update({"keepalived": ka_pid, "keepalived parent": keepalived.proc.pid})
+            progress(f"together: warm-up {args.warmup:g}s, window {args.window:g}s")
+            time.sleep(args.warmup)
+            fig.windows["together"] = measure_window(targets, pids, args.window, state)
+            listener.stop()
+            listener = None
+            del pids["kanotify"]
+            progress(f"keepalived alone (the listener stopped): {args.settle:g}s, window {args.window:g}s")
+            time.sleep(args.settle)
+            fig.windows["keepalived alone"] = measure_window(targets, pids, args.window, state)
+            progress("kanotify listen again")
+            listener = Listener.start(tmp, conf)
+            time.sleep(args.warmup)  # its start-up repair, its first checks spread over the interval
         progress("FIFO events during the checks")
         fig.fifo["during the checks"] = measure_fifo(listener, args.events, fig.fifo_written)
         if not args.native:
@@ -644,7 +683,7 @@ def run(args: argparse.Namespace, fig: Figures) -> None:
         plain = write_private(tmp / "kanotify-nocheck.toml", kanotify_config(tmp, layout, None))
         progress("FIFO events, a listener without checks")
         listener = Listener.start(tmp, plain)
-        time.sleep(5)  # its start-up repair (the killed real servers' weights back)
+        time.sleep(5)  # its start-up repair (the stopped real servers' weights back)
         fig.fifo["without checks"] = measure_fifo(listener, args.events, fig.fifo_written)
         journal_runs(fig, tmp / "journal.jsonl", "without checks")
     except BaseException:
@@ -676,47 +715,57 @@ def report(fig: Figures) -> None:
           f"timeout {c.timeout:g}s, retry {c.retry}, retry_delay {c.retry_delay:g}s")
     for what, seconds in fig.setup.items():
         print(f"  setup: {what}: {seconds:.1f}s")
-    if not fig.window:
-        return
-    print(f"window {fig.window:.0f}s; the machine was idle {fig.idle / fig.window * 100:.0f}% of it")
-    names = [n for n in ("kanotify", "keepalived") if n in fig.cpu]
 
     def row(label: str, values: list[str], ratio: str = "") -> None:
-        print(f"{label:<44}" + "".join(f"{v:>14}" for v in values) + (f"{ratio:>10}" if ratio else ""))
+        print(f"{label:<48}" + "".join(f"{v:>14}" for v in values) + (f"{ratio:>10}" if ratio else ""))
 
     def ratio(a: float | None, b: float | None) -> str:
         return f"{a / b:.2f}x" if a is not None and b else ""
 
-    print()
-    row("figure", names, "ratio" if len(names) == 2 else "")
-    cpu = [fig.cpu[n] for n in names]
-    row("CPU seconds in the window", [f"{v:.2f}" for v in cpu], ratio(*cpu) if len(cpu) == 2 else "")
-    row("CPU % of one core", [f"{v / fig.window * 100:.1f}" for v in cpu])
-    checks = [fig.checks.get(n, {}).get("checks", 0) / fig.window for n in names]
-    row(f"checks/s done (due: {lay.total / c.interval:.0f})", [f"{v:.0f}" for v in checks],
-        ratio(*checks) if len(checks) == 2 else "")
-    per_check = [cpu[i] / (checks[i] * fig.window) * 1e6 if checks[i] else 0 for i in range(len(names))]
-    row("CPU microseconds per check", [f"{v:.0f}" for v in per_check],
-        ratio(*per_check) if len(per_check) == 2 else "")
-    for q in ("p50", "p99", "max"):
-        late = [fig.checks.get(n, {}).get("gaps", {}).get(q) for n in names]
-        row(f"lateness {q} (gap between checks - interval), s",
-            [f"{v - c.interval:+.3f}" if v is not None else "-" for v in late])
-    rss = [fig.rss[n] for n in names]
-    row("RSS MiB", [f"{v:.1f}" for v in rss], ratio(*rss) if len(rss) == 2 else "")
-    if "keepalived parent" in fig.cpu:
-        print(f"  (keepalived's parent process: {fig.cpu['keepalived parent']:.2f} CPU s, "
-              f"{fig.rss['keepalived parent']:.1f} MiB; the real servers' process: "
-              f"{fig.cpu['real servers']:.2f} CPU s)")
+    def pair(values: list[float | None]) -> str:
+        return ratio(values[0], values[1]) if len(values) == 2 else ""
+
+    names = ["kanotify", "keepalived"] if "keepalived" in fig.setup_names else ["kanotify"]
+    for title, keys in (("each checking alone", [f"{n} alone" for n in names]),
+                        ("both checking at once", ["together"] * len(names))):
+        if not all(k in fig.windows for k in keys):
+            continue
+        ws = [fig.windows[k] for k in keys]
+        print(f"\n{title}: windows of {', '.join(f'{w.seconds:.0f}s' for w in ws)}, the machine "
+              f"idle {', '.join(f'{w.idle / w.seconds * 100:.0f}%' for w in ws)} of it")
+        row("figure", names, "ratio" if len(names) == 2 else "")
+        cpu: list[float | None] = [w.cpu[n] / w.seconds for n, w in zip(names, ws)]
+        row("CPU % of one core", [f"{v * 100:.1f}" for v in cpu if v is not None], pair(cpu))
+        rate: list[float | None] = [w.checks.get(n, {}).get("checks", 0) / w.seconds for n, w in zip(names, ws)]
+        row(f"checks/s done (due: {lay.total / c.interval:.0f})", [f"{v:.0f}" for v in rate if v is not None],
+            pair(rate))
+        per = [cu / ra * 1e6 if cu is not None and ra else None for cu, ra in zip(cpu, rate)]
+        row("CPU microseconds per check", [f"{v:.0f}" if v else "-" for v in per], pair(per))
+        for q in ("p50", "p99", "max"):
+            late = [w.checks.get(n, {}).get("gaps", {}).get(q) for n, w in zip(names, ws)]
+            row(f"lateness {q} (gap between checks - interval), s",
+                [f"{v - c.interval:+.3f}" if v is not None else "-" for v in late])
+        rss: list[float | None] = [w.rss[n] for n, w in zip(names, ws)]
+        row("RSS MiB", [f"{v:.1f}" for v in rss if v is not None], pair(rss))
+        mine = ws[0]
+        if mine.late:
+            total = sum(mine.late.values()) or 1
+            print("  kanotify's own count of the checks it started, by how late after their tick: " + ", ".join(
+                f"<= {k}s {n / total * 100:.1f}%" if k != "more" else f"later {n / total * 100:.1f}%"
+                for k, n in mine.late.items()))
+        if "keepalived parent" in ws[-1].cpu:
+            print(f"  (keepalived's parent process: {ws[-1].cpu['keepalived parent'] / ws[-1].seconds * 100:.1f}% "
+                  f"of a core, {ws[-1].rss['keepalived parent']:.1f} MiB)")
+        print("  (the real servers' process: " + ", ".join(
+            f"{w.cpu['real servers'] / w.seconds * 100:.1f}%" for w in ws) + " of a core)")
     if fig.detect:
-        for label, data in (("detection: killed -> weight 0", fig.detect),
-                            ("  counted from the first failed check", fig.detect_after_fail)):
-            mean = [statistics.mean(data[n]) if data[n] else None for n in names]
-            row(f"{label}, mean s", [f"{v:.2f}" if v is not None else "-" for v in mean],
-                ratio(*mean) if len(mean) == 2 else "")
-            mx = [max(data[n]) if data[n] else None for n in names]
-            row(f"{label}, max s", [f"{v:.2f}" if v is not None else "-" for v in mx],
-                ratio(*mx) if len(mx) == 2 else "")
+        print()
+        row("detection (real server stopped)", names, "ratio")
+        for label, data in (("stopped -> weight 0", fig.detect),
+                            ("first failed check -> weight 0", fig.detect_after_fail)):
+            for what, fn in (("mean", statistics.mean), ("median", statistics.median), ("max", max)):
+                values: list[float | None] = [fn(data[n]) if data[n] else None for n in names]
+                row(f"  {label}, {what} s", [f"{v:.2f}" if v is not None else "-" for v in values], pair(values))
         print(f"  ({len(fig.detect['kanotify']) + fig.undetected.get('kanotify', 0)} real servers killed; bound interval x (retry + 1) + timeout = "
               f"{c.interval * (c.retry + 1) + c.timeout:g}s; not detected: {fig.undetected or 'none'})")
     if fig.fifo:
@@ -744,7 +793,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--retry", type=int, default=1)
     parser.add_argument("--retry-delay", type=float, default=1.0)
     parser.add_argument("--warmup", type=float, default=15.0, help="seconds after both started checking")
-    parser.add_argument("--window", type=float, default=60.0, help="seconds measured")
+    parser.add_argument("--window", type=float, default=40.0, help="seconds measured (each window)")
+    parser.add_argument("--settle", type=float, default=5.0,
+                        help="seconds between stopping the listener and keepalived's window alone")
     parser.add_argument("--kills", type=int, default=20, help="real servers stopped for the detection times")
     parser.add_argument("--kill-spacing", type=float, default=0.4, help="mean seconds between two kills")
     parser.add_argument("--events", type=int, default=20, help="FIFO events, with and without checks")
@@ -763,7 +814,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.guest:
         sys.path.insert(0, str(ROOT / "tests"))
-        from uml import GuestError, run_in_guest
+        from uml import GuestError, run_in_guest  # type: ignore[import-not-found]  # tests/uml.py
 
         inner = [a for a in (argv if argv is not None else sys.argv[1:]) if a not in ("--guest", "--ptrace")]
         inner = [a for i, a in enumerate(inner) if not (a == "--mem" or (i and inner[i - 1] == "--mem"))]
