@@ -194,17 +194,47 @@ def _percentiles(values: list[float]) -> dict[str, float]:
     return {"n": len(values), "p50": pick(0.5), "p99": pick(0.99), "max": values[-1], "min": values[0]}
 
 
-class Targets:
-    """The real servers' process, driven over its stdin/stdout."""
+def canary() -> None:
+    """``--canary``: wake every 10 ms and note how late; answers ``window``/``report`` on stdin.
 
-    def __init__(self, layout: Layout) -> None:
-        self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", NS_RS, sys.executable, __file__, "--targets", "--services",
-             str(layout.services), "--reals", str(layout.reals)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    A process that does nothing else: the lateness it sees is the machine's
+    (the guest's one CPU busy, or the host not running the guest at all),
+    which every checker in the guest suffers too.
+    """
+    late: list[float] = []
+    poller = select.poll()
+    poller.register(0, select.POLLIN)
+    print("ready", flush=True)
+    while True:
+        start = time.monotonic()
+        if poller.poll(10):
+            line = sys.stdin.readline()
+            if not line:
+                return
+            if line.strip() == "window":
+                late = []
+                answer: object = "ok"
+            else:
+                answer = _percentiles(late)
+            sys.stdout.write(json.dumps(answer) + "\n")
+            sys.stdout.flush()
+            continue
+        late.append(time.monotonic() - start - 0.01)
+
+
+class Targets:
+    """The real servers' process (or the canary), driven over its stdin/stdout."""
+
+    def __init__(self, argv: Sequence[str]) -> None:
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         if self.proc.stdout.readline().strip() != "ready":
-            raise SystemExit("the real servers did not start")
+            raise SystemExit(f"{' '.join(argv)} did not start")
+
+    @classmethod
+    def real_servers(cls, layout: Layout) -> "Targets":
+        return cls(["ip", "netns", "exec", NS_RS, sys.executable, __file__, "--targets", "--services",
+                    str(layout.services), "--reals", str(layout.reals)])
 
     def ask(self, line: str) -> Any:
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -459,6 +489,7 @@ class Window:
     checks: dict[str, dict[str, Any]]
     idle: float  # the machine's idle seconds in it
     late: dict[str, int]  # kanotify's own count of the checks it started, by how late (health.json "late")
+    canary: dict[str, float]  # how late a process that only sleeps 10 ms at a time woke up
 
 
 @dataclass
@@ -479,6 +510,7 @@ class Figures:
     fifo_runs: int = 0  # the FIFO instance's journal records seen
     setup: dict[str, float] = field(default_factory=dict)
     setup_names: set[str] = field(default_factory=set)  # the checkers that ran
+    canary: Any = None  # the canary process (a Targets)
 
 
 def kanotify_late(state_dir: Path) -> dict[str, int]:
@@ -489,9 +521,11 @@ def kanotify_late(state_dir: Path) -> dict[str, int]:
     return dict(late) if isinstance(late, dict) else {}
 
 
-def measure_window(targets: Targets, pids: dict[str, int], window: float, state_dir: Path) -> Window:
+def measure_window(targets: Targets, canary: Targets, pids: dict[str, int], window: float,
+                   state_dir: Path) -> Window:
     """CPU, checks and lateness over the same ``window`` seconds for every process in ``pids``."""
     targets.ask("window")
+    canary.ask("window")
     late0 = kanotify_late(state_dir)
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     idle0, start = idle_seconds(), time.monotonic()
@@ -503,7 +537,8 @@ def measure_window(targets: Targets, pids: dict[str, int], window: float, state_
     report = targets.ask("report")
     late = {bound: n - late0.get(bound, 0) for bound, n in kanotify_late(state_dir).items()}
     names = {LINKS[NS_KAN][0]: "kanotify", LINKS[NS_KA][0]: "keepalived"}
-    return Window(seconds, cpu, rss, {names.get(src, src): data for src, data in report.items()}, idle, late)
+    return Window(seconds, cpu, rss, {names.get(src, src): data for src, data in report.items()}, idle, late,
+                  canary.ask("report"))
 
 
 def measure_detection(fig: Figures, targets: Targets, layout: Layout, check: Check, kills: int,
@@ -626,7 +661,8 @@ def run(args: argparse.Namespace, fig: Figures) -> None:
     state = tmp / "state"
     remove_network()
     make_network(layout)
-    targets = Targets(layout)
+    targets = Targets.real_servers(layout)
+    fig.canary = Targets([sys.executable, __file__, "--canary"])
     listener: Listener | None = None
     keepalived: Keepalived | None = None
     try:
@@ -645,7 +681,7 @@ def run(args: argparse.Namespace, fig: Figures) -> None:
         progress(f"kanotify alone: warm-up {args.warmup:g}s, window {args.window:g}s")
         time.sleep(args.warmup)
         pids = {"kanotify": listener.proc.pid, "real servers": targets.proc.pid}
-        fig.windows["kanotify alone"] = measure_window(targets, pids, args.window, state)
+        fig.windows["kanotify alone"] = measure_window(targets, fig.canary, pids, args.window, state)
         if not args.native:
             ka_conf = write_private(tmp / "keepalived.conf", keepalived_config(layout, check))
             progress("keepalived -C")
@@ -659,13 +695,13 @@ def run(args: argparse.Namespace, fig: Figures) -> None:
             pids.update({"keepalived": ka_pid, "keepalived parent": keepalived.proc.pid})
             progress(f"together: warm-up {args.warmup:g}s, window {args.window:g}s")
             time.sleep(args.warmup)
-            fig.windows["together"] = measure_window(targets, pids, args.window, state)
+            fig.windows["together"] = measure_window(targets, fig.canary, pids, args.window, state)
             listener.stop()
             listener = None
             del pids["kanotify"]
             progress(f"keepalived alone (the listener stopped): {args.settle:g}s, window {args.window:g}s")
             time.sleep(args.settle)
-            fig.windows["keepalived alone"] = measure_window(targets, pids, args.window, state)
+            fig.windows["keepalived alone"] = measure_window(targets, fig.canary, pids, args.window, state)
             progress("kanotify listen again")
             listener = Listener.start(tmp, conf)
             time.sleep(args.warmup)  # its start-up repair, its first checks spread over the interval
@@ -697,6 +733,7 @@ def run(args: argparse.Namespace, fig: Figures) -> None:
         if keepalived is not None:
             keepalived.stop()
         targets.close()
+        fig.canary.close()
         remove_network()
 
 
@@ -756,6 +793,9 @@ def report(fig: Figures) -> None:
         if "keepalived parent" in ws[-1].cpu:
             print(f"  (keepalived's parent process: {ws[-1].cpu['keepalived parent'] / ws[-1].seconds * 100:.1f}% "
                   f"of a core, {ws[-1].rss['keepalived parent']:.1f} MiB)")
+        print("  (a process that only sleeps 10 ms at a time woke late by: " + "; ".join(
+            f"p50 {w.canary.get('p50', 0) * 1000:.1f} ms, p99 {w.canary.get('p99', 0) * 1000:.1f} ms, "
+            f"max {w.canary.get('max', 0) * 1000:.0f} ms" for w in ws) + ")")
         print("  (the real servers' process: " + ", ".join(
             f"{w.cpu['real servers'] / w.seconds * 100:.1f}%" for w in ws) + " of a core)")
     if fig.detect:
@@ -808,9 +848,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="the guest's processes traced with ptrace (UML's default; twice the cost per syscall "
                              "of seccomp=on, which the guest runs with otherwise)")
     parser.add_argument("--targets", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--canary", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.targets:
         serve_targets(Layout(args.services, args.reals))
+        return 0
+    if args.canary:
+        canary()
         return 0
     if args.guest:
         sys.path.insert(0, str(ROOT / "tests"))

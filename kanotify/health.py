@@ -17,7 +17,10 @@ a small coroutine, a command a subprocess killed at its timeout.  Checks are
 due on a grid of :data:`TICK` seconds: every check due in the same tick starts
 in the same wake-up of the loop, and the TCP checks started together share one
 timeout timer -- 10,000 real servers every 6 s cost ~50 wake-ups a second, not
-~3,300 (a check starts up to one tick late).  ``<state_dir>/health.json`` has
+~3,300 (a check starts up to one tick late).  The first checks are spread over
+the interval (5 s at most, unless that would start more than FIRST_RATE a
+second); each next one is due an interval after the previous one was due
+(a retry: ``retry_delay`` after the failure), so they stay spread.  ``<state_dir>/health.json`` has
 every checked real server's state for ``kanotify status``.
 """
 
@@ -48,6 +51,8 @@ TICK = 0.02
 #: health.json's "late": how many checks started at most this many seconds after their tick (the last: later)
 LATE_BOUNDS = (0.05, 0.25, 1.0, 5.0)
 _LATE_LABELS = (*(f"{bound:g}" for bound in LATE_BOUNDS), "more")
+#: the first checks start within 5 s of a start or reload -- unless that is more than this many a second
+FIRST_RATE = 1000.0
 #: descriptors kept free for the rest of the listener when connects fill the open-files limit
 FD_RESERVE = 256
 #: errors of socket()/connect() that are this host's problem, not the real server's: not counted as a failure
@@ -76,6 +81,7 @@ class Target:
     checks: int = 0
     passed_once: bool = False
     due: int | None = None  # the tick of the next check (None: none planned)
+    started: int | None = None  # the tick the last check was due in
     busy: bool = False
     checked: bool = True  # False once it left the config (or the checks stopped): results are dropped
     sockaddr: tuple[str, int] | None = None  # what connect() takes, made once
@@ -184,9 +190,11 @@ class Health:
             _prepare(target)
             self.targets[key] = target
             self._note_state(target)
-            # spread the first checks over the interval: 10,000 real servers must not all connect at once
+            # spread the first checks over the interval: 10,000 real servers must not all connect at once;
+            # within 5 s (health known soon after a start) unless that means more than FIRST_RATE a second
             spread += 1
-            self._schedule(target, (spread * 0.618034 % 1.0) * min(check.interval, 5.0))
+            span = min(check.interval, max(5.0, len(wanted) / FIRST_RATE))
+            self._schedule(target, (spread * 0.618034 % 1.0) * span)
         self._order = None
         self._dirty = True
         self._write()
@@ -216,9 +224,12 @@ class Health:
 
     def _schedule(self, target: Target, delay: float, at: float | None = None) -> None:
         """Check ``target`` ``delay`` seconds after ``at`` (the loop's time, default now): in the first tick not earlier."""
+        self._plan(target, math.ceil(((self.loop.time() if at is None else at) + delay) / TICK))
+
+    def _plan(self, target: Target, tick: int) -> None:
+        """Check ``target`` in ``tick``."""
         if self._stopped:
             return
-        tick = math.ceil(((self.loop.time() if at is None else at) + delay) / TICK)
         target.due = tick
         due = self._due.get(tick)
         if due is None:
@@ -238,6 +249,7 @@ class Health:
             if target.due != tick or target.busy or self._stopped:
                 continue  # rescheduled, forgotten or still being checked: its result schedules it again
             target.due = None
+            target.started = tick
             target.busy = True
             count += 1
             kind = target.check.type
@@ -448,7 +460,13 @@ class Health:
                 delay = check.retry_delay  # a retry before it counts as DOWN
             else:
                 delay = check.interval
-        self._schedule(target, delay, at)
+        if delay == check.interval and target.started is not None:
+            # the next one an interval after this one was due, not after it ended: the checks keep the
+            # places they were spread to, a slow answer or a busy moment does not push them into a bunch
+            tick = math.ceil(((self.loop.time() if at is None else at)) / TICK)
+            self._plan(target, max(tick, target.started + max(1, round(check.interval / TICK))))
+        else:
+            self._schedule(target, delay, at)
         self._mark_dirty(now=change is not None)
         if change is not None:
             self._note_state(target)
