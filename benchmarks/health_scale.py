@@ -21,21 +21,33 @@ network namespaces and documentation addresses only:
   ``delay_loop``/``connect_timeout``/``retry``/``delay_before_retry`` and
   ``inhibit_on_failure`` (weight 0 on failure, as kanotify's ``drain``).
 
-Both directors check the same targets at the same time, each from its own
-address (so the targets tell their checks apart).  Measured in this run:
+Each director checks the targets from its own address, so the targets tell
+their checks apart.  The phases, in one run: kanotify alone, both at once,
+keepalived alone (the listener stopped; a checker is never paused, which
+would bunch its checks).  Measured, each over a ``--window`` after a
+``--warmup``:
 
-* CPU seconds (utime + stime from /proc) of the listener process and of
-  keepalived's checker child over the same ``--window`` after ``--warmup``;
-  checks per second actually done, and lateness (the gap between two checks
-  of the same target minus ``interval``), both from the targets' side; RSS;
-* detection: ``--kills`` real servers stop listening, a few hundred
-  milliseconds apart; the time until each one's weight is 0 in each
-  director's IPVS (netlink, polled every 20 ms), and the same time counted
-  from its first failed check (its last check before the kill + interval:
-  the part that is not the luck of where the kill fell in the interval);
+* CPU (utime + stime from /proc, and utime alone) of the listener process and
+  of keepalived's checker child; how busy the whole machine was; checks per
+  second actually done and lateness (the gap between two checks of the same
+  target, minus ``interval``), both as the targets saw them; kanotify's own
+  count of how late its checks started (``health.json`` "late"); RSS; a
+  canary process's wake-up lateness (the guest's own stalls: the host runs
+  other work);
+* detection, both checking: ``--kills`` real servers stop listening, a few
+  hundred milliseconds apart; the time until each one's weight is 0 in each
+  director's IPVS (netlink, polled every 20 ms), and the same counted from
+  its first failed check (its last check before the kill + interval: the
+  part that is not the luck of where the kill fell in the interval); the
+  listener's health runs as its journal timed them;
 * the non-health path: FIFO line -> converged (the second instance's VIP
-  bound, from rtnetlink) while the 10,000 checks run, against the same with
-  a listener whose config has no checks (keepalived's checks still running).
+  bound, from rtnetlink) during kanotify's checks, against the same with a
+  listener whose config has no checks (keepalived not running in either).
+
+Absolute figures in the guest mean little (a syscall costs ~5-10x, a
+connect() with the kernel's work for both ends ~300 us): compare within one
+run.  ``--native`` runs kanotify's phases on the host kernel (no IPVS, no
+keepalived): the figures for this 2-core machine itself.
 """
 
 from __future__ import annotations
@@ -114,14 +126,16 @@ def serve_targets(layout: Layout) -> None:
 
     Commands: ``window`` (start counting), ``report`` (counts and gaps per
     checker address since ``window``), ``close I`` (stop listening on target
-    I; answers the time and each checker's last check of it).
+    I; answers the time and each checker's last check of it), ``open I``
+    (listen on it again).
     """
     need = layout.total + 256
     resource.setrlimit(resource.RLIMIT_NOFILE, (need, need))
     epoll = select.epoll()
     socks: dict[int, tuple[int, socket.socket]] = {}
     by_index: dict[int, socket.socket] = {}
-    for index in range(layout.total):
+
+    def listen(index: int) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(layout.target(index))
@@ -129,6 +143,9 @@ def serve_targets(layout: Layout) -> None:
         socks[sock.fileno()] = (index, sock)
         by_index[index] = sock
         epoll.register(sock.fileno(), select.EPOLLIN)
+
+    for index in range(layout.total):
+        listen(index)
     epoll.register(0, select.EPOLLIN)
     last: dict[tuple[int, str], float] = {}
     gaps: dict[str, list[float]] = {}
@@ -163,6 +180,9 @@ def serve_targets(layout: Layout) -> None:
                         sock.close()
                         answer = {"at": time.monotonic(),
                                   "last": {src: t for (i, src), t in last.items() if i == index}}
+                    elif words[:1] == ["open"]:
+                        listen(int(words[1]))
+                        answer = "ok"
                     else:
                         answer = {"error": f"unknown command {line!r}"}
                     sys.stdout.write(json.dumps(answer) + "\n")
@@ -353,11 +373,12 @@ def write_private(path: Path, text: str) -> Path:
 # --------------------------------------------------------------------------- processes and /proc
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads), in seconds."""
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(utime, stime) of a process (all its threads), in seconds."""
     with open(f"/proc/{pid}/stat") as fh:
         fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def rss_mib(pid: int) -> float:
@@ -484,7 +505,9 @@ class Window:
     """One measuring window: per process CPU seconds and RSS, per checker its checks as the targets saw them."""
 
     seconds: float
-    cpu: dict[str, float]
+    cpu: dict[str, float]  # user + system
+    user: dict[str, float]  # user only: the checker's own code (system time is also where the kernel's network work
+    # for both ends of each connection lands, shared out between processes by who happens to be running)
     rss: dict[str, float]
     checks: dict[str, dict[str, Any]]
     idle: float  # the machine's idle seconds in it
@@ -531,13 +554,15 @@ def measure_window(targets: Targets, canary: Targets, pids: dict[str, int], wind
     idle0, start = idle_seconds(), time.monotonic()
     time.sleep(window)
     seconds = time.monotonic() - start
-    cpu = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+    after = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    cpu = {name: sum(after[name]) - sum(before[name]) for name in pids}
+    user = {name: after[name][0] - before[name][0] for name in pids}
     idle = idle_seconds() - idle0
     rss = {name: rss_mib(pid) for name, pid in pids.items()}
     report = targets.ask("report")
     late = {bound: n - late0.get(bound, 0) for bound, n in kanotify_late(state_dir).items()}
     names = {LINKS[NS_KAN][0]: "kanotify", LINKS[NS_KA][0]: "keepalived"}
-    return Window(seconds, cpu, rss, {names.get(src, src): data for src, data in report.items()}, idle, late,
+    return Window(seconds, cpu, user, rss, {names.get(src, src): data for src, data in report.items()}, idle, late,
                   canary.ask("report"))
 
 
@@ -556,6 +581,7 @@ def measure_detection(fig: Figures, targets: Targets, layout: Layout, check: Che
     fig.detect = {name: [] for name in directors}
     fig.detect_after_fail = {name: [] for name in directors}
     kill_at = time.monotonic()
+    closed: list[int] = []
     schedule = []
     for index in picked:
         schedule.append((kill_at, index))
@@ -567,6 +593,7 @@ def measure_detection(fig: Figures, targets: Targets, layout: Layout, check: Che
             while schedule and schedule[0][0] <= now:
                 _, index = schedule.pop(0)
                 answer = targets.ask(f"close {index}")
+                closed.append(index)
                 for name in directors:
                     pending[(name, index)] = answer["at"]
                     last = answer["last"].get(source[name])
@@ -595,6 +622,8 @@ def measure_detection(fig: Figures, targets: Targets, layout: Layout, check: Che
     finally:
         for backend in backends.values():
             backend.close()
+        for index in closed:  # back, so that what is measured next checks 10,000 live ones again
+            targets.ask(f"open {index}")
 
 
 def measure_fifo(listener: Listener, events: int, written: list[float]) -> list[float]:
@@ -651,10 +680,11 @@ def progress(text: str) -> None:
 def run(args: argparse.Namespace, fig: Figures) -> None:
     """Every phase in order, filling ``fig``; namespaces and processes are removed even on failure.
 
-    kanotify alone, both together, keepalived alone (the listener stopped),
-    then with both checking again: the FIFO events and the detection; last, the
-    FIFO events with a listener that has no checks.  A checker is never paused
-    (SIGSTOP): resumed, all its checks would be due at once and stay bunched.
+    kanotify alone (a window, then the FIFO events), both together (a window,
+    then the detection), keepalived alone (the listener stopped); last, the
+    FIFO events again with a listener that has no checks (keepalived stopped
+    too, as in the first FIFO phase).  A checker is never paused (SIGSTOP):
+    resumed, all its checks would be due at once and stay bunched.
     """
     layout, check = fig.layout, fig.check
     tmp = Path(tempfile.mkdtemp(prefix="kanotify-hscale-"))
@@ -682,6 +712,9 @@ def run(args: argparse.Namespace, fig: Figures) -> None:
         time.sleep(args.warmup)
         pids = {"kanotify": listener.proc.pid, "real servers": targets.proc.pid}
         fig.windows["kanotify alone"] = measure_window(targets, fig.canary, pids, args.window, state)
+        progress("FIFO events during the checks (keepalived not running)")
+        fig.fifo["during the checks"] = measure_fifo(listener, args.events, fig.fifo_written)
+        journal_runs(fig, tmp / "journal.jsonl", "during the checks")
         if not args.native:
             ka_conf = write_private(tmp / "keepalived.conf", keepalived_config(layout, check))
             progress("keepalived -C")
@@ -696,30 +729,27 @@ def run(args: argparse.Namespace, fig: Figures) -> None:
             progress(f"together: warm-up {args.warmup:g}s, window {args.window:g}s")
             time.sleep(args.warmup)
             fig.windows["together"] = measure_window(targets, fig.canary, pids, args.window, state)
+            progress(f"detection: {args.kills} real servers stopped")
+            measure_detection(fig, targets, layout, check, args.kills, {"kanotify": NS_KAN, "keepalived": NS_KA},
+                              args.kill_spacing)
+            journal_runs(fig, tmp / "journal.jsonl", "during the checks")
             listener.stop()
             listener = None
             del pids["kanotify"]
             progress(f"keepalived alone (the listener stopped): {args.settle:g}s, window {args.window:g}s")
             time.sleep(args.settle)
             fig.windows["keepalived alone"] = measure_window(targets, fig.canary, pids, args.window, state)
-            progress("kanotify listen again")
-            listener = Listener.start(tmp, conf)
-            time.sleep(args.warmup)  # its start-up repair, its first checks spread over the interval
-        progress("FIFO events during the checks")
-        fig.fifo["during the checks"] = measure_fifo(listener, args.events, fig.fifo_written)
-        if not args.native:
-            progress(f"detection: {args.kills} real servers stopped")
-            measure_detection(fig, targets, layout, check, args.kills, {"kanotify": NS_KAN, "keepalived": NS_KA},
-                              args.kill_spacing)
-        journal_runs(fig, tmp / "journal.jsonl", "during the checks")
-        listener.stop()
-        listener = None
+            keepalived.stop()
+            keepalived = None
+        if listener is not None:
+            listener.stop()
+            listener = None
         if args.profile:
             print_profile(tmp / "listen.prof")
         plain = write_private(tmp / "kanotify-nocheck.toml", kanotify_config(tmp, layout, None))
-        progress("FIFO events, a listener without checks")
+        progress("FIFO events, a listener without checks (keepalived not running)")
         listener = Listener.start(tmp, plain)
-        time.sleep(5)  # its start-up repair (the stopped real servers' weights back)
+        time.sleep(5)  # its start-up repair
         fig.fifo["without checks"] = measure_fifo(listener, args.events, fig.fifo_written)
         journal_runs(fig, tmp / "journal.jsonl", "without checks")
     except BaseException:
@@ -772,7 +802,12 @@ def report(fig: Figures) -> None:
               f"idle {', '.join(f'{w.idle / w.seconds * 100:.0f}%' for w in ws)} of it")
         row("figure", names, "ratio" if len(names) == 2 else "")
         cpu: list[float | None] = [w.cpu[n] / w.seconds for n, w in zip(names, ws)]
-        row("CPU % of one core", [f"{v * 100:.1f}" for v in cpu if v is not None], pair(cpu))
+        row("CPU % of one core (user + system)", [f"{v * 100:.1f}" for v in cpu if v is not None], pair(cpu))
+        user: list[float | None] = [w.user[n] / w.seconds for n, w in zip(names, ws)]
+        row("  of which user", [f"{v * 100:.1f}" for v in user if v is not None], pair(user))
+        busy: list[float | None] = [1 - w.idle / w.seconds for w in ws]
+        if title.startswith("each"):
+            row("the whole machine busy %", [f"{v * 100:.1f}" for v in busy if v is not None], pair(busy))
         rate: list[float | None] = [w.checks.get(n, {}).get("checks", 0) / w.seconds for n, w in zip(names, ws)]
         row(f"checks/s done (due: {lay.total / c.interval:.0f})", [f"{v:.0f}" for v in rate if v is not None],
             pair(rate))
