@@ -635,8 +635,8 @@ def measure_fifo(listener: Listener, events: int, written: list[float]) -> list[
         watch = NewAddr()
         samples = []
         try:
-            for i in range(events):
-                state = ("MASTER", "BACKUP")[i % 2]
+            for _ in range(events):
+                state = ("MASTER", "BACKUP")[len(written) % 2]  # alternating across calls: a change each time
                 watch.drain()
                 start = time.perf_counter()
                 written.append(time.time())
