@@ -26,7 +26,7 @@ import contextlib
 import os
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from .actions import Action
 from . import backends
@@ -34,7 +34,7 @@ from .backends import Backend
 from .config import Config
 from .errors import ApplyError, HookError, KanotifyError
 from .journal import Journal, summary_line, syslog_line, utc_now_iso
-from .model import Desired, Observed, State
+from .model import Desired, Observed, Scope, ServiceKey, State
 from .plan import HealthView, Plan, PlanOptions, desired_for, next_draining, plan
 from .run import (
     APPLIED,
@@ -144,12 +144,18 @@ class Engine:
         dry_run: bool = False,
         warnings: Sequence[str] = (),
         quiet: bool = False,
+        services: Iterable[ServiceKey] | None = None,
     ) -> RunResult:
-        """Converge to the saved states (or to ``state``, which is then saved)."""
+        """Converge to the saved states (or to ``state``, which is then saved).
+
+        With ``services`` only those IPVS services (the listener's health run:
+        the services whose real servers changed health).
+        """
         scope = tuple(names) if names else self.config.instance_names
         forced = {n: state for n in scope} if state is not None else None
         return self.run(Request(command, scope, tuple(argv), forced, persist=state is not None, dry_run=dry_run,
-                                warnings=tuple(warnings), quiet=quiet))
+                                warnings=tuple(warnings), quiet=quiet,
+                                services=frozenset(services) if services is not None else None))
 
     def ignored(self, *, argv: Sequence[str], command: str, note: str, name: str | None = None) -> RunResult:
         """Journal a notification that is not for us (generic ``notify`` of another instance)."""
@@ -243,6 +249,10 @@ class Engine:
         states.update(ctx.to_states)
         desired = desired_for(self.config, states, ctx.instances, self.health)
         scope = desired.scope
+        if run.request.services is not None:
+            # a health run: the services whose real servers changed, read and planned alone (not 10,000 reals)
+            scope = Scope(services=run.request.services & desired.managed_services, ipvs=True, services_only=True)
+            desired = desired.restricted(scope)
         options = PlanOptions(
             garp_count=self.config.settings.garp_count,
             garp_interval=self.config.settings.garp_interval,

@@ -12,17 +12,28 @@ or removes it, and restores it when it is UP -- where its service is desired.
 
 The checks run on the listener's asyncio loop, without a thread or a task per
 check where it can be avoided: a TCP check is a non-blocking ``connect()``
-watched by the loop, HTTP(S) a small coroutine, a command a subprocess killed
-at its timeout.  One timer per due check.  ``<state_dir>/health.json`` has
+watched by one epoll of its own (the loop watches that one descriptor), HTTP(S)
+a small coroutine, a command a subprocess killed at its timeout.  Checks are
+due on a grid of :data:`TICK` seconds: every check due in the same tick starts
+in the same wake-up of the loop, and the TCP checks started together share one
+timeout timer -- 10,000 real servers every 6 s cost ~50 wake-ups a second, not
+~3,300 (a check starts up to one tick late).  The first checks are spread over
+the interval (5 s at most, unless that would start more than FIRST_RATE a
+second); each next one is due an interval after the previous one was due
+(a retry: ``retry_delay`` after the failure), so they stay spread.  ``<state_dir>/health.json`` has
 every checked real server's state for ``kanotify status``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import errno
 import json
+import math
 import os
+import resource
+import select
 import socket
 import ssl
 import time
@@ -35,6 +46,17 @@ from .model import HealthCheck, IPAddress, RealKey, ServiceKey, format_hostport
 HEALTH_FILE = "health.json"
 #: how often health.json is rewritten at most while only errors and times change (state changes: at once)
 WRITE_EVERY = 2.0
+#: the grid checks are due on (seconds): checks due within one tick start together
+TICK = 0.02
+#: health.json's "late": how many checks started at most this many seconds after their tick (the last: later)
+LATE_BOUNDS = (0.05, 0.25, 1.0, 5.0)
+_LATE_LABELS = (*(f"{bound:g}" for bound in LATE_BOUNDS), "more")
+#: the first checks start within 5 s of a start or reload -- unless that is more than this many a second
+FIRST_RATE = 1000.0
+#: descriptors kept free for the rest of the listener when connects fill the open-files limit
+FD_RESERVE = 256
+#: errors of socket()/connect() that are this host's problem, not the real server's: not counted as a failure
+LOCAL_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.EADDRNOTAVAIL})
 
 Key = tuple[ServiceKey, RealKey]
 
@@ -58,8 +80,13 @@ class Target:
     last_check: float | None = None
     checks: int = 0
     passed_once: bool = False
-    handle: asyncio.TimerHandle | None = None
+    due: int | None = None  # the tick of the next check (None: none planned)
+    started: int | None = None  # the tick the last check was due in
     busy: bool = False
+    checked: bool = True  # False once it left the config (or the checks stopped): results are dropped
+    sockaddr: tuple[str, int] | None = None  # what connect() takes, made once
+    static: str = ""  # its health.json entry's fields that change only with the config
+    entry: str | None = None  # its whole health.json entry as last encoded (None: changed since)
 
     @property
     def service(self) -> ServiceKey:
@@ -93,17 +120,45 @@ class Health:
         self.state_dir = state_dir
         self.clock = clock
         self.targets: dict[Key, Target] = {}
+        self._down: dict[ServiceKey, set[RealKey]] = {}  # the targets that are DOWN, by service
+        self._order: list[Target] | None = None  # health.json's order, None: to sort again
         self._dirty = False
-        self._writer: asyncio.TimerHandle | None = None
+        self._writer: asyncio.TimerHandle | None = None  # the next write of counters and errors
+        self._soon: asyncio.Handle | None = None  # a write of state changes at the end of this turn of the loop
         self._stopped = False
         self._tls_off: ssl.SSLContext | None = None
         self._tls_on: ssl.SSLContext | None = None
+        #: tick -> the targets due then (a target whose ``due`` moved on is skipped there)
+        self._due: dict[int, list[Target]] = {}
+        self._epoll: select.epoll | None = None  # the TCP connects in flight, made on first use
+        self._max_connecting = 0  # how many may be in flight (set with the epoll, from the open-files limit)
+        self._connecting: dict[int, tuple[Target, socket.SocketType]] = {}  # by descriptor
+        #: tick -> the connects that time out then, unless done before
+        self._deadlines: dict[int, list[tuple[int, socket.SocketType, Target]]] = {}
+        #: checks started, by how late (LATE_BOUNDS), since the start: does the checker keep up?
+        self.late = [0] * (len(LATE_BOUNDS) + 1)
 
     # ------------------------------------------------------------------ the planner's view (any thread)
 
     def is_down(self, service: ServiceKey, real: RealKey) -> bool:
-        target = self.targets.get((service, real))
-        return target is not None and not target.up
+        if not self._down:  # nothing is DOWN: the planner's question for each of 10,000 reals costs nothing
+            return False
+        reals = self._down.get(service)
+        return reals is not None and real in reals
+
+    def _note_state(self, target: Target) -> None:
+        """Keep :attr:`_down` (what :meth:`is_down` reads) in step with ``target.up`` (and its leaving)."""
+        service, real = target.key
+        reals = self._down.get(service)
+        if target.up or not target.checked:
+            if reals is not None:
+                reals.discard(real)
+                if not reals:
+                    del self._down[service]
+        elif reals is None:
+            self._down[service] = {real}
+        else:
+            reals.add(real)
 
     # ------------------------------------------------------------------ configuration
 
@@ -119,87 +174,172 @@ class Health:
         now = self.clock()
         for key in list(self.targets):
             if key not in wanted:
-                self._forget(self.targets.pop(key))
+                gone = self.targets.pop(key)
+                self._forget(gone)
+                self._note_state(gone)
         spread = 0
         for key, (address, port, check) in wanted.items():
             target = self.targets.get(key)
             if target is not None:
                 if target.check != check or target.port != port:
                     target.check, target.port = check, port  # same state, new way of checking
+                    _prepare(target)
                     self._schedule(target, 0.0)
                 continue
             target = Target(key, address, port, check, up=check.initial == "up", since=now)
+            _prepare(target)
             self.targets[key] = target
-            # spread the first checks over the interval: 10,000 real servers must not all connect at once
+            self._note_state(target)
+            # spread the first checks over the interval: 10,000 real servers must not all connect at once;
+            # within 5 s (health known soon after a start) unless that means more than FIRST_RATE a second
             spread += 1
-            self._schedule(target, (spread * 0.618034 % 1.0) * min(check.interval, 5.0))
-        self._mark_dirty(now=True)
+            span = min(check.interval, max(5.0, len(wanted) / FIRST_RATE))
+            self._schedule(target, (spread * 0.618034 % 1.0) * span)
+        self._order = None
+        self._dirty = True
+        self._write()
 
     def stop(self) -> None:
         self._stopped = True
         for target in self.targets.values():
             self._forget(target)
-        if self._writer is not None:
-            self._writer.cancel()
+        self._due.clear()
+        self._deadlines.clear()
+        for _target, sock in self._connecting.values():
+            sock.close()
+        self._connecting.clear()
+        if self._epoll is not None:
+            self.loop.remove_reader(self._epoll.fileno())
+            self._epoll.close()
+            self._epoll = None
         if self._dirty:
             self._write()
+        for handle in (self._writer, self._soon):
+            if handle is not None:
+                handle.cancel()
 
     def _forget(self, target: Target) -> None:
-        if target.handle is not None:
-            target.handle.cancel()
-            target.handle = None
+        target.due = None
+        target.checked = False
 
-    def _schedule(self, target: Target, delay: float) -> None:
+    def _schedule(self, target: Target, delay: float, at: float | None = None) -> None:
+        """Check ``target`` ``delay`` seconds after ``at`` (the loop's time, default now): in the first tick not earlier."""
+        self._plan(target, math.ceil(((self.loop.time() if at is None else at) + delay) / TICK))
+
+    def _plan(self, target: Target, tick: int) -> None:
+        """Check ``target`` in ``tick``."""
         if self._stopped:
             return
-        if target.handle is not None:
-            target.handle.cancel()
-        target.handle = self.loop.call_later(delay, self._run, target)
-
-    # ------------------------------------------------------------------ running one check
-
-    def _run(self, target: Target) -> None:
-        target.handle = None
-        if target.busy or self._stopped:
-            return
-        target.busy = True
-        kind = target.check.type
-        if kind == "tcp":
-            self._tcp(target)
+        target.due = tick
+        due = self._due.get(tick)
+        if due is None:
+            self._due[tick] = [target]
+            self.loop.call_at(tick * TICK, self._tick, tick)
         else:
-            coro = self._http(target) if kind in ("http", "https") else self._command(target)
-            self.loop.create_task(coro)
+            due.append(target)
 
-    def _tcp(self, target: Target) -> None:
+    # ------------------------------------------------------------------ running the checks
+
+    def _tick(self, tick: int) -> None:
+        """Start every check due in ``tick``."""
+        now = None
+        started = self.loop.time()
+        count = 0
+        for target in self._due.pop(tick, ()):
+            if target.due != tick or target.busy or self._stopped:
+                continue  # rescheduled, forgotten or still being checked: its result schedules it again
+            target.due = None
+            target.started = tick
+            target.busy = True
+            count += 1
+            kind = target.check.type
+            if kind == "tcp":
+                if now is None:
+                    now = self.clock()
+                if len(self._connecting) >= self._max_connecting > 0:
+                    # after a stall of the loop a burst of due checks must not run out of descriptors
+                    target.busy = False
+                    self._schedule(target, TICK, started)
+                    continue
+                self._tcp(target, now, started)
+            else:
+                coro = self._http(target) if kind in ("http", "https") else self._command(target)
+                self.loop.create_task(coro)
+        if count:
+            self.late[bisect.bisect_left(LATE_BOUNDS, started - tick * TICK)] += count
+
+    def _tcp(self, target: Target, now: float, started: float) -> None:
+        """A non-blocking connect(); its answer comes through :meth:`_connected`, or a shared timeout.
+
+        ``now`` is the wall clock, ``started`` the loop's, both read once per tick.
+        """
         family = socket.AF_INET6 if target.address.version == 6 else socket.AF_INET
         try:
-            sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+            # the C socket type itself: socket.socket's Python-level __init__ and close() are a tenth of a check
+            sock = socket.SocketType(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
         except OSError as exc:
-            self._result(target, f"socket: {exc.strerror}")
+            if exc.errno in LOCAL_ERRORS:
+                self._not_checked(target, f"socket: {exc.strerror}", started)
+            else:
+                self._result(target, f"socket: {exc.strerror}", now, started)
             return
-        code = sock.connect_ex((str(target.address), target.port))
-        if code == 0:
-            sock.close()
-            self._result(target, None)
-            return
+        assert target.sockaddr is not None
+        code = sock.connect_ex(target.sockaddr)
         if code != errno.EINPROGRESS:
             sock.close()
-            self._result(target, _errno_text(code))
+            if code in LOCAL_ERRORS:
+                self._not_checked(target, f"connect: {_errno_text(code)}", started)
+            else:
+                self._result(target, _errno_text(code) if code else None, now, started)
             return
         fd = sock.fileno()
-        timeout = self.loop.call_later(target.check.timeout, self._tcp_done, target, sock, fd, None)
-        self.loop.add_writer(fd, self._tcp_done, target, sock, fd, timeout)
-
-    def _tcp_done(self, target: Target, sock: socket.socket, fd: int, timeout: asyncio.TimerHandle | None) -> None:
-        self.loop.remove_writer(fd)
-        if timeout is None:
-            error: str | None = f"no connection within {target.check.timeout:g}s"
+        epoll = self._epoll
+        if epoll is None:
+            epoll = self._epoll = select.epoll()
+            self.loop.add_reader(epoll.fileno(), self._connected)
+            self._max_connecting = max(16, _raise_open_files() - FD_RESERVE)
+        # one-shot: no epoll_ctl to take it out again, close() does that
+        epoll.register(fd, select.EPOLLOUT | select.EPOLLONESHOT)
+        self._connecting[fd] = (target, sock)
+        # a full timeout (at most one tick more), one timer for all the connects that end together
+        deadline = math.ceil((started + target.check.timeout) / TICK)
+        expiring = self._deadlines.get(deadline)
+        if expiring is None:
+            self._deadlines[deadline] = [(fd, sock, target)]
+            self.loop.call_at(deadline * TICK, self._expire, deadline)
         else:
-            timeout.cancel()
-            code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            error = _errno_text(code) if code else None
-        sock.close()
-        self._result(target, error)
+            expiring.append((fd, sock, target))
+
+    def _connected(self) -> None:
+        """The connects that finished (or failed): each one's result."""
+        assert self._epoll is not None
+        events = self._epoll.poll(0)
+        if not events:
+            return
+        now, at = self.clock(), self.loop.time()
+        for fd, mask in events:
+            entry = self._connecting.pop(fd, None)
+            if entry is None:
+                continue
+            target, sock = entry
+            error = None
+            if mask & (select.EPOLLERR | select.EPOLLHUP):
+                code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                error = _errno_text(code) if code else None
+            sock.close()
+            self._result(target, error, now, at)
+
+    def _expire(self, deadline: int) -> None:
+        now = None
+        for fd, sock, target in self._deadlines.pop(deadline, ()):
+            entry = self._connecting.get(fd)
+            if entry is None or entry[1] is not sock:
+                continue  # answered already (and the descriptor may be another connect's by now)
+            del self._connecting[fd]
+            sock.close()
+            if now is None:
+                now = self.clock()
+            self._result(target, f"no connection within {target.check.timeout:g}s", now)
 
     async def _http(self, target: Target) -> None:
         check = target.check
@@ -272,14 +412,35 @@ class Health:
 
     # ------------------------------------------------------------------ the state machine
 
-    def _result(self, target: Target, error: str | None) -> None:
+    def _not_checked(self, target: Target, why: str, at: float | None = None) -> None:
+        """A check this host could not make (no descriptor, no port): nothing counted, tried again soon.
+
+        As keepalived does ("Rescheduling"): the real server's state is not
+        this host's shortage.  ``last_error`` says what happened.
+        """
         target.busy = False
-        if self._stopped or self.targets.get(target.key) is not target:
+        if self._stopped or not target.checked:
+            return
+        target.last_error = f"{why} (not checked, this host's problem: not counted)"
+        target.entry = None
+        self._schedule(target, max(target.check.retry_delay, TICK), at)
+        self._mark_dirty(now=False)
+
+    def _result(self, target: Target, error: str | None, now: float | None = None, at: float | None = None) -> None:
+        """One check's outcome (``error`` None: passed) through the state machine.
+
+        ``now`` is the wall clock and ``at`` the loop's time, when the caller
+        has read them already for a whole batch of results.
+        """
+        target.busy = False
+        if self._stopped or not target.checked:
             return  # stopped, or the real server left the config while it was being checked
         check = target.check
-        now = self.clock()
+        if now is None:
+            now = self.clock()
         target.last_check = now
         target.checks += 1
+        target.entry = None
         change = None
         if error is None:
             target.failures = 0
@@ -299,9 +460,16 @@ class Health:
                 delay = check.retry_delay  # a retry before it counts as DOWN
             else:
                 delay = check.interval
-        self._schedule(target, delay)
+        if delay == check.interval and target.started is not None:
+            # the next one an interval after this one was due, not after it ended: the checks keep the
+            # places they were spread to, a slow answer or a busy moment does not push them into a bunch
+            tick = math.ceil(((self.loop.time() if at is None else at)) / TICK)
+            self._plan(target, max(tick, target.started + max(1, round(check.interval / TICK))))
+        else:
+            self._schedule(target, delay, at)
         self._mark_dirty(now=change is not None)
         if change is not None:
+            self._note_state(target)
             self.on_change([change])
 
     # ------------------------------------------------------------------ health.json
@@ -318,27 +486,44 @@ class Health:
                 "last_check": t.last_check,
                 "checks": t.checks,
             }
-            for t in sorted(self.targets.values(), key=lambda t: (str(t.service), t.address.version,
-                                                                   int(t.address), t.key[1][1]))
+            for t in self._sorted()
         ]
 
+    def _sorted(self) -> list[Target]:
+        if self._order is None:
+            self._order = sorted(self.targets.values(), key=lambda t: (str(t.service), t.address.version,
+                                                                       int(t.address), t.key[1][1]))
+        return self._order
+
     def _mark_dirty(self, now: bool) -> None:
+        """Write health.json soon: a state change in this turn of the loop, anything else within WRITE_EVERY.
+
+        The changes one tick's results bring are written once, not once each.
+        """
         self._dirty = True
         if now:
-            if self._writer is not None:
-                self._writer.cancel()
-                self._writer = None
-            self._write()
-        elif self._writer is None:
+            if self._soon is None and not self._stopped:
+                self._soon = self.loop.call_soon(self._write)
+        elif self._writer is None and self._soon is None and not self._stopped:
             self._writer = self.loop.call_later(WRITE_EVERY, self._write)
 
     def _write(self) -> None:
-        self._writer = None
+        for handle in (self._writer, self._soon):
+            if handle is not None:
+                handle.cancel()  # this write does for it (cancelling the handle that runs now is harmless)
+        self._writer = self._soon = None
         if not self._dirty:
             return
         self._dirty = False
-        data = (json.dumps({"pid": os.getpid(), "written": self.clock(), "reals": self.snapshot()},
-                           separators=(",", ":")) + "\n").encode()
+        # json.dumps of 10,000 dicts every 2 s was most of an idle checker's time: each entry is encoded again
+        # only when its target changed, its fields that change only with the config once per config
+        order = self._sorted()
+        for t in order:
+            if t.entry is None:
+                t.entry = _entry(t)
+        reals = ",".join([t.entry for t in order])  # type: ignore[misc]  # every entry was just made
+        late = ",".join(f'"{label}":{n}' for label, n in zip(_LATE_LABELS, self.late))
+        data = f'{{"pid":{os.getpid()},"written":{self.clock()!r},"late":{{{late}}},"reals":[{reals}]}}\n'.encode()
         path = os.path.join(self.state_dir, HEALTH_FILE)
         tmp = f"{path}.tmp-{os.getpid()}"
         try:
@@ -350,6 +535,40 @@ class Health:
             os.replace(tmp, path)
         except OSError:
             pass  # status shows less; the checks and the IPVS work go on
+
+
+def _raise_open_files(want: int = 65536) -> int:
+    """Raise this process's soft limit of open files towards ``want`` (up to the hard limit); the new soft limit.
+
+    keepalived's checker raises its own limit for its checkers the same way;
+    the default soft limit (1024) is less than a burst of connects to 10,000
+    real servers can need.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(hard, want)
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            return target
+        except (OSError, ValueError):
+            pass
+    return soft
+
+
+def _prepare(target: Target) -> None:
+    """What every check and every health.json write of ``target`` would otherwise compute again."""
+    target.sockaddr = (str(target.address), target.port)
+    target.static = "{" + ",".join(f"{json.dumps(k)}:{json.dumps(v)}" for k, v in (
+        ("service", str(target.service)), ("real", format_hostport(*target.key[1])), ("check", str(target.check)))) + ","
+    target.entry = None
+
+
+def _entry(t: Target) -> str:
+    """``t``'s health.json entry: the JSON of its :meth:`Health.snapshot` item."""
+    error = "null" if t.last_error is None else json.dumps(t.last_error)
+    last = "null" if t.last_check is None else repr(t.last_check)
+    return (f'{t.static}"up":{"true" if t.up else "false"},"since":{t.since!r},"last_error":{error},'
+            f'"last_check":{last},"checks":{t.checks}}}')
 
 
 def _errno_text(code: int) -> str:

@@ -64,7 +64,7 @@ from .fifo import FifoReader, LvsEvent, PriorityEvent, Unparsed, VrrpEvent, pars
 from .health import Change, Health
 from .journal import summary_line, syslog_line
 from .metrics import Facts, ListenerMetrics
-from .model import State
+from .model import ServiceKey, State
 from .plan import desired_for
 from .procinfo import ticket_fields
 from .run import CONVERGED, OUTCOME_FAILED, SUPERSEDED, Request, RunResult
@@ -127,6 +127,7 @@ class _Reload:
 @dataclass
 class _HealthRun:
     changes: list[str]
+    services: set[ServiceKey]  # whose real servers changed: the run reads and plans only these
 
 
 @dataclass
@@ -330,6 +331,7 @@ class Listener:
             work.coalesced = queued.coalesced + [(queued.event, queued.ticket)]
         elif isinstance(work, _HealthRun) and isinstance(queued, _HealthRun):
             work.changes = queued.changes + work.changes
+            work.services = queued.services | work.services
         elif isinstance(work, (_Repair, _Reload)) and queued is not None:
             return  # one pending repair (or reload) does for all
         self._queue[key] = work
@@ -407,7 +409,8 @@ class Listener:
             self._reload(work.reason)
         elif isinstance(work, _HealthRun):
             reason = "health: " + "; ".join(work.changes)
-            self._report(engine.reconcile(argv=["kanotify", "listen", reason[:2000]], command="health", quiet=True))
+            self._report(engine.reconcile(argv=["kanotify", "listen", reason[:2000]], command="health", quiet=True,
+                                          services=work.services))
         elif isinstance(work, _Failure):
             engine.journal_only(Request(work.command, (), ("kanotify", "listen")), OUTCOME_FAILED, work.note)
 
@@ -571,7 +574,7 @@ class Listener:
     def _on_health(self, changes: list[Change]) -> None:
         for change in changes:
             _say(f"health: {change}")
-        self._submit("health", _HealthRun([str(c) for c in changes]))
+        self._submit("health", _HealthRun([str(c) for c in changes], {c.key[0] for c in changes}))
 
     # ------------------------------------------------------------------ metrics
 

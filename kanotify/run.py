@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 
 from .actions import Action
 from .errors import EXIT_FAILED, EXIT_OK, HookProblem
-from .model import State
+from .model import ServiceKey, State
 from .plan import Plan
 
 if TYPE_CHECKING:
@@ -52,7 +52,8 @@ class Request:
     ``trigger``.  ``announce`` sends GARP/NA for bound VIPs too (a master
     re-asserting itself); ``warnings`` go into the journal line; a ``quiet`` run
     (the listener's drift checks) writes no journal line when it found nothing
-    to do.
+    to do.  ``services`` (a health run) observes and plans only those IPVS
+    services -- the ones whose real servers changed health -- and nothing else.
     """
 
     command: str
@@ -66,6 +67,7 @@ class Request:
     announce: bool = False
     warnings: tuple[str, ...] = ()
     quiet: bool = False
+    services: frozenset[ServiceKey] | None = None
 
 
 @dataclass

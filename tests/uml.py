@@ -154,12 +154,15 @@ def run_in_guest(
     mem: str = "768M",
     modules: Sequence[str] = IPVS_MODULES,
     keep: bool = False,
+    kernel_args: Sequence[str] = (),
 ) -> GuestResult:
     """Boot a UML guest, run ``argv`` in it, power it off; return its exit code and output.
 
     ``argv`` runs with ``cwd`` (default: the repository root) and
     :func:`guest_env` plus ``env``.  The job directory is removed afterwards
-    unless ``keep``.  Raises :class:`GuestError` with the console tail when the
+    unless ``keep``.  ``kernel_args`` go on the kernel command line (e.g.
+    ``seccomp=on``: syscalls of the guest's processes caught by a seccomp
+    filter instead of ptrace, about half the cost per syscall).  Raises :class:`GuestError` with the console tail when the
     guest never wrote an exit code (the ``linux`` process's own exit code says
     nothing about the guest command).
     """
@@ -186,6 +189,7 @@ def run_in_guest(
         "con0=fd:0,fd:1",
         f"KANOTIFY_GUEST_DIR={job_dir}",
         f"KANOTIFY_UML_MODULES={modules_dir}",
+        *kernel_args,
     ]
     started = time.monotonic()
     with open(console_path, "wb") as console, open(os.devnull, "rb") as devnull:

@@ -279,3 +279,127 @@ def test_health_json_has_every_checked_real_server(run: Run) -> None:
     [real] = data["reals"]
     assert real["real"] == f"127.0.0.1:{port}" and real["up"] is False and "refused" in real["last_error"]
     assert real["service"] == f"tcp 127.0.0.1:{port}" and "tcp connect" in real["check"]
+
+
+# --------------------------------------------------------------------------- at scale: ticks, descriptors, health.json
+
+
+def many_reals(ports: list[int], check: str) -> str:
+    """One service on loopback with a real server per port (nat: the ports differ from the service's)."""
+    reals = "".join(f'    [[instance.service.real]]\n    address = "127.0.0.1"\n    port = {p}\n    forward = "nat"\n'
+                    for p in ports)
+    return f"""
+[[instance]]
+name = "VI_1"
+  [[instance.service]]
+  protocol = "tcp"
+  address = "127.0.0.1"
+  port = {ports[0]}
+    [instance.service.check]
+    {check}
+{reals}"""
+
+
+def servers(count: int, backlog: int = 64) -> list[socket.socket]:
+    socks = []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(backlog)
+        socks.append(sock)
+    return socks
+
+
+def test_checks_due_in_the_same_tick_start_in_one_wake_up(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    import kanotify.health as health_module
+
+    socks = servers(100)
+    wake_ups: list[float] = []  # the loop time each check was started at (read once per tick)
+    original = health_module.Health._tcp
+
+    def spy(self: Health, target: Any, now: float, started: float) -> None:
+        wake_ups.append(started)
+        original(self, target, now, started)
+
+    monkeypatch.setattr(health_module.Health, "_tcp", spy)
+    try:
+        run.configure(many_reals([s.getsockname()[1] for s in socks], 'type = "tcp"\n    interval = 0.2'))
+        run.wait(lambda: all(t.checks >= 1 for t in run.health.targets.values()))
+        # the 100 first checks are spread over the interval (0.2 s): on the grid that is at most 11 wake-ups
+        first = wake_ups[:100]
+        assert len(set(first)) <= round(0.2 / health_module.TICK) + 1, sorted(set(first))
+        assert all(t.up and t.last_error is None for t in run.health.targets.values())
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def test_connects_in_flight_stay_below_the_open_files_limit(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    import kanotify.health as health_module
+
+    # servers whose accept queue is full: a connect to them hangs until the check's timeout
+    socks = servers(40, backlog=0)
+    fillers = []
+    for sock in socks:
+        filler = socket.create_connection(sock.getsockname())
+        fillers.append(filler)
+        fillers.append(socket.socket())
+        fillers[-1].setblocking(False)
+        fillers[-1].connect_ex(sock.getsockname())  # the queue of one is full now
+    monkeypatch.setattr(health_module, "_raise_open_files", lambda: health_module.FD_RESERVE + 16)
+    in_flight: list[int] = []
+    original = health_module.Health._tcp
+
+    def spy(self: Health, target: Any, now: float, started: float) -> None:
+        in_flight.append(len(self._connecting))
+        original(self, target, now, started)
+
+    monkeypatch.setattr(health_module.Health, "_tcp", spy)
+    try:
+        check = 'type = "tcp"\n    interval = 30\n    timeout = 0.3\n    retry = 0'
+        run.configure(many_reals([s.getsockname()[1] for s in socks], check))
+        run.wait(lambda: all(t.checks >= 1 for t in run.health.targets.values()))
+        assert max(in_flight) <= 16  # the rest waited for a tick with room, none failed for want of a descriptor
+        assert {t.last_error for t in run.health.targets.values()} == {"no connection within 0.3s"}
+    finally:
+        for sock in socks + fillers:
+            sock.close()
+
+
+def test_a_check_this_host_cannot_make_is_not_counted(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import types
+
+    import kanotify.health as health_module
+
+    def no_descriptor(*args: Any) -> socket.socket:
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+    shim = types.SimpleNamespace(**{k: getattr(socket, k) for k in dir(socket) if not k.startswith("__")})
+    shim.SocketType = no_descriptor
+    monkeypatch.setattr(health_module, "socket", shim)
+    run.configure(config_for(free_port(), f'type = "tcp"\n      {FAST}'))
+    run.wait(lambda: run.target().last_error is not None)
+    time.sleep(0.3)
+    target = run.target()
+    assert target.up and target.checks == 0 and target.failures == 0 and run.changes == []
+    assert target.last_error.startswith("socket: Too many open files (not checked")
+
+
+def test_health_json_is_the_snapshot_and_is_down_follows_the_state(run: Run) -> None:
+    socks = servers(3)
+    ports = [s.getsockname()[1] for s in socks]
+    socks.pop(1).close()  # the second real server refuses
+    try:
+        run.configure(many_reals(ports, f'type = "tcp"\n    {FAST}'))
+        run.wait(lambda: len(run.changes) == 1)
+        service = next(iter(run.health.targets))[0]
+        assert [run.health.is_down(service, (LOOP, p)) for p in ports] == [False, True, False]
+        assert not run.health.is_down(service, (LOOP, 1))  # not checked: never DOWN
+        data = run.call(lambda: (run.health._mark_dirty(False), run.health._write(), run.health.snapshot())[2])
+        assert read_health(str(run.tmp))["reals"] == data  # type: ignore[index]
+        run.configure(many_reals([ports[0]], f'type = "tcp"\n    {FAST}'))  # the DOWN one left the config
+        assert not run.health.is_down(service, (LOOP, ports[1]))
+    finally:
+        for sock in socks:
+            sock.close()

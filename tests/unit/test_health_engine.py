@@ -105,3 +105,38 @@ def test_a_dry_run_shows_the_drain_as_pending(tmp_path: Path) -> None:
     assert [(str(r.action), r.status) for r in result.results if r.status != "noop"] == [
         ("edit real server 192.0.2.23:80 of tcp 192.0.2.100:80: weight 1 -> 0 (health check: DOWN)", "pending")]
     assert weights(backend)["192.0.2.23"] == 1
+
+
+TWO_SERVICES = CONFIG + """
+  [[instance.service]]
+  protocol = "tcp"
+  address = "192.0.2.100"
+  port = 443
+    [instance.service.check]
+    type = "tcp"
+    [[instance.service.real]]
+    address = "192.0.2.21"
+"""
+
+
+def test_a_health_run_reads_and_plans_only_the_services_it_names(tmp_path: Path) -> None:
+    config = parse_config(TWO_SERVICES.format(tmp=tmp_path))
+    backend, health = MemoryBackend(), FakeHealth()
+    engine = Engine(config, backend_factory=lambda: backend, health=health)
+    engine.transition(["VI_1"], State.MASTER, argv=["t"], command="master")
+    other = ServiceKey.inet("tcp", ipaddress.ip_address("192.0.2.100"), 443)
+    del backend.services[other]  # drift in the other service: a health run of SERVICE is not its business
+    scopes = []
+    observe = backend.observe
+    backend.observe = lambda scope: scopes.append(scope) or observe(scope)  # type: ignore[method-assign]
+    health.down = {(SERVICE, real(23))}
+    result = engine.reconcile(argv=["t"], command="health", quiet=True, services=[SERVICE])
+    assert [str(r.action) for r in result.results if r.status == "applied"] == [
+        "edit real server 192.0.2.23:80 of tcp 192.0.2.100:80: weight 1 -> 0 (health check: DOWN)"]
+    assert scopes and all(s.services_only and s.services == {SERVICE} and not s.vips and not s.sysctls
+                          for s in scopes)  # read back: that service only, never the whole table
+    assert other not in backend.services and result.outcome == "converged"
+    again = engine.reconcile(argv=["t"], command="health", quiet=True, services=[SERVICE])
+    assert not again.plan.has_changes  # the second run changes nothing
+    engine.reconcile(argv=["t"], command="reconcile")  # the drift is the full reconcile's (the listener's repair)
+    assert other in backend.services and weights(backend)["192.0.2.23"] == 0
