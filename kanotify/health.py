@@ -40,6 +40,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from .atomic import replace_file
 from .config import Config
 from .model import HealthCheck, IPAddress, RealKey, ServiceKey, format_hostport
 
@@ -135,6 +136,8 @@ class Health:
         self._connecting: dict[int, tuple[Target, socket.SocketType]] = {}  # by descriptor
         #: tick -> the connects that time out then, unless done before
         self._deadlines: dict[int, list[tuple[int, socket.SocketType, Target]]] = {}
+        #: the HTTP(S) and command checks running, by target: cancelled when it leaves the config or on stop
+        self._tasks: dict[Key, asyncio.Task[None]] = {}
         #: checks started, by how late (LATE_BOUNDS), since the start: does the checker keep up?
         self.late = [0] * (len(LATE_BOUNDS) + 1)
 
@@ -221,6 +224,9 @@ class Health:
     def _forget(self, target: Target) -> None:
         target.due = None
         target.checked = False
+        task = self._tasks.pop(target.key, None)
+        if task is not None:
+            task.cancel()  # a command check is killed now, not at its timeout
 
     def _schedule(self, target: Target, delay: float, at: float | None = None) -> None:
         """Check ``target`` ``delay`` seconds after ``at`` (the loop's time, default now): in the first tick not earlier."""
@@ -263,8 +269,8 @@ class Health:
                     continue
                 self._tcp(target, now, started)
             else:
-                coro = self._http(target) if kind in ("http", "https") else self._command(target)
-                self.loop.create_task(coro)
+                task = self.loop.create_task(self._guarded(target))
+                self._tasks[target.key] = task
         if count:
             self.late[bisect.bisect_left(LATE_BOUNDS, started - tick * TICK)] += count
 
@@ -340,6 +346,27 @@ class Health:
             if now is None:
                 now = self.clock()
             self._result(target, f"no connection within {target.check.timeout:g}s", now)
+
+    async def _guarded(self, target: Target) -> None:
+        """An HTTP(S) or command check whose every ending is a result: a check that raised is a failed check.
+
+        Without this an unexpected exception would leave the target busy, and
+        never checked again.  Cancelled (it left the config, or the checks
+        stop): no result.
+        """
+        try:
+            if target.check.type in ("http", "https"):
+                await self._http(target)
+            else:
+                await self._command(target)
+        except asyncio.CancelledError:
+            target.busy = False
+            raise
+        except Exception as exc:  # noqa: BLE001 -- a bug or a surprise of one check must not stop it for good
+            self._result(target, f"check failed: {type(exc).__name__}: {exc}")
+        finally:
+            if self._tasks.get(target.key) is asyncio.current_task():
+                del self._tasks[target.key]
 
     async def _http(self, target: Target) -> None:
         check = target.check
@@ -524,15 +551,9 @@ class Health:
         reals = ",".join([t.entry for t in order])  # type: ignore[misc]  # every entry was just made
         late = ",".join(f'"{label}":{n}' for label, n in zip(_LATE_LABELS, self.late))
         data = f'{{"pid":{os.getpid()},"written":{self.clock()!r},"late":{{{late}}},"reals":[{reals}]}}\n'.encode()
-        path = os.path.join(self.state_dir, HEALTH_FILE)
-        tmp = f"{path}.tmp-{os.getpid()}"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            try:
-                os.write(fd, data)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
+            # not durable: rewritten every few seconds, and a crash of the machine loses the checks' state anyway
+            replace_file(os.path.join(self.state_dir, HEALTH_FILE), data, durable=False)
         except OSError:
             pass  # status shows less; the checks and the IPVS work go on
 

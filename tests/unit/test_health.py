@@ -76,6 +76,8 @@ class Run:
 
     def close(self) -> None:
         self.call(self.health.stop)
+        # the checks stop() cancelled end (a command's process group killed) before the loop does
+        asyncio.run_coroutine_threadsafe(asyncio.sleep(0.1), self.loop).result(5)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
 
@@ -256,6 +258,49 @@ def test_command_exit_status_and_a_hanging_command_is_killed(run: Run, tmp_path:
     assert run.target().last_error == "killed after 0.5s" and time.monotonic() - started < 3
     out = subprocess.run(["pgrep", "-f", f"sleep 30"], capture_output=True, text=True).stdout.split()
     assert not [pid for pid in out if f"{script}" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")]
+
+
+def test_a_check_that_raises_is_a_failed_check_and_checked_again(run: Run, monkeypatch: pytest.MonkeyPatch,
+                                                                  http_server: ThreadingHTTPServer) -> None:
+    real_http = Health._http
+    calls = []
+
+    async def surprise(self: Health, target: Any) -> None:
+        calls.append(target)
+        if len(calls) <= 2:
+            raise RuntimeError("boom")  # a bug, or something no except clause foresaw
+        await real_http(self, target)
+
+    monkeypatch.setattr(Health, "_http", surprise)
+    run.configure(config_for(http_server.server_address[1], 'type = "http"\n      path = "/ok"\n'
+                                                             '      interval = 0.1\n      retry = 0'))
+    run.wait(lambda: not run.target().up)
+    assert run.target().last_error == "check failed: RuntimeError: boom"
+    run.wait(lambda: run.target().up)  # not left busy: checked again, and passed
+    assert len(calls) >= 3
+
+
+def test_a_removed_real_servers_running_command_is_killed_at_once(run: Run, tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    script = tmp_path / "check.sh"
+    script.write_text(f"#!/bin/sh\necho $$ > {pidfile}\nexec sleep 30\n")
+    script.chmod(0o755)
+    port = free_port()
+    run.configure(config_for(port, f'type = "command"\n      command = ["{script}"]\n      timeout = 20'))
+    run.wait(lambda: pidfile.exists() and pidfile.read_text().strip() != "")
+    pid = int(pidfile.read_text())
+    run.configure(config_for(port, 'type = "tcp"', real="127.0.0.2"))  # the checked real server left the config
+    end = time.monotonic() + 3
+    while time.monotonic() < end:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] == "Z":
+                break
+        except (FileNotFoundError, ProcessLookupError):
+            break
+        time.sleep(0.02)
+    else:
+        raise AssertionError("the command of a removed real server still runs")
+    assert run.call(lambda: not run.health._tasks)
 
 
 def test_a_reload_keeps_the_state_of_real_servers_that_stayed(run: Run) -> None:
