@@ -34,7 +34,7 @@ would bunch its checks).  Measured, each over a ``--window`` after a
   count of how late its checks started (``health.json`` "late"); RSS; a
   canary process's wake-up lateness (the guest's own stalls: the host runs
   other work);
-* detection, both checking: ``--kills`` real servers stop listening, a few
+* detection, each alone and both checking: ``--kills`` real servers stop listening, a few
   hundred milliseconds apart; the time until each one's weight is 0 in each
   director's IPVS (netlink, polled every 20 ms), and the same counted from
   its first failed check (its last check before the kill + interval: the
@@ -522,9 +522,10 @@ class Figures:
     layout: Layout
     check: Check
     windows: dict[str, Window] = field(default_factory=dict)
-    detect: dict[str, list[float]] = field(default_factory=dict)
-    detect_after_fail: dict[str, list[float]] = field(default_factory=dict)
-    undetected: dict[str, int] = field(default_factory=dict)
+    #: phase ("alone", "together") -> director -> seconds, for each real server stopped
+    detect: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    detect_after_fail: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    undetected: dict[str, dict[str, int]] = field(default_factory=dict)
     fifo: dict[str, list[float]] = field(default_factory=dict)
     #: from kanotify's journal: how long its runs took (ms), by kind
     runs: dict[str, list[float]] = field(default_factory=dict)
@@ -566,20 +567,27 @@ def measure_window(targets: Targets, canary: Targets, pids: dict[str, int], wind
                   canary.ask("report"))
 
 
-def measure_detection(fig: Figures, targets: Targets, layout: Layout, check: Check, kills: int,
+def measure_detection(fig: Figures, phase: str, targets: Targets, layout: Layout, check: Check, kills: int,
                       directors: dict[str, str], spacing: float) -> None:
-    """Stop ``kills`` real servers ``spacing`` seconds apart (jittered); time their weight 0 in each director."""
+    """Stop ``kills`` real servers ``spacing`` seconds apart (jittered); time their weight 0 in each director.
+
+    ``phase`` is what else was checking: "alone" (only the one director) or
+    "together"; each call stops other real servers.
+    """
     from kanotify.backends.ipvs import IpvsBackend
     from kanotify.model import ServiceKey
 
-    rng = random.Random(12)
+    detect = fig.detect.setdefault(phase, {})
+    after_fail = fig.detect_after_fail.setdefault(phase, {})
+    undetected = fig.undetected.setdefault(phase, {})
+    rng = random.Random(12 + sum(len(d) for d in fig.detect.values()))
     picked = sorted(rng.sample(range(layout.total), kills))
     backends = {name: IpvsBackend(netns=ns) for name, ns in directors.items()}
     source = {"kanotify": LINKS[NS_KAN][0], "keepalived": LINKS[NS_KA][0]}
     pending: dict[tuple[str, int], float] = {}  # (director, target) -> killed at
     first_fail: dict[tuple[str, int], float] = {}
-    fig.detect = {name: [] for name in directors}
-    fig.detect_after_fail = {name: [] for name in directors}
+    for name in directors:
+        detect[name], after_fail[name] = [], []
     kill_at = time.monotonic()
     closed: list[int] = []
     schedule = []
@@ -611,12 +619,12 @@ def measure_detection(fig: Figures, targets: Targets, layout: Layout, check: Che
                     entry = reals.get((ipaddress.ip_address(address), port))
                     killed = pending[(name, index)]
                     if entry is not None and entry[0].weight == 0:
-                        fig.detect[name].append(seen - killed)
+                        detect[name].append(seen - killed)
                         if (name, index) in first_fail:
-                            fig.detect_after_fail[name].append(seen - first_fail[(name, index)])
+                            after_fail[name].append(seen - first_fail[(name, index)])
                         del pending[(name, index)]
                     elif seen - killed > bound:
-                        fig.undetected[name] = fig.undetected.get(name, 0) + 1
+                        undetected[name] = undetected.get(name, 0) + 1
                         del pending[(name, index)]
             time.sleep(0.02)
     finally:
@@ -653,13 +661,16 @@ def measure_fifo(listener: Listener, events: int, written: list[float]) -> list[
 # --------------------------------------------------------------------------- the run
 
 
-def journal_runs(fig: Figures, path: Path, phase: str) -> None:
-    """The durations of the health runs and of the FIFO instance's runs journaled since the last call."""
+def journal_runs(fig: Figures, path: Path, phase: str, health: str = "") -> None:
+    """The durations of the health runs and of the FIFO instance's runs journaled since the last call.
+
+    ``phase`` names the FIFO runs, ``health`` (what else was checking) the health runs.
+    """
     lines = path.read_text().splitlines()
     for line in lines[fig.journal_read:]:
         record = json.loads(line)
         if record.get("command") == "health":
-            fig.runs.setdefault("health runs (drains)", []).append(record["duration_ms"])
+            fig.runs.setdefault(f"health runs (drains){health}", []).append(record["duration_ms"])
         elif record.get("command") == "repair" and phase == "without checks":
             fig.runs.setdefault("start-up repair, no checks (restores)", []).append(record["duration_ms"])
         elif record.get("instance") == "VI_2":
@@ -716,6 +727,9 @@ def run(args: argparse.Namespace, fig: Figures) -> None:
         fig.fifo["during the checks"] = measure_fifo(listener, args.events, fig.fifo_written)
         journal_runs(fig, tmp / "journal.jsonl", "during the checks")
         if not args.native:
+            progress(f"detection, kanotify alone: {args.kills} real servers stopped")
+            measure_detection(fig, "alone", targets, layout, check, args.kills, {"kanotify": NS_KAN}, args.kill_spacing)
+            journal_runs(fig, tmp / "journal.jsonl", "during the checks", ", kanotify alone")
             ka_conf = write_private(tmp / "keepalived.conf", keepalived_config(layout, check))
             progress("keepalived -C")
             started = time.monotonic()
@@ -730,15 +744,19 @@ def run(args: argparse.Namespace, fig: Figures) -> None:
             time.sleep(args.warmup)
             fig.windows["together"] = measure_window(targets, fig.canary, pids, args.window, state)
             progress(f"detection: {args.kills} real servers stopped")
-            measure_detection(fig, targets, layout, check, args.kills, {"kanotify": NS_KAN, "keepalived": NS_KA},
+            measure_detection(fig, "together", targets, layout, check, args.kills,
+                              {"kanotify": NS_KAN, "keepalived": NS_KA},
                               args.kill_spacing)
-            journal_runs(fig, tmp / "journal.jsonl", "during the checks")
+            journal_runs(fig, tmp / "journal.jsonl", "during the checks", ", both checking")
             listener.stop()
             listener = None
             del pids["kanotify"]
             progress(f"keepalived alone (the listener stopped): {args.settle:g}s, window {args.window:g}s")
             time.sleep(args.settle)
             fig.windows["keepalived alone"] = measure_window(targets, fig.canary, pids, args.window, state)
+            progress(f"detection, keepalived alone: {args.kills} real servers stopped")
+            measure_detection(fig, "alone", targets, layout, check, args.kills, {"keepalived": NS_KA},
+                              args.kill_spacing)
             keepalived.stop()
             keepalived = None
         if listener is not None:
@@ -833,16 +851,21 @@ def report(fig: Figures) -> None:
             f"max {w.canary.get('max', 0) * 1000:.0f} ms" for w in ws) + ")")
         print("  (the real servers' process: " + ", ".join(
             f"{w.cpu['real servers'] / w.seconds * 100:.1f}%" for w in ws) + " of a core)")
-    if fig.detect:
+    for phase, title in (("alone", "each checking alone"), ("together", "both checking at once")):
+        detect = fig.detect.get(phase)
+        if not detect:
+            continue
         print()
-        row("detection (real server stopped)", names, "ratio")
-        for label, data in (("stopped -> weight 0", fig.detect),
-                            ("first failed check -> weight 0", fig.detect_after_fail)):
+        row(f"detection, {title}", names, "ratio")
+        for label, data in (("stopped -> weight 0", detect),
+                            ("first failed check -> weight 0", fig.detect_after_fail[phase])):
             for what, fn in (("mean", statistics.mean), ("median", statistics.median), ("max", max)):
-                values: list[float | None] = [fn(data[n]) if data[n] else None for n in names]
+                values: list[float | None] = [fn(data[n]) if data.get(n) else None for n in names]
                 row(f"  {label}, {what} s", [f"{v:.2f}" if v is not None else "-" for v in values], pair(values))
-        print(f"  ({len(fig.detect['kanotify']) + fig.undetected.get('kanotify', 0)} real servers killed; bound interval x (retry + 1) + timeout = "
-              f"{c.interval * (c.retry + 1) + c.timeout:g}s; not detected: {fig.undetected or 'none'})")
+        undetected = fig.undetected.get(phase) or "none"
+        print(f"  ({len(detect['kanotify']) + fig.undetected[phase].get('kanotify', 0)} real servers stopped for each; "
+              f"bound interval x (retry + 1) + timeout = {c.interval * (c.retry + 1) + c.timeout:g}s; "
+              f"not detected: {undetected})")
     if fig.fifo:
         print("\nFIFO line -> converged (another instance's VIP bound), ms:")
         medians = []
