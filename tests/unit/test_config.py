@@ -55,6 +55,14 @@ def real(body: str) -> str:
 TCP80 = 'protocol = "tcp"\naddress = "192.0.2.100"\nport = 80\n'
 
 
+REAL21 = real('address = "192.0.2.21"\n')
+
+
+def svc_check(body: str) -> str:
+    """One service of one real server whose service-level ``check`` table is ``body``."""
+    return service(TCP80 + "[instance.service.check]\n" + body, REAL21)
+
+
 def vip(body: str) -> str:
     return MIN + "[[instance.vip]]\n" + body
 
@@ -427,6 +435,51 @@ BROKEN: list[tuple[str, str, str, str, int]] = [
     ("sync-maxlen-above-a-datagram", sync(ETH0 + "maxlen = 65508\n"), "sync_daemon.maxlen", "1024..65507", 1),
     ("sync-maxlen-ipv6", sync(ETH0 + 'group = "ff02::81"\nmaxlen = 65500\n'), "sync_daemon.maxlen", "65487", 1),
     ("sync-maxlen-string", sync(ETH0 + 'maxlen = "1500"\n'), "sync_daemon.maxlen", "string", 1),
+    # ---- [instance.service.check] and [instance.service.real.check]
+    ("check-not-table", service(TCP80 + "check = 1\n", REAL21), "instance[0].service[0].check", "table", 1),
+    ("check-unknown-key", svc_check('type = "tcp"\nintervall = 2\n'), "instance[0].service[0].check.intervall",
+     "interval", 1),
+    ("check-no-type", svc_check("interval = 2\n"), "instance[0].service[0].check.type", "missing", 1),
+    ("check-type-unknown", svc_check('type = "ping"\n'), "instance[0].service[0].check.type", "tcp", 1),
+    ("check-interval-zero", svc_check('type = "tcp"\ninterval = 0\n'), "instance[0].service[0].check.interval",
+     "> 0", 1),
+    ("check-timeout-string", svc_check('type = "tcp"\ntimeout = "3s"\n'), "instance[0].service[0].check.timeout",
+     "string", 1),
+    ("check-retry-negative", svc_check('type = "tcp"\nretry = -1\n'), "instance[0].service[0].check.retry",
+     "0..100", 1),
+    ("check-retry-delay-negative", svc_check('type = "tcp"\nretry_delay = -1\n'),
+     "instance[0].service[0].check.retry_delay", ">= 0", 1),
+    ("check-port-zero", svc_check('type = "tcp"\nport = 0\n'), "instance[0].service[0].check.port", "1..65535", 1),
+    ("check-path-relative", svc_check('type = "http"\npath = "healthz"\n'), "instance[0].service[0].check.path",
+     '"/"', 1),
+    ("check-status-empty", svc_check('type = "http"\nstatus = []\n'), "instance[0].service[0].check.status",
+     "non-empty", 1),
+    ("check-status-600", svc_check('type = "http"\nstatus = [200, 600]\n'),
+     "instance[0].service[0].check.status[1]", "100..599", 1),
+    ("check-host-space", svc_check('type = "http"\nhost = "www example"\n'), "instance[0].service[0].check.host",
+     "host", 1),
+    ("check-command-relative", svc_check('type = "command"\ncommand = ["check.sh"]\n'),
+     "instance[0].service[0].check.command", "absolute", 1),
+    ("check-command-empty", svc_check('type = "command"\ncommand = []\n'), "instance[0].service[0].check.command",
+     "empty", 1),
+    ("check-command-missing", svc_check('type = "command"\n'), "instance[0].service[0].check.type",
+     "command key", 1),
+    ("check-path-on-tcp", svc_check('type = "tcp"\npath = "/"\n'), "instance[0].service[0].check.path",
+     "http", 1),
+    ("check-verify-on-http", svc_check('type = "http"\nverify = true\n'), "instance[0].service[0].check.verify",
+     "https", 1),
+    ("check-on-failure-unknown", svc_check('type = "tcp"\non_failure = "quiesce"\n'),
+     "instance[0].service[0].check.on_failure", "drain", 1),
+    ("check-initial-unknown", svc_check('type = "tcp"\ninitial = "unknown"\n'),
+     "instance[0].service[0].check.initial", "down", 1),
+    ("check-real-overrides-badly", service(TCP80, REAL21 + '[instance.service.real.check]\ntype = "tcp"\n'
+                                           'timeout = -1\n'), "instance[0].service[0].real[0].check.timeout", "> 0", 1),
+    ("check-real-inherits-a-key-its-type-has-not", service(
+        TCP80 + '[instance.service.check]\ntype = "http"\npath = "/ok"\n',
+        REAL21 + '[instance.service.real.check]\ntype = "tcp"\n'), "instance[0].service[0].check.path", "http", 1),
+    ("check-fwmark-without-port", service('fwmark = 1\n[instance.service.check]\ntype = "tcp"\n',
+                                          real('address = "192.0.2.21"\n')), "instance[0].service[0].check.port",
+     "fwmark", 1),
     # ---- [hooks.NAME]
     ("hook-bad-name", MIN + '[hooks."mail me"]\n', 'hooks."mail me"', "plugin name", 1),
     ("hook-timeout-zero", MIN + "[hooks.mail]\ntimeout = 0\n", "hooks.mail.timeout", "> 0", 1),
