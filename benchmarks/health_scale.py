@@ -903,20 +903,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         canary()
         return 0
     if args.guest:
-        sys.path.insert(0, str(ROOT / "tests"))
-        from uml import GuestError, run_in_guest  # type: ignore[import-not-found]  # tests/uml.py
+        from run_in_uml import run_script
 
         inner = [a for a in (argv if argv is not None else sys.argv[1:]) if a not in ("--guest", "--ptrace")]
         inner = [a for i, a in enumerate(inner) if not (a == "--mem" or (i and inner[i - 1] == "--mem"))]
-        try:
-            result = run_in_guest([sys.executable, __file__, *inner], timeout=1800, mem=args.mem,
-                                  kernel_args=() if args.ptrace else ("seccomp=on",))
-        except GuestError as exc:
-            print(exc, file=sys.stderr)
-            return 1
-        sys.stdout.write(result.output)
-        print(f"[UML guest: exit {result.returncode}, boot-run-poweroff {result.seconds:.0f} s]")
-        return result.returncode
+        return run_script([sys.executable, __file__, *inner], timeout=1800, mem=args.mem,
+                          kernel_args=() if args.ptrace else ("seccomp=on",))
     if os.geteuid() != 0:
         raise SystemExit("run as root (it creates network namespaces)")
     if not args.native and not os.path.exists("/proc/net/ip_vs"):
