@@ -126,6 +126,9 @@ def test_weights_and_sync_daemons_are_the_kernels(
     assert wait(lambda: value(scrape(), "kanotify_sync_daemon_running", state="backup") == 1)
     os.write(writer, b'INSTANCE "VI_1" MASTER 100\n')
     assert wait(lambda: value(scrape(), "kanotify_instance_state", instance="VI_1", state="master") == 1)
+    # the state is recorded before the run applies: the kernel's weights and daemons show once it has run
+    assert wait(lambda: value(scrape(), "kanotify_real_server_weight", service=SERVICE, real="192.0.2.22:80") == 1
+                and value(scrape(), "kanotify_sync_daemon_running", state="master") == 1)
     text = scrape()
     assert value(text, "kanotify_real_server_weight", service=SERVICE, real="192.0.2.21:80") == 3
     assert value(text, "kanotify_real_server_weight", service=SERVICE, real="192.0.2.22:80") == 1
@@ -150,7 +153,8 @@ def test_weights_and_sync_daemons_are_the_kernels(
     assert value(once.stdout, "kanotify_instance_state", instance="VI_1", state="master") == 1
     assert value(once.stdout, "kanotify_listener_running") == 1
     os.write(writer, b'INSTANCE "VI_1" BACKUP 100\n')
-    assert wait(lambda: value(scrape(), "kanotify_sync_daemon_running", state="backup") == 1)
+    assert wait(lambda: value(scrape(), "kanotify_sync_daemon_running", state="backup") == 1
+                and value(scrape(), "kanotify_real_server_weight", service=SERVICE, real="192.0.2.21:80") is None)
     text = scrape()
     assert value(text, "kanotify_real_server_weight", service=SERVICE, real="192.0.2.21:80") is None  # service gone
     assert value(text, "kanotify_sync_daemon_running", state="master") == 0
