@@ -386,6 +386,9 @@ class Health:
             error = _status_error(line, check)
         except TimeoutError:
             error = f"no answer within {check.timeout:g}s"
+        except ssl.SSLCertVerificationError as exc:  # which: self-signed, expired, the wrong name...
+            error = f"TLS: {exc.reason or 'CERTIFICATE_VERIFY_FAILED'}" + (f" ({exc.verify_message.rstrip('.')})"
+                                                                          if exc.verify_message else "")
         except ssl.SSLError as exc:
             error = f"TLS: {exc.reason or exc}"
         except OSError as exc:
