@@ -370,8 +370,7 @@ class Health:
 
     async def _http(self, target: Target) -> None:
         check = target.check
-        # the address as a Host header writes it (IPv6 in brackets), without the port
-        host = check.host or (f"[{target.address}]" if target.address.version == 6 else str(target.address))
+        host = check.host or _default_host(target)
         tls = self._tls(check.verify) if check.type == "https" else None
         writer = None
         try:
@@ -593,6 +592,14 @@ def _entry(t: Target) -> str:
     last = "null" if t.last_check is None else repr(t.last_check)
     return (f'{t.static}"up":{"true" if t.up else "false"},"since":{t.since!r},"last_error":{error},'
             f'"last_check":{last},"checks":{t.checks}}}')
+
+
+def _default_host(target: Target) -> str:
+    """The Host header of a check without ``host``: the address (IPv6 in brackets), and the port unless the
+    scheme's own (RFC 9110 7.2, as curl sends it: a server that routes by Host sees what a client would send)."""
+    address = f"[{target.address}]" if target.address.version == 6 else str(target.address)
+    default = 443 if target.check.type == "https" else 80
+    return address if target.port == default else f"{address}:{target.port}"
 
 
 def _errno_text(code: int) -> str:

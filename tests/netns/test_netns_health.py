@@ -307,7 +307,7 @@ def test_http_gets_the_path_with_the_host_header_and_accepts_the_configured_stat
     config = write_config(
         tmp_path,
         service("192.0.2.100",
-                real("192.0.2.2", 8080, type="http", **FAST),  # path "/", any 2xx, Host: the real's address
+                real("192.0.2.2", 8080, type="http", **FAST),  # path "/", any 2xx, Host: the real's address:port
                 real("192.0.2.2", 8081, type="http", path="/health?deep=1", host="www.example.com",
                      status=[200, 302], **FAST)),
         service("2001:db8::100", real("2001:db8::80", 80, type="http", **FAST)))
@@ -315,7 +315,7 @@ def test_http_gets_the_path_with_the_host_header_and_accepts_the_configured_stat
     snap = checker.until(checks_at_least(2, plain, custom, v6), 10, "two checks each")
     assert all(snap[r]["up"] for r in (plain, custom, v6)) and checker.changes() == []
     requests = {(e["port"], e["path"], e["host"], e["peer"], e["version"]) for e in servers.events("request")}
-    assert requests == {(8080, "/", "192.0.2.2", "192.0.2.1", "HTTP/1.0"),
+    assert requests == {(8080, "/", "192.0.2.2:8080", "192.0.2.1", "HTTP/1.0"),
                         (8081, "/health?deep=1", "www.example.com", "192.0.2.1", "HTTP/1.0"),
                         (80, "/", "[2001:db8::80]", "2001:db8::1", "HTTP/1.0")}
 
@@ -394,7 +394,8 @@ def test_https_does_not_verify_by_default_and_verify_true_checks_the_certificate
     assert snap[f"{one} 192.0.2.2:8444"]["up"] and snap[f"{one} 192.0.2.2:8444"]["last_error"] is None  # verified
     assert {c["service"] for c in checker.changes()} == {two}
     # the GET went over TLS to both (a refused certificate never gets that far)
-    assert {(e["port"], e["host"]) for e in servers.events("request")} == {(8443, "192.0.2.2"), (8444, "192.0.2.2")}
+    assert {(e["port"], e["host"]) for e in servers.events("request")} == {(8443, "192.0.2.2:8443"),
+                                                                          (8444, "192.0.2.2:8444")}
     checker.stop()
 
 
