@@ -181,12 +181,16 @@ def net(tmp_path: Path) -> Iterator[Net]:
 
 
 class Client(threading.Thread):
-    """One HTTP request to the VIP every 100 ms from the client's namespace: (time, who answered or None)."""
+    """One HTTP request to the VIP every 100 ms from the client's namespace: (time, who answered or None).
+
+    ``errors`` has, for each request that failed, its time, its source port and what went wrong.
+    """
 
     def __init__(self, ns: str) -> None:
         super().__init__(daemon=True)
         self.ns = ns
         self.log: list[tuple[float, str | None]] = []
+        self.errors: list[tuple[float, int, str]] = []
         self.done = threading.Event()
 
     def run(self) -> None:
@@ -196,18 +200,23 @@ class Client(threading.Thread):
             self.done.wait(max(0.0, 0.1 - (time.monotonic() - started)))
 
     def _one(self) -> str | None:
+        started, port = time.monotonic(), 0
         try:
             sock: socket.socket = call_in(self.ns, lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
             with sock:
                 sock.settimeout(1.0)
                 sock.connect((VIP, 80))
+                port = sock.getsockname()[1]
                 sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
                 data = b""
                 while chunk := sock.recv(4096):
                     data += chunk
-            return data.rsplit(b"\r\n\r\n", 1)[-1].decode() if data.startswith(b"HTTP/1.0 200") else None
-        except OSError:
-            return None
+            if data.startswith(b"HTTP/1.0 200"):
+                return data.rsplit(b"\r\n\r\n", 1)[-1].decode()
+            self.errors.append((started, port, f"answer {data[:40]!r}"))
+        except OSError as exc:
+            self.errors.append((started, port, f"{type(exc).__name__}: {exc} after {time.monotonic() - started:.2f}s"))
+        return None
 
 
 def _wait(predicate: Any, timeout: float) -> float | None:
@@ -236,7 +245,11 @@ def test_a_stopped_real_server_is_drained_under_traffic_and_comes_back(net: Net)
         assert took is not None and took <= BOUND + 0.5, (took, BOUND)
         time.sleep(3)
         after = [who for t, who in client.log if t > drained + 0.2]
-        assert after and all(who == "rs2" for who in after), after  # no request fails after the drain
+        # no request fails after the drain (what went wrong, when, and the director's connections, if one did)
+        assert after and all(who == "rs2" for who in after), (
+            [(round(t - drained, 2), who) for t, who in client.log if t > drained + 0.2 and who != "rs2"],
+            [(round(t - drained, 2), port, why) for t, port, why in client.errors if t > drained + 0.2],
+            net.exec("dir", "ipvsadm", "-Lnc", check=False))
         failed_before = sum(1 for t, who in client.log if killed <= t <= drained and who is None)
         # the backup director: the same health, nothing written to its IPVS
         assert _wait(lambda: net.health("dir2") == {"192.0.2.21": False, "192.0.2.22": True}, 10) is not None
