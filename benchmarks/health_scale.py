@@ -391,17 +391,9 @@ def rss_mib(pid: int) -> float:
 
 def ipvs_counts(pid: int) -> tuple[int, int]:
     """(services, real servers) in the IPVS of ``pid``'s network namespace."""
-    services = reals = 0
-    try:
-        with open(f"/proc/{pid}/net/ip_vs") as fh:
-            for line in fh:
-                if line.startswith(("TCP", "UDP", "SCTP", "FWM")):
-                    services += 1
-                elif line.startswith("  ->") and not line.startswith("  -> RemoteAddress"):
-                    reals += 1
-    except FileNotFoundError:
-        pass
-    return services, reals
+    from scale import count_ipvs
+
+    return count_ipvs(f"/proc/{pid}/net/ip_vs")
 
 
 def wait_for(what: str, predicate: Callable[[], bool], timeout: float, proc: subprocess.Popen[bytes] | None = None,
