@@ -1,19 +1,24 @@
-"""Entry point: ``kanotify`` and ``python -m kanotify``.
+"""Entry point: ``kanotify`` (the shell launcher ``bin/kanotify``) and ``python -m kanotify``.
 
 Kept tiny on purpose, because of keepalived's STOP notifications: keepalived
 ends the process group of a STOP script about one second after starting it
 (keepalived 2.2.7 sends SIGTERM, as tests/e2e measured; the docs speak of
-SIGKILL), and on a slow host Python may not even have imported its libraries
-by then -- leaving a
-director that keeps its VIP after keepalived stopped, i.e. a duplicate VIP on
-the LAN.  So, before any heavy import, a STOP notification (``kanotify stop``
-or ``kanotify notify ... STOP|DELETED``) forks: the child leaves keepalived's
-process group (``setsid``) and does the work under the usual lock; the parent
-waits for it and passes its exit code on.  If keepalived kills the parent, the
-child carries on.  Until the worker has left the group, the parent ignores
-SIGTERM/SIGINT/SIGHUP; against a SIGKILL only forking early helps, hence no
-import before the fork.  The notification's ticket (its place in keepalived's order)
-is taken before the fork, so the detached worker keeps the original order.
+SIGKILL), and on a loaded host the interpreter alone needs longer than that
+to start -- leaving a director that keeps its VIP after keepalived stopped,
+i.e. a duplicate VIP on the LAN.  So the ``kanotify`` command keepalived runs
+is a shell launcher (``bin/kanotify``): for a STOP it leaves keepalived's
+process group (``setsid --fork --wait``) before the interpreter starts, reads
+the notification's ticket (its place in keepalived's order) while the
+original process still exists, and hands both over here through
+``KANOTIFY_LAUNCHED=detached`` and ``KANOTIFY_TICKET``.
+
+Started any other way (``python -m kanotify``, an old console-script
+wrapper), a STOP notification (``kanotify stop`` or ``kanotify notify ...
+STOP|DELETED``) still forks here, before any heavy import: the child leaves
+keepalived's process group (``setsid``) and does the work under the usual
+lock; the parent waits for it and passes its exit code on.  Until the worker
+has left the group, the parent ignores SIGTERM/SIGINT/SIGHUP.  That is only
+as fast as the interpreter's start-up, hence the launcher.
 
 When a listener (``kanotify listen``) runs, the one-shot commands it does
 (:data:`kanotify.control.HANDED_OVER`) are handed to it first, through a path
@@ -44,6 +49,21 @@ def _is_stop_notification(argv: list[str]) -> bool:
     if words[0].lower() == "stop":
         return True
     return words[0].lower() == "notify" and len(words) == 5 and words[3].upper() in ("STOP", "DELETED")
+
+
+def _launcher_ticket() -> tuple[str, int, int] | None:
+    """The ticket ``bin/kanotify`` read before it detached (``"START_TICKS PID"``), or None."""
+    raw = os.environ.pop("KANOTIFY_TICKET", "")
+    if os.environ.pop("KANOTIFY_LAUNCHED", "") != "detached":
+        return None
+    from .procinfo import ticket_fields
+
+    boot_id, _ticks, _pid = ticket_fields()
+    try:
+        start_ticks, pid = (int(word) for word in raw.split())
+    except ValueError:  # no /proc when it detached: this process's own place is the next best
+        return None
+    return boot_id, start_ticks, pid
 
 
 def _detach_and_wait() -> int | None:
@@ -78,7 +98,7 @@ def _detach_and_wait() -> int | None:
         return 1
 
 
-def _hand_over(argv: list[str], stop: bool) -> str | None:
+def _hand_over(argv: list[str], stop: bool, ticket: tuple[str, int, int] | None) -> str | None:
     """Let a running listener do it: exits with its answer; else returns a note for the journal ("" if none)."""
     parsed = split(argv)
     if parsed is None:
@@ -96,7 +116,8 @@ def _hand_over(argv: list[str], stop: bool) -> str | None:
         for signum in _STOP_SIGNALS:
             signal.signal(signum, signal.SIG_IGN)
     given_config = given.get("config")
-    answer = hand_over(argv, config_path(given_config if isinstance(given_config, str) else None), ticket_fields())
+    answer = hand_over(argv, config_path(given_config if isinstance(given_config, str) else None),
+                       ticket or ticket_fields())
     if answer.code is not None:
         sys.stdout.write(answer.stdout)
         sys.stderr.write(answer.stderr)
@@ -108,8 +129,20 @@ def _hand_over(argv: list[str], stop: bool) -> str | None:
 def main() -> None:
     argv = sys.argv[1:]
     stop = _is_stop_notification(argv)
-    note = _hand_over(argv, stop)
-    if os.environ.get("KANOTIFY_NO_DETACH") != "1" and stop:
+    detached = os.environ.get("KANOTIFY_LAUNCHED") == "detached"  # bin/kanotify left keepalived's group
+    if detached:
+        # A STOP releases this director's VIPs: it is finished whoever signals it.  Out of
+        # keepalived's process group already, but systemd's stop of keepalived.service (its default
+        # KillMode=control-group) signals every process of the unit's cgroup, this one included.
+        for signum in _STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
+    ticket = _launcher_ticket()
+    note = _hand_over(argv, stop, ticket)
+    if ticket is not None:
+        from .store import pin_ticket
+
+        pin_ticket(ticket)
+    elif stop and not detached and os.environ.get("KANOTIFY_NO_DETACH") != "1":
         for signum in _STOP_SIGNALS:  # keepalived's SIGTERM must not end the job before the fork
             signal.signal(signum, signal.SIG_IGN)
         code = _detach_and_wait()

@@ -67,8 +67,7 @@ def test_dedicated_directors(capsys: pytest.CaptureFixture[str]) -> None:
     assert numbers["steady"]["failed"] == 0
     for key in ("failover", "failback", "stop"):
         assert numbers[key]["gap_s"] <= MAX_OUTAGE_S, (key, numbers[key])
-    stop = numbers["stop"]
-    assert stop["vip_removed_exact"] is not None and stop["stop_run_done"] is not None, stop
+    _released_every_way(numbers)
 
 
 def test_two_node(capsys: pytest.CaptureFixture[str]) -> None:
@@ -89,7 +88,7 @@ def test_dedicated_directors_fifo_mode(capsys: pytest.CaptureFixture[str]) -> No
     assert numbers["steady"]["failed"] == 0
     for key in ("failover", "failback", "stop"):
         assert numbers[key]["gap_s"] <= MAX_OUTAGE_S, (key, numbers[key])
-    assert numbers["stop"]["vip_removed_exact"] is not None and numbers["stop"]["stop_run_done"] is not None
+    _released_every_way(numbers)
 
 
 def test_two_node_fifo_mode(capsys: pytest.CaptureFixture[str]) -> None:
@@ -107,6 +106,14 @@ def test_dedicated_directors_notify_scripts_handing_over_to_a_listener(capsys: p
     assert numbers["steady"]["failed"] == 0
     for key in ("failover", "failback", "stop"):
         assert numbers[key]["gap_s"] <= MAX_OUTAGE_S, (key, numbers[key])
+    _released_every_way(numbers)
+
+
+def _released_every_way(numbers: dict[str, Any]) -> None:
+    """Issue 19: SIGTERM, SIGKILL of the parent, SIGKILL of every process: the VIP and the service went each time."""
+    for how in ("stop", "kill_parent", "kill_all"):
+        ended = numbers[how]
+        assert ended["vip_removed_exact"] is not None and ended["stop_run_done"] is not None, (how, ended)
 
 
 #: the sync daemon costs two netlink requests per transition: the take-over must not take longer than
