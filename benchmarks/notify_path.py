@@ -110,12 +110,17 @@ def main() -> None:
             sh("ip", "-n", ns, "link", "set", dev, "up")
         inns = ["ip", "netns", "exec", ns]
         results: dict[str, list[float]] = {"kanotify": [], "notify.sh": [], "kanotify (no-op)": [],
-                                           "python -c pass": [], "ip netns exec true": []}
+                                           "no-op, no launcher": [], "python -c pass": [],
+                                           "ip netns exec true": []}
+        # the interpreter started directly, as bin/kanotify does after its shell: the launcher's own cost
+        direct = [sys.executable, "-P", "-c", "import sys; sys.argv[0] = sys.argv.pop(1); "
+                  "from kanotify.__main__ import main; main()", KANOTIFY]
         timed([*inns, KANOTIFY, "--config", str(conf), "backup"])  # warm caches
         for _ in range(args.rounds):
             for state in ("master", "backup"):
                 results["kanotify"].append(timed([*inns, KANOTIFY, "--config", str(conf), state]))
             results["kanotify (no-op)"].append(timed([*inns, KANOTIFY, "--config", str(conf), "backup"]))
+            results["no-op, no launcher"].append(timed([*inns, *direct, "--config", str(conf), "backup"]))
             for state in ("master", "backup"):
                 results["notify.sh"].append(timed([*inns, str(script), state]))
             results["python -c pass"].append(timed([*inns, sys.executable, "-c", "pass"]))
@@ -132,7 +137,10 @@ def main() -> None:
     k = statistics.median(results["kanotify"])
     s = statistics.median(results["notify.sh"])
     print(f"ratio kanotify / notify.sh (median transition): {k / s:.2f}x")
-    print(f"ratio kanotify no-op / notify.sh: {statistics.median(results['kanotify (no-op)']) / s:.2f}x")
+    noop = statistics.median(results["kanotify (no-op)"])
+    print(f"ratio kanotify no-op / notify.sh: {noop / s:.2f}x")
+    print(f"the shell launcher (bin/kanotify): +{(noop - statistics.median(results['no-op, no launcher'])) * 1000:.1f} ms"
+          f" a start ({noop / statistics.median(results['no-op, no launcher']):.3f}x)")
 
 
 if __name__ == "__main__":
