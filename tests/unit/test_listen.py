@@ -239,8 +239,9 @@ def test_reload_with_a_good_config_takes_it_into_use(running: Running) -> None:
     running.config.write_text(CONFIG.format(tmp=running.tmp).replace("192.0.2.100/24", "192.0.2.101/24"))
     running.listener.reload()
     wait_for(lambda: "192.0.2.101/24 dev eth0" in bound(running.backend))
-    record = [r for r in running.journal() if r["command"] == "reload"][-1]
-    assert record["outcome"] == "converged"
+    # the VIP is bound before the run's journal line is written: wait for the line
+    records = wait_for(lambda: [r for r in running.journal() if r["command"] == "reload"])
+    assert isinstance(records, list) and records[-1]["outcome"] == "converged"
 
 
 def test_a_handed_over_request_sees_an_edited_config(running: Running) -> None:
