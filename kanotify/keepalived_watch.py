@@ -145,16 +145,19 @@ class KeepalivedWatch:
 
     ``on_gone`` is called (in the loop's thread) once for each keepalived
     process seen alive that then exits.  ``say`` gets what an operator should
-    read (a keepalived found, one that went, a pidfile that cannot be used),
-    each once, not every second.
+    read (a keepalived found, one that went, a stale pidfile), ``warn`` what is
+    wrong (a pidfile with junk in it, or not root's: keepalived's death is not
+    watched then); each once, not every second.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, path: str, *, on_gone: Callable[[Gone], None],
-                 say: Callable[[str], None], interval: float = PIDFILE_CHECK) -> None:
+                 say: Callable[[str], None], warn: Callable[[str], None] | None = None,
+                 interval: float = PIDFILE_CHECK) -> None:
         self.loop = loop
         self.path = path
         self.on_gone = on_gone
         self.say = say
+        self.warn = warn or say
         self.interval = interval
         self.pid: int | None = None  # the keepalived watched now
         self._pidfd: int | None = None
@@ -198,7 +201,7 @@ class KeepalivedWatch:
         if reading.pid is None:
             if reading.problem is not None:
                 self._tell(f"keepalived pidfile {self.path}: {reading.problem}; "
-                           "keepalived's death is not watched until it holds keepalived's pid")
+                           "keepalived's death is not watched until it holds keepalived's pid", problem=True)
             elif self.pid is None:
                 self._told = None  # no keepalived yet (or between two): nothing to say
             return
@@ -214,7 +217,8 @@ class KeepalivedWatch:
                        "waiting for keepalived to start")
             return
         except OSError as exc:
-            self._tell(f"cannot watch pid {pid} from {self.path} ({exc.strerror}): keepalived's death is not watched")
+            self._tell(f"cannot watch pid {pid} from {self.path} ({exc.strerror}): keepalived's death is not watched",
+                       problem=True)
             return
         name = process_name(pid)
         if name is None or _readable(pidfd):
@@ -235,10 +239,10 @@ class KeepalivedWatch:
         self.say(f"watching keepalived (pid {pid}, from {self.path}): if it dies without a STOP, "
                  "its instances go to STOP")
 
-    def _tell(self, text: str) -> None:
+    def _tell(self, text: str, problem: bool = False) -> None:
         if text != self._told:
             self._told = text
-            self.say(text)
+            (self.warn if problem else self.say)(text)
 
     def _unwatch(self) -> None:
         if self._pidfd is not None:

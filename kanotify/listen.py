@@ -145,7 +145,7 @@ class _KeepalivedGone:
 
 @dataclass
 class _Failure:
-    """Something the listener could not do (serve its metrics): journaled as a failed ``command``."""
+    """Something the listener could not do (serve its metrics, watch keepalived): journaled as a failed ``command``."""
 
     command: str
     note: str
@@ -216,6 +216,11 @@ class Listener:
         self.metrics_server: MetricsServer | None = None
         self._metrics_retry: asyncio.TimerHandle | None = None
 
+    @property
+    def keepalived_pid(self) -> int | None:
+        """The keepalived process watched now (``settings.keepalived_pidfile``), if any."""
+        return self._keepalived.pid if self._keepalived is not None else None
+
     # ------------------------------------------------------------------ lifecycle
 
     def run(self) -> int:
@@ -253,7 +258,7 @@ class Listener:
                 self._fifo = FifoReader(self.fifo_path)
                 self._open_fifo()
             self._keepalived = KeepalivedWatch(self.loop, config.settings.keepalived_pidfile,
-                                               on_gone=self._on_keepalived_gone, say=_say)
+                                               on_gone=self._on_keepalived_gone, say=_say, warn=self._keepalived_problem)
             self._keepalived.start()
             runner = asyncio.ensure_future(self._runner())
             self._submit("repair", _Repair("listener started"))
@@ -613,6 +618,12 @@ class Listener:
         if self._fifo_fd is not None:
             self._on_fifo()  # what it wrote before it died is older: queued (and ticketed) first
         self._submit(RunKind.KEEPALIVED_GONE, _KeepalivedGone(gone, event_ticket()))
+
+    def _keepalived_problem(self, note: str) -> None:
+        """keepalived's pidfile cannot be used: said, sent to syslog and journaled, once."""
+        _say(note)
+        syslog_line(note, enabled=self._current_engine().config.settings.syslog, error=True)
+        self._submit(object(), _Failure(RunKind.KEEPALIVED_WATCH, note))
 
     # ------------------------------------------------------------------ health checks
 

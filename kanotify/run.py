@@ -57,6 +57,8 @@ class RunKind(enum.StrEnum):
     RELOAD = "reload"
     #: keepalived's process died without a STOP: the instances it drove go to STOP
     KEEPALIVED_GONE = "keepalived-gone"
+    #: journal only (outcome failed): keepalived's pidfile cannot be used, its death is not watched
+    KEEPALIVED_WATCH = "keepalived-watch"
 
 
 @dataclass(frozen=True)
