@@ -487,3 +487,27 @@ def test_a_pidfile_with_junk_is_reported_and_releases_nothing(ns_a: Netns, tmp_p
         assert len([r for r in d.journal() if r["command"] == "keepalived-watch"]) == 1
     finally:
         d.stop()
+
+
+def test_reconcile_state_stop_without_a_listener_keeps_the_director_released(ns_a: Netns, tmp_path: Path) -> None:
+    """What the keepalived.service drop-in's ExecStopPost runs: STOP recorded, not only applied."""
+    config = tmp_path / "kanotify.toml"
+    config.write_text(CONFIG.format(tmp=tmp_path, interval=0, lock_timeout=2, vip=VIP))
+    config.chmod(0o600)
+
+    def kanotify(*args: str) -> subprocess.CompletedProcess[str]:
+        return ns_a.exec(kanotify_script(), "--config", str(config), *args, check=False)
+
+    assert kanotify("master", "VI_1").returncode == 0 and vips(ns_a) == MASTER
+    done = kanotify("reconcile", "--state", "stop")
+    assert done.returncode == 0, done.stderr
+    assert vips(ns_a) == set()
+    state = json.loads((tmp_path / "state" / "state.json").read_text())
+    assert state["instances"]["VI_1"]["state"] == "stop" and state["instances"]["VI_1"]["ticket"] is not None
+    assert kanotify("reconcile").returncode == 0 and vips(ns_a) == set()  # the timer's reconcile
+    d = Daemon(ns_a, tmp_path, fifo=False)  # a listener's start-up reconcile
+    try:
+        assert vips(ns_a) == set()
+        assert kanotify("master", "VI_1").returncode == 0 and vips(ns_a) == MASTER  # keepalived says otherwise
+    finally:
+        d.stop()
