@@ -257,8 +257,8 @@ class Listener:
             if self.fifo_path:
                 self._fifo = FifoReader(self.fifo_path)
                 self._open_fifo()
-            self._keepalived = KeepalivedWatch(self.loop, config.settings.keepalived_pidfile,
-                                               on_gone=self._on_keepalived_gone, say=_say, warn=self._keepalived_problem)
+            self._keepalived = KeepalivedWatch(self.loop, config.settings.keepalived_pidfile, say=_say,
+                                               on_gone=self._on_keepalived_gone, warn=self._keepalived_problem)
             self._keepalived.start()
             runner = asyncio.ensure_future(self._runner())
             self._submit("repair", _Repair("listener started"))
@@ -436,8 +436,8 @@ class Listener:
             self._reload(work.reason)
         elif isinstance(work, _HealthRun):
             reason = "health: " + "; ".join(work.changes)
-            self._report(engine.reconcile(argv=["kanotify", "listen", reason[:2000]], command=RunKind.HEALTH, quiet=True,
-                                          services=work.services))
+            self._report(engine.reconcile(argv=["kanotify", "listen", reason[:2000]], command=RunKind.HEALTH,
+                                          quiet=True, services=work.services))
         elif isinstance(work, _KeepalivedGone):
             self._run_keepalived_gone(engine, work)
         elif isinstance(work, _Failure):

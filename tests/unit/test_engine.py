@@ -501,7 +501,8 @@ def test_reconcile_with_a_state_records_it_with_its_ticket(env) -> None:  # type
     """``reconcile --state stop`` (the keepalived.service drop-in) is ordered like a notification:
     a notification issued before it (a dead keepalived's notify script) that runs after it changes nothing."""
     engine, backend, _, tmp = env
-    engine.transition(["VI_1"], State.MASTER, argv=["kanotify", "master", "VI_1"], command="master", ticket=_ticket(1))
+    engine.transition(["VI_1"], State.MASTER, argv=["kanotify", "master", "VI_1"], command="master",
+                      ticket=_ticket(1))
     stop = engine.reconcile(None, State.STOP, argv=["kanotify", "reconcile", "--state", "stop"], ticket=_ticket(3))
     assert stop.outcome == "converged" and "192.0.2.100/24 dev eth0" not in {str(a) for a in backend.addresses}
     saved, _ = StateStore(str(tmp / "state")).load()

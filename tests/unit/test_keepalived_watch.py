@@ -18,7 +18,9 @@ from typing import Callable, Iterator
 
 import pytest
 
-from kanotify.keepalived_watch import Gone, KeepalivedWatch, Reading, is_keepalived, parse_pid, process_name, read_pidfile
+from kanotify.keepalived_watch import (
+    Gone, KeepalivedWatch, Reading, is_keepalived, parse_pid, process_name, read_pidfile,
+)
 
 #: the tests' pidfile check interval (the listener's is 1 s)
 TICK = 0.05
