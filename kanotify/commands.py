@@ -415,8 +415,11 @@ def cmd_reconcile(g: Globals, state: str | None, instance: str | None) -> NoRetu
     """``kanotify reconcile [--state S] [--instance I]``."""
     wanted = parse_state(state) if state is not None else None
     config = load(g, cached=True)
+    # --state is recorded like a notification, with this process's ticket: one issued before it
+    # (a notify script of a keepalived that died since) and run after it is superseded
     result = make_engine(g, config).reconcile(
         _scope(config, instance), wanted, argv=_argv(), dry_run=g.dry_run, warnings=runtime().warnings,
+        ticket=_ticket() if wanted is not None else None,
     )
     _finish(g, result)
 

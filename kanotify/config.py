@@ -195,6 +195,8 @@ class Settings:
     hook_timeout: float = setting(5.0, Number(0, 600, lo_open=True))  # seconds per hook call
     reconcile_interval: float = setting(30.0, Number(0, 86400))  # listener: seconds between drift checks, 0 = off
     metrics: ListenAddress | None = setting(None, _ListenAddressRule())  # listener: serve /metrics here; None = off
+    # listener: keepalived's pidfile (its -p/--pid); keepalived gone without a STOP -> its instances to STOP
+    keepalived_pidfile: str = setting("/run/keepalived.pid", _ABS_PATH)
 
 
 @dataclass(frozen=True)

@@ -145,8 +145,9 @@ class Engine:
         warnings: Sequence[str] = (),
         quiet: bool = False,
         services: Iterable[ServiceKey] | None = None,
+        ticket: Ticket | None = None,
     ) -> RunResult:
-        """Converge to the saved states (or to ``state``, which is then saved).
+        """Converge to the saved states (or to ``state``, which is then saved, with ``ticket``).
 
         With ``services`` only those IPVS services (the listener's health run:
         the services whose real servers changed health).
@@ -154,7 +155,7 @@ class Engine:
         scope = tuple(names) if names else self.config.instance_names
         forced = {n: state for n in scope} if state is not None else None
         return self.run(Request(command, scope, tuple(argv), forced, persist=state is not None, dry_run=dry_run,
-                                warnings=tuple(warnings), quiet=quiet,
+                                ticket=ticket if state is not None else None, warnings=tuple(warnings), quiet=quiet,
                                 services=frozenset(services) if services is not None else None))
 
     def ignored(self, *, argv: Sequence[str], command: str, note: str, name: str | None = None) -> RunResult:

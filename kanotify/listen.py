@@ -16,6 +16,10 @@ a time, in the order the requests arrived:
   seconds, and at once when rtnetlink reports a managed VIP removed
   (:mod:`kanotify.backends.addrwatch`); journaled (command ``repair``) when it
   changed something;
+* **keepalived gone** (:mod:`kanotify.keepalived_watch`): keepalived's process,
+  from ``settings.keepalived_pidfile``, held through a pidfd; when it dies
+  without a STOP (SIGKILL, a crash, the OOM killer) the instances it drove
+  (recorded state not STOP) go to STOP, journaled as ``keepalived-gone``;
 * **metrics** (``settings.metrics``): Prometheus text at ``http://ADDRESS/metrics``,
   served by a thread of its own (:mod:`kanotify.exporter`); the engine hands
   each run's result to :class:`kanotify.metrics.ListenerMetrics`.  A port it
@@ -27,7 +31,9 @@ it stays responsive while a transition takes its time.  Signals: SIGHUP
 reloads the config (an invalid one keeps the old config, and every problem is
 journaled and logged); SIGTERM finishes the current transition, keeps reading
 the FIFO for up to a second (keepalived writes its STOP lines after it has
-signalled the fifo script) and exits 0.
+signalled the fifo script) and exits 0 -- after converging to STOP first when
+keepalived itself is gone (every keepalived process died: keepalived's fifo
+script gets SIGTERM then too, as on a reload, when keepalived is still there).
 
 One listener per ``state_dir``: it holds ``<state_dir>/listen.lock``.  A newer
 one (keepalived starts its fifo script again on every reload) asks the older
@@ -63,11 +69,12 @@ from .errors import ConfigError, KanotifyError
 from .fifo import FifoReader, LvsEvent, PriorityEvent, Unparsed, VrrpEvent, parse_line
 from .health import Change, Health
 from .journal import summary_line, syslog_line
+from .keepalived_watch import Gone, KeepalivedWatch
 from .metrics import Facts, ListenerMetrics
 from .model import ServiceKey, State
 from .plan import desired_for
 from .procinfo import ticket_fields
-from .run import CONVERGED, OUTCOME_FAILED, SUPERSEDED, Request, RunResult
+from .run import CONVERGED, OUTCOME_FAILED, SUPERSEDED, Request, RunKind, RunResult
 from .store import LISTEN_LOCK, StateStore, Ticket
 
 if TYPE_CHECKING:
@@ -131,14 +138,20 @@ class _HealthRun:
 
 
 @dataclass
+class _KeepalivedGone:
+    gone: Gone
+    ticket: Ticket  # when it was noticed: a notification keepalived issued before it died is older
+
+
+@dataclass
 class _Failure:
-    """Something the listener could not do (serve its metrics): journaled as a failed ``command``."""
+    """Something the listener could not do (serve its metrics, watch keepalived): journaled as a failed ``command``."""
 
     command: str
     note: str
 
 
-_Work = _Vrrp | _Command | _Repair | _Note | _Reload | _HealthRun | _Failure
+_Work = _Vrrp | _Command | _Repair | _Note | _Reload | _HealthRun | _KeepalivedGone | _Failure
 
 
 def event_ticket() -> Ticket:
@@ -191,6 +204,7 @@ class Listener:
         self._fifo: FifoReader | None = None
         self._fifo_fd: int | None = None
         self._watch: AddressWatch | None = None
+        self._keepalived: KeepalivedWatch | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._grace: asyncio.TimerHandle | None = None
         self._stopped_instances: set[str] = set()  # STOP lines read since SIGTERM
@@ -201,6 +215,11 @@ class Listener:
         self.metrics = ListenerMetrics()
         self.metrics_server: MetricsServer | None = None
         self._metrics_retry: asyncio.TimerHandle | None = None
+
+    @property
+    def keepalived_pid(self) -> int | None:
+        """The keepalived process watched now (``settings.keepalived_pidfile``), if any."""
+        return self._keepalived.pid if self._keepalived is not None else None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -238,6 +257,9 @@ class Listener:
             if self.fifo_path:
                 self._fifo = FifoReader(self.fifo_path)
                 self._open_fifo()
+            self._keepalived = KeepalivedWatch(self.loop, config.settings.keepalived_pidfile, say=_say,
+                                               on_gone=self._on_keepalived_gone, warn=self._keepalived_problem)
+            self._keepalived.start()
             runner = asyncio.ensure_future(self._runner())
             self._submit("repair", _Repair("listener started"))
             _say(f"listening: config {self.config_file}, control {control.socket_path(self.store.dir)}"
@@ -249,6 +271,8 @@ class Listener:
             if server is not None:
                 server.close()
             self._close_fifo()
+            if self._keepalived is not None:
+                self._keepalived.close()
             if self._watch is not None:
                 self.loop.remove_reader(self._watch.fileno())
                 self._watch.close()
@@ -285,6 +309,8 @@ class Listener:
             old.close()
         self._schedule_reconcile()
         self._serve_metrics(config.settings.metrics)
+        if self._keepalived is not None:
+            self._keepalived.set_path(config.settings.keepalived_pidfile)
 
     # ------------------------------------------------------------------ one listener per state_dir
 
@@ -399,7 +425,8 @@ class Listener:
             answer = self._run_command(work)
             self.loop.call_soon_threadsafe(_resolve, work.answer, answer)
         elif isinstance(work, _Repair):
-            self._report(engine.reconcile(argv=["kanotify", "listen", work.reason], command="repair", quiet=True))
+            self._report(engine.reconcile(argv=["kanotify", "listen", work.reason], command=RunKind.REPAIR,
+                                          quiet=True))
         elif isinstance(work, _Note):
             ev = work.event
             request = Request(f"fifo {ev.kind} {ev.word.lower()}", (ev.name,), self._trigger(ev.line),
@@ -409,10 +436,25 @@ class Listener:
             self._reload(work.reason)
         elif isinstance(work, _HealthRun):
             reason = "health: " + "; ".join(work.changes)
-            self._report(engine.reconcile(argv=["kanotify", "listen", reason[:2000]], command="health", quiet=True,
-                                          services=work.services))
+            self._report(engine.reconcile(argv=["kanotify", "listen", reason[:2000]], command=RunKind.HEALTH,
+                                          quiet=True, services=work.services))
+        elif isinstance(work, _KeepalivedGone):
+            self._run_keepalived_gone(engine, work)
         elif isinstance(work, _Failure):
             engine.journal_only(Request(work.command, (), ("kanotify", "listen")), OUTCOME_FAILED, work.note)
+
+    def _run_keepalived_gone(self, engine: Engine, work: _KeepalivedGone) -> None:
+        """STOP for every instance keepalived drove: those recorded in a state other than STOP."""
+        saved, _warnings = engine.store.load(repair=False)  # the run itself reads them again under the lock
+        recorded = saved.states()
+        names = tuple(n for n in engine.config.instance_names if recorded.get(n) not in (None, State.STOP))
+        if not names:
+            _say(f"{work.gone.why}: no instance to release (each is STOP already, or was never notified)")
+            return
+        self._report(engine.run(Request(
+            RunKind.KEEPALIVED_GONE, names, ("kanotify", "listen", work.gone.why), {n: State.STOP for n in names},
+            persist=True, ticket=work.ticket,
+        )))
 
     def _trigger(self, line: str) -> tuple[str, ...]:
         return ("kanotify", "listen", self.fifo_path or "-", line)
@@ -486,11 +528,11 @@ class Listener:
                 str(p) for p in exc.problems)
             for problem in exc.problems:
                 _say(f"config error: {problem}")
-            engine.journal_only(Request("reload", (), ("kanotify", "listen", reason)), OUTCOME_FAILED, note)
+            engine.journal_only(Request(RunKind.RELOAD, (), ("kanotify", "listen", reason)), OUTCOME_FAILED, note)
             syslog_line(note, enabled=engine.config.settings.syslog, error=True)
             return
         self._install_from_worker(config, reason)
-        self._report(self._current_engine().reconcile(argv=["kanotify", "listen", reason], command="reload"))
+        self._report(self._current_engine().reconcile(argv=["kanotify", "listen", reason], command=RunKind.RELOAD))
 
     def _install_from_worker(self, config: Config, reason: str) -> None:
         done = concurrent.futures.Future[None]()
@@ -568,6 +610,20 @@ class Listener:
         elif isinstance(event, Unparsed):
             if event.line or event.why != "empty line":
                 _say(f"FIFO {self.fifo_path}: skipped ({event.why}): {event.line[:200]!r}")
+
+    # ------------------------------------------------------------------ keepalived gone
+
+    def _on_keepalived_gone(self, gone: Gone) -> None:
+        """keepalived died without a STOP: queue the STOP of what it drove (in the loop thread)."""
+        if self._fifo_fd is not None:
+            self._on_fifo()  # what it wrote before it died is older: queued (and ticketed) first
+        self._submit(RunKind.KEEPALIVED_GONE, _KeepalivedGone(gone, event_ticket()))
+
+    def _keepalived_problem(self, note: str) -> None:
+        """keepalived's pidfile cannot be used: said, sent to syslog and journaled, once."""
+        _say(note)
+        syslog_line(note, enabled=self._current_engine().config.settings.syslog, error=True)
+        self._submit(object(), _Failure(RunKind.KEEPALIVED_WATCH, note))
 
     # ------------------------------------------------------------------ health checks
 
@@ -665,6 +721,9 @@ class Listener:
         if self._stopping:
             return
         _say("SIGTERM: finishing" + (f", reading the FIFO for {STOP_GRACE:g} s more" if self._fifo_fd is not None else ""))
+        if self._keepalived is not None:
+            # keepalived signals its fifo script on a reload too: only its own death means STOP
+            self._keepalived.gone_now()  # gone: queued by on_gone, run before the exit
         self._begin_stop(STOP_GRACE)
 
     def _begin_stop(self, grace: float) -> None:

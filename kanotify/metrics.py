@@ -44,6 +44,7 @@ from .commands import Exit, Globals, err, load, runtime
 from .errors import EXIT_OK, KanotifyError
 from .model import SYNC_STATES, Observed, RealKey, Scope, ServiceKey, State, SyncDaemon, format_hostport
 from .procinfo import ticket_fields
+from .run import RunKind
 from .store import SavedStates, StateStore, listener_pid
 
 if TYPE_CHECKING:
@@ -75,9 +76,13 @@ def is_notification(command: str) -> bool:
     """Is a journal record's ``command`` a VRRP notification (a transition)?
 
     ``master``..``stop``, ``notify INSTANCE master``, ``fifo GROUP backup`` and a
-    FIFO ``master_rx_lower_pri`` are; ``fifo INSTANCE master_priority`` (a priority
-    change, journaled only), ``reconcile``, ``repair``, ``health``, ``reload`` are not.
+    FIFO ``master_rx_lower_pri`` are, and so is ``keepalived-gone`` (the listener's STOP
+    for the instances of a keepalived that died without one); ``fifo INSTANCE
+    master_priority`` (a priority change, journaled only), ``reconcile``, ``repair``,
+    ``health``, ``reload`` are not.
     """
+    if command == RunKind.KEEPALIVED_GONE:
+        return True
     word, _, rest = command.partition(" ")
     if word in _TRANSITIONS:
         return not rest

@@ -11,6 +11,7 @@ one engine serves any number of runs.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 
@@ -39,6 +40,25 @@ PENDING = "pending"
 CONVERGED = "converged"
 OUTCOME_FAILED = "failed"
 SUPERSEDED = "superseded"
+
+
+class RunKind(enum.StrEnum):
+    """The runs the listener starts on its own, by their journal ``command``.
+
+    The others are named by what asked for them: ``master``, ``notify INSTANCE
+    backup``, ``fifo GROUP stop``, ``reconcile``, ``plan``.
+    """
+
+    #: converge to the saved states: at start-up, every ``reconcile_interval``, a managed VIP removed
+    REPAIR = "repair"
+    #: real servers changed health: their services only
+    HEALTH = "health"
+    #: SIGHUP (or the config file changed): the new config applied
+    RELOAD = "reload"
+    #: keepalived's process died without a STOP: the instances it drove go to STOP
+    KEEPALIVED_GONE = "keepalived-gone"
+    #: journal only (outcome failed): keepalived's pidfile cannot be used, its death is not watched
+    KEEPALIVED_WATCH = "keepalived-watch"
 
 
 @dataclass(frozen=True)
@@ -200,5 +220,5 @@ class _NoHookRun:
 
 __all__ = [
     "APPLIED", "CONVERGED", "FAILED", "NOOP", "OUTCOME_FAILED", "PENDING", "SKIPPED", "SUPERSEDED",
-    "ActionResult", "HookRun", "Hooks", "NoHooks", "Request", "RunContext", "RunResult",
+    "ActionResult", "HookRun", "Hooks", "NoHooks", "Request", "RunContext", "RunKind", "RunResult",
 ]

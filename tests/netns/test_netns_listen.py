@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -35,6 +36,7 @@ garp_count = 2
 garp_interval = 0.05
 lock_timeout = {lock_timeout}
 reconcile_interval = {interval}
+keepalived_pidfile = "{tmp}/keepalived.pid"
 
 [sysctl]
 "net.ipv4.conf.all.arp_ignore" = 1
@@ -312,3 +314,200 @@ def test_a_non_root_peer_is_refused_and_nothing_is_applied(daemon: Daemon, ns_a:
         os.chmod(d, mode)
     assert b"root only" in reply
     assert (vips(ns_a), len(daemon.journal())) == before
+
+
+# --------------------------------------------------------------------------- keepalived gone without a STOP
+
+
+class StandIn:
+    """A stand-in keepalived: ``sleep`` run through a symlink named keepalived (its comm is then
+    keepalived's), with the pidfile the listener's config names; killed by its pid only."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.pidfile = tmp / "keepalived.pid"
+        exe = tmp / "bin" / "keepalived"
+        if not exe.exists():
+            exe.parent.mkdir(exist_ok=True)
+            sleep = shutil.which("sleep")
+            assert sleep is not None
+            exe.symlink_to(sleep)
+        self.proc = subprocess.Popen([str(exe), "600"])
+        wait_for(lambda: _comm(self.proc.pid) == "keepalived", 10, "the stand-in to exec")
+        tmp_file = self.pidfile.with_suffix(".new")
+        tmp_file.write_text(f"{self.proc.pid}\n")
+        tmp_file.chmod(0o644)
+        os.replace(tmp_file, self.pidfile)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+
+def _comm(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return None
+
+
+@pytest.fixture
+def stand_ins(tmp_path: Path) -> Iterator[list[StandIn]]:
+    made: list[StandIn] = []
+    try:
+        yield made
+    finally:
+        for k in made:
+            k.kill()
+
+
+def keepalived_gone(d: Daemon) -> list[dict[str, Any]]:
+    return [r for r in d.journal() if r["command"] == "keepalived-gone"]
+
+
+def watching(d: Daemon, k: StandIn) -> bool:
+    return f"watching keepalived (pid {k.pid}," in d.log.read_text()
+
+
+def test_keepalived_killed_releases_the_vip_at_once_and_a_new_one_brings_it_back(
+        ns_a: Netns, tmp_path: Path, stand_ins: list[StandIn]) -> None:
+    first = StandIn(tmp_path)
+    stand_ins.append(first)
+    d = Daemon(ns_a, tmp_path)
+    try:
+        wait_for(lambda: watching(d, first), 5, "the listener to watch the stand-in")
+        d.write('INSTANCE "VI_1" MASTER 100')
+        wait_for(lambda: vips(ns_a) == MASTER, 5, "the VIP on eth0")
+        started = time.monotonic()
+        first.kill()
+        wait_for(lambda: vips(ns_a) == set(), 5, "the VIPs released")
+        took = time.monotonic() - started
+        record, = wait_for(lambda: keepalived_gone(d), 5, "the keepalived-gone record")
+        assert record["instances"] == [{"instance": "VI_1", "from": "master", "to": "stop"}]
+        assert record["outcome"] == "converged" and record["pid"] == d.proc.pid
+        assert any(a["status"] == "applied" and a["action"].startswith("remove") for a in record["actions"])
+        print(f"keepalived SIGKILLed -> VIP released (polled): {took * 1000:.1f} ms")
+        assert took < 2.0, took
+
+        # idempotent: nothing left to do, and a reconcile (handed over) keeps it released
+        plan = d.kanotify("plan", "--detailed-exitcode")
+        assert plan.returncode == 0, plan.stdout + plan.stderr
+        again = d.kanotify("reconcile")
+        assert again.returncode == 0 and vips(ns_a) == set()
+        assert len(keepalived_gone(d)) == 1
+
+        # keepalived comes back (a new pid) and re-sends its state
+        second = StandIn(tmp_path)
+        stand_ins.append(second)
+        wait_for(lambda: watching(d, second), 5, "the listener to watch the new stand-in")
+        d.write('INSTANCE "VI_1" MASTER 100')
+        wait_for(lambda: vips(ns_a) == MASTER, 5, "the VIP back on eth0")
+        second.kill()  # and the new one is watched too
+        wait_for(lambda: vips(ns_a) == set(), 5, "the VIPs released again")
+        assert [r["trigger"][-1] for r in keepalived_gone(d)] == [
+            f"keepalived (pid {first.pid}) exited", f"keepalived (pid {second.pid}) exited"]
+        assert d.proc.poll() is None  # the listener lives on, as it should between two keepalived
+    finally:
+        assert d.stop() == 0
+
+
+def test_sigterm_as_every_keepalived_process_dies_releases_before_the_exit(
+        ns_a: Netns, tmp_path: Path, stand_ins: list[StandIn]) -> None:
+    """FIFO mode: keepalived's death and the SIGTERM to its fifo script come together."""
+    k = StandIn(tmp_path)
+    stand_ins.append(k)
+    d = Daemon(ns_a, tmp_path)
+    try:
+        wait_for(lambda: watching(d, k), 5, "the listener to watch the stand-in")
+        d.write('INSTANCE "VI_1" MASTER 100')
+        wait_for(lambda: vips(ns_a) == MASTER, 5, "the VIP on eth0")
+        d.proc.send_signal(signal.SIGSTOP)  # both events wait for it: the pid's exit and the SIGTERM
+        k.kill()
+        d.proc.send_signal(signal.SIGTERM)
+        d.proc.send_signal(signal.SIGCONT)
+        assert d.proc.wait(15) == 0
+        assert vips(ns_a) == set()
+        assert len(keepalived_gone(d)) == 1
+    finally:
+        d.proc.send_signal(signal.SIGCONT)
+        d.stop()
+
+
+def test_sigterm_with_a_pidfile_naming_a_dead_pid_releases_before_the_exit(
+        ns_a: Netns, tmp_path: Path, stand_ins: list[StandIn]) -> None:
+    dead = StandIn(tmp_path)
+    stand_ins.append(dead)
+    dead.kill()  # before the listener starts: it watches nothing and does nothing at start
+    d = Daemon(ns_a, tmp_path)
+    try:
+        d.write('INSTANCE "VI_1" MASTER 100')
+        wait_for(lambda: vips(ns_a) == MASTER, 5, "the VIP on eth0")
+        assert keepalived_gone(d) == [] and "which is not running" in d.log.read_text()
+        d.proc.send_signal(signal.SIGTERM)
+        assert d.proc.wait(15) == 0
+        assert vips(ns_a) == set()
+        record, = keepalived_gone(d)
+        assert f"names pid {dead.pid}, which is not running" in record["trigger"][-1]
+    finally:
+        d.stop()
+
+
+def test_sigterm_while_keepalived_lives_is_a_reload_and_keeps_the_vip(
+        ns_a: Netns, tmp_path: Path, stand_ins: list[StandIn]) -> None:
+    k = StandIn(tmp_path)
+    stand_ins.append(k)
+    d = Daemon(ns_a, tmp_path)
+    try:
+        wait_for(lambda: watching(d, k), 5, "the listener to watch the stand-in")
+        d.write('INSTANCE "VI_1" MASTER 100')
+        wait_for(lambda: vips(ns_a) == MASTER, 5, "the VIP on eth0")
+        d.proc.send_signal(signal.SIGTERM)  # keepalived reloads: it restarts its fifo script
+        assert d.proc.wait(15) == 0
+        assert vips(ns_a) == MASTER and keepalived_gone(d) == []
+    finally:
+        d.stop()
+
+
+def test_a_pidfile_with_junk_is_reported_and_releases_nothing(ns_a: Netns, tmp_path: Path) -> None:
+    (tmp_path / "keepalived.pid").write_text("\x00\x01 junk 12\n")
+    d = Daemon(ns_a, tmp_path)
+    try:
+        problem = wait_for(lambda: [r for r in d.journal() if r["command"] == "keepalived-watch"], 5)[0]
+        assert problem["outcome"] == "failed" and "expected a process id" in problem["note"]
+        assert "not watched" in d.log.read_text()
+        d.write('INSTANCE "VI_1" MASTER 100')
+        wait_for(lambda: vips(ns_a) == MASTER, 5, "the VIP on eth0")
+        d.proc.send_signal(signal.SIGTERM)
+        assert d.proc.wait(15) == 0
+        assert vips(ns_a) == MASTER and keepalived_gone(d) == []
+        assert len([r for r in d.journal() if r["command"] == "keepalived-watch"]) == 1
+    finally:
+        d.stop()
+
+
+def test_reconcile_state_stop_without_a_listener_keeps_the_director_released(ns_a: Netns, tmp_path: Path) -> None:
+    """What the keepalived.service drop-in's ExecStopPost runs: STOP recorded, not only applied."""
+    config = tmp_path / "kanotify.toml"
+    config.write_text(CONFIG.format(tmp=tmp_path, interval=0, lock_timeout=2, vip=VIP))
+    config.chmod(0o600)
+
+    def kanotify(*args: str) -> subprocess.CompletedProcess[str]:
+        return ns_a.exec(kanotify_script(), "--config", str(config), *args, check=False)
+
+    assert kanotify("master", "VI_1").returncode == 0 and vips(ns_a) == MASTER
+    done = kanotify("reconcile", "--state", "stop")
+    assert done.returncode == 0, done.stderr
+    assert vips(ns_a) == set()
+    state = json.loads((tmp_path / "state" / "state.json").read_text())
+    assert state["instances"]["VI_1"]["state"] == "stop" and state["instances"]["VI_1"]["ticket"] is not None
+    assert kanotify("reconcile").returncode == 0 and vips(ns_a) == set()  # the timer's reconcile
+    d = Daemon(ns_a, tmp_path, fifo=False)  # a listener's start-up reconcile
+    try:
+        assert vips(ns_a) == set()
+        assert kanotify("master", "VI_1").returncode == 0 and vips(ns_a) == MASTER  # keepalived says otherwise
+    finally:
+        d.stop()

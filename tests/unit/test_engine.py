@@ -495,3 +495,19 @@ def test_reconcile_repairs_a_daemon_stopped_by_hand(sync_env) -> None:  # type: 
     repaired = engine.reconcile(argv=["t"])
     assert [str(r.action) for r in repaired.results if r.status == "applied"] == [f"start {MASTER_51}"]
     assert _running(backend) == {"master": 51}
+
+
+def test_reconcile_with_a_state_records_it_with_its_ticket(env) -> None:  # type: ignore[no-untyped-def]
+    """``reconcile --state stop`` (the keepalived.service drop-in) is ordered like a notification:
+    a notification issued before it (a dead keepalived's notify script) that runs after it changes nothing."""
+    engine, backend, _, tmp = env
+    engine.transition(["VI_1"], State.MASTER, argv=["kanotify", "master", "VI_1"], command="master",
+                      ticket=_ticket(1))
+    stop = engine.reconcile(None, State.STOP, argv=["kanotify", "reconcile", "--state", "stop"], ticket=_ticket(3))
+    assert stop.outcome == "converged" and "192.0.2.100/24 dev eth0" not in {str(a) for a in backend.addresses}
+    saved, _ = StateStore(str(tmp / "state")).load()
+    assert saved.instances["VI_1"].state is State.STOP and saved.instances["VI_1"].ticket == _ticket(3)
+    late = engine.transition(["VI_1"], State.MASTER, argv=["kanotify", "master", "VI_1"], command="master",
+                             ticket=_ticket(2))
+    assert late.outcome == "superseded" and not {str(a) for a in backend.addresses}
+    assert engine.reconcile(argv=["kanotify", "reconcile"]).plan.has_changes is False  # and it stays released

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -18,7 +20,7 @@ import pytest
 
 from kanotify import control
 from kanotify.backends.memory import MemoryBackend
-from kanotify.listen import Listener
+from kanotify.listen import Listener, event_ticket
 
 CONFIG = """
 [settings]
@@ -27,6 +29,7 @@ journal = "{tmp}/journal.jsonl"
 syslog = false
 reconcile_interval = 0
 lock_timeout = 2
+keepalived_pidfile = "{tmp}/keepalived.pid"
 
 [sysctl]
 "net.ipv4.conf.all.arp_ignore" = 1
@@ -239,8 +242,9 @@ def test_reload_with_a_good_config_takes_it_into_use(running: Running) -> None:
     running.config.write_text(CONFIG.format(tmp=running.tmp).replace("192.0.2.100/24", "192.0.2.101/24"))
     running.listener.reload()
     wait_for(lambda: "192.0.2.101/24 dev eth0" in bound(running.backend))
-    record = [r for r in running.journal() if r["command"] == "reload"][-1]
-    assert record["outcome"] == "converged"
+    # the VIP is bound before the run's journal line is written: wait for the line
+    records = wait_for(lambda: [r for r in running.journal() if r["command"] == "reload"])
+    assert isinstance(records, list) and records[-1]["outcome"] == "converged"
 
 
 def test_a_handed_over_request_sees_an_edited_config(running: Running) -> None:
@@ -289,3 +293,130 @@ def test_file_descriptors_stay_flat_over_many_events(running: Running) -> None:
             control.hand_over(["reconcile"], str(running.config), ("boot", i, 1))
     wait_for(lambda: len(fifo_records(running)) == 301, timeout=60)
     assert fds() <= before + 2
+
+
+# --------------------------------------------------------------------------- keepalived gone without a STOP
+
+
+class StandIn:
+    """A stand-in keepalived: ``sleep`` run through a symlink named keepalived, and its pidfile."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.pidfile = tmp / "keepalived.pid"
+        self.exe = tmp / "bin" / "keepalived"
+        if not self.exe.exists():
+            self.exe.parent.mkdir(exist_ok=True)
+            sleep = shutil.which("sleep")
+            assert sleep is not None
+            self.exe.symlink_to(sleep)
+        self.proc = subprocess.Popen([str(self.exe), "600"])
+        wait_for(lambda: _comm(self.proc.pid) == "keepalived")
+        self.pidfile.write_text(f"{self.proc.pid}\n")
+        self.pidfile.chmod(0o644)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+def _comm(pid: int) -> str | None:
+    from kanotify.keepalived_watch import process_name
+
+    name = process_name(pid)
+    return name[0] if name else None
+
+
+@pytest.fixture
+def keepalived(tmp_path: Path) -> Iterator[StandIn]:
+    k = StandIn(tmp_path)
+    try:
+        yield k
+    finally:
+        k.kill()
+
+
+def gone_records(r: Running) -> list[dict[str, Any]]:
+    return [rec for rec in r.journal() if rec["command"] == "keepalived-gone"]
+
+
+def test_keepalived_killed_releases_what_it_drove_once(keepalived: StandIn, running: Running) -> None:
+    wait_for(lambda: running.listener.keepalived_pid == keepalived.proc.pid)
+    running.write('INSTANCE "VI_1" MASTER 100')  # VI_2: never notified, keepalived never drove it here
+    wait_for(lambda: "192.0.2.100/24 dev eth0" in bound(running.backend))
+    keepalived.kill()
+    record = wait_for(lambda: gone_records(running), timeout=5)[0]  # type: ignore[index]
+    assert record["instances"] == [{"instance": "VI_1", "from": "master", "to": "stop"}]
+    assert record["outcome"] == "converged" and f"keepalived (pid {keepalived.proc.pid}) exited" in record["trigger"]
+    assert bound(running.backend) == set()  # STOP: neither the LAN VIP nor the one on lo
+    state = json.loads((running.tmp / "state" / "state.json").read_text())
+    assert state["instances"]["VI_1"]["state"] == "stop" and "VI_2" not in state["instances"]
+    running.listener.reload()  # a reconcile to the recorded states changes nothing
+    wait_for(lambda: [r for r in running.journal() if r["command"] == "reload"])
+    assert running.stop() == 0  # SIGTERM: the pidfile still names the dead pid, already handled
+    assert len(gone_records(running)) == 1 and bound(running.backend) == set()
+
+
+def test_a_notification_the_dead_keepalived_issued_before_it_died_is_superseded(
+        keepalived: StandIn, running: Running) -> None:
+    from kanotify.procinfo import ticket_fields
+
+    wait_for(lambda: running.listener.keepalived_pid == keepalived.proc.pid)
+    running.write('INSTANCE "VI_1" MASTER 100')
+    wait_for(lambda: "192.0.2.100/24 dev eth0" in bound(running.backend))
+    boot, _ticks, _pid = ticket_fields()
+    keepalived.kill()
+    wait_for(lambda: gone_records(running), timeout=5)
+    late = control.hand_over(["master", "VI_1"], str(running.config), (boot, 1, 4242))  # started long ago
+    assert late.code == 0
+    assert running.journal()[-1]["outcome"] == "superseded" and bound(running.backend) == set()
+    now = event_ticket()  # a notify script keepalived, back, starts now
+    back = control.hand_over(["master", "VI_1"], str(running.config), (now.boot_id, now.start_ticks + 1, now.pid))
+    assert back.code == 0 and "192.0.2.100/24 dev eth0" in bound(running.backend)
+
+
+def test_sigterm_while_keepalived_lives_is_a_reload_and_releases_nothing(keepalived: StandIn,
+                                                                          running: Running) -> None:
+    wait_for(lambda: running.listener.keepalived_pid == keepalived.proc.pid)
+    running.write('INSTANCE "VI_1" MASTER 100')
+    wait_for(lambda: "192.0.2.100/24 dev eth0" in bound(running.backend))
+    assert running.stop() == 0
+    assert gone_records(running) == [] and "192.0.2.100/24 dev eth0" in bound(running.backend)
+
+
+def test_sigterm_with_keepalived_dead_releases_before_the_exit(tmp_path: Path) -> None:
+    """As keepalived's FIFO script when every keepalived process died: SIGTERM at once, pid dead."""
+    (tmp_path / "k.toml").write_text(CONFIG.format(tmp=tmp_path))
+    dead = StandIn(tmp_path)
+    dead.kill()  # its pidfile stays behind, naming a dead pid: never watched, nothing done at start
+    r = Running(tmp_path, MemoryBackend(devices={"lo", "eth0"}))
+    try:
+        r.write('GROUP "VG_1" MASTER 0')
+        wait_for(lambda: len(bound(r.backend)) == 2)
+        assert r.listener.keepalived_pid is None and gone_records(r) == []
+        assert r.stop() == 0
+        record, = gone_records(r)
+        assert [i["instance"] for i in record["instances"]] == ["VI_1", "VI_2"]
+        assert "which is not running" in " ".join(record["trigger"])
+        assert bound(r.backend) == set()
+    finally:
+        r.stop()
+
+
+def test_a_pidfile_with_junk_is_journaled_once_and_nothing_is_released(tmp_path: Path) -> None:
+    (tmp_path / "k.toml").write_text(CONFIG.format(tmp=tmp_path))
+    (tmp_path / "keepalived.pid").write_text("not a pid\n")
+    r = Running(tmp_path, MemoryBackend(devices={"lo", "eth0"}))
+    try:
+        r.write('INSTANCE "VI_1" MASTER 100')
+        wait_for(lambda: "192.0.2.100/24 dev eth0" in bound(r.backend))
+        problem = wait_for(lambda: [x for x in r.journal() if x["command"] == "keepalived-watch"])
+        assert isinstance(problem, list) and problem[0]["outcome"] == "failed"
+        assert "expected a process id, got 'not a pid'" in problem[0]["note"]
+        assert str(tmp_path / "keepalived.pid") in problem[0]["note"]
+        assert r.stop() == 0  # a SIGTERM with junk in the pidfile: nothing known, nothing released
+        # the pidfile was looked at again during the stop's second of FIFO reading: said once only
+        assert len([x for x in r.journal() if x["command"] == "keepalived-watch"]) == 1
+        assert gone_records(r) == [] and "192.0.2.100/24 dev eth0" in bound(r.backend)
+    finally:
+        r.stop()
