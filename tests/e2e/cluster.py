@@ -638,6 +638,8 @@ class Cluster:
             # no syslog daemon in the guest (and /dev/log must not reach the host's)
             (r"(?m)^syslog = true$", "syslog = false"),
         ]
+        if node.is_director:  # keepalived runs with -p: the listener watches its pid there (keepalived-gone)
+            rules.append((r'(?m)^keepalived_pidfile = "[^"]*"', f'keepalived_pidfile = "{node.dir / "keepalived.pid"}"'))
         if example.endswith("-sync.toml") and not self.sync_daemon:
             rules.append((r"(?ms)^\[sync_daemon\]\n.*\Z", ""))  # the same file, its last table left out
         text = substitute(text, example, rules)
@@ -1084,7 +1086,7 @@ def stop_hog(hog: list[subprocess.Popen[bytes]]) -> None:
 
 
 def exec_stop_post(c: Cluster, node: Node) -> list[str]:
-    """The command examples/keepalived.service.d/kanotify.conf gives systemd's ``ExecStopPost=``, for ``node``.
+    """The command examples/keepalived.service.d/kanotify-stop.conf gives systemd's ``ExecStopPost=``, for ``node``.
 
     The guest has no systemd: in the notify wiring the cluster plays its part when keepalived dies
     without a STOP, running exactly the drop-in's command line (the path of kanotify and its config
@@ -1095,7 +1097,7 @@ def exec_stop_post(c: Cluster, node: Node) -> list[str]:
     text = (REPO / "examples" / "keepalived.service.d" / "kanotify.conf").read_text()
     lines = [line.split("=", 1)[1].strip() for line in text.splitlines() if line.startswith("ExecStopPost=")]
     if len(lines) != 1:
-        raise SystemExit(f"examples/keepalived.service.d/kanotify.conf: expected one ExecStopPost=, found {lines}")
+        raise SystemExit(f"examples/keepalived.service.d/kanotify-stop.conf: expected one ExecStopPost=, found {lines}")
     argv = shlex.split(lines[0].lstrip("-@:+!"))
     if os.path.basename(argv[0]) != "kanotify":
         raise SystemExit(f"the drop-in's ExecStopPost= does not run kanotify: {lines[0]}")
