@@ -71,9 +71,15 @@ def conf2(tmp_path: Path) -> str:
     return str(path)
 
 
-def journal(conf: str) -> list[dict]:
+def journal_lines(conf: str) -> list[dict]:
+    """Every journal record, ``started`` ones too."""
     path = Path(conf).parent / "journal.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def journal(conf: str) -> list[dict]:
+    """The final record of each run."""
+    return [r for r in journal_lines(conf) if r.get("record") != "started"]
 
 
 def test_help_lists_the_commands() -> None:
@@ -102,6 +108,9 @@ def test_master_then_master_again(backend, conf, capsys) -> None:  # type: ignor
     assert len(backend.writes) == writes
     assert len(journal(conf)) == 2
     assert {a["status"] for a in journal(conf)[1]["actions"]} == {"noop"}
+    # the first run changed the system: a started record before its final one; the second only its final
+    assert [r["record"] for r in journal_lines(conf)] == ["started", "final", "final"]
+    assert journal_lines(conf)[0]["run"] == journal_lines(conf)[1]["run"] != journal_lines(conf)[2]["run"]
 
 
 def test_states_are_case_insensitive_from_keepalived(backend, conf) -> None:  # type: ignore[no-untyped-def]
@@ -274,7 +283,7 @@ def test_fast_path_behaves_like_the_typer_cli(backend, conf, capsys, argv) -> No
     assert fast == slow
     assert fast_out.err == slow_out.err
     strip = lambda text: [l for l in text.splitlines() if " in " not in l and '"ts"' not in l  # noqa: E731
-                          and "duration_ms" not in l and '"pid"' not in l]
+                          and "duration_ms" not in l and '"pid"' not in l and '"run"' not in l]
     assert strip(fast_out.out) == strip(slow_out.out)
 
 
