@@ -377,7 +377,7 @@ _NOTIFICATIONS = re.compile(r"(master|backup|fault|stop|notify \w+ \w+|fifo \w+ 
 
 def transitions(node: Node) -> list[dict[str, Any]]:
     """Journal records of notifications that changed (or checked) the recorded state."""
-    return [r for r in journal(node) if r.get("to") and not r.get("dry_run")
+    return [r for r in journal(node) if r.get("to") and not r.get("dry_run") and r.get("record") != "started"
             and _NOTIFICATIONS.match(str(r.get("command", "")))]
 
 
