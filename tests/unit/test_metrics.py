@@ -691,3 +691,14 @@ def test_a_listener_counts_the_runs_its_killed_predecessor_left_interrupted(tmp_
     counts = fed.tally.counts()
     assert counts.interrupted == 1 and counts.transitions == (("VI_1", "interrupted", 1),)
     assert ListenerMetrics().count_predecessor(journal, 4242, ("VI_1",)) == 0
+
+
+def test_docs_metrics_md_lists_exactly_the_metrics_shown() -> None:
+    import re
+
+    shown = set()
+    for family in text_string_to_metric_families(render(metrics_mod.Facts(instances=(("VI_1", None),))).decode()):
+        shown.add(family.name + {"counter": "_total", "info": "_info"}.get(family.type, ""))
+    text = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
+    documented = set(re.findall(r"^\| `(kanotify_\w+)` \|", text, re.MULTILINE))
+    assert documented == shown
