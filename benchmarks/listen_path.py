@@ -281,8 +281,10 @@ def started_cost(args: argparse.Namespace) -> None:
                 records = [json.loads(line) for line in list(fh)[lines_before:]]
             duration[name] += [r["duration_ms"] for r in records
                                if r.get("record") != "started" and r["command"].startswith("fifo")]
-            started_bytes += [len(json.dumps(r, separators=(",", ":"))) + 1 for r in records
-                              if r.get("record") == "started"]
+            started = [len(json.dumps(r, separators=(",", ":"))) + 1 for r in records if r.get("record") == "started"]
+            if (name == order[0]) != bool(started):
+                raise SystemExit(f"{name}: {len(started)} started records in its block")
+            started_bytes += started
     finally:
         os.close(writer)
     print(f"the journal's started record on the FIFO path: {args.blocks * 2} blocks of {args.events} events, "
