@@ -298,6 +298,25 @@ def started_cost(args: argparse.Namespace) -> None:
     with_, without = (statistics.median(latency[name]) * 1000 for name in variants)
     print(f"started record: {with_ - without:+.2f} ms on the median FIFO line -> converged "
           f"({(with_ / without - 1) * 100:+.1f}%); {statistics.median(started_bytes):.0f} bytes per started record")
+    # the append alone: one of the listener's started records, and the same with 300 VIPs to bind
+    from kanotify.journal import Journal
+
+    with open(journal) as fh:
+        record = next(r for r in map(json.loads, fh) if r.get("record") == "started")
+    big = {**record, "actions": [{"action": f"bind 198.51.100.{k % 250}/32 dev lo label lo:{k}", "status": "pending"}
+                                 for k in range(300)]}
+    for label, sample in (("this config's", record), ("a 300-VIP master's", big)):
+        scratch = Journal(str(tmp / "append.jsonl"))
+        times = []
+        for _ in range(2000):
+            start = time.perf_counter()
+            scratch.append(sample)
+            times.append(time.perf_counter() - start)
+        times.sort()
+        size = len(json.dumps(sample, separators=(",", ":"))) + 1
+        print(f"Journal.append of {label} started record ({size} bytes), 2000 times: median "
+              f"{statistics.median(times) * 1e6:.0f} us, p90 {times[1800] * 1e6:.0f} us")
+        os.unlink(scratch.path)
 
 
 def _fifo_finals(path: Path, skip: int) -> list[dict[str, object]]:
