@@ -652,6 +652,8 @@ def journal_runs(fig: Figures, path: Path, phase: str, health: str = "") -> None
     lines = path.read_text().splitlines()
     for line in lines[fig.journal_read:]:
         record = json.loads(line)
+        if record.get("record") == "started":  # the same run's final record follows, with its duration
+            continue
         if record.get("command") == "health":
             fig.runs.setdefault(f"health runs (drains){health}", []).append(record["duration_ms"])
         elif record.get("command") == "repair" and phase == "without checks":

@@ -126,9 +126,9 @@ def status(ctx: typer.Context) -> None:
 @app.command()
 def history(
     ctx: typer.Context,
-    n: int = typer.Option(20, "-n", "--lines", min=1, help="How many transitions to show."),
+    n: int = typer.Option(20, "-n", "--lines", min=1, help="How many runs to show."),
 ) -> None:
-    """The last N runs from the journal, newest last."""
+    """The last N runs from the journal, newest last (one killed before its end: interrupted)."""
     _call(ctx, commands.cmd_history, n)
 
 

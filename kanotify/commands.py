@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterator, NoReturn, Sequence, TextIO
 
 from .errors import EXIT_FAILED, EXIT_OK, ConfigError, KanotifyError, UsageError
-from .journal import Journal, outcome_text, summary_line
+from .journal import INTERRUPTED, Journal, RecordKind, outcome_text, summary_line
 from .model import State
 from .options import split
 
@@ -449,9 +449,9 @@ def cmd_status(g: Globals) -> NoReturn:
 
 
 def cmd_history(g: Globals, n: int) -> NoReturn:
-    """``kanotify history [-n N]``."""
+    """``kanotify history [-n N]``: the last N runs (a started run without its final record: ``interrupted``)."""
     config = load(g)
-    records = Journal(config.settings.journal).tail(n)
+    records = Journal(config.settings.journal).runs(n)
     if g.json:
         out(json.dumps(records, indent=2))
     elif not records:
@@ -477,13 +477,20 @@ def format_history(records: Sequence[dict[str, Any]]) -> str:
             outcome,
             str(sum(a.get("status") == "applied" for a in actions)),
             str(sum(a.get("status") == "failed" for a in actions)),
-            f"{float(rec.get('duration_ms') or 0):.0f}",
+            f"{float(rec['duration_ms']):.0f}" if "duration_ms" in rec else "-",
             " ".join(str(w) for w in rec.get("trigger", ())[1:])[:40],
         ))
         notes[i] = [f"{a.get('action')}: {a.get('error', '').splitlines()[0] if a.get('error') else ''}"
                     for a in actions if a.get("status") == "failed"]
         if rec.get("note"):
             notes[i].append(str(rec["note"]))
+        if rec.get("record") == RecordKind.STARTED.value:
+            pending = sum(a.get("status") == "pending" for a in actions)
+            if outcome == INTERRUPTED:
+                notes[i].append(f"interrupted: no final record; any part of its {pending} change(s) may have been "
+                                f"made (pid {rec.get('pid')}); reconcile converges to the recorded states")
+            else:
+                notes[i].append(f"under way: pid {rec.get('pid')}, {pending} change(s) planned")
     widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
     lines = []
     for i, row in enumerate(rows):

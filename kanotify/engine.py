@@ -12,8 +12,10 @@ all behave the same way:
 4. **converge**: observe only what the config manages, plan (pure), let hooks
    add steps, apply the changes (one failing action never stops the
    independent ones), re-observe and verify that a fresh plan has nothing
-   left to do;
-5. **record**: append one journal line and a syslog line.
+   left to do.  A run whose plan has changes to apply first appends a
+   ``started`` journal record (its planned actions, ``pending``): whatever
+   it changes is journaled even if it is killed before step 5;
+5. **record**: append the final journal line (same ``run`` id) and a syslog line.
 
 An :class:`Engine` keeps no state between runs except its config, its hooks and
 (with ``reuse_backend``) its open backend: warnings, hook problems and results
@@ -33,7 +35,7 @@ from . import backends
 from .backends import Backend
 from .config import Config
 from .errors import ApplyError, HookError, KanotifyError
-from .journal import Journal, summary_line, syslog_line, utc_now_iso
+from .journal import Journal, RecordKind, new_run_id, summary_line, syslog_line, utc_now_iso, writer_process
 from .model import Desired, Observed, Scope, ServiceKey, State
 from .plan import HealthView, Plan, PlanOptions, desired_for, next_draining, plan
 from .run import (
@@ -67,6 +69,10 @@ class _Run:
     started: float
     warnings: list[str] = field(default_factory=list)
     locked: bool = True
+    #: the journal's ``run``: the same in the run's ``started`` record (if any) and its final one
+    id: str = field(default_factory=new_run_id)
+    #: its ``started`` record was written: the final one must follow, whatever happens
+    journaled_start: bool = False
 
     def ms(self) -> float:
         return (time.monotonic() - self.started) * 1000.0
@@ -188,6 +194,10 @@ class Engine:
         except Exception as exc:  # noqa: BLE001 - e.g. netlink unusable: journal it with its traceback
             text = _traceback_text(exc)
             return self._record(run, [], OUTCOME_FAILED, note=f"{type(exc).__name__}: {exc}", traceback_text=text)
+        except BaseException as exc:  # KeyboardInterrupt, SystemExit: a live process must not leave a run "running"
+            if run.journaled_start:
+                self._record(run, [], OUTCOME_FAILED, note=f"{type(exc).__name__} before its final record")
+            raise
 
     def _begin(self, request: Request) -> _Run:
         ctx = RunContext(request.command, request.instances, {}, {}, request.dry_run, self.config, request.priority)
@@ -283,6 +293,8 @@ class Engine:
             elif run.request.dry_run:
                 results = [ActionResult(a, NOOP if a.is_noop else PENDING) for a in ctx.plan]
             else:
+                if ctx.plan.has_changes:
+                    self._journal_started(run)
                 results = self._apply(run, backend)
                 if any(r.status != NOOP for r in results):  # nothing changed: nothing to read again
                     after, verify = _verify(backend, desired, observed, results, options)
@@ -383,28 +395,11 @@ class Engine:
         self, run: _Run, results: list[ActionResult], outcome: str, verify: list[str] | None, note: str | None
     ) -> dict[str, Any]:
         ctx = run.ctx
-
-        def name(state: State | None) -> str | None:
-            return state.value if state is not None else None
-
-        single = ctx.instance
-        record: dict[str, Any] = {
-            "ts": utc_now_iso(),
-            "trigger": list(run.request.argv),
-            "command": ctx.command,
-            "instance": single,
-            "from": name(ctx.from_states.get(single)) if single else None,
-            "to": name(ctx.to_states.get(single)) if single else None,
-            "instances": [
-                {"instance": n, "from": name(ctx.from_states.get(n)), "to": name(ctx.to_states.get(n))}
-                for n in ctx.instances
-            ],
-            "dry_run": ctx.dry_run,
-            "actions": [r.to_json() for r in results],
-            "outcome": outcome,
-            "duration_ms": round(run.ms(), 1),
-            "pid": os.getpid(),
-        }
+        record = self._identity(run, RecordKind.FINAL)
+        record["actions"] = [r.to_json() for r in results]
+        record["outcome"] = outcome
+        record["duration_ms"] = round(run.ms(), 1)
+        record["pid"] = os.getpid()
         if ctx.priority is not None:
             record["priority"] = ctx.priority
         if verify:
@@ -418,6 +413,52 @@ class Engine:
         if note:
             record["note"] = note
         return record
+
+    def _journal_started(self, run: _Run) -> None:
+        """Append the run's ``started`` record (under the run lock, before its first change).
+
+        If it cannot be written the run goes on (failing over matters more) and
+        its final record and syslog say so.
+        """
+        ctx = run.ctx
+        record = self._identity(run, RecordKind.STARTED)
+        record["actions"] = [{"action": str(a), "status": NOOP if a.is_noop else PENDING} for a in ctx.plan]
+        record["pid"] = os.getpid()
+        record["process"] = writer_process()
+        if ctx.priority is not None:
+            record["priority"] = ctx.priority
+        try:
+            self.journal.append(record)
+        except OSError as exc:
+            message = f"cannot write journal {self.journal.path} before applying: {exc.strerror}"
+            run.warnings.append(message)
+            syslog_line(message, enabled=self.config.settings.syslog, error=True)
+            return
+        run.journaled_start = True
+
+    def _identity(self, run: _Run, kind: RecordKind) -> dict[str, Any]:
+        """The keys a run's records share: what it is about."""
+        ctx = run.ctx
+
+        def name(state: State | None) -> str | None:
+            return state.value if state is not None else None
+
+        single = ctx.instance
+        return {
+            "ts": utc_now_iso(),
+            "record": kind.value,
+            "run": run.id,
+            "trigger": list(run.request.argv),
+            "command": ctx.command,
+            "instance": single,
+            "from": name(ctx.from_states.get(single)) if single else None,
+            "to": name(ctx.to_states.get(single)) if single else None,
+            "instances": [
+                {"instance": n, "from": name(ctx.from_states.get(n)), "to": name(ctx.to_states.get(n))}
+                for n in ctx.instances
+            ],
+            "dry_run": ctx.dry_run,
+        }
 
     def _write_journal(self, record: dict[str, Any]) -> None:
         syslog = self.config.settings.syslog

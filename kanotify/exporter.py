@@ -83,6 +83,11 @@ def families(facts: Facts) -> list[Metric]:
         "kanotify_drift_repairs", "Drift repairs (listener repair runs, kanotify reconcile) that changed something.",
         value=facts.counts.repairs)
 
+    interrupted = CounterMetricFamily(
+        "kanotify_interrupted_runs",
+        "Runs (any command) that journaled their start of changing the system and never their end: killed.",
+        value=facts.counts.interrupted)
+
     up = GaugeMetricFamily(
         "kanotify_real_server_up", "1 when the listener's health check finds the real server UP, 0 when DOWN.",
         labels=["service", "real"])
@@ -105,7 +110,7 @@ def families(facts: Facts) -> list[Metric]:
     listener = GaugeMetricFamily(
         "kanotify_listener_running", "1 when a kanotify listen serves this state_dir.",
         value=1.0 if facts.listener else 0.0)
-    return [info, state, transitions, duration, repairs, up, weight, sync, listener]
+    return [info, state, transitions, duration, repairs, interrupted, up, weight, sync, listener]
 
 
 class FactsCollector(Collector):

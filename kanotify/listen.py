@@ -211,6 +211,7 @@ class Listener:
         self._running = False
         self._removed: list[Removed] = []  # address removals not judged yet (one came in during a run)
         self._lost_events = False
+        self._predecessor: int | None = None  # the pid in listen.lock when this listener took it
         self.runs = 0  # transitions run, for tests
         self.metrics = ListenerMetrics()
         self.metrics_server: MetricsServer | None = None
@@ -260,6 +261,8 @@ class Listener:
             self._keepalived = KeepalivedWatch(self.loop, config.settings.keepalived_pidfile, say=_say,
                                                on_gone=self._on_keepalived_gone, warn=self._keepalived_problem)
             self._keepalived.start()
+            if self._predecessor is not None:  # the worker's first job, before the start-up repair
+                self._executor.submit(self._count_predecessor, self._predecessor)
             runner = asyncio.ensure_future(self._runner())
             self._submit("repair", _Repair("listener started"))
             _say(f"listening: config {self.config_file}, control {control.socket_path(self.store.dir)}"
@@ -334,6 +337,8 @@ class Listener:
                     os.close(fd)
                     raise KanotifyError(f"another listener (pid {holder}) holds {path} and did not yield")
                 await asyncio.sleep(0.02)
+        previous = _read_pid(fd)
+        self._predecessor = int(previous) if previous.isdigit() and int(previous) != os.getpid() else None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lock_fd = fd
@@ -401,6 +406,20 @@ class Listener:
             self._note_desired()
             if collecting:
                 gc.enable()
+
+    def _count_predecessor(self, pid: int) -> None:
+        """Count the runs the previous listener was killed in (its metrics died with it); the worker thread."""
+        engine = self.engine
+        if engine is None:
+            return
+        try:
+            found = self.metrics.count_predecessor(engine.journal, pid, engine.config.instance_names)
+        except Exception:  # noqa: BLE001 - metrics must never stop the listener
+            log.exception("kanotify listen: could not read the journal for the previous listener's runs")
+            return
+        if found:
+            _say(f"the previous listener (pid {pid}) ended in the middle of {found} run(s): "
+                 "counted as interrupted (kanotify history shows them)")
 
     def _note_desired(self) -> None:
         """Remember which VIPs the saved states want bound, for the address watch (read in the loop thread)."""

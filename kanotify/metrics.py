@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Callable, Collection, Iterator, Mapping, 
 from . import __version__
 from .commands import Exit, Globals, err, load, runtime
 from .errors import EXIT_OK, KanotifyError
+from .journal import INTERRUPTED, Journal, RecordKind, kind_of, pair_runs, process_alive
 from .model import SYNC_STATES, Observed, RealKey, Scope, ServiceKey, State, SyncDaemon, format_hostport
 from .procinfo import ticket_fields
 from .run import RunKind
@@ -58,8 +59,9 @@ log = logging.getLogger("kanotify.metrics")
 #: upper bounds (seconds) of ``kanotify_transition_duration_seconds``: a notification takes
 #: tens of ms natively, a second or more in a slow VM, a big IPVS sync several seconds
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-#: a run's outcomes (the journal's ``outcome``), each counted per instance from 0
-OUTCOMES = ("converged", "failed", "superseded")
+#: a run's outcomes (the journal's ``outcome``, and ``interrupted``: a started record that never got its
+#: final one), each counted per instance from 0
+OUTCOMES = ("converged", "failed", "superseded", INTERRUPTED)
 #: the runs that converge to the recorded states by hand or on a timer: drift repairs when they change something
 REPAIR_COMMANDS = ("repair", "reconcile")
 _TRANSITIONS = tuple(s.value for s in State)
@@ -67,6 +69,8 @@ _TRANSITIONS = tuple(s.value for s in State)
 CURSOR_FILE = "metrics.cursor"
 #: at most this many bytes of the journal are read by one ``kanotify metrics``
 MAX_READ = 16 * 1024 * 1024
+#: the listener reads the journal's last this many bytes at start-up for the runs its predecessor left interrupted
+PREDECESSOR_READ = 1024 * 1024
 
 
 # --------------------------------------------------------------------------- counting journal records
@@ -94,21 +98,45 @@ def is_notification(command: str) -> bool:
 
 
 @dataclass(frozen=True)
+class Started:
+    """A ``started`` journal record not yet paired with its final one: the run may still be under way."""
+
+    run: str
+    command: str
+    instances: tuple[str, ...]
+    process: tuple[object, ...]
+
+    def to_json(self) -> list[Any]:
+        return [self.run, self.command, list(self.instances), list(self.process)]
+
+    @classmethod
+    def from_json(cls, data: Any) -> "Started":
+        run, command, instances, process = data
+        return cls(str(run), str(command), tuple(str(i) for i in instances), tuple(process))
+
+
+@dataclass(frozen=True)
 class Counts:
     """What the counters say: transitions per (instance, outcome), their durations, drift repairs.
 
     ``buckets`` holds one count per :data:`DURATION_BUCKETS` bound and one for
-    +Inf, each run counted once (not cumulative).
+    +Inf, each run counted once (not cumulative).  ``interrupted`` counts every
+    run (any command) that started changing the system and never wrote its final
+    record; ``pending`` holds the started records read whose final record may
+    still come (their process runs).
     """
 
     transitions: tuple[tuple[str, str, int], ...] = ()
     buckets: tuple[int, ...] = (0,) * (len(DURATION_BUCKETS) + 1)
     duration_sum: float = 0.0
     repairs: int = 0
+    interrupted: int = 0
+    pending: tuple[Started, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {"transitions": [list(t) for t in self.transitions], "buckets": list(self.buckets),
-                "duration_sum": self.duration_sum, "repairs": self.repairs}
+                "duration_sum": self.duration_sum, "repairs": self.repairs, "interrupted": self.interrupted,
+                "pending": [p.to_json() for p in self.pending]}
 
     @classmethod
     def from_json(cls, data: Any) -> "Counts":
@@ -117,7 +145,9 @@ class Counts:
         buckets = tuple(int(n) for n in data["buckets"])
         if len(buckets) != len(DURATION_BUCKETS) + 1:
             raise ValueError("another set of buckets")
-        return cls(transitions, buckets, float(data["duration_sum"]), int(data["repairs"]))
+        pending = tuple(Started.from_json(p) for p in data.get("pending", ()))  # a cursor from before 0.x has none
+        return cls(transitions, buckets, float(data["duration_sum"]), int(data["repairs"]),
+                   int(data.get("interrupted", 0)), pending)
 
 
 class Tally:
@@ -128,6 +158,11 @@ class Tally:
     ran (converged or failed; a superseded one did nothing).  A ``repair`` or
     ``reconcile`` that applied something counts as a drift repair.  Dry-runs
     and notifications for instances kanotify does not manage count nowhere.
+
+    A ``started`` record waits for its final record (same ``run``); it counts
+    as interrupted (a notification also under outcome ``interrupted`` per
+    instance, without a duration) once a later run has started or, at
+    :meth:`settle`, its process is gone.  A started record is never a transition.
     """
 
     def __init__(self, counts: Counts = Counts()) -> None:
@@ -136,13 +171,31 @@ class Tally:
         self._buckets = list(counts.buckets)
         self._sum = counts.duration_sum
         self._repairs = counts.repairs
+        self._interrupted = counts.interrupted
+        self._pending = {p.run: p for p in counts.pending}
 
     def add(self, record: Mapping[str, Any], declared: Collection[str]) -> None:
         if record.get("dry_run") is not False:
             return
         command = record.get("command")
+        kind = kind_of(record)
+        run = record.get("run")
+        if kind is RecordKind.STARTED:
+            if isinstance(command, str) and isinstance(run, str):
+                with self._lock:  # runs that change anything are serialized: the ones before it are over
+                    for earlier in list(self._pending.values()):
+                        self._count_interrupted(earlier)
+                    process = record.get("process")
+                    self._pending[run] = Started(run, command, _names(record, declared),
+                                                 tuple(process) if isinstance(process, list) else ())
+            return
+        if kind is None:
+            return
+        if isinstance(run, str) and self._pending:
+            with self._lock:
+                self._pending.pop(run, None)
         outcome = record.get("outcome")
-        if not isinstance(command, str) or outcome not in OUTCOMES:
+        if not isinstance(command, str) or outcome not in OUTCOMES or outcome == INTERRUPTED:
             return
         if command in REPAIR_COMMANDS:
             if any(isinstance(a, dict) and a.get("status") == "applied" for a in record.get("actions", ())):
@@ -170,10 +223,45 @@ class Tally:
                 self._buckets[index] += 1
                 self._sum += seconds
 
+    def add_interrupted(self, record: Mapping[str, Any], declared: Collection[str]) -> None:
+        """Count a started record known to have no final record (:func:`~kanotify.journal.pair_runs` said so)."""
+        command, run, process = record.get("command"), record.get("run"), record.get("process")
+        if record.get("dry_run") is False and isinstance(command, str) and isinstance(run, str):
+            with self._lock:
+                self._pending.pop(run, None)
+                self._count_interrupted(Started(run, command, _names(record, declared),
+                                                tuple(process) if isinstance(process, list) else ()))
+
+    def settle(self, alive: Callable[[object], bool] = process_alive) -> None:
+        """Count the waiting started records whose process is gone as interrupted (their final record never comes)."""
+        with self._lock:
+            for started in list(self._pending.values()):
+                if not alive(list(started.process)):
+                    self._count_interrupted(started)
+
+    def _count_interrupted(self, started: Started) -> None:
+        """(lock held)"""
+        self._pending.pop(started.run, None)
+        self._interrupted += 1
+        if is_notification(started.command):
+            for name in started.instances:
+                self._transitions[(name, INTERRUPTED)] = self._transitions.get((name, INTERRUPTED), 0) + 1
+
     def counts(self) -> Counts:
         with self._lock:
             return Counts(tuple((i, o, n) for (i, o), n in sorted(self._transitions.items())),
-                          tuple(self._buckets), self._sum, self._repairs)
+                          tuple(self._buckets), self._sum, self._repairs, self._interrupted,
+                          tuple(self._pending.values()))
+
+
+def _names(record: Mapping[str, Any], declared: Collection[str]) -> tuple[str, ...]:
+    """The declared instances a started record is about."""
+    names = []
+    for entry in record.get("instances", ()):
+        name = entry.get("instance") if isinstance(entry, dict) else None
+        if isinstance(name, str) and name in declared:
+            names.append(name)
+    return tuple(names)
 
 
 # --------------------------------------------------------------------------- what is shown
@@ -280,6 +368,25 @@ class ListenerMetrics:
                     self._daemons = None  # it tried and could not read them: unknown now
         except Exception:  # noqa: BLE001 - metrics must never fail a run
             log.exception("kanotify listen: metrics could not count a run")
+
+    def count_predecessor(self, journal: Journal, pid: int, declared: Collection[str]) -> int:
+        """At start-up: count the runs the listener before this one (``pid``, gone) left interrupted.
+
+        Its counters went with it; what it was doing when it was killed is the one
+        thing it could not count itself.  Only its own started records of this boot
+        among the journal's last :data:`PREDECESSOR_READ` bytes, so a restart never
+        counts another listener's (or a one-shot's) run again.  Returns how many.
+        """
+        boot = ticket_fields()[0]
+        found = 0
+        for record in pair_runs(journal.last_records(PREDECESSOR_READ)):
+            process = record.get("process")
+            if (record.get("record") == RecordKind.STARTED.value and record.get("outcome") == INTERRUPTED
+                    and isinstance(process, list) and len(process) == 3 and process[0] == boot
+                    and process[2] == pid):
+                self.tally.add_interrupted(record, declared)
+                found += 1
+        return found
 
     def facts(self, config: Config, health: HealthView | None) -> Facts:
         """The numbers now (any thread): states from ``state.json``, health from ``health``."""
@@ -483,6 +590,7 @@ def _read_journal(
         if since is not None and not str(record.get("ts", "")) >= since:
             continue  # written before this boot
         tally.add(record, declared)
+    tally.settle()  # started records whose process is gone: their final record will never come
     counts = tally.counts()
     return counts, _Cursor(boot, st.st_dev, st.st_ino, start + max(end, first), counts), warnings
 

@@ -210,7 +210,7 @@ class Harness:
 
     @property
     def journal(self) -> list[dict[str, Any]]:
-        """Every journal record written so far, oldest first."""
+        """Every journal record written so far, oldest first (a changing run's ``started`` record before its final one)."""
         return list(self.engine.journal.records())
 
     @property

@@ -377,7 +377,7 @@ _NOTIFICATIONS = re.compile(r"(master|backup|fault|stop|notify \w+ \w+|fifo \w+ 
 
 def transitions(node: Node) -> list[dict[str, Any]]:
     """Journal records of notifications that changed (or checked) the recorded state."""
-    return [r for r in journal(node) if r.get("to") and not r.get("dry_run")
+    return [r for r in journal(node) if r.get("to") and not r.get("dry_run") and r.get("record") != "started"
             and _NOTIFICATIONS.match(str(r.get("command", "")))]
 
 
@@ -1271,6 +1271,10 @@ def scenario_gone(c: Cluster, old: Node, new: Node, how: str) -> None:
     c.check(f"journal of {old.name}: the release converged ({numbers.get('released_by')})",
             bool(stop_records) and any(r["outcome"] == "converged" for r in stop_records) and not interrupted,
             [describe_record(r) for r in stop_records] + interrupted)
+    finals = {r.get("run") for r in journal(old) if r.get("record") != "started"}
+    unfinished = [r.get("command") for r in records if r.get("record") == "started" and r.get("run") not in finals]
+    c.check(f"journal of {old.name}: every run started since the kill has its final record (none interrupted)",
+            not unfinished, unfinished)
     if how == "kill_all":
         want = "keepalived-gone" if c.mode != "notify" else "reconcile"
         c.check(f"journal of {old.name}: released by {want} (no STOP came)",

@@ -97,9 +97,11 @@ class Node:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
 
     def records(self) -> list[dict]:
+        """The final record of each run (not the ``started`` records of the runs that changed something)."""
         if not self.journal.exists():
             return []
-        return [json.loads(line) for line in self.journal.read_text().splitlines() if line.strip()]
+        records = [json.loads(line) for line in self.journal.read_text().splitlines() if line.strip()]
+        return [r for r in records if r.get("record") != "started"]
 
     def addr(self) -> list[dict]:
         """``ip -j addr`` of the namespace, minus the lifetimes the kernel counts down."""

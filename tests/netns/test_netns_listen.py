@@ -90,8 +90,10 @@ class Daemon:
         os.write(self.writer, "".join(line + "\n" for line in lines).encode())
 
     def journal(self) -> list[dict[str, Any]]:
+        """The final record of each run (not the ``started`` records of the runs that changed something)."""
         path = self.tmp / "journal.jsonl"
-        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        records = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        return [r for r in records if r.get("record") != "started"]
 
     def kanotify(self, *args: str) -> subprocess.CompletedProcess[str]:
         return self.ns.exec(kanotify_script(), "--config", str(self.config), *args, check=False)

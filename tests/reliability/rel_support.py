@@ -198,8 +198,9 @@ class Node:
     def journal_lines(self) -> list[bytes]:
         return self.journal.read_bytes().splitlines(keepends=True) if self.journal.exists() else []
 
-    def records(self) -> list[dict[str, Any]]:
-        """Every journal line parsed: fails the test on any line that is not a whole JSON object."""
+    def all_records(self) -> list[dict[str, Any]]:
+        """Every journal line parsed (``started`` records too): fails the test on any line that is not a
+        whole JSON object."""
         records = []
         for number, raw in enumerate(self.journal_lines(), 1):
             assert raw.endswith(b"\n"), f"journal line {number} is not whole: {raw[:200]!r}"
@@ -207,6 +208,10 @@ class Node:
             assert isinstance(record, dict), f"journal line {number} is not an object"
             records.append(record)
         return records
+
+    def records(self) -> list[dict[str, Any]]:
+        """The final record of each run (every line checked as :meth:`all_records` does)."""
+        return [r for r in self.all_records() if r.get("record") != "started"]
 
     def recorded(self) -> dict[str, Any]:
         """state.json parsed (it must always parse)."""

@@ -54,7 +54,7 @@ def test_flap_storm_ends_in_the_state_of_the_last_notification_started(node: Nod
     assert codes == [0] * RUNS, [(i, c, stderr[i]) for i, c in enumerate(codes) if c != 0][:5]
     assert not [i for i in range(RUNS) if "Traceback" in stderr[i] + stdout[i]]
 
-    # ---- the journal: exactly one whole JSON line per run, only converged/superseded
+    # ---- the journal: exactly one whole final record per run, only converged/superseded
     records = node.records()
     assert len(records) == RUNS
     outcomes = Counter(r["outcome"] for r in records)
@@ -62,6 +62,15 @@ def test_flap_storm_ends_in_the_state_of_the_last_notification_started(node: Nod
     index = {proc.pid: i for i, (_, proc) in enumerate(procs)}
     assert sorted(index[r["pid"]] for r in records) == list(range(RUNS)), "one line per process"
     assert all(not r["dry_run"] and r["trigger"][-1] == procs[index[r["pid"]]][0] for r in records)
+    # a run that changed something wrote a started record first, and (holding the lock) nothing came in between
+    lines = node.all_records()
+    for position, record in enumerate(lines):
+        if record["record"] == "started":
+            assert lines[position + 1]["run"] == record["run"] and lines[position + 1]["record"] == "final"
+        elif any(a["status"] != "noop" for a in record["actions"]):
+            assert lines[position - 1]["run"] == record["run"], f"journal line {position}: no started record"
+        else:
+            assert position == 0 or lines[position - 1]["run"] != record["run"]
 
     # ---- ordering, proven from the journal: in the order the lock was taken, a run
     # converges only if it was started after every run applied before it, and is

@@ -8,6 +8,7 @@ verify, journal) as measured by a calibration run of each direction, the rest
 anywhere from exec to exit.  After every kill:
 
 * every journal line is a whole JSON object, ``state.json`` parses;
+* a run that changed the kernel has a journal record (its ``started`` one at least);
 * a following ``reconcile`` (the real console script) exits 0 and converges;
 * ``plan --detailed-exitcode`` then exits 0 (nothing left to do);
 * the kernel holds exactly what the recorded state asks for.
@@ -75,7 +76,8 @@ def test_kill_9_at_random_points_then_reconcile_converges(node: Node) -> None:
     for n in range(KILLS):
         state = "master" if n % 2 == 0 else "backup"
         node.set_sysctls(ZERO)
-        lines_before = len(node.journal_lines())
+        lines_before = len(node.records())
+        lo_before = on_lo(node)
         if rng.random() < 0.7:  # aimed at the engine's part of the run
             delay = rng.uniform(max(0.0, wall[state] - engine[state] - 0.03), wall[state])
         else:
@@ -88,11 +90,13 @@ def test_kill_9_at_random_points_then_reconcile_converges(node: Node) -> None:
         assert b"Traceback" not in err
 
         # ---- what the kill left behind must be valid
-        records = node.records()  # every line whole and parseable
+        records = node.records()  # every line whole and parseable; the final records
         recorded = node.recorded() if node.state_file.exists() else None
         lo = on_lo(node)
         sysctls_set = sum(v == ARP_SYSCTLS[k] for k, v in node.sysctls().items())
         mine = recorded is not None and recorded["instances"]["VI_1"]["ticket"][2] == proc.pid
+        if lo != lo_before or sysctls_set:  # it changed the kernel: the journal says so
+            assert [r for r in node.all_records() if r.get("pid") == proc.pid], f"kill {n}: a change, no record"
         if proc.returncode != -signal.SIGKILL:
             kinds["finished before the kill"] += 1
             assert proc.returncode == 0 and len(records) == lines_before + 1

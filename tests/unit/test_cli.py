@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -71,9 +72,15 @@ def conf2(tmp_path: Path) -> str:
     return str(path)
 
 
-def journal(conf: str) -> list[dict]:
+def journal_lines(conf: str) -> list[dict]:
+    """Every journal record, ``started`` ones too."""
     path = Path(conf).parent / "journal.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def journal(conf: str) -> list[dict]:
+    """The final record of each run."""
+    return [r for r in journal_lines(conf) if r.get("record") != "started"]
 
 
 def test_help_lists_the_commands() -> None:
@@ -102,6 +109,9 @@ def test_master_then_master_again(backend, conf, capsys) -> None:  # type: ignor
     assert len(backend.writes) == writes
     assert len(journal(conf)) == 2
     assert {a["status"] for a in journal(conf)[1]["actions"]} == {"noop"}
+    # the first run changed the system: a started record before its final one; the second only its final
+    assert [r["record"] for r in journal_lines(conf)] == ["started", "final", "final"]
+    assert journal_lines(conf)[0]["run"] == journal_lines(conf)[1]["run"] != journal_lines(conf)[2]["run"]
 
 
 def test_states_are_case_insensitive_from_keepalived(backend, conf) -> None:  # type: ignore[no-untyped-def]
@@ -274,7 +284,7 @@ def test_fast_path_behaves_like_the_typer_cli(backend, conf, capsys, argv) -> No
     assert fast == slow
     assert fast_out.err == slow_out.err
     strip = lambda text: [l for l in text.splitlines() if " in " not in l and '"ts"' not in l  # noqa: E731
-                          and "duration_ms" not in l and '"pid"' not in l]
+                          and "duration_ms" not in l and '"pid"' not in l and '"run"' not in l]
     assert strip(fast_out.out) == strip(slow_out.out)
 
 
@@ -349,3 +359,66 @@ def test_check_lists_hook_plugins_and_their_load_problems(tmp_path, capsys) -> N
     (hooks_dir / "broken.py").unlink()
     assert run(["--config", str(conf), "--json", "check"]) == 0
     assert json.loads(capsys.readouterr().out)["plugins"] == ["good"]
+
+
+def test_a_run_killed_mid_apply_is_journaled_and_history_shows_it_interrupted(
+        backend, conf, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """SIGKILL in a forked run, after its first change: its started record is there, history says interrupted."""
+    import signal
+
+    from kanotify.metrics import count_journal
+    from kanotify.config import load_config
+
+    assert run(["--config", conf, "backup"]) == 0
+    applied = []
+
+    def apply_then_die(action):  # type: ignore[no-untyped-def]
+        MemoryBackend.apply(backend, action)
+        applied.append(action)
+        if len(applied) == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child dies in apply
+        try:
+            monkeypatch.setattr(backend, "apply", apply_then_die)
+            run(["--config", conf, "master"])
+        finally:
+            os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    lines = journal_lines(conf)
+    assert [r["record"] for r in lines] == ["started", "final", "started"]
+    assert lines[-1]["to"] == "master" and lines[-1]["process"][2] == pid
+    capsys.readouterr()
+    assert run(["--config", conf, "history"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    # nothing known to be applied, no duration
+    assert "backup -> master" in out[2] and re.search(r" interrupted +0 +0 +- ", out[2]), out[2]
+    assert "interrupted: no final record" in out[3] and f"pid {pid}" in out[3]
+    assert run(["--config", conf, "--json", "history"]) == 0
+    runs = json.loads(capsys.readouterr().out)
+    assert [(r["to"], r["outcome"]) for r in runs] == [("backup", "converged"), ("master", "interrupted")]
+    counts, _ = count_journal(load_config(conf))
+    assert ("VI_1", "interrupted", 1) in counts.transitions and counts.interrupted == 1 and not counts.pending
+    # the next run finishes the job; it is a run of its own, the interrupted one stays interrupted
+    assert run(["--config", conf, "reconcile"]) == 0
+    assert run(["--config", conf, "reconcile"]) == 0  # and the second one changes nothing
+    assert [r["record"] for r in journal_lines(conf)] == ["started", "final", "started", "started", "final", "final"]
+    assert {a["status"] for a in journal(conf)[-1]["actions"]} == {"noop"}
+    capsys.readouterr()
+    assert run(["--config", conf, "--json", "history"]) == 0
+    assert [r["outcome"] for r in json.loads(capsys.readouterr().out)] == ["converged", "interrupted", "converged",
+                                                                           "converged"]
+
+
+def test_a_run_stopped_by_an_exception_still_writes_its_final_record(backend, conf, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """KeyboardInterrupt (or SystemExit) mid-apply: the process lives on, so its run must not look under way."""
+    def interrupt(action):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(backend, "apply", interrupt)
+    assert run(["--config", conf, "master"]) != 0  # click turns it into "Aborted!"
+    started, final = journal_lines(conf)
+    assert started["record"] == "started" and final["run"] == started["run"]
+    assert final["outcome"] == "failed" and "KeyboardInterrupt" in final["note"]

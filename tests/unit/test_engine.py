@@ -84,9 +84,15 @@ def _ticket(n: int) -> Ticket:
     return Ticket("boot-a", 100 + n, 5000 + n)
 
 
-def _journal(tmp: Path) -> list[dict]:
+def _journal_lines(tmp: Path) -> list[dict]:
+    """Every journal record, ``started`` ones too."""
     lines = (tmp / "journal.jsonl").read_text().splitlines()
     return [json.loads(line) for line in lines]
+
+
+def _journal(tmp: Path) -> list[dict]:
+    """The final record of each run."""
+    return [r for r in _journal_lines(tmp) if r.get("record") != "started"]
 
 
 def _statuses(record: dict) -> list[str]:
@@ -114,6 +120,17 @@ def test_master_applies_then_second_run_is_all_noops(env) -> None:  # type: igno
     for key in ("ts", "trigger", "instance", "from", "to", "dry_run", "actions", "outcome", "duration_ms"):
         assert key in records[0]
     assert records[0]["trigger"] == ["kanotify", "master", "VI_1"]
+    # the first run wrote a started record before changing anything; the second (all no-ops) did not
+    lines = _journal_lines(tmp)
+    assert [r["record"] for r in lines] == ["started", "final", "final"]
+    started = lines[0]
+    assert started["run"] == records[0]["run"] == first.record["run"] != records[1]["run"]
+    assert "outcome" not in started and "duration_ms" not in started and started["dry_run"] is False
+    assert [a["action"] for a in started["actions"]] == [a["action"] for a in records[0]["actions"]]
+    assert {a["status"] for a in started["actions"] if a["status"] != "noop"} == {"pending"}
+    assert [a["status"] == "noop" for a in started["actions"]] == [
+        a["status"] == "noop" for a in records[0]["actions"]]
+    assert started["process"][2] == started["pid"] == os.getpid()
 
 
 def test_each_state_applied_twice_converges_with_no_second_write(env) -> None:  # type: ignore[no-untyped-def]

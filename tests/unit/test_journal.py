@@ -6,7 +6,10 @@ import json
 import os
 from pathlib import Path
 
-from kanotify.journal import Journal, outcome_text, summary_line, well_formed
+from kanotify.journal import (
+    INTERRUPTED, RUNNING, Journal, RecordKind, kind_of, new_run_id, outcome_text, pair_runs, process_alive,
+    summary_line, well_formed, writer_process,
+)
 
 
 def _record(**extra: object) -> dict[str, object]:
@@ -81,3 +84,96 @@ def test_a_dry_run_says_what_is_pending_not_converged() -> None:
     assert outcome_text(_record(dry_run=True, actions=[])) == "dry-run: nothing to do"
     assert outcome_text(_record(dry_run=True, outcome="failed")) == "dry-run failed"
     assert outcome_text(_record()) == "converged"
+
+
+# --------------------------------------------------------------------------- started records, pairing, interrupted
+
+
+def _started(run: str, **extra: object) -> dict[str, object]:
+    record = _record(record="started", run=run, process=writer_process(), pid=os.getpid(),
+                     actions=[{"action": "bind 192.0.2.100/24 dev eth0", "status": "pending"},
+                              {"action": "sysctl x already 1", "status": "noop"}])
+    del record["outcome"], record["duration_ms"]
+    record.update(extra)
+    return record
+
+
+def _final(run: str, **extra: object) -> dict[str, object]:
+    return _record(record="final", run=run, **extra)
+
+
+DEAD = ["some-other-boot", 1, 1]  # a process that cannot be running
+
+
+def test_record_kinds() -> None:
+    assert kind_of(_record()) is RecordKind.FINAL  # a line from before started records: a final one
+    assert kind_of(_final("a")) is RecordKind.FINAL and kind_of(_started("a")) is RecordKind.STARTED
+    assert kind_of(_record(record="compacted")) is None  # a kind this version does not know
+    assert RecordKind("started") is RecordKind.STARTED and RecordKind.STARTED == "started"
+    assert well_formed(_started("a")) and not well_formed(_record(run=7)) and not well_formed(_record(record=1))
+    assert len(new_run_id()) == 16 and new_run_id() != new_run_id()
+
+
+def test_a_started_record_is_left_out_when_its_final_one_follows() -> None:
+    records = [_final("a", command="reconcile"), _started("b"), _final("b"), _started("c"), _final("c")]
+    assert [(r["run"], r["record"]) for r in pair_runs(records)] == [("a", "final"), ("b", "final"), ("c", "final")]
+    # a record written without the lock (an ignored notification) between a started record and its final one
+    records = [_started("b"), _final("x", note="ignored"), _final("b")]
+    assert [r["run"] for r in pair_runs(records)] == ["x", "b"]
+    assert [r["run"] for r in pair_runs(records, 1)] == ["b"]
+
+
+def test_a_started_record_without_its_final_one_is_interrupted_when_its_process_is_gone() -> None:
+    runs = pair_runs([_final("a"), _started("b", process=DEAD)])
+    assert [r.get("outcome") for r in runs] == ["converged", INTERRUPTED]
+    assert runs[1]["record"] == "started" and runs[1]["run"] == "b"  # still says what it is
+    # this very process still runs: under way
+    assert pair_runs([_started("b")])[0]["outcome"] == RUNNING
+    # ... unless a later run has started: runs that change anything hold the lock to their final record
+    runs = pair_runs([_started("b"), _started("c"), _final("c")])
+    assert [(r["run"], r["outcome"]) for r in runs] == [("b", INTERRUPTED), ("c", "converged")]
+    # the process check is the reader's to make
+    assert pair_runs([_started("b", process=DEAD)], alive=lambda p: True)[0]["outcome"] == RUNNING
+
+
+def test_the_last_n_runs_count_runs_not_lines() -> None:
+    records: list[dict[str, object]] = []
+    for n in range(10):
+        records += [_started(f"s{n}"), _final(f"s{n}")]
+    records += [_started("dead", process=DEAD), _final("noop")]
+    runs = pair_runs(records, 3)
+    assert [(r["run"], r["outcome"]) for r in runs] == [("s9", "converged"), ("dead", INTERRUPTED),
+                                                       ("noop", "converged")]
+    assert len(pair_runs(records)) == 12
+    assert pair_runs([_record(record="compacted"), _final("a")]) == [_final("a")]
+
+
+def test_process_alive_needs_the_same_boot_start_time_and_pid() -> None:
+    me = writer_process()
+    assert me[2] == os.getpid() and process_alive(me)
+    assert not process_alive([me[0], int(me[1]) + 1, me[2]])  # a reused pid: another start time
+    assert not process_alive(["another boot", me[1], me[2]])
+    for garbage in (None, [], "x", [me[0], me[1], "1"], [me[0], me[1], True], [me[0], me[1], 0], DEAD):
+        assert not process_alive(garbage)
+
+
+def test_journal_runs_reads_through_torn_and_garbage_lines(tmp_path: Path) -> None:
+    journal = Journal(str(tmp_path / "journal.jsonl"))
+    journal.append(_started("a"))
+    journal.append(_final("a"))
+    journal.append(_started("b", process=DEAD))
+    with open(journal.path, "ab") as fh:
+        fh.write(json.dumps(_final("b")).encode()[:40])  # kill -9 in the middle of the final record
+    assert [(r["run"], r["outcome"]) for r in journal.runs(10)] == [("a", "converged"), ("b", INTERRUPTED)]
+    journal.append(_started("c"))  # the next run cuts the torn line first
+    assert [(r["run"], r["outcome"]) for r in journal.runs(10)] == [
+        ("a", "converged"), ("b", INTERRUPTED), ("c", RUNNING)]
+    assert [r["record"] for r in journal.tail(10)] == ["started", "final", "started", "started"]
+    assert [r["run"] for r in journal.last_records(1 << 20)] == ["a", "a", "b", "c"]
+    assert [r["run"] for r in journal.last_records(len(json.dumps(_started("c"))) + 1)] == ["c"]
+
+
+def test_an_interrupted_run_reads_as_such() -> None:
+    [run] = pair_runs([_started("b", process=DEAD)])
+    assert summary_line(run) == "VI_1 backup -> master: interrupted (1 pending, 1 noop)"
+    assert outcome_text(run) == INTERRUPTED

@@ -90,9 +90,14 @@ class Running:
             self.writer = -1
         return self.code
 
-    def journal(self) -> list[dict[str, Any]]:
+    def journal_lines(self) -> list[dict[str, Any]]:
+        """Every journal record, ``started`` ones too."""
         path = self.tmp / "journal.jsonl"
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    def journal(self) -> list[dict[str, Any]]:
+        """The final record of each run."""
+        return [r for r in self.journal_lines() if r.get("record") != "started"]
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 10.0) -> object:
@@ -133,6 +138,14 @@ def test_events_apply_in_order_and_every_one_is_journaled(running: Running) -> N
     assert [r["command"] for r in records] == ["fifo INSTANCE master", "fifo INSTANCE backup", "fifo GROUP master"]
     assert records[0]["trigger"][-1] == 'INSTANCE "VI_1" MASTER 100' and records[0]["priority"] == 100
     assert all(r["outcome"] in ("converged", "superseded") for r in records)
+    # the listener's runs are journaled like the one-shots': a started record right before each changing run's final
+    lines = running.journal_lines()
+    for i, record in enumerate(lines):
+        changed = any(a["status"] == "applied" for a in record["actions"])
+        if record["record"] == "final" and changed:
+            assert lines[i - 1]["record"] == "started" and lines[i - 1]["run"] == record["run"], record
+        elif record["record"] == "final":
+            assert lines[i - 1]["run"] != record["run"]
 
 
 def test_a_burst_of_1000_events_coalesces_and_ends_in_the_last_state(running: Running) -> None:

@@ -611,3 +611,94 @@ def test_a_scrape_that_fails_is_a_500_and_the_next_one_works(served: tuple[Runni
     assert caught.value.code == 500 and calls
     monkeypatch.undo()
     assert value(scrape(port), "kanotify_listener_running") == 1
+
+
+# --------------------------------------------------------------------------- started records and interrupted runs
+
+DEAD = ["some-other-boot", 1, 1]  # a process that cannot be running
+
+
+def _started(run: str, command: str = "master", process: Any = None, ts: str = "2999-01-01T00:00:00.000Z",
+             instance: str = "VI_1") -> dict[str, Any]:
+    from kanotify.journal import writer_process
+
+    return {"ts": ts, "record": "started", "run": run, "command": command, "dry_run": False,
+            "instances": [{"instance": instance, "from": None, "to": "master"}],
+            "actions": [{"action": "bind x", "status": "pending"}],
+            "process": writer_process() if process is None else process}
+
+
+def _final(run: str, **kw: Any) -> dict[str, Any]:
+    return {**_record(**kw), "record": "final", "run": run}
+
+
+def test_a_started_record_is_never_a_transition_and_one_without_its_final_one_is_interrupted() -> None:
+    tally = Tally()
+    declared = ("VI_1", "VI_2")
+    tally.add(_started("a"), declared)
+    tally.add(_final("a"), declared)
+    assert tally.counts().transitions == (("VI_1", "converged", 1),) and sum(tally.counts().buckets) == 1
+    assert tally.counts().interrupted == 0 and tally.counts().pending == ()
+    tally.add(_started("b"), declared)  # this process runs: it may be under way
+    assert tally.counts().interrupted == 0 and [p.run for p in tally.counts().pending] == ["b"]
+    tally.settle()
+    assert [p.run for p in tally.counts().pending] == ["b"]
+    tally.add(_started("c", command="reconcile", instance="VI_2"), declared)  # a later run started: b is over
+    counts = tally.counts()
+    assert counts.interrupted == 1 and ("VI_1", "interrupted", 1) in counts.transitions
+    tally.settle(alive=lambda process: False)  # c's process is gone: a reconcile, not a transition
+    counts = tally.counts()
+    assert counts.interrupted == 2 and counts.pending == ()
+    assert counts.transitions == (("VI_1", "converged", 1), ("VI_1", "interrupted", 1))
+    assert sum(counts.buckets) == 1 and counts.repairs == 0  # no duration, no repair for what never ended
+    tally.add({**_started("d"), "dry_run": True}, declared)  # a dry-run never writes one; one that says so is ignored
+    assert tally.counts().pending == ()
+    assert Counts.from_json(json.loads(json.dumps(tally.counts().to_json()))) == tally.counts()
+    old = tally.counts().to_json()
+    del old["interrupted"], old["pending"]  # a cursor written before started records
+    assert Counts.from_json(old).interrupted == 0
+
+
+def test_the_cursor_keeps_a_started_run_until_its_final_record_or_its_end(tmp_path: Path) -> None:
+    config = parse_config(CONFIG.format(tmp=tmp_path, metrics=""))
+    _journal_lines(tmp_path, _started("a"))  # under way (this process)
+    counts, warnings = count_journal(config)
+    assert warnings == [] and counts.interrupted == 0 and [p.run for p in counts.pending] == ["a"]
+    _journal_lines(tmp_path, _final("a"))  # read in another run of kanotify metrics: paired through the cursor
+    counts = count_journal(config)[0]
+    assert counts.interrupted == 0 and counts.pending == () and _converged(counts) == 1
+    _journal_lines(tmp_path, _started("b", process=DEAD))
+    counts = count_journal(config)[0]
+    assert counts.interrupted == 1 and ("VI_1", "interrupted", 1) in counts.transitions and counts.pending == ()
+    assert count_journal(config)[0] == counts  # counted once
+    text = render(metrics_mod.Facts(instances=(("VI_1", State.MASTER),), counts=counts)).decode()
+    assert value(text, "kanotify_transitions_total", instance="VI_1", outcome="interrupted") == 1
+    assert value(text, "kanotify_transitions_total", instance="VI_1", outcome="converged") == 1
+    assert value(text, "kanotify_interrupted_runs_total") == 1
+
+
+def test_a_listener_counts_the_runs_its_killed_predecessor_left_interrupted(tmp_path: Path) -> None:
+    from kanotify.journal import Journal, writer_process
+
+    boot = writer_process()[0]
+    dead_listener = [boot, 1, 999_999_999]  # no such pid
+    journal = Journal(str(tmp_path / "journal.jsonl"))
+    for record in (_started("x", process=[boot, 1, 12345]), _started("a", process=dead_listener),
+                   _final("a"), _started("b", process=dead_listener, command="fifo INSTANCE master")):
+        journal.append(record)
+    fed = ListenerMetrics()
+    assert fed.count_predecessor(journal, 999_999_999, ("VI_1",)) == 1  # b only: x was another process's
+    counts = fed.tally.counts()
+    assert counts.interrupted == 1 and counts.transitions == (("VI_1", "interrupted", 1),)
+    assert ListenerMetrics().count_predecessor(journal, 4242, ("VI_1",)) == 0
+
+
+def test_docs_metrics_md_lists_exactly_the_metrics_shown() -> None:
+    import re
+
+    shown = set()
+    for family in text_string_to_metric_families(render(metrics_mod.Facts(instances=(("VI_1", None),))).decode()):
+        shown.add(family.name + {"counter": "_total", "info": "_info"}.get(family.type, ""))
+    text = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
+    documented = set(re.findall(r"^\| `(kanotify_\w+)` \|", text, re.MULTILINE))
+    assert documented == shown
