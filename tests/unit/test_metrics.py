@@ -426,6 +426,9 @@ name = "VI_1"
         assert value(text, "kanotify_real_server_up", service=service, real="127.0.0.2:80") is None  # not checked
         # the one-shot shows the listener's health from health.json
         config = running.listener.engine.config  # type: ignore[union-attr]
+        # a scrape shows the checker's state at once; health.json is written in the loop's next turn
+        wait_for(lambda: (service, f"127.0.0.1:{bad}", False)
+                 in collect_facts(config, backend_factory=lambda: running.backend)[0].reals_up)
         facts, _warnings = collect_facts(config, backend_factory=lambda: running.backend)
         assert (service, f"127.0.0.1:{bad}", False) in facts.reals_up and facts.listener
         assert (service, f"127.0.0.1:{good}", True) in facts.reals_up
