@@ -2,8 +2,10 @@
 
 The listener applies FIFO events that bind (MASTER) or remove (BACKUP) 60
 VIPs on ``lo`` plus four ARP sysctls (reset to 0 before every round).  It is
-SIGKILLed a seeded random time after the event was written -- while that
-transition is under way.  Then a new listener starts on the same state dir
+SIGKILLed a seeded random time after the event was written (before, during or
+after the transition), or, every other round, a seeded random time after the
+transition's first address change (a rtnetlink event): under way for sure, however
+loaded the machine (blind times alone hit 1 to 3 of 20 transitions there).  Then a new listener starts on the same state dir
 (as keepalived's next fifo script would, or systemd's Restart=on-failure):
 its start-up reconcile must converge the kernel to the saved state, and a
 ``plan --detailed-exitcode`` after it must have nothing to do.  Every journal
@@ -15,13 +17,16 @@ from __future__ import annotations
 import json
 import os
 import random
+import select
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
+from kanotify.backends.netns import call_in
 from rel_support import ARP_SYSCTLS, KANOTIFY, Node
 from test_rel_kill9 import ZERO, on_lo, sixty_vips
 
@@ -40,6 +45,28 @@ def _start(node: Node, fifo: Path, log: Path) -> subprocess.Popen[bytes]:
         assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
         time.sleep(0.01)
     return proc
+
+
+RTMGRP_IPV4_IFADDR = 0x10
+
+
+def _address_events(node: Node) -> socket.socket:
+    """A socket that hears every IPv4 address added or removed in the node's namespace."""
+    def make() -> socket.socket:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        sock.bind((0, RTMGRP_IPV4_IFADDR))
+        sock.setblocking(False)
+        return sock
+
+    return call_in(node.ns, make)
+
+
+def _drain(sock: socket.socket) -> None:
+    try:
+        while sock.recv(65536):
+            pass
+    except BlockingIOError:
+        pass
 
 
 def _wanted_on_lo(node: Node) -> int:
@@ -62,14 +89,24 @@ def test_kill_9_mid_transition_then_the_next_listener_converges(node: Node, tmp_
     log = tmp_path / "listen.log"
     rng = random.Random(SEED)
     kills = partial = 0
+    events = _address_events(node)
     try:
         proc = _start(node, fifo, log)
         for round_ in range(KILLS):
             state = "MASTER" if round_ % 2 == 0 else "BACKUP"
             node.set_sysctls(ZERO)
             before = len(node.records())
+            # aimed: the VIPs are not yet as this event wants (a kill before the last round's state was saved
+            # leaves them so), so its transition changes addresses
+            aimed = round_ % 4 >= 2 and on_lo(node) != (60 if state == "MASTER" else 0)
+            _drain(events)
             os.write(writer, f'INSTANCE "VI_1" {state} 100\n'.encode())
-            time.sleep(rng.uniform(0.0, 0.03))  # a 60-VIP transition takes ~15-40 ms here
+            if aimed:
+                ready, _, _ = select.select([events], [], [], 20)
+                assert ready, f"round {round_}: the {state} transition changed no address in 20 s"
+                time.sleep(rng.uniform(0.0, 0.005))
+            else:
+                time.sleep(rng.uniform(0.0, 0.03))  # a 60-VIP transition takes ~15-40 ms here when idle
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             kills += 1
@@ -102,6 +139,7 @@ def test_kill_9_mid_transition_then_the_next_listener_converges(node: Node, tmp_
             proc.send_signal(signal.SIGTERM)
             proc.wait(15)
         os.close(writer)
+        events.close()
     assert kills == KILLS
     print(f"{kills} kills, {partial} of them half-way through binding or removing the 60 VIPs")
     assert partial > 0, "no kill landed mid-transition: aim better"

@@ -318,7 +318,8 @@ def test_health_json_has_every_checked_real_server(run: Run) -> None:
     port = free_port()
     run.configure(config_for(port, f'type = "tcp"\n      {FAST}'))
     run.wait(lambda: not run.target().up)
-    time.sleep(0.1)
+    # the change queued health.json's write (call_soon) before this call: once it has run, the write has
+    run.call(lambda: None)
     data = read_health(str(run.tmp))
     assert data is not None and data["pid"] == os.getpid()
     [real] = data["reals"]

@@ -167,6 +167,8 @@ def test_priority_checker_and_garbage_lines_never_stop_it(running: Running) -> N
     running.write('INSTANCE "VI_1" MASTER_PRIORITY 110', "VS [192.0.2.100]:tcp:80 UP", "garbage",
                   "x" * 100_000, 'INSTANCE "VI_9" MASTER 100', 'INSTANCE "VI_1" MASTER 100')
     wait_for(lambda: "192.0.2.100/24 dev eth0" in bound(running.backend))
+    # the VIP is bound while the run applies; its journal line is written once the run has ended
+    wait_for(lambda: len(fifo_records(running)) == 3)  # the priority note, VI_9 ignored, VI_1's run
     commands = [(r["command"], r.get("note", "")) for r in fifo_records(running)]
     assert commands[0][0] == "fifo INSTANCE master_priority" and "priority changed" in commands[0][1]
     assert ("fifo INSTANCE master", "instance 'VI_9' is not managed by " + str(running.config) + "; ignored") \
@@ -179,6 +181,8 @@ def test_master_rx_lower_pri_announces_the_bound_vips_again(running: Running) ->
     wait_for(lambda: len(running.backend.garps) == 1)
     running.write('INSTANCE "VI_1" MASTER_RX_LOWER_PRI 100')
     wait_for(lambda: len(running.backend.garps) == 2)
+    # the GARP goes out while the run applies; its journal line is written once the run has ended
+    wait_for(lambda: len(fifo_records(running)) == 2)
     assert fifo_records(running)[-1]["command"] == "fifo INSTANCE master_rx_lower_pri"
 
 

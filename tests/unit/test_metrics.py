@@ -86,9 +86,19 @@ sync_id = 7
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` ports nobody listens on, all different (two free_port() calls in a row may give the same one)."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -385,7 +395,7 @@ def test_health_checks_show_as_real_server_up(tmp_path: Path) -> None:
     up = socket.socket()
     up.bind(("127.0.0.1", 0))
     up.listen()
-    good, bad, port = up.getsockname()[1], free_port(), free_port()
+    good, (bad, port) = up.getsockname()[1], free_ports(2)  # the metrics port must not be the refusing one
     check = 'type = "tcp"\n      interval = 0.1\n      timeout = 0.5\n      retry = 0\n      retry_delay = 0.05'
     (tmp_path / "k.toml").write_text(f"""
 [settings]
@@ -426,6 +436,9 @@ name = "VI_1"
         assert value(text, "kanotify_real_server_up", service=service, real="127.0.0.2:80") is None  # not checked
         # the one-shot shows the listener's health from health.json
         config = running.listener.engine.config  # type: ignore[union-attr]
+        # a scrape shows the checker's state at once; health.json is written in the loop's next turn
+        wait_for(lambda: (service, f"127.0.0.1:{bad}", False)
+                 in collect_facts(config, backend_factory=lambda: running.backend)[0].reals_up)
         facts, _warnings = collect_facts(config, backend_factory=lambda: running.backend)
         assert (service, f"127.0.0.1:{bad}", False) in facts.reals_up and facts.listener
         assert (service, f"127.0.0.1:{good}", True) in facts.reals_up

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -109,9 +109,14 @@ def test_fifo_lines_converge_ipvs_and_ipvsadm_clear_is_repaired(listener) -> Non
     started = time.monotonic()
     assert wait(lambda: rules(ns) == RULES), rules(ns)
     print(f"ipvsadm -C -> repaired (reconcile_interval 0.5 s): {(time.monotonic() - started) * 1000:.0f} ms")
-    records = [json.loads(line) for line in (tmp / "journal.jsonl").read_text().splitlines()]
-    repair = [r for r in records if r["command"] == "repair" and any(a["status"] == "applied" for a in r["actions"])]
-    assert repair and "reconcile_interval" in " ".join(repair[-1]["trigger"])
+
+    def repairs() -> list[dict[str, Any]]:
+        records = [json.loads(line) for line in (tmp / "journal.jsonl").read_text().splitlines()]
+        return [r for r in records if r["command"] == "repair" and any(a["status"] == "applied" for a in r["actions"])]
+
+    # the rules are back while the repair applies; its journal line is written once it has ended
+    assert wait(repairs), (tmp / "journal.jsonl").read_text()
+    assert "reconcile_interval" in " ".join(repairs()[-1]["trigger"])
     os.write(writer, b'INSTANCE "VI_1" BACKUP 100\n')
     assert wait(lambda: rules(ns) == []), rules(ns)
     assert proc.poll() is None
