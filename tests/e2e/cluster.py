@@ -403,10 +403,10 @@ def describe_record(rec: dict[str, Any]) -> str:
         i = argv.index("--config")
         del argv[i:i + 2]
     words = " ".join(argv)
-    text = (
-        f"{rec['ts'][11:23]} pid {rec.get('pid')} '{words}': {rec.get('from') or '-'} -> {rec.get('to')} "
-        f"{rec['outcome']} in {rec['duration_ms']:.0f} ms"
-    )
+    head = f"{rec['ts'][11:23]} pid {rec.get('pid')} '{words}': {rec.get('from') or '-'} -> {rec.get('to')} "
+    if rec.get("record") == "started":  # written before the run's first change; its final record follows
+        return head + f"started (run {rec.get('run')}, {len(rec.get('actions', ()))} actions pending)"
+    text = head + f"{rec['outcome']} in {rec['duration_ms']:.0f} ms"
     if applied:
         text += " [" + "; ".join(applied) + "]"
     if rec.get("note"):
