@@ -1085,6 +1085,10 @@ def stop_hog(hog: list[subprocess.Popen[bytes]]) -> None:
         proc.wait(timeout=10)
 
 
+#: what systemd runs when keepalived.service ends, without a listener (issue 19)
+DROP_IN = "examples/keepalived.service.d/kanotify-stop.conf"
+
+
 def exec_stop_post(c: Cluster, node: Node) -> list[str]:
     """The command examples/keepalived.service.d/kanotify-stop.conf gives systemd's ``ExecStopPost=``, for ``node``.
 
@@ -1094,10 +1098,10 @@ def exec_stop_post(c: Cluster, node: Node) -> list[str]:
     """
     import shlex
 
-    text = (REPO / "examples" / "keepalived.service.d" / "kanotify.conf").read_text()
+    text = (REPO / DROP_IN).read_text()
     lines = [line.split("=", 1)[1].strip() for line in text.splitlines() if line.startswith("ExecStopPost=")]
     if len(lines) != 1:
-        raise SystemExit(f"examples/keepalived.service.d/kanotify-stop.conf: expected one ExecStopPost=, found {lines}")
+        raise SystemExit(f"{DROP_IN}: expected one ExecStopPost=, found {lines}")
     argv = shlex.split(lines[0].lstrip("-@:+!"))
     if os.path.basename(argv[0]) != "kanotify":
         raise SystemExit(f"the drop-in's ExecStopPost= does not run kanotify: {lines[0]}")
@@ -1163,13 +1167,15 @@ def scenario_gone(c: Cluster, old: Node, new: Node, how: str) -> None:
             wait_for(lambda: not Path(f"/proc/{pid}").exists(), 30, 0.1)
         marks["keepalived_exited"] = time.monotonic() - t0
         if how == "kill_all" and c.mode == "notify":  # systemd: ExecStopPost= once the unit's processes are gone
-            argv = exec_stop_post(c, old)
-            post["argv"] = argv
             post["started"] = time.monotonic() - t0
-            done = subprocess.run(["ip", "netns", "exec", old.ns, *argv], capture_output=True, text=True,
-                                  timeout=120)
-            post.update(code=done.returncode, done=time.monotonic() - t0, out=done.stdout.strip(),
-                        err=done.stderr.strip())
+            try:
+                post["argv"] = exec_stop_post(c, old)
+                done = subprocess.run(["ip", "netns", "exec", old.ns, *post["argv"]], capture_output=True,
+                                      text=True, timeout=120)
+                post.update(code=done.returncode, out=done.stdout.strip(), err=done.stderr.strip())
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - a thread's error must reach the checks
+                post.update(code=None, err=f"{type(exc).__name__}: {exc}")
+            post["done"] = time.monotonic() - t0
 
     waiter = threading.Thread(target=wait_exit, args=(old.keepalived,), daemon=True)
     waiter.start()
@@ -1209,7 +1215,7 @@ def scenario_gone(c: Cluster, old: Node, new: Node, how: str) -> None:
     workers = [i for pid, i in watch.seen.items() if i["sid"] == pid]
     parents = [i for pid, i in watch.seen.items() if i["sid"] != pid]
     if post:
-        c.log(f"  systemd's part: ExecStopPost= {' '.join(post['argv'][1:])} at {post['started']:.2f}s, "
+        c.log(f"  systemd's part: ExecStopPost= {' '.join(post.get('argv', ['?'])[1:])} at {post['started']:.2f}s, "
               f"exit {post.get('code')} at {post.get('done', 0):.2f}s: {post.get('out') or post.get('err')}")
     # ... and exact, from the kernel's own address events.
     for node in (old, new):
