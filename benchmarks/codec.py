@@ -43,7 +43,7 @@ from kanotify.model import (  # noqa: E402
     State,
     VirtualService,
 )
-from kanotify.config import Config, Settings  # noqa: E402
+from kanotify.config.values import Config, Settings  # noqa: E402
 from kanotify.plan import desired_for, plan  # noqa: E402
 
 FAMILY_ID = 0x1E  # any generic netlink family id

@@ -109,7 +109,7 @@ def _hand_over(argv: list[str], stop: bool, ticket: tuple[str, int, int] | None)
 
     if not wants_listener(argv, words, bool(given.get("no_daemon")), bool(given.get("dry_run"))):
         return ""
-    from .prescan import config_path
+    from .config.prescan import config_path
     from .procinfo import ticket_fields
 
     if stop:  # keepalived's SIGTERM must not end a STOP before the listener has it

@@ -27,7 +27,7 @@ from .model import State
 from .options import split
 
 if TYPE_CHECKING:
-    from .config import Config
+    from .config.values import Config
     from .engine import Engine
     from .hooks import HookManager
     from .run import RunResult
@@ -241,9 +241,10 @@ def load_file(g: Globals, *, cached: bool = False) -> Config:
     """The validated config (ConfigError -> exit 78), refused if others can write it.
 
     ``cached``: for the commands that load it to run (notifications, reconcile, plan,
-    status), served from :mod:`kanotify.config_cache` when the file is unchanged.
+    status), served from :mod:`kanotify.config.cache` when the file is unchanged.
     """
-    from .config import config_path, load_config
+    from .config.schema import load_config
+    from .config.prescan import config_path
 
     path = config_path(g.config)
     if not g.allow_insecure and os.path.exists(path):  # refused before it is even parsed
@@ -251,7 +252,7 @@ def load_file(g: Globals, *, cached: bool = False) -> Config:
 
         check_config_file(path)
     if cached:
-        from .config_cache import load_config_cached
+        from .config.cache import load_config_cached
 
         return load_config_cached(path)
     return load_config(path)

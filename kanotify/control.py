@@ -24,7 +24,7 @@ Other ops: ``yield`` (a newer listener takes over: finish and exit).
 The client side (:func:`hand_over`) is on the path of every notification, so
 this module imports nothing heavy -- no pyroute2, no typer, not even the
 config machinery: the socket's directory and the time to wait come from a
-plain scan of the config file (:mod:`kanotify.prescan`).  A listener that does
+plain scan of the config file (:mod:`kanotify.config.prescan`).  A listener that does
 not answer within ``lock_timeout`` is given up on: the caller then runs the
 request in-process, under the same lock and with the same ticket, so order
 still holds, and says so in the journal line.
@@ -38,7 +38,7 @@ import socket
 import struct
 import time
 
-from . import prescan
+from .config import prescan
 
 SOCKET_NAME = "control.sock"
 MAX_MESSAGE = 64 * 1024

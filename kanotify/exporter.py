@@ -38,7 +38,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
-from .config import ListenAddress
+from .config.values import ListenAddress
 from .metrics import DURATION_BUCKETS, OUTCOMES, Facts
 from .model import State
 

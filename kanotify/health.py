@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .atomic import replace_file
-from .config import Config
+from .config.values import Config
 from .model import HealthCheck, IPAddress, RealKey, ServiceKey, format_hostport
 
 HEALTH_FILE = "health.json"

@@ -63,7 +63,9 @@ from . import commands, control
 from .backends import Backend, system_backend
 from .backends.addrwatch import AddressWatch, Removed
 from .backends.garp import ThreadRepeater
-from .config import Config, config_path, load_config
+from .config.schema import load_config
+from .config.prescan import config_path
+from .config.values import Config
 from .engine import Engine
 from .errors import ConfigError, KanotifyError
 from .fifo import FifoReader, LvsEvent, PriorityEvent, Unparsed, VrrpEvent, parse_line
@@ -78,7 +80,7 @@ from .run import CONVERGED, OUTCOME_FAILED, SUPERSEDED, Request, RunKind, RunRes
 from .store import LISTEN_LOCK, StateStore, Ticket
 
 if TYPE_CHECKING:
-    from .config import ListenAddress
+    from .config.values import ListenAddress
     from .exporter import MetricsServer
 
 log = logging.getLogger("kanotify.listen")

@@ -50,7 +50,7 @@ from .store import SavedStates, StateStore, listener_pid
 
 if TYPE_CHECKING:
     from .backends import Backend
-    from .config import Config
+    from .config.values import Config
     from .plan import HealthView
     from .run import RunResult
 

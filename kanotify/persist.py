@@ -25,7 +25,7 @@ from typing import Any, NoReturn
 
 from .atomic import replace_file
 from .backends.sysctl import key_to_relpath
-from .config import Config
+from .config.values import Config
 
 DEFAULT_PATH = "/etc/sysctl.d/90-kanotify.conf"
 SEARCH_DIRS = ("etc/sysctl.d", "run/sysctl.d", "usr/local/lib/sysctl.d", "usr/lib/sysctl.d", "lib/sysctl.d")

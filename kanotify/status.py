@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from . import backends
 from .backends import ArpPolicy, Backend
-from .config import Config
+from .config.values import Config
 from .health import read_health
 from .model import SYNC_STATES, RealKey, ServiceKey, State, SyncDaemon, format_hostport
 from .plan import PlanOptions, desired_for, plan

@@ -24,7 +24,7 @@ import sys
 import time
 from typing import Any
 
-from kanotify.config import load_config
+from kanotify.config.schema import load_config
 from kanotify.health import Change, Health
 from kanotify.model import format_hostport
 

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from kanotify.config import parse_config
+from kanotify.config.schema import parse_config
 from kanotify.health import Change, Health, read_health
 from kanotify.model import HealthCheck
 

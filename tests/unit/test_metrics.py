@@ -29,7 +29,8 @@ from kanotify import listen as listen_mod
 from kanotify import metrics as metrics_mod
 from kanotify.backends.memory import MemoryBackend
 from kanotify.commands import split_fast
-from kanotify.config import ListenAddress, parse_config
+from kanotify.config.schema import parse_config
+from kanotify.config.values import ListenAddress
 from kanotify.engine import Engine
 from kanotify.errors import ConfigError
 from kanotify.exporter import MAX_CLIENTS, render
