@@ -162,9 +162,7 @@ def metrics_cmd(
     ),
 ) -> None:
     """Print the Prometheus metrics once (text format), for node_exporter's textfile collector."""
-    from . import metrics
-
-    _call(ctx, metrics.cmd_metrics, textfile)
+    _call(ctx, commands.cmd_metrics, textfile)
 
 
 @app.command("doctor")

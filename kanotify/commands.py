@@ -171,8 +171,6 @@ def run_fast(argv: Sequence[str]) -> int | None:
     if words[0] == "check":
         return guarded(cmd_check, g)
     if words[0] == "metrics":
-        from .metrics import cmd_metrics
-
         return guarded(cmd_metrics, g, words[1] or None)
     return guarded(cmd_transition, g, State(words[0]), words[1] if len(words) > 1 else None)
 
@@ -532,3 +530,32 @@ def cmd_check(g: Globals) -> NoReturn:
         for problem in problems:
             err(f"kanotify: hook {problem.get('hook')}: {problem.get('error')}")
     raise Exit(EXIT_FAILED if problems else EXIT_OK)
+
+
+def cmd_metrics(g: Globals, textfile: str | None) -> NoReturn:
+    """``kanotify metrics [--textfile PATH]``: the metrics once, on stdout or atomically into PATH."""
+    from .metrics.exposition import render
+    from .metrics.facts import collect_facts
+
+    config = load(g, cached=True)
+    facts, warnings = collect_facts(config)
+    for warning in warnings:
+        err(f"kanotify: warning: {warning}")
+    text = render(facts)
+    if textfile is None:
+        stream = runtime().stdout
+        if stream is None:
+            sys.stdout.buffer.write(text)
+            sys.stdout.flush()
+        else:
+            stream.write(text.decode())
+            stream.flush()
+    else:
+        from .atomic import replace_file
+
+        try:
+            # 0644: node_exporter runs as its own user and must read it
+            replace_file(textfile, text, mode=0o644, durable=False)
+        except OSError as exc:
+            raise KanotifyError(f"cannot write {textfile}: {exc.strerror}") from None
+    raise Exit(EXIT_OK)

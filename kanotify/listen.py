@@ -21,8 +21,8 @@ a time, in the order the requests arrived:
   without a STOP (SIGKILL, a crash, the OOM killer) the instances it drove
   (recorded state not STOP) go to STOP, journaled as ``keepalived-gone``;
 * **metrics** (``settings.metrics``): Prometheus text at ``http://ADDRESS/metrics``,
-  served by a thread of its own (:mod:`kanotify.exporter`); the engine hands
-  each run's result to :class:`kanotify.metrics.ListenerMetrics`.  A port it
+  served by a thread of its own (:mod:`kanotify.metrics.server`); the engine hands
+  each run's result to :class:`kanotify.metrics.facts.ListenerMetrics`.  A port it
   cannot bind never stops the listener: it runs without metrics, says so
   (stderr, syslog, journal) and tries again every :data:`METRICS_RETRY` s.
 
@@ -72,7 +72,7 @@ from .fifo import FifoReader, LvsEvent, PriorityEvent, Unparsed, VrrpEvent, pars
 from .health import Change, Health
 from .journal import summary_line, syslog_line
 from .keepalived_watch import Gone, KeepalivedWatch
-from .metrics import Facts, ListenerMetrics
+from .metrics.facts import Facts, ListenerMetrics
 from .model import ServiceKey, State
 from .plan import desired_for
 from .procinfo import ticket_fields
@@ -81,7 +81,7 @@ from .store import LISTEN_LOCK, StateStore, Ticket
 
 if TYPE_CHECKING:
     from .config.values import ListenAddress
-    from .exporter import MetricsServer
+    from .metrics.server import MetricsServer
 
 log = logging.getLogger("kanotify.listen")
 
@@ -668,7 +668,7 @@ class Listener:
             self.metrics_server = None
         if address is None or self._stopping:
             return
-        from .exporter import MetricsServer  # prometheus_client: only for a listener that serves metrics
+        from .metrics.server import MetricsServer  # prometheus_client: only for a listener that serves metrics
 
         self._start_metrics(MetricsServer(address, self._metrics_facts), first=True)
 

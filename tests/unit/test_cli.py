@@ -366,7 +366,7 @@ def test_a_run_killed_mid_apply_is_journaled_and_history_shows_it_interrupted(
     """SIGKILL in a forked run, after its first change: its started record is there, history says interrupted."""
     import signal
 
-    from kanotify.metrics import count_journal
+    from kanotify.metrics.facts import count_journal
     from kanotify.config.schema import load_config
 
     assert run(["--config", conf, "backup"]) == 0
