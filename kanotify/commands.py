@@ -559,3 +559,36 @@ def cmd_metrics(g: Globals, textfile: str | None) -> NoReturn:
         except OSError as exc:
             raise KanotifyError(f"cannot write {textfile}: {exc.strerror}") from None
     raise Exit(EXIT_OK)
+
+
+def cmd_sysctl(g: Globals, persist: bool, path: str | None) -> NoReturn:
+    """``kanotify sysctl --persist [--path PATH]``."""
+    from .persist import DEFAULT_PATH, render, write_if_changed
+
+    if not persist:
+        raise UsageError("sysctl: say what to do: --persist writes the [sysctl] values to a sysctl.d file")
+    config = load(g)
+    target = path or DEFAULT_PATH
+    content = render(config)
+    if content is None:
+        result = {"path": target, "status": "nothing", "keys": []}
+        message = f"{config.path} has no [sysctl] table: nothing to persist, {target} was not written"
+    elif g.dry_run:
+        try:
+            with open(target, encoding="utf-8") as fh:
+                same = fh.read() == content
+        except (OSError, UnicodeDecodeError):
+            same = False
+        result = {"path": target, "status": "unchanged" if same else "pending", "content": content}
+        message = content.rstrip("\n") + f"\ndry-run: {target} {'is up to date' if same else 'would be written'}"
+    else:
+        changed = write_if_changed(target, content)
+        keys = [line.split(" = ", 1)[0] for line in content.splitlines() if line and not line.startswith("#")]
+        result = {"path": target, "status": "written" if changed else "unchanged", "keys": keys}
+        message = (f"wrote {target} ({len(keys)} key(s): {', '.join(keys)})" if changed
+                   else f"unchanged: {target} already has these {len(keys)} key(s)")
+    if g.json:
+        out(json.dumps(result, indent=2))
+    else:
+        out(message)
+    raise Exit(EXIT_OK)

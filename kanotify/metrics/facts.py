@@ -453,7 +453,7 @@ def _reported_health(config: Config, state_dir: str, listener: int | None) -> tu
     """The running listener's health checks, from its ``health.json``; none without a listener."""
     if listener is None:
         return ()
-    from ..health import read_health
+    from ..daemon.health import read_health
 
     report = read_health(state_dir)
     if report is None or (listener and report.get("pid") not in (None, listener)):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kanotify import control
+from kanotify.daemon import control
 
 
 def _config(tmp_path: Path, lock_timeout: float = 0.3) -> Path:

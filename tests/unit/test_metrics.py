@@ -25,7 +25,7 @@ from typing import Any, Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from kanotify import listen as listen_mod
+from kanotify.daemon import listener as listen_mod
 from kanotify.metrics import facts as metrics_mod
 from kanotify.backends.memory import MemoryBackend
 from kanotify.commands import split_fast
@@ -35,7 +35,7 @@ from kanotify.engine import Engine
 from kanotify.errors import ConfigError
 from kanotify.metrics.exposition import render
 from kanotify.metrics.server import MAX_CLIENTS
-from kanotify.health import HEALTH_FILE
+from kanotify.daemon.health import HEALTH_FILE
 from kanotify.metrics.facts import Counts, ListenerMetrics, Tally, collect_facts, count_journal, is_notification
 from kanotify.model import (
     ObservedService, RealServer, RealServerStats, ServiceKey, State, SyncDaemon, VirtualService,
