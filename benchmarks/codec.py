@@ -31,8 +31,8 @@ from typing import Callable
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, when run as a script
 
 from kanotify.actions import AddReal, AddService  # noqa: E402
-from kanotify.backends import ipvs_msg as m  # noqa: E402
-from kanotify.backends import netlink as nl  # noqa: E402
+from kanotify.backends.netlink import ipvs_msg as m  # noqa: E402
+from kanotify.backends.netlink import framing as nl  # noqa: E402
 from kanotify.model import (  # noqa: E402
     Instance,
     Observed,
@@ -43,7 +43,7 @@ from kanotify.model import (  # noqa: E402
     State,
     VirtualService,
 )
-from kanotify.config import Config, Settings  # noqa: E402
+from kanotify.config.values import Config, Settings  # noqa: E402
 from kanotify.plan import desired_for, plan  # noqa: E402
 
 FAMILY_ID = 0x1E  # any generic netlink family id

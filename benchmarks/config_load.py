@@ -34,8 +34,8 @@ from typing import Callable
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the checkout, when run as a script
 
-from kanotify import config_cache  # noqa: E402
-from kanotify.config import build_config, load_config  # noqa: E402
+from kanotify.config import cache as config_cache  # noqa: E402
+from kanotify.config.schema import build_config, load_config  # noqa: E402
 
 
 def write_config(directory: Path, services: int, reals: int) -> Path:
@@ -108,9 +108,9 @@ def main() -> int:
         assert config_cache.load_config_cached(str(path)) == load_config(str(path))
 
         pass_ms = process_ms("pass", args.rounds)
-        fresh_proc = process_ms(f"from kanotify.config import load_config; load_config({str(path)!r})", args.rounds)
+        fresh_proc = process_ms(f"from kanotify.config.schema import load_config; load_config({str(path)!r})", args.rounds)
         cached_proc = process_ms(
-            f"from kanotify.config_cache import load_config_cached; load_config_cached({str(path)!r})", args.rounds
+            f"from kanotify.config.cache import load_config_cached; load_config_cached({str(path)!r})", args.rounds
         )
 
     print(f"cache entry: {entry_size / 1024:.0f} KiB")

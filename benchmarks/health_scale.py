@@ -522,7 +522,7 @@ class Figures:
 
 
 def kanotify_late(state_dir: Path) -> dict[str, int]:
-    from kanotify.health import read_health
+    from kanotify.daemon.health import read_health
 
     data = read_health(str(state_dir)) or {}
     late = data.get("late")

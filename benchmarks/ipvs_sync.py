@@ -25,10 +25,10 @@ from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, when run as a script
 
-from kanotify.backends import ipvs_msg as m  # noqa: E402
-from kanotify.backends import netlink as nl  # noqa: E402
+from kanotify.backends.netlink import ipvs_msg as m  # noqa: E402
+from kanotify.backends.netlink import framing as nl  # noqa: E402
 from kanotify.backends.ipvs import IpvsBackend  # noqa: E402
-from kanotify.config import Config, Settings  # noqa: E402
+from kanotify.config.values import Config, Settings  # noqa: E402
 from kanotify.model import Instance, Observed, RealServer, ServiceKey, ServiceSpec, State, VirtualService  # noqa: E402
 from kanotify.plan import desired_for, plan  # noqa: E402
 

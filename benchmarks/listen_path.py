@@ -52,8 +52,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 KANOTIFY = str(Path(sys.executable).with_name("kanotify"))
 
-from kanotify.backends import netlink as nl  # noqa: E402
-from kanotify.backends import rtaddr  # noqa: E402
+from kanotify.backends.netlink import framing as nl  # noqa: E402
+from kanotify.backends.netlink import rtaddr  # noqa: E402
 
 CONFIG = """
 [settings]

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import kanotify.backends.nlsock as nlsock  # noqa: E402
+import kanotify.backends.netlink.nlsock as nlsock  # noqa: E402
 
 
 class _Recording:

@@ -21,7 +21,7 @@ has left the group, the parent ignores SIGTERM/SIGINT/SIGHUP.  That is only
 as fast as the interpreter's start-up, hence the launcher.
 
 When a listener (``kanotify listen``) runs, the one-shot commands it does
-(:data:`kanotify.control.HANDED_OVER`) are handed to it first, through a path
+(:data:`kanotify.daemon.control.HANDED_OVER`) are handed to it first, through a path
 that imports neither pyroute2 nor typer nor the config machinery: a STOP
 handed over needs no fork, the listener finishes it even if keepalived kills
 this process.  A listener that does not answer within ``lock_timeout`` is
@@ -105,11 +105,11 @@ def _hand_over(argv: list[str], stop: bool, ticket: tuple[str, int, int] | None)
         return ""
     found, words = parsed
     given = {option.dest: value if option.takes_value else True for option, value, _count in found}
-    from .control import hand_over, wants_listener
+    from .daemon.control import hand_over, wants_listener
 
     if not wants_listener(argv, words, bool(given.get("no_daemon")), bool(given.get("dry_run"))):
         return ""
-    from .prescan import config_path
+    from .config.prescan import config_path
     from .procinfo import ticket_fields
 
     if stop:  # keepalived's SIGTERM must not end a STOP before the listener has it

@@ -148,7 +148,7 @@ def listen(
 ) -> None:
     """The resident daemon: keepalived's FIFO in order, one-shots handed over, drift repaired."""
     g = ctx.obj if isinstance(ctx.obj, Globals) else Globals()
-    from .listen import cmd_listen
+    from .daemon.listener import cmd_listen
 
     raise typer.Exit(cmd_listen(g, fifo))
 
@@ -162,9 +162,7 @@ def metrics_cmd(
     ),
 ) -> None:
     """Print the Prometheus metrics once (text format), for node_exporter's textfile collector."""
-    from . import metrics
-
-    _call(ctx, metrics.cmd_metrics, textfile)
+    _call(ctx, commands.cmd_metrics, textfile)
 
 
 @app.command("doctor")
@@ -210,9 +208,7 @@ def sysctl_cmd(
     ),
 ) -> None:
     """Persist the configured sysctls (and their lo twins) across reboots."""
-    from . import persist as persist_mod
-
-    _call(ctx, persist_mod.cmd_sysctl, persist, path)
+    _call(ctx, commands.cmd_sysctl, persist, path)
 
 
 def run(argv: Sequence[str] | None = None) -> int:

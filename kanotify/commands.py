@@ -27,7 +27,7 @@ from .model import State
 from .options import split
 
 if TYPE_CHECKING:
-    from .config import Config
+    from .config.values import Config
     from .engine import Engine
     from .hooks import HookManager
     from .run import RunResult
@@ -171,8 +171,6 @@ def run_fast(argv: Sequence[str]) -> int | None:
     if words[0] == "check":
         return guarded(cmd_check, g)
     if words[0] == "metrics":
-        from .metrics import cmd_metrics
-
         return guarded(cmd_metrics, g, words[1] or None)
     return guarded(cmd_transition, g, State(words[0]), words[1] if len(words) > 1 else None)
 
@@ -241,9 +239,10 @@ def load_file(g: Globals, *, cached: bool = False) -> Config:
     """The validated config (ConfigError -> exit 78), refused if others can write it.
 
     ``cached``: for the commands that load it to run (notifications, reconcile, plan,
-    status), served from :mod:`kanotify.config_cache` when the file is unchanged.
+    status), served from :mod:`kanotify.config.cache` when the file is unchanged.
     """
-    from .config import config_path, load_config
+    from .config.schema import load_config
+    from .config.prescan import config_path
 
     path = config_path(g.config)
     if not g.allow_insecure and os.path.exists(path):  # refused before it is even parsed
@@ -251,7 +250,7 @@ def load_file(g: Globals, *, cached: bool = False) -> Config:
 
         check_config_file(path)
     if cached:
-        from .config_cache import load_config_cached
+        from .config.cache import load_config_cached
 
         return load_config_cached(path)
     return load_config(path)
@@ -531,3 +530,65 @@ def cmd_check(g: Globals) -> NoReturn:
         for problem in problems:
             err(f"kanotify: hook {problem.get('hook')}: {problem.get('error')}")
     raise Exit(EXIT_FAILED if problems else EXIT_OK)
+
+
+def cmd_metrics(g: Globals, textfile: str | None) -> NoReturn:
+    """``kanotify metrics [--textfile PATH]``: the metrics once, on stdout or atomically into PATH."""
+    from .metrics.exposition import render
+    from .metrics.facts import collect_facts
+
+    config = load(g, cached=True)
+    facts, warnings = collect_facts(config)
+    for warning in warnings:
+        err(f"kanotify: warning: {warning}")
+    text = render(facts)
+    if textfile is None:
+        stream = runtime().stdout
+        if stream is None:
+            sys.stdout.buffer.write(text)
+            sys.stdout.flush()
+        else:
+            stream.write(text.decode())
+            stream.flush()
+    else:
+        from .atomic import replace_file
+
+        try:
+            # 0644: node_exporter runs as its own user and must read it
+            replace_file(textfile, text, mode=0o644, durable=False)
+        except OSError as exc:
+            raise KanotifyError(f"cannot write {textfile}: {exc.strerror}") from None
+    raise Exit(EXIT_OK)
+
+
+def cmd_sysctl(g: Globals, persist: bool, path: str | None) -> NoReturn:
+    """``kanotify sysctl --persist [--path PATH]``."""
+    from .persist import DEFAULT_PATH, render, write_if_changed
+
+    if not persist:
+        raise UsageError("sysctl: say what to do: --persist writes the [sysctl] values to a sysctl.d file")
+    config = load(g)
+    target = path or DEFAULT_PATH
+    content = render(config)
+    if content is None:
+        result = {"path": target, "status": "nothing", "keys": []}
+        message = f"{config.path} has no [sysctl] table: nothing to persist, {target} was not written"
+    elif g.dry_run:
+        try:
+            with open(target, encoding="utf-8") as fh:
+                same = fh.read() == content
+        except (OSError, UnicodeDecodeError):
+            same = False
+        result = {"path": target, "status": "unchanged" if same else "pending", "content": content}
+        message = content.rstrip("\n") + f"\ndry-run: {target} {'is up to date' if same else 'would be written'}"
+    else:
+        changed = write_if_changed(target, content)
+        keys = [line.split(" = ", 1)[0] for line in content.splitlines() if line and not line.startswith("#")]
+        result = {"path": target, "status": "written" if changed else "unchanged", "keys": keys}
+        message = (f"wrote {target} ({len(keys)} key(s): {', '.join(keys)})" if changed
+                   else f"unchanged: {target} already has these {len(keys)} key(s)")
+    if g.json:
+        out(json.dumps(result, indent=2))
+    else:
+        out(message)
+    raise Exit(EXIT_OK)

@@ -25,7 +25,7 @@ import subprocess
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, NoReturn, Protocol, Sequence
 
-from .config import Config
+from .config.values import Config
 
 if TYPE_CHECKING:
     from .importer import ImportResult
@@ -1056,7 +1056,7 @@ def cmd_doctor(g: Any, keepalived_conf: str, config_id: str | None, sysctl_root:
                host: Host | None = None) -> NoReturn:
     """``kanotify doctor [--keepalived-conf PATH] [--config-id ID]``."""
     from .commands import Exit, load, out
-    from .config import config_path
+    from .config.prescan import config_path
     from .errors import EXIT_FAILED, EXIT_OK, ConfigError
 
     path = config_path(g.config)

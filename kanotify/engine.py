@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterable, Sequence
 from .actions import Action
 from . import backends
 from .backends import Backend
-from .config import Config
+from .config.values import Config
 from .errors import ApplyError, HookError, KanotifyError
 from .journal import Journal, RecordKind, new_run_id, summary_line, syslog_line, utc_now_iso, writer_process
 from .model import Desired, Observed, Scope, ServiceKey, State

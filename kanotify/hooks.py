@@ -71,7 +71,7 @@ from .errors import ApplyError, HookError, HookProblem
 from .hookspecs import HOOK_NAMES, PROJECT, HookSpecs, Options
 
 if TYPE_CHECKING:
-    from .config import Config
+    from .config.values import Config
     from .run import RunContext, RunResult
 
 ENTRY_POINT_GROUP = "kanotify.hooks"

@@ -1,4 +1,4 @@
-"""``kanotify sysctl --persist``, and reading back what the host persists.
+"""Persisting the config's sysctls (``kanotify sysctl --persist``), and reading back what the host persists.
 
 :func:`render` turns the config's ``[sysctl]`` table into a sysctl.d file;
 :func:`write_if_changed` writes it atomically (temp file in the target
@@ -21,11 +21,10 @@ from __future__ import annotations
 import fnmatch
 import os
 from dataclasses import dataclass
-from typing import Any, NoReturn
 
 from .atomic import replace_file
 from .backends.sysctl import key_to_relpath
-from .config import Config
+from .config.values import Config
 
 DEFAULT_PATH = "/etc/sysctl.d/90-kanotify.conf"
 SEARCH_DIRS = ("etc/sysctl.d", "run/sysctl.d", "usr/local/lib/sysctl.d", "usr/lib/sysctl.d", "lib/sysctl.d")
@@ -167,42 +166,3 @@ def persisted(root: str = "/") -> BootSysctls:
             else:
                 boot.explicit[rel] = entry
     return boot
-
-
-# --------------------------------------------------------------------------- the command
-
-
-def cmd_sysctl(g: Any, persist: bool, path: str | None) -> NoReturn:
-    """``kanotify sysctl --persist [--path PATH]``."""
-    from .commands import Exit, load, out
-    from .errors import EXIT_OK, UsageError
-
-    if not persist:
-        raise UsageError("sysctl: say what to do: --persist writes the [sysctl] values to a sysctl.d file")
-    config = load(g)
-    target = path or DEFAULT_PATH
-    content = render(config)
-    if content is None:
-        result = {"path": target, "status": "nothing", "keys": []}
-        message = f"{config.path} has no [sysctl] table: nothing to persist, {target} was not written"
-    elif g.dry_run:
-        try:
-            with open(target, encoding="utf-8") as fh:
-                same = fh.read() == content
-        except (OSError, UnicodeDecodeError):
-            same = False
-        result = {"path": target, "status": "unchanged" if same else "pending", "content": content}
-        message = content.rstrip("\n") + f"\ndry-run: {target} {'is up to date' if same else 'would be written'}"
-    else:
-        changed = write_if_changed(target, content)
-        keys = [line.split(" = ", 1)[0] for line in content.splitlines() if line and not line.startswith("#")]
-        result = {"path": target, "status": "written" if changed else "unchanged", "keys": keys}
-        message = (f"wrote {target} ({len(keys)} key(s): {', '.join(keys)})" if changed
-                   else f"unchanged: {target} already has these {len(keys)} key(s)")
-    if g.json:
-        import json
-
-        out(json.dumps(result, indent=2))
-    else:
-        out(message)
-    raise Exit(EXIT_OK)

@@ -44,7 +44,7 @@ from .actions import (
     StopSyncDaemon,
     UnbindVip,
 )
-from .config import Config
+from .config.values import Config
 from .model import (
     SYNC_STATES,
     Desired,

@@ -24,7 +24,7 @@ not import kanotify's other modules.
 from __future__ import annotations
 
 from .actions import Action, HookAction, Noop
-from .config import Config
+from .config.values import Config
 from .errors import ApplyError, HookProblem
 from .hooks import command_action, dry_run_safe, hookimpl, remaining_time, watched_instance
 from .hookspecs import Options

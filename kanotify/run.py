@@ -23,7 +23,7 @@ from .plan import Plan
 if TYPE_CHECKING:
     import logging
 
-    from .config import Config
+    from .config.values import Config
     from .model import Observed
     from .store import Ticket
 

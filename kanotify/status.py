@@ -11,8 +11,8 @@ from typing import Any, Callable
 
 from . import backends
 from .backends import ArpPolicy, Backend
-from .config import Config
-from .health import read_health
+from .config.values import Config
+from .daemon.health import read_health
 from .model import SYNC_STATES, RealKey, ServiceKey, State, SyncDaemon, format_hostport
 from .plan import PlanOptions, desired_for, plan
 from .store import StateStore, listener_pid

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 if TYPE_CHECKING:
     from .actions import Action
     from .backends.memory import MemoryBackend
-    from .config import Config
+    from .config.values import Config
     from .engine import Engine
     from .errors import HookProblem
     from .hooks import HookManager
@@ -82,7 +82,7 @@ def make_config(
     hooks: Mapping[str, Mapping[str, object]] | None = None,
     **settings: object,
 ) -> Config:
-    """A validated :class:`~kanotify.config.Config` whose files live under ``base_dir``.
+    """A validated :class:`~kanotify.config.values.Config` whose files live under ``base_dir``.
 
     ``toml`` defaults to :data:`DEFAULT_TOML`.  ``state_dir``, ``journal`` and
     ``hooks_dir`` default to ``base_dir/state``, ``base_dir/journal.jsonl``
@@ -96,7 +96,7 @@ def make_config(
     """
     import tomllib
 
-    from .config import build_config
+    from .config.schema import build_config
 
     data: dict[str, Any] = tomllib.loads(DEFAULT_TOML if toml is None else toml)
     base = os.fspath(base_dir) if base_dir is not None else tempfile.mkdtemp(prefix="kanotify-test-")

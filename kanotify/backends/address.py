@@ -29,11 +29,11 @@ from typing import Callable, Iterable, TypeVar
 from ..actions import Action, BindVip, UnbindVip
 from ..errors import ApplyError
 from ..model import IPInterface, Vip
-from . import netlink as nl
-from . import rtaddr as r
+from .netlink import framing as nl
+from .netlink import rtaddr as r
 from .base import apply_each
 from .netns import call_in
-from .nlsock import NetlinkSocket
+from .netlink.nlsock import NetlinkSocket
 from .retry import call_with_retry
 
 T = TypeVar("T")

@@ -17,8 +17,8 @@ import errno
 import socket
 from dataclasses import dataclass
 
-from . import netlink as nl
-from . import rtaddr
+from .netlink import framing as nl
+from .netlink import rtaddr
 
 
 @dataclass(frozen=True)

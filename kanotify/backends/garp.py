@@ -36,8 +36,8 @@ from typing import Protocol
 from ..actions import Action, SendGarp
 from ..errors import ApplyError
 from ..model import Vip
-from . import netlink as nl
-from . import rtaddr
+from .netlink import framing as nl
+from .netlink import rtaddr
 from .base import OneAtATime
 
 ETH_P_ARP = 0x0806

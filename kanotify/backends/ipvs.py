@@ -4,7 +4,7 @@
 ``EditService``, ``DeleteService``, ``AddReal``, ``EditReal``, ``DeleteReal``)
 into IPVS netlink commands, and the kernel's tables back into
 :mod:`kanotify.model` value types.  The messages themselves are built and
-parsed by :mod:`kanotify.backends.ipvs_msg` (plain ``struct``); this module
+parsed by :mod:`kanotify.backends.netlink.ipvs_msg` (plain ``struct``); this module
 owns the socket.
 
 * Edits are in place: IPVS's ``SET_SERVICE``/``SET_DEST`` keep a service's
@@ -52,9 +52,9 @@ from ..model import (
     SyncDaemon,
     VirtualService,
 )
-from . import ipvs_msg as m
-from . import netlink as nl
-from .nlsock import NetlinkSocket
+from .netlink import ipvs_msg as m
+from .netlink import framing as nl
+from .netlink.nlsock import NetlinkSocket
 from .retry import TRANSIENT_ERRNOS, call_with_retry
 
 T = TypeVar("T")

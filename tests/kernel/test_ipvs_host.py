@@ -11,7 +11,7 @@ import errno
 import pytest
 
 from kanotify.actions import AddService, Noop
-from kanotify.backends import ipvs_msg as m
+from kanotify.backends.netlink import ipvs_msg as m
 from kanotify.backends.ipvs import IpvsBackend
 from kanotify.errors import ApplyError
 from kanotify.model import ServiceKey, SyncDaemon, VirtualService

@@ -1,4 +1,4 @@
-"""Run :class:`kanotify.health.Health` on its own, for the netns health-check tests.
+"""Run :class:`kanotify.daemon.health.Health` on its own, for the netns health-check tests.
 
 ``python health_driver.py CONFIG`` (under ``ip netns exec A``: the director) checks
 the real servers of CONFIG on an asyncio loop, with ``health.json`` in the config's
@@ -7,7 +7,7 @@ the real servers of CONFIG on an asyncio loop, with ``health.json`` in the confi
 its own and its servers' times):
 
 - ``configured`` (with ``targets``) after ``configure()``,
-- ``change`` for every :class:`~kanotify.health.Change` (``real``, ``service``, ``up``, ``why``),
+- ``change`` for every :class:`~kanotify.daemon.health.Change` (``real``, ``service``, ``up``, ``why``),
 - ``snapshot`` (``reals``: :meth:`Health.snapshot`) when asked.
 
 Commands on stdin, one a line: ``snapshot``; ``reload PATH`` (``configure()`` with the
@@ -24,8 +24,8 @@ import sys
 import time
 from typing import Any
 
-from kanotify.config import load_config
-from kanotify.health import Change, Health
+from kanotify.config.schema import load_config
+from kanotify.daemon.health import Change, Health
 from kanotify.model import format_hostport
 
 

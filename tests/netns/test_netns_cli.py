@@ -309,7 +309,7 @@ def test_a_large_config_is_served_from_the_cache_and_never_stale(pair: Pair, tmp
     the entry, later runs load it (its inode stays) and converge the kernel as the file
     says; an edited file is validated again and its new value reaches the kernel.
     """
-    from kanotify.config_cache import CACHE_FILE, MIN_SIZE
+    from kanotify.config.cache import CACHE_FILE, MIN_SIZE
 
     # 600 IPv6 VIPs on lo declared for the STOP state only: managed, never desired here
     padding = "".join(

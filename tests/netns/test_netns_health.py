@@ -1,7 +1,7 @@
 """Health checks over a real network: the checker in one namespace, real servers in another.
 
 Namespace A (192.0.2.1, 2001:db8::1) is the director: ``health_driver.py`` runs
-:class:`kanotify.health.Health` there as ``kanotify listen`` does (and one test runs
+:class:`kanotify.daemon.health.Health` there as ``kanotify listen`` does (and one test runs
 ``kanotify listen`` itself).  Namespace B (192.0.2.2, 2001:db8::2) holds the real
 servers: ``health_server.py`` processes (``http.server`` for HTTP and HTTPS, plain
 sockets for the rest) that the tests kill, restart, pause, or make answer a status,
@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from kanotify.health import read_health
+from kanotify.daemon.health import read_health
 from netns_support import Netns, Pair, kanotify_script, process_gone, wait_for
 
 pytestmark = pytest.mark.root

@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from kanotify import control
+from kanotify.daemon import control
 from netns_support import Netns, kanotify_script, wait_for
 
 pytestmark = pytest.mark.root

@@ -59,8 +59,8 @@ def on_lo(node: Node) -> frozenset[str]:
 def _run_and_kill(argv: list[str], kill_after: int, removing: bool) -> tuple[int, int, int, str]:
     """In the namespace: start ``argv``, SIGKILL it once the kernel has reported ``kill_after`` address
     changes on lo (additions, or removals with ``removing``).  (pid, returncode, changes seen, stderr)."""
-    from kanotify.backends import netlink as nl
-    from kanotify.backends import rtaddr
+    from kanotify.backends.netlink import framing as nl
+    from kanotify.backends.netlink import rtaddr
 
     wanted_type = rtaddr.RTM_DELADDR if removing else rtaddr.RTM_NEWADDR
     lo = socket.if_nametoindex("lo")

@@ -334,7 +334,7 @@ def test_a_journal_that_cannot_be_written_is_reported(backend, tmp_path, capsys)
 
 def test_the_cheap_plugin_probe_finds_an_installed_entry_point(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from kanotify.commands import _has_hook_sources
-    from kanotify.config import parse_config
+    from kanotify.config.schema import parse_config
 
     config = parse_config(f'[settings]\nhooks_dir = "{tmp_path}/none"\n[[instance]]\nname = "VI_1"\n', "k.toml")
     site = tmp_path / "site"
@@ -366,8 +366,8 @@ def test_a_run_killed_mid_apply_is_journaled_and_history_shows_it_interrupted(
     """SIGKILL in a forked run, after its first change: its started record is there, history says interrupted."""
     import signal
 
-    from kanotify.metrics import count_journal
-    from kanotify.config import load_config
+    from kanotify.metrics.facts import count_journal
+    from kanotify.config.schema import load_config
 
     assert run(["--config", conf, "backup"]) == 0
     applied = []

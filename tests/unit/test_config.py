@@ -13,7 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kanotify.config import Config, HookSettings, Settings, build_config, load_config, parse_config
+from kanotify.config.schema import build_config, load_config, parse_config
+from kanotify.config.values import Config, HookSettings, Settings
 from kanotify.errors import ConfigError, Problem
 from kanotify.model import (
     RealServer,

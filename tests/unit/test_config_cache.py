@@ -15,9 +15,10 @@ from typing import Callable
 
 import pytest
 
-from kanotify import config_cache
-from kanotify.config import Config, load_config, parse_config_bytes
-from kanotify.config_cache import CACHE_FILE, declared_state_dir, load_config_cached, write_entry
+from kanotify.config import cache as config_cache
+from kanotify.config.schema import load_config, parse_config_bytes
+from kanotify.config.values import Config
+from kanotify.config.cache import CACHE_FILE, declared_state_dir, load_config_cached, write_entry
 from kanotify.errors import ConfigError
 
 OTHER_UID = 54321  # nobody we know: "another user"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kanotify import control
+from kanotify.daemon import control
 
 
 def _config(tmp_path: Path, lock_timeout: float = 0.3) -> Path:
@@ -114,5 +114,5 @@ def test_a_handed_over_one_shot_imports_neither_pyroute2_nor_typer_nor_the_engin
     heavy = {name for name in imported if name.split(".")[0] in ("pyroute2", "typer", "pydantic", "tenacity",
                                                                  "pluggy", "prometheus_client")}
     assert not heavy, sorted(heavy)
-    assert not {"kanotify.engine", "kanotify.config", "kanotify.backends"} & imported, sorted(
+    assert not {"kanotify.engine", "kanotify.config.schema", "kanotify.backends"} & imported, sorted(
         n for n in imported if n.startswith("kanotify"))

@@ -16,10 +16,11 @@ from typing import Any, Callable
 import pytest
 import typer.main
 
-from kanotify import config as config_module
+from kanotify.config import schema as config_module
 from kanotify.cli import app
 from kanotify.options import lookup
-from kanotify.config import Config, HookSettings, Settings, parse_config
+from kanotify.config.schema import parse_config
+from kanotify.config.values import Config, HookSettings, Settings
 from kanotify.errors import ConfigError
 from kanotify.model import State, SyncDaemonSpec
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from kanotify import doctor
-from kanotify.config import parse_config
+from kanotify.config.schema import parse_config
 from kanotify.doctor import FAIL, PASS, WARN, Context, Row, insecure_component, run_checks
 from kanotify.keepalived_conf import parse_text
 from kanotify.model import IPInterface

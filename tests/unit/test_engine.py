@@ -12,7 +12,7 @@ import pytest
 
 from kanotify.actions import BindVip
 from kanotify.backends.memory import MemoryBackend
-from kanotify.config import parse_config
+from kanotify.config.schema import parse_config
 from kanotify.engine import Engine
 from kanotify.journal import Journal
 from kanotify.model import State

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kanotify.config import load_config
+from kanotify.config.schema import load_config
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.toml"))
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kanotify.fifo import MAX_LINE, FifoReader, LvsEvent, PriorityEvent, Unparsed, VrrpEvent, parse_line
+from kanotify.daemon.fifo import MAX_LINE, FifoReader, LvsEvent, PriorityEvent, Unparsed, VrrpEvent, parse_line
 from kanotify.model import State
 
 

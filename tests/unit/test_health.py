@@ -17,8 +17,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from kanotify.config import parse_config
-from kanotify.health import Change, Health, read_health
+from kanotify.config.schema import parse_config
+from kanotify.daemon.health import Change, Health, read_health
 from kanotify.model import HealthCheck
 
 LOOP = ipaddress.ip_address("127.0.0.1")
@@ -357,7 +357,7 @@ def servers(count: int, backlog: int = 64) -> list[socket.socket]:
 
 
 def test_checks_due_in_the_same_tick_start_in_one_wake_up(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
-    import kanotify.health as health_module
+    import kanotify.daemon.health as health_module
 
     socks = servers(100)
     wake_ups: list[float] = []  # the loop time each check was started at (read once per tick)
@@ -381,7 +381,7 @@ def test_checks_due_in_the_same_tick_start_in_one_wake_up(run: Run, monkeypatch:
 
 
 def test_connects_in_flight_stay_below_the_open_files_limit(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
-    import kanotify.health as health_module
+    import kanotify.daemon.health as health_module
 
     # servers whose accept queue is full: a connect to them hangs until the check's timeout
     socks = servers(40, backlog=0)
@@ -416,7 +416,7 @@ def test_a_check_this_host_cannot_make_is_not_counted(run: Run, monkeypatch: pyt
     import errno
     import types
 
-    import kanotify.health as health_module
+    import kanotify.daemon.health as health_module
 
     def no_descriptor(*args: Any) -> socket.socket:
         raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))

@@ -6,7 +6,7 @@ import ipaddress
 from pathlib import Path
 
 from kanotify.backends.memory import MemoryBackend
-from kanotify.config import parse_config
+from kanotify.config.schema import parse_config
 from kanotify.engine import Engine
 from kanotify.model import RealKey, ServiceKey, State
 

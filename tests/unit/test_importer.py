@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from kanotify.config import parse_config
+from kanotify.config.schema import parse_config
 from kanotify.importer import ImportResult, import_conf, import_file, render
 from kanotify.keepalived_conf import parse_text, read_config
 from kanotify.model import HealthCheck, RealServer, ServiceKey, SyncDaemonSpec

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import random
 
-from kanotify.config import parse_config
+from kanotify.config.schema import parse_config
 from kanotify.importer import ImportResult, import_conf, render
 from kanotify.keepalived_conf import parse_text
 from kanotify.model import HealthCheck

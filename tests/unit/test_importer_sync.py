@@ -21,7 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kanotify.config import build_config, parse_config
+from kanotify.config.schema import build_config, parse_config
 from kanotify.errors import ConfigError
 from kanotify.importer import ImportResult, import_conf, render
 from kanotify.keepalived_conf import parse_text

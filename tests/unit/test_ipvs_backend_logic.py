@@ -17,8 +17,8 @@ import pytest
 
 from kanotify.actions import AddReal, AddService, DeleteService, EditService, Noop
 from kanotify.backends import ipvs as ipvs_mod
-from kanotify.backends import ipvs_msg as m
-from kanotify.backends import netlink as nl
+from kanotify.backends.netlink import ipvs_msg as m
+from kanotify.backends.netlink import framing as nl
 from kanotify.backends.ipvs import IpvsBackend
 from kanotify.errors import ApplyError
 from kanotify.model import ObservedService, RealServer, RealServerStats, ServiceKey, SyncDaemon, VirtualService

@@ -22,8 +22,8 @@ from pyroute2.netlink import genlmsg, nla
 from pyroute2.netlink.generic import ipvs as pr
 
 from kanotify import model
-from kanotify.backends import ipvs_msg as m
-from kanotify.backends import netlink as nl
+from kanotify.backends.netlink import ipvs_msg as m
+from kanotify.backends.netlink import framing as nl
 from kanotify.model import SyncDaemon
 
 ip = ipaddress.ip_address

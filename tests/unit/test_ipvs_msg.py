@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyroute2.netlink.generic import ipvs as pr
 
-from kanotify.backends import ipvs_msg as m
-from kanotify.backends import netlink as nl
+from kanotify.backends.netlink import ipvs_msg as m
+from kanotify.backends.netlink import framing as nl
 from kanotify.model import FORWARDS, SCHEDULERS, SERVICE_FLAGS, RealServer, RealServerStats, ServiceKey, VirtualService
 
 ip = ipaddress.ip_address

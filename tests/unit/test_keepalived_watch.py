@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from kanotify.keepalived_watch import (
+from kanotify.daemon.keepalived_watch import (
     Gone, KeepalivedWatch, Reading, is_keepalived, parse_pid, process_name, read_pidfile,
 )
 

@@ -18,9 +18,9 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from kanotify import control
+from kanotify.daemon import control
 from kanotify.backends.memory import MemoryBackend
-from kanotify.listen import Listener, event_ticket
+from kanotify.daemon.listener import Listener, event_ticket
 
 CONFIG = """
 [settings]
@@ -338,7 +338,7 @@ class StandIn:
 
 
 def _comm(pid: int) -> str | None:
-    from kanotify.keepalived_watch import process_name
+    from kanotify.daemon.keepalived_watch import process_name
 
     name = process_name(pid)
     return name[0] if name else None

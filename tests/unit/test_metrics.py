@@ -25,16 +25,18 @@ from typing import Any, Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from kanotify import listen as listen_mod
-from kanotify import metrics as metrics_mod
+from kanotify.daemon import listener as listen_mod
+from kanotify.metrics import facts as metrics_mod
 from kanotify.backends.memory import MemoryBackend
 from kanotify.commands import split_fast
-from kanotify.config import ListenAddress, parse_config
+from kanotify.config.schema import parse_config
+from kanotify.config.values import ListenAddress
 from kanotify.engine import Engine
 from kanotify.errors import ConfigError
-from kanotify.exporter import MAX_CLIENTS, render
-from kanotify.health import HEALTH_FILE
-from kanotify.metrics import Counts, ListenerMetrics, Tally, collect_facts, count_journal, is_notification
+from kanotify.metrics.exposition import render
+from kanotify.metrics.server import MAX_CLIENTS
+from kanotify.daemon.health import HEALTH_FILE
+from kanotify.metrics.facts import Counts, ListenerMetrics, Tally, collect_facts, count_journal, is_notification
 from kanotify.model import (
     ObservedService, RealServer, RealServerStats, ServiceKey, State, SyncDaemon, VirtualService,
 )

@@ -1,4 +1,4 @@
-"""Netlink framing (kanotify.backends.netlink) and GARP's rtnetlink address check, pure.
+"""Netlink framing (kanotify.backends.netlink.framing) and GARP's rtnetlink address check, pure.
 
 pyroute2 is the independent oracle: what it encodes, kanotify reads; what
 kanotify encodes, it reads.  No socket, no kernel.
@@ -16,8 +16,8 @@ import pytest
 from pyroute2.netlink import nlmsg as pr_nlmsg
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 
-from kanotify.backends import nlsock, rtaddr
-from kanotify.backends import netlink as nl
+from kanotify.backends.netlink import nlsock, rtaddr
+from kanotify.backends.netlink import framing as nl
 from kanotify.errors import ApplyError
 
 
@@ -227,7 +227,7 @@ def test_a_refusal_or_a_failed_dump_is_an_error_with_the_kernels_errno() -> None
 
 def test_the_kernel_answers_at_once_and_silence_is_a_timeout() -> None:
     """The socket is non-blocking; a receive with nothing queued waits up to the timeout, then fails."""
-    from kanotify.backends import ipvs_msg as m
+    from kanotify.backends.netlink import ipvs_msg as m
 
     sock = nlsock.NetlinkSocket(nl.NETLINK_GENERIC, "test netlink", timeout=0.2)
     try:

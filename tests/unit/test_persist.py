@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kanotify.config import parse_config
+from kanotify.config.schema import parse_config
 from kanotify.persist import boot_files, persisted, render, write_if_changed
 
 KANOTIFY = str(Path(sys.executable).with_name("kanotify"))

@@ -23,7 +23,7 @@ from kanotify.actions import (
     UnbindVip,
 )
 from kanotify.backends.memory import MemoryBackend
-from kanotify.config import parse_config
+from kanotify.config.schema import parse_config
 from kanotify.model import RealServer, ServiceKey, State, SyncDaemon, Vip
 from kanotify.plan import PlanOptions, desired_for, drain_key, plan
 

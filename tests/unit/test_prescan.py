@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from kanotify import prescan
-from kanotify.config import Settings
+from kanotify.config import prescan
+from kanotify.config.values import Settings
 
 
 def test_its_defaults_are_the_settings_defaults() -> None:

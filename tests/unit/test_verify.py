@@ -10,7 +10,7 @@ import pytest
 
 from kanotify.actions import Action, AddReal, HookAction, SendGarp, SetSysctl
 from kanotify.backends.memory import MemoryBackend
-from kanotify.config import parse_config
+from kanotify.config.schema import parse_config
 from kanotify.engine import Engine
 from kanotify.model import Observed, RealServer, Scope, ServiceKey, State
 from kanotify.plan import desired_for

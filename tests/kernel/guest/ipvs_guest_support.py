@@ -16,7 +16,7 @@ from typing import Iterable, Sequence
 from kanotify.actions import Action
 from kanotify.backends.ipvs import IpvsBackend
 from kanotify.backends.netns import call_in
-from kanotify.config import Config, Settings
+from kanotify.config.values import Config, Settings
 from kanotify.model import Instance, Observed, RealServer, ServiceSpec, State, VirtualService
 from kanotify.plan import Plan, PlanOptions, desired_for, plan
 

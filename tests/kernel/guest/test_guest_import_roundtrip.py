@@ -46,7 +46,7 @@ from typing import Iterator
 import pytest
 
 from ipvs_guest_support import run, save, thresholds
-from kanotify.config import parse_config
+from kanotify.config.schema import parse_config
 from kanotify.importer import import_file
 
 CONFIGS = Path(__file__).resolve().parents[2] / "unit" / "keepalived_configs"

@@ -10,8 +10,8 @@ from __future__ import annotations
 import errno
 
 from ipvs_guest_support import ip, ipvsadm
-from kanotify.backends import ipvs_msg as m
-from kanotify.backends import netlink as nl
+from kanotify.backends.netlink import ipvs_msg as m
+from kanotify.backends.netlink import framing as nl
 from kanotify.backends.ipvs import IpvsBackend
 from kanotify.model import ServiceKey
 

@@ -23,7 +23,8 @@ import pytest
 
 from ipvs_guest_support import run
 from kanotify.backends.system import SystemBackend
-from kanotify.config import Config, parse_config
+from kanotify.config.schema import parse_config
+from kanotify.config.values import Config
 from kanotify.engine import Engine
 from kanotify.model import State
 from kanotify.run import RunResult

@@ -3,7 +3,7 @@
 Parsing and validating a large config (1000 services x 10 real servers) costs
 about 0.25 s natively and more in a VM, on every notification and every
 reconcile.  The result depends on the file's bytes and path only, so a run that
-has validated it leaves the validated :class:`~kanotify.config.Config` in
+has validated it leaves the validated :class:`~kanotify.config.values.Config` in
 ``<state_dir>/config.cache``, and later runs load that instead (about 20 times
 faster: ``benchmarks/config_load.py``).
 
@@ -18,7 +18,7 @@ it records matches --
   the file that was read (the ones :mod:`kanotify.security` checks), so one
   changed byte, a ``chmod`` or a ``chown`` is a miss;
 * kanotify's version, a hash of the code that defines a validated config
-  (this module, :mod:`kanotify.config`, :mod:`kanotify.tomlcheck`,
+  (this module, :mod:`kanotify.config.schema`, :mod:`kanotify.config.values`, :mod:`kanotify.config.tomlcheck`,
   :mod:`kanotify.model`) and Python's version, so an upgraded kanotify never
   reads an entry written by another one;
 * the ``state_dir`` it was found in, which is the one the validated config
@@ -66,10 +66,12 @@ import time
 from types import MappingProxyType
 from typing import Any
 
-from . import __version__, prescan
-from .atomic import TEMP_INFIX, replace_file
-from .config import Config, parse_config_bytes, read_config_file
-from .store import is_private_dir
+from .. import __version__
+from . import prescan
+from ..atomic import TEMP_INFIX, replace_file
+from .schema import parse_config_bytes, read_config_file
+from .values import Config
+from ..store import is_private_dir
 
 CACHE_FILE = "config.cache"
 FORMAT = 1
@@ -78,7 +80,7 @@ FORMAT = 1
 MIN_SIZE = 32 * 1024
 
 #: the sources whose code decides what a validated config is (hashed into every key)
-_SCHEMA_SOURCES = ("config_cache.py", "config.py", "tomlcheck.py", "model.py")
+_SCHEMA_SOURCES = ("config/cache.py", "config/schema.py", "config/values.py", "config/tomlcheck.py", "model.py")
 #: an entry larger than this is not read (a config is a few MB at most)
 _MAX_ENTRY = 256 * 1024 * 1024
 #: temp files of writers killed before their rename are removed after this many seconds
@@ -91,16 +93,16 @@ def declared_state_dir(raw: bytes) -> str:
     header, exactly one ``state_dir = "/abs/path"`` line (a basic string without
     escapes; a trailing comment is fine).  Anything else -- no such line, two of
     them, escapes, a literal string, a dotted key, an inline table -- gives the
-    default ``state_dir``.  Always an absolute path.  (:mod:`kanotify.prescan`.)
+    default ``state_dir``.  Always an absolute path.  (:mod:`kanotify.config.prescan`.)
     """
     return prescan.state_dir(raw)
 
 
 def load_config_cached(path: str) -> Config:
-    """:func:`~kanotify.config.load_config`, served from the cache when its entry matches the file.
+    """:func:`~kanotify.config.schema.load_config`, served from the cache when its entry matches the file.
 
     The same result and the same :class:`~kanotify.errors.ConfigError` as
-    :func:`~kanotify.config.load_config` in every case; only faster on a hit.
+    :func:`~kanotify.config.schema.load_config` in every case; only faster on a hit.
     """
     raw, st = read_config_file(path)
     if len(raw) < MIN_SIZE:
@@ -127,10 +129,10 @@ def _schema_digest() -> str:
     running is the code read at start-up, whatever an upgrade puts on disk later)."""
     global _schema
     if _schema is None:
-        here = os.path.dirname(os.path.abspath(__file__))
+        package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # kanotify/
         parts = []
         for name in _SCHEMA_SOURCES:
-            with open(os.path.join(here, name), "rb") as fh:
+            with open(os.path.join(package, name), "rb") as fh:
                 parts.append(name.encode() + b"\0" + fh.read())
         _schema = _sha256(b"\0".join(parts))
     return _schema
@@ -208,7 +210,7 @@ def _read(state_dir: str, key: dict[str, Any]) -> Config | None:
 
 
 #: where the classes of a validated config are defined (all imported by the time an entry is read)
-_TRUSTED_MODULES = ("kanotify.config", "kanotify.model", "ipaddress", "datetime")
+_TRUSTED_MODULES = ("kanotify.config.values", "kanotify.model", "ipaddress", "datetime")
 
 
 class _Unpickler(pickle.Unpickler):

@@ -17,7 +17,7 @@ import socket
 import struct
 from dataclasses import dataclass
 
-from . import netlink as nl
+from . import framing as nl
 
 RTM_NEWADDR = 20
 RTM_DELADDR = 21

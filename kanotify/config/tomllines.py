@@ -2,7 +2,7 @@
 
 ``tomllib`` does not report where valid values are, so the error path scans
 the text for table headers and ``key =`` lines, counting ``[[arrays]]`` the
-way :mod:`kanotify.tomlcheck` key paths do.  Best effort: a path not found
+way :mod:`kanotify.config.tomlcheck` key paths do.  Best effort: a path not found
 falls back to its nearest enclosing table (a missing key points at its
 table's header), and only the error path pays for it.
 """

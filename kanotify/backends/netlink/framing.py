@@ -1,7 +1,7 @@
 """Netlink framing, protocol-independent: headers, attributes, message iteration, errors.
 
 Pure and standard library only (``struct``): bytes in, bytes out.  The IPVS
-generic-netlink codec (:mod:`kanotify.backends.ipvs_msg`) and GARP's
+generic-netlink codec (:mod:`kanotify.backends.netlink.ipvs_msg`) and GARP's
 "still bound?" rtnetlink check (:mod:`kanotify.backends.garp`, which runs in a
 detached process and must stay free of pyroute2) both build on it; each
 protocol keeps its own message bodies.

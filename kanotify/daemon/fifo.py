@@ -30,7 +30,7 @@ import re
 import stat
 from dataclasses import dataclass
 
-from .model import State
+from ..model import State
 
 #: the longest line kept; keepalived's are under 300 bytes (a name is at most 63 characters)
 MAX_LINE = 4096

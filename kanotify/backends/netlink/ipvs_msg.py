@@ -2,7 +2,7 @@
 
 This module is pure: bytes in, value types out, and back.  The socket lives in
 :mod:`kanotify.backends.ipvs`, the protocol-independent netlink framing
-(headers, attributes, errors) in :mod:`kanotify.backends.netlink`.  It covers
+(headers, attributes, errors) in :mod:`kanotify.backends.netlink.framing`.  It covers
 exactly the messages kanotify sends (new/set/del of services and real servers,
 service and dest dumps, start/stop/dump of the sync daemons, the family
 lookup) and the replies it reads.
@@ -39,7 +39,7 @@ from functools import lru_cache
 from operator import itemgetter
 from typing import Iterable, Mapping
 
-from ..model import (
+from ...model import (
     SYNC_DEFAULT_GROUP,
     SYNC_DEFAULT_PORT,
     SYNC_DEFAULT_TTL,
@@ -51,7 +51,7 @@ from ..model import (
     SyncDaemon,
     VirtualService,
 )
-from .netlink import NLA_TYPE_MASK, NLM_F_ACK, NLM_F_REQUEST, DecodeError, nla, nlmsg, parse_attrs
+from .framing import NLA_TYPE_MASK, NLM_F_ACK, NLM_F_REQUEST, DecodeError, nla, nlmsg, parse_attrs
 
 # --------------------------------------------------------------------------- generic netlink
 

@@ -24,7 +24,7 @@ Other ops: ``yield`` (a newer listener takes over: finish and exit).
 The client side (:func:`hand_over`) is on the path of every notification, so
 this module imports nothing heavy -- no pyroute2, no typer, not even the
 config machinery: the socket's directory and the time to wait come from a
-plain scan of the config file (:mod:`kanotify.prescan`).  A listener that does
+plain scan of the config file (:mod:`kanotify.config.prescan`).  A listener that does
 not answer within ``lock_timeout`` is given up on: the caller then runs the
 request in-process, under the same lock and with the same ticket, so order
 still holds, and says so in the journal line.
@@ -32,13 +32,14 @@ still holds, and says so in the journal line.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
 import struct
 import time
 
-from . import prescan
+from ..config import prescan
 
 SOCKET_NAME = "control.sock"
 MAX_MESSAGE = 64 * 1024
@@ -184,6 +185,21 @@ def hand_over(argv: list[str], config: str, ticket: tuple[str, int, int]) -> Ans
         return Answer(fallback="bad answer", note=f"the listener at {where} answered {message.get('error')!r}: "
                                                    "applied in-process")
     return Answer(code, str(message.get("stdout", "")), str(message.get("stderr", "")))
+
+
+def ask_to_yield(path: str) -> str | None:
+    """Ask the listener at control socket ``path`` to yield its lock; what went wrong, or None
+    (none there is no problem: the lock is free or about to be)."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(5.0)
+            at_unix_path(sock, path, "connect")
+            sock.sendall(encode({"op": "yield"}))
+            sock.recv(4096)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOENT, errno.ECONNREFUSED):
+            return f"could not ask the other listener to yield ({exc.strerror})"
+    return None
 
 
 def _note(where: str, timeout: float, exc: BaseException | None) -> str:

@@ -1,6 +1,6 @@
 """A netlink socket that sends one request and reads its answer: the I/O under the IPVS and address backends.
 
-:mod:`kanotify.backends.netlink` frames messages (pure); this module owns a
+:mod:`kanotify.backends.netlink.framing` frames messages (pure); this module owns a
 socket: opened in a network namespace when asked (:func:`~kanotify.backends.netns.call_in`),
 with ``NETLINK_CAP_ACK``/``NETLINK_EXT_ACK`` so refusals carry the kernel's
 text, a receive buffer big enough for a batch's replies, and a timeout on
@@ -16,9 +16,9 @@ import os
 import socket
 import time
 
-from ..errors import ApplyError
-from . import netlink as nl
-from .netns import call_in
+from ...errors import ApplyError
+from . import framing as nl
+from ..netns import call_in
 
 SO_RCVBUFFORCE = 33
 #: as a plain int: ``flags & socket.MSG_TRUNC`` is an IntFlag operation in Python, on every receive
@@ -123,7 +123,7 @@ class NetlinkSocket:
         """:meth:`request`, its replies left where they were received: (buffer, offset, length) each.
 
         For a reader of thousands of replies that decodes them in place
-        (``IpvsBackend.reals``): no :class:`~kanotify.backends.netlink.Message`
+        (``IpvsBackend.reals``): no :class:`~kanotify.backends.netlink.framing.Message`
         and no payload copy per reply.
         """
         self.requests += 1

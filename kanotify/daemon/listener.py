@@ -5,24 +5,24 @@ sockets open) and a single worker thread that runs every transition, one at
 a time, in the order the requests arrived:
 
 * **keepalived's notify FIFO** (``kanotify listen FIFO``): each line is parsed
-  (:mod:`kanotify.fifo`); a state change becomes a run, a backlog for one
+  (:mod:`kanotify.daemon.fifo`); a state change becomes a run, a backlog for one
   instance coalesces to its newest state (the older events are still
   journaled, as superseded), priority changes are journaled, checker lines
   logged, anything else logged and skipped;
-* **the control socket** (``<state_dir>/control.sock``, :mod:`kanotify.control`):
+* **the control socket** (``<state_dir>/control.sock``, :mod:`kanotify.daemon.control`):
   a one-shot ``kanotify master|backup|fault|stop|notify|reconcile`` hands its
   argv over and gets the output and exit code back, exactly as in-process;
 * **drift repair**: a quiet reconcile every ``settings.reconcile_interval``
   seconds, and at once when rtnetlink reports a managed VIP removed
   (:mod:`kanotify.backends.addrwatch`); journaled (command ``repair``) when it
   changed something;
-* **keepalived gone** (:mod:`kanotify.keepalived_watch`): keepalived's process,
+* **keepalived gone** (:mod:`kanotify.daemon.keepalived_watch`): keepalived's process,
   from ``settings.keepalived_pidfile``, held through a pidfd; when it dies
   without a STOP (SIGKILL, a crash, the OOM killer) the instances it drove
   (recorded state not STOP) go to STOP, journaled as ``keepalived-gone``;
 * **metrics** (``settings.metrics``): Prometheus text at ``http://ADDRESS/metrics``,
-  served by a thread of its own (:mod:`kanotify.exporter`); the engine hands
-  each run's result to :class:`kanotify.metrics.ListenerMetrics`.  A port it
+  served by a thread of its own (:mod:`kanotify.metrics.server`); the engine hands
+  each run's result to :class:`kanotify.metrics.facts.ListenerMetrics`.  A port it
   cannot bind never stops the listener: it runs without metrics, says so
   (stderr, syslog, journal) and tries again every :data:`METRICS_RETRY` s.
 
@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import errno
 import fcntl
 import gc
 import io
@@ -59,27 +58,30 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
-from . import commands, control
-from .backends import Backend, system_backend
-from .backends.addrwatch import AddressWatch, Removed
-from .backends.garp import ThreadRepeater
-from .config import Config, config_path, load_config
-from .engine import Engine
-from .errors import ConfigError, KanotifyError
+from .. import commands
+from . import control
+from ..backends import Backend, system_backend
+from ..backends.addrwatch import AddressWatch, Removed
+from ..backends.garp import ThreadRepeater
+from ..config.schema import load_config
+from ..config.prescan import config_path
+from ..config.values import Config
+from ..engine import Engine
+from ..errors import ConfigError, KanotifyError
 from .fifo import FifoReader, LvsEvent, PriorityEvent, Unparsed, VrrpEvent, parse_line
 from .health import Change, Health
-from .journal import summary_line, syslog_line
+from ..journal import summary_line, syslog_line
 from .keepalived_watch import Gone, KeepalivedWatch
-from .metrics import Facts, ListenerMetrics
-from .model import ServiceKey, State
-from .plan import desired_for
-from .procinfo import ticket_fields
-from .run import CONVERGED, OUTCOME_FAILED, SUPERSEDED, Request, RunKind, RunResult
-from .store import LISTEN_LOCK, StateStore, Ticket
+from ..metrics.facts import Facts, ListenerMetrics
+from ..model import ServiceKey, State
+from ..plan import desired_for
+from ..procinfo import ticket_fields
+from ..run import CONVERGED, OUTCOME_FAILED, SUPERSEDED, Request, RunKind, RunResult
+from ..store import LISTEN_LOCK, StateStore, Ticket
 
 if TYPE_CHECKING:
-    from .config import ListenAddress
-    from .exporter import MetricsServer
+    from ..config.values import ListenAddress
+    from ..metrics.server import MetricsServer
 
 log = logging.getLogger("kanotify.listen")
 
@@ -91,10 +93,6 @@ STOP_GRACE = 1.0
 #: seconds between tries to bind settings.metrics after it failed (the port may be held a while longer)
 METRICS_RETRY = 10.0
 MAX_ARGS = 64
-
-
-class _Refused(Exception):
-    """A handed-over request this listener does not do: the client runs it in-process."""
 
 
 # --------------------------------------------------------------------------- work
@@ -291,7 +289,7 @@ class Listener:
 
     def _load(self) -> Config:
         if not self.allow_insecure and os.path.exists(self.config_file):
-            from .security import check_config_file
+            from ..security import check_config_file
 
             check_config_file(self.config_file)
         config = load_config(self.config_file)
@@ -330,7 +328,10 @@ class Listener:
         if not _try_lock(fd):
             holder = _read_pid(fd)
             _say(f"another listener (pid {holder}) serves {self.store.dir}: asking it to yield")
-            _ask_to_yield(control.socket_path(self.store.dir))  # in this thread: nothing else runs yet
+            # in this thread: nothing else runs yet
+            problem = control.ask_to_yield(control.socket_path(self.store.dir))
+            if problem:
+                _say(f"{problem}: waiting for its lock")
             deadline = time.monotonic() + config.settings.lock_timeout + 5.0
             while not _try_lock(fd):
                 if time.monotonic() > deadline:
@@ -517,11 +518,8 @@ class Listener:
             argv=["kanotify", *work.argv], stdout=out, stderr=err, ticket=work.ticket,
             config=self._config_for_command, engine=lambda g, config: self._current_engine(),
         )
-        try:
-            with commands.using(runtime):
-                code = commands.run_fast(work.argv)
-        except _Refused as exc:
-            return {"refused": str(exc)}
+        with commands.using(runtime):
+            code = commands.run_fast(work.argv)
         if code is None:
             return {"refused": "not a command the listener runs"}
         self.runs += 1
@@ -666,7 +664,7 @@ class Listener:
             self.metrics_server = None
         if address is None or self._stopping:
             return
-        from .exporter import MetricsServer  # prometheus_client: only for a listener that serves metrics
+        from ..metrics.server import MetricsServer  # prometheus_client: only for a listener that serves metrics
 
         self._start_metrics(MetricsServer(address, self._metrics_facts), first=True)
 
@@ -879,18 +877,6 @@ def _read_pid(fd: int) -> str:
         return os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
     except OSError:
         return "?"
-
-
-def _ask_to_yield(path: str) -> None:
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(5.0)
-            control.at_unix_path(sock, path, "connect")
-            sock.sendall(control.encode({"op": "yield"}))
-            sock.recv(4096)
-    except OSError as exc:
-        if exc.errno not in (errno.ENOENT, errno.ECONNREFUSED):
-            _say(f"could not ask the other listener to yield ({exc.strerror}): waiting for its lock")
 
 
 def _say(text: str) -> None:

@@ -40,9 +40,9 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from .atomic import replace_file
-from .config import Config
-from .model import HealthCheck, IPAddress, RealKey, ServiceKey, format_hostport
+from ..atomic import replace_file
+from ..config.values import Config
+from ..model import HealthCheck, IPAddress, RealKey, ServiceKey, format_hostport
 
 HEALTH_FILE = "health.json"
 #: how often health.json is rewritten at most while only errors and times change (state changes: at once)

@@ -6,7 +6,7 @@ VRRP state, the transitions it ran and how long they took, its drift repairs,
 the listener's health checks, the weights of the real servers it manages and
 the sync daemons it runs.  docs/metrics.md lists every metric.
 
-Two producers fill in the same :class:`Facts`, which :mod:`kanotify.exporter`
+Two producers fill in the same :class:`Facts`, which :mod:`kanotify.metrics.exposition`
 turns into the text format:
 
 * ``kanotify listen`` (:class:`ListenerMetrics`): the engine hands it every
@@ -33,26 +33,24 @@ import fcntl
 import json
 import logging
 import os
-import sys
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable, Collection, Iterator, Mapping, NoReturn, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Collection, Iterator, Mapping, Sequence
 
-from . import __version__
-from .commands import Exit, Globals, err, load, runtime
-from .errors import EXIT_OK, KanotifyError
-from .journal import INTERRUPTED, Journal, RecordKind, kind_of, pair_runs, process_alive
-from .model import SYNC_STATES, Observed, RealKey, Scope, ServiceKey, State, SyncDaemon, format_hostport
-from .procinfo import ticket_fields
-from .run import RunKind
-from .store import SavedStates, StateStore, listener_pid
+from .. import __version__
+from ..errors import KanotifyError
+from ..journal import INTERRUPTED, Journal, RecordKind, kind_of, pair_runs, process_alive
+from ..model import SYNC_STATES, Observed, RealKey, Scope, ServiceKey, State, SyncDaemon, format_hostport
+from ..procinfo import ticket_fields
+from ..run import RunKind
+from ..store import SavedStates, StateStore, listener_pid
 
 if TYPE_CHECKING:
-    from .backends import Backend
-    from .config import Config
-    from .plan import HealthView
-    from .run import RunResult
+    from ..backends import Backend
+    from ..config.values import Config
+    from ..plan import HealthView
+    from ..run import RunResult
 
 log = logging.getLogger("kanotify.metrics")
 
@@ -434,7 +432,7 @@ def collect_facts(config: Config, backend_factory: Callable[[], Backend] | None 
     scope = Scope(services=managed, ipvs=bool(managed), sync_daemons=config.sync_daemon is not None)
     if scope.ipvs or scope.sync_daemons:
         if backend_factory is None:
-            from .backends import system_backend
+            from ..backends import system_backend
 
             backend_factory = system_backend
         backend = backend_factory()
@@ -455,7 +453,7 @@ def _reported_health(config: Config, state_dir: str, listener: int | None) -> tu
     """The running listener's health checks, from its ``health.json``; none without a listener."""
     if listener is None:
         return ()
-    from .health import read_health
+    from ..daemon.health import read_health
 
     report = read_health(state_dir)
     if report is None or (listener and report.get("pid") not in (None, listener)):
@@ -595,35 +593,7 @@ def _read_journal(
     return counts, _Cursor(boot, st.st_dev, st.st_ino, start + max(end, first), counts), warnings
 
 
-def cmd_metrics(g: Globals, textfile: str | None) -> NoReturn:
-    """``kanotify metrics [--textfile PATH]``: the metrics once, on stdout or atomically into PATH."""
-    from .exporter import render
-
-    config = load(g, cached=True)
-    facts, warnings = collect_facts(config)
-    for warning in warnings:
-        err(f"kanotify: warning: {warning}")
-    text = render(facts)
-    if textfile is None:
-        out = runtime().stdout
-        if out is None:
-            sys.stdout.buffer.write(text)
-            sys.stdout.flush()
-        else:
-            out.write(text.decode())
-            out.flush()
-    else:
-        from .atomic import replace_file
-
-        try:
-            # 0644: node_exporter runs as its own user and must read it
-            replace_file(textfile, text, mode=0o644, durable=False)
-        except OSError as exc:
-            raise KanotifyError(f"cannot write {textfile}: {exc.strerror}") from None
-    raise Exit(EXIT_OK)
-
-
 __all__ = [
     "CURSOR_FILE", "Counts", "DURATION_BUCKETS", "Facts", "ListenerMetrics", "MAX_READ", "OUTCOMES", "Tally",
-    "collect_facts", "count_journal", "is_notification", "cmd_metrics",
+    "collect_facts", "count_journal", "is_notification",
 ]
