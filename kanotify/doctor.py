@@ -6,7 +6,7 @@ values (``pass``/``warn``/``fail``, what was found, a one-line fix, the
 command).  :data:`CHECKS` lists them in the order they are shown.  The
 command exits 1 when any row fails.
 
-keepalived.conf is read with :mod:`kanotify.keepalived_conf` (keepalived's own
+keepalived.conf is read with :mod:`kanotify.keepalived.conf` (keepalived's own
 grammar); the kanotify config is optional (without one, keepalived.conf and the
 host are checked).  Host facts come from a :class:`Host` -- the real one reads
 the network namespace the process runs in (``/proc/sys/net``, rtnetlink), a
@@ -29,7 +29,7 @@ from .config import Config
 
 if TYPE_CHECKING:
     from .importer import ImportResult
-from .keepalived_conf import KeepalivedConf, Statement, read_config, script_argv
+from .keepalived.conf import KeepalivedConf, Statement, read_config, script_argv
 from .model import IPInterface, ServiceKey
 
 PASS, WARN, FAIL = "pass", "warn", "fail"

@@ -46,7 +46,7 @@ from decimal import ROUND_DOWN, Decimal
 from typing import Any, Callable, NoReturn
 
 from .errors import ConfigError, KanotifyError, Problem
-from .keepalived_conf import (ALIASES, CHECKER_ALIASES, KeepalivedConf, Statement, Where, read_config, script_argv,
+from .keepalived.conf import (ALIASES, CHECKER_ALIASES, KeepalivedConf, Statement, Where, read_config, script_argv,
                              split_script)
 from .model import IPAddress, RealServer, ServiceKey, ServiceSpec, State, VirtualService, format_hostport
 

@@ -20,7 +20,7 @@ import pytest
 from kanotify import doctor
 from kanotify.config import parse_config
 from kanotify.doctor import FAIL, PASS, WARN, Context, Row, insecure_component, run_checks
-from kanotify.keepalived_conf import parse_text
+from kanotify.keepalived.conf import parse_text
 from kanotify.model import IPInterface
 
 KANOTIFY = str(Path(sys.executable).with_name("kanotify"))

@@ -18,7 +18,7 @@ import pytest
 
 from kanotify.config import parse_config
 from kanotify.importer import ImportResult, import_conf, import_file, render
-from kanotify.keepalived_conf import parse_text, read_config
+from kanotify.keepalived.conf import parse_text, read_config
 from kanotify.model import HealthCheck, RealServer, ServiceKey, SyncDaemonSpec
 
 CONFIGS = Path(__file__).parent / "keepalived_configs"

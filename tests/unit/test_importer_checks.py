@@ -14,7 +14,7 @@ import random
 
 from kanotify.config import parse_config
 from kanotify.importer import ImportResult, import_conf, render
-from kanotify.keepalived_conf import parse_text
+from kanotify.keepalived.conf import parse_text
 from kanotify.model import HealthCheck
 
 
