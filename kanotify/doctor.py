@@ -4,7 +4,7 @@ Every check is a small function of a :class:`Context` returning :class:`Row`
 values (``pass``/``warn``/``fail``, what was found, a one-line fix, the
 ``FILE:LINE`` it applies to, and -- where a shell command is the fix -- that
 command).  :data:`CHECKS` lists them in the order they are shown.  The
-command exits 1 when any row fails.
+command (:func:`kanotify.commands.cmd_doctor`) prints them and exits 1 when any row fails.
 
 keepalived.conf is read with :mod:`kanotify.keepalived.conf` (keepalived's own
 grammar); the kanotify config is optional (without one, keepalived.conf and the
@@ -17,19 +17,18 @@ fake one serves the unit tests.  The sysctl.d search starts at ``sysctl_root``
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import shutil
 import stat
 import subprocess
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, NoReturn, Protocol, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Iterable, Protocol, Sequence
 
 from .config import Config
 
 if TYPE_CHECKING:
     from .importer import ImportResult
-from .keepalived.conf import KeepalivedConf, Statement, read_config, script_argv
+from .keepalived.conf import KeepalivedConf, Statement, script_argv
 from .model import IPInterface, ServiceKey
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
@@ -1051,36 +1050,3 @@ def format_rows(rows: Sequence[Row]) -> str:
     lines.append(f"{counts[PASS]} pass, {counts[WARN]} warn, {counts[FAIL]} fail")
     return "\n".join(lines)
 
-
-def cmd_doctor(g: Any, keepalived_conf: str, config_id: str | None, sysctl_root: str = "/",
-               host: Host | None = None) -> NoReturn:
-    """``kanotify doctor [--keepalived-conf PATH] [--config-id ID]``."""
-    from .commands import Exit, load, out
-    from .config import config_path
-    from .errors import EXIT_FAILED, EXIT_OK, ConfigError
-
-    path = config_path(g.config)
-    given = bool(g.config or os.environ.get("KANOTIFY_CONFIG"))
-    config: Config | None = None
-    problems: list[str] = []
-    if given or os.path.exists(path):
-        try:
-            config = load(g)
-        except ConfigError as exc:
-            problems = [str(p) for p in exc.problems]
-    kconf = read_config(keepalived_conf, config_id)
-    ctx = Context(kconf, config, host or SystemHost(), path if (given or os.path.exists(path)) else None,
-                  problems, sysctl_root, bool(g.config), config_id)
-    rows = run_checks(ctx)
-    failed = any(r.status == FAIL for r in rows)
-    if g.json:
-        out(json.dumps({
-            "keepalived_conf": keepalived_conf,
-            "config": ctx.config_path,
-            "rows": [asdict(r) for r in rows],
-            "summary": {s: sum(r.status == s for r in rows) for s in (PASS, WARN, FAIL)},
-        }, indent=2))
-    else:
-        out(f"kanotify doctor: {keepalived_conf}" + (f" and {ctx.config_path}" if ctx.config_path else ""))
-        out(format_rows(rows))
-    raise Exit(EXIT_FAILED if failed else EXIT_OK)

@@ -43,12 +43,12 @@ import os
 import re
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable
 
 from .errors import ConfigError, KanotifyError, Problem
 from .keepalived.conf import (ALIASES, CHECKER_ALIASES, KeepalivedConf, Statement, Where, read_config, script_argv,
                              split_script)
-from .model import IPAddress, RealServer, ServiceKey, ServiceSpec, State, VirtualService, format_hostport
+from .model import IPAddress, RealServer, ServiceKey, ServiceSpec, State, VirtualService
 
 #: keepalived's lvs_schedulers (check_parser.c)
 KEEPALIVED_SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "sh", "mh", "dh", "fo", "ovf", "lblcr", "sed", "nq", "twos")
@@ -1497,34 +1497,3 @@ def import_file(path: str, instance: str | None = None, config_id: str | None = 
                             + "; ".join(str(p) for p in exc.problems)) from None
     return result, text
 
-
-def cmd_import(g: Any, path: str, instance: str | None, config_id: str | None) -> NoReturn:
-    """``kanotify import KEEPALIVED_CONF [--instance NAME] [--config-id ID]``."""
-    import tomllib
-
-    from .commands import Exit, out
-    from .config import _NAME_RE
-    from .errors import EXIT_OK, UsageError
-
-    if instance is not None and not _NAME_RE.match(instance):
-        raise UsageError(f"--instance {instance!r}: expected a name of letters, digits and _.:@+- (at most 64)")
-    result, text = import_file(path, instance, config_id)
-    if g.json:
-        notes = [n for n in result.notes] + [n for s in result.services for n in s.notes] + [
-            n for s in result.services for r in s.reals for n in r.notes]
-        out(json.dumps({
-            "source": result.path,
-            "instance": result.instance,
-            "services": [str(s.service) for s in result.services],
-            "checks": [{"service": str(s.service.key), "real": format_hostport(r.real.address, r.real.port),
-                        "checker": r.check.checker, "where": str(r.check.where),
-                        "check": tomllib.loads("\n".join(f"{k} = {v}" for k, v in r.check.table))}
-                       for s in result.services for r in s.reals if r.check],
-            "not_imported": [{"keyword": n.keyword, "where": str(n.where), "reason": n.reason} for n in notes],
-            "sync_daemon": result.sync_daemon.table if result.sync_daemon is not None else None,
-            "problems": list(result.problems),
-            "toml": text,
-        }, indent=2))
-    else:
-        out(text.rstrip("\n"))
-    raise Exit(EXIT_OK)
