@@ -538,7 +538,7 @@ def cmd_doctor(g: Globals, keepalived_conf: str, config_id: str | None, sysctl_r
     from dataclasses import asdict
 
     from .config import config_path
-    from .doctor import FAIL, PASS, WARN, Context, SystemHost, format_rows, run_checks
+    from .keepalived.doctor import FAIL, PASS, WARN, Context, SystemHost, format_rows, run_checks
     from .keepalived.conf import read_config
 
     path = config_path(g.config)

@@ -24,12 +24,12 @@ import subprocess
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterable, Protocol, Sequence
 
-from .config import Config
+from ..config import Config
+from ..model import IPInterface, ServiceKey
+from .conf import KeepalivedConf, Statement, script_argv
 
 if TYPE_CHECKING:
-    from .importer import ImportResult
-from .keepalived.conf import KeepalivedConf, Statement, script_argv
-from .model import IPInterface, ServiceKey
+    from ..importer import ImportResult
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 
@@ -81,8 +81,8 @@ class SystemHost:
         self.proc = proc
 
     def sysctl(self, key: str) -> str | None:
-        from .backends.sysctl import SysctlBackend
-        from .errors import ApplyError
+        from ..backends.sysctl import SysctlBackend
+        from ..errors import ApplyError
 
         try:
             return SysctlBackend(os.path.join(self.proc, "sys")).read(key)
@@ -160,7 +160,7 @@ class Context:
     def imported(self) -> "ImportResult":
         """keepalived's virtual_servers as kanotify would import them (:class:`~kanotify.importer.ImportResult`)."""
         if self._imported is None:
-            from .importer import import_conf
+            from ..importer import import_conf
 
             self._imported = import_conf(self.kconf)
         return self._imported
@@ -332,7 +332,7 @@ def _find_in_path(name: str) -> str | None:
 
 def _kanotify_command(words: Sequence[str]) -> tuple[str | None, list[str], str | None]:
     """kanotify's words -> (command, its arguments, --config value); global options read from their one table."""
-    from .options import lookup
+    from ..options import lookup
 
     config = None
     rest: list[str] = []
@@ -956,7 +956,7 @@ def check_sync_daemon(ctx: Context) -> list[Row]:
 
 def check_persisted(ctx: Context) -> list[Row]:
     """Sysctls set now are also in sysctl.d, so a reboot keeps them."""
-    from .persist import DEFAULT_PATH, persisted
+    from ..persist import DEFAULT_PATH, persisted
 
     if ctx.config is not None:
         wanted = list(ctx.config.sysctls)
