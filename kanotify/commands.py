@@ -538,8 +538,9 @@ def cmd_doctor(g: Globals, keepalived_conf: str, config_id: str | None, sysctl_r
     from dataclasses import asdict
 
     from .config import config_path
-    from .keepalived.doctor import FAIL, PASS, WARN, Context, SystemHost, format_rows, run_checks
     from .keepalived.conf import read_config
+    from .keepalived.doctor import FAIL, PASS, WARN, Context, format_rows, run_checks
+    from .keepalived.hostfacts import SystemHost
 
     path = config_path(g.config)
     given = bool(g.config or os.environ.get("KANOTIFY_CONFIG"))

@@ -8,9 +8,9 @@ command (:func:`kanotify.commands.cmd_doctor`) prints them and exits 1 when any 
 
 keepalived.conf is read with :mod:`kanotify.keepalived.conf` (keepalived's own
 grammar); the kanotify config is optional (without one, keepalived.conf and the
-host are checked).  Host facts come from a :class:`Host` -- the real one reads
-the network namespace the process runs in (``/proc/sys/net``, rtnetlink), a
-fake one serves the unit tests.  The sysctl.d search starts at ``sysctl_root``
+host are checked).  Host facts come from a :class:`~kanotify.keepalived.hostfacts.Host`
+-- the real one (:mod:`kanotify.keepalived.hostfacts`) reads the network
+namespace the process runs in, a fake one serves the unit tests.  The sysctl.d search starts at ``sysctl_root``
 (``/``; tests point it at a directory of their own).
 """
 
@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import shutil
 import stat
-import subprocess
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from ..config import Config
 from ..model import IPInterface, ServiceKey
 from .conf import KeepalivedConf, Statement, script_argv
+from .hostfacts import Host
 
 if TYPE_CHECKING:
     from ..importer import ImportResult
@@ -58,89 +57,6 @@ class Row:
     fix: str = ""
     where: str = ""
     command: str | None = None  # a shell command that applies the fix, when one does
-
-
-class Host(Protocol):
-    """What the doctor reads from the host (the real one: :class:`SystemHost`)."""
-
-    def sysctl(self, key: str) -> str | None: ...
-
-    def interfaces(self) -> list[str]: ...
-
-    def addresses(self, dev: str) -> list[IPInterface]: ...
-
-    def ipvs(self) -> tuple[str, str]: ...  # ("loaded" | "loadable" | "missing", detail)
-
-    def keepalived_test(self, path: str, config_id: str | None) -> tuple[int, list[str]] | None: ...
-
-
-class SystemHost:
-    """This host, as seen from the network namespace of the running process."""
-
-    def __init__(self, proc: str = "/proc") -> None:
-        self.proc = proc
-
-    def sysctl(self, key: str) -> str | None:
-        from ..backends.sysctl import SysctlBackend
-        from ..errors import ApplyError
-
-        try:
-            return SysctlBackend(os.path.join(self.proc, "sys")).read(key)
-        except ApplyError:
-            return None
-
-    def interfaces(self) -> list[str]:
-        try:
-            names = os.listdir(os.path.join(self.proc, "sys/net/ipv4/conf"))
-        except OSError:
-            return []
-        return sorted(n for n in names if n not in ("all", "default"))
-
-    def addresses(self, dev: str) -> list[IPInterface]:
-        from pyroute2 import IPRoute
-
-        found: list[IPInterface] = []
-        with IPRoute() as ipr:
-            index = ipr.link_lookup(ifname=dev)
-            if not index:
-                return []
-            for msg in ipr.get_addr(index=index[0]):
-                text = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
-                if text:
-                    found.append(ipaddress.ip_interface(f"{text}/{msg['prefixlen']}"))
-        return found
-
-    def ipvs(self) -> tuple[str, str]:
-        if os.path.exists(os.path.join(self.proc, "net/ip_vs")):
-            return "loaded", "the ip_vs module is loaded (/proc/net/ip_vs)"
-        release = os.uname().release
-        for name in ("modules.builtin", "modules.dep"):
-            path = f"/lib/modules/{release}/{name}"
-            try:
-                with open(path, encoding="utf-8", errors="replace") as fh:
-                    for line in fh:
-                        entry = line.split(":", 1)[0].strip()
-                        if os.path.basename(entry).split(".ko", 1)[0] == "ip_vs":
-                            return "loadable", f"ip_vs is available ({path}) but not loaded"
-            except OSError:
-                continue
-        return "missing", f"kernel {release} has no ip_vs (not loaded, not in /lib/modules/{release})"
-
-    def keepalived_test(self, path: str, config_id: str | None) -> tuple[int, list[str]] | None:
-        binary = shutil.which("keepalived") or next(
-            (p for p in ("/usr/sbin/keepalived", "/sbin/keepalived") if os.path.exists(p)), None)
-        if binary is None:
-            return None
-        argv = [binary, "-t", "-f", os.path.abspath(path)] + (["-i", config_id] if config_id else [])
-        try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
-            return 124, ["keepalived -t did not finish in 30 s"]
-        lines: list[str] = []
-        for line in (done.stdout + done.stderr).splitlines():  # every process prints its own copy
-            if line.strip() and line not in lines:
-                lines.append(line.strip())
-        return done.returncode, lines
 
 
 @dataclass
