@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from ..config import Config
 from ..model import IPInterface, ServiceKey
+from ..security import insecure_component
 from .conf import KeepalivedConf, Statement, script_argv
 from .hostfacts import Host
 
@@ -192,34 +193,6 @@ def _is_executable(st: os.stat_result, uid: int, gid: int) -> bool:
     mode = st.st_mode
     return bool((uid == 0 and mode & 0o111) or (uid == st.st_uid and mode & stat.S_IXUSR) or (
         uid != st.st_uid and ((gid == st.st_gid and mode & stat.S_IXGRP) or (gid != st.st_gid and mode & stat.S_IXOTH))))
-
-
-def insecure_component(path: str, lstat: Callable[[str], os.stat_result] = os.lstat) -> tuple[str, str] | None:
-    """keepalived's check_security(): the first unsafe component of *path* and why, or None.
-
-    Every component is ``lstat``-ed: all but the last must be directories, the
-    last a file or a symlink; each must be owned by root, and a directory
-    without the sticky bit, or a file, must not be writable by others nor by a
-    group other than root's.
-    """
-    parts = [p for p in path.split("/") if p]
-    prefixes = ["/"] + ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
-    for i, component in enumerate(prefixes):
-        last = i == len(prefixes) - 1
-        try:
-            st = lstat(component)
-        except OSError as exc:
-            return component, f"cannot be found ({exc.strerror})"
-        if (not last and not stat.S_ISDIR(st.st_mode)) or (
-                last and not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode))):
-            return component, "is of the wrong file type (keepalived: 'Wrong file type found in script path')"
-        if st.st_uid != 0:
-            return component, f"is owned by uid {st.st_uid}, not root"
-        checked = (stat.S_ISDIR(st.st_mode) and not st.st_mode & stat.S_ISVTX) or stat.S_ISREG(st.st_mode)
-        if checked and ((st.st_gid != 0 and st.st_mode & stat.S_IWGRP) or st.st_mode & stat.S_IWOTH):
-            return component, f"is writable by {'others' if st.st_mode & stat.S_IWOTH else 'its group'} " \
-                              f"(mode {stat.S_IMODE(st.st_mode):04o})"
-    return None
 
 
 def _resolved_paths(path: str) -> tuple[str, str | None]:

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from kanotify.keepalived import doctor
 from kanotify.config import parse_config
-from kanotify.keepalived.doctor import FAIL, PASS, WARN, Context, Row, insecure_component, run_checks
+from kanotify.keepalived import doctor
 from kanotify.keepalived.conf import parse_text
+from kanotify.keepalived.doctor import FAIL, PASS, WARN, Context, Row, run_checks
 from kanotify.model import IPInterface
+from kanotify.security import insecure_component
 
 KANOTIFY = str(Path(sys.executable).with_name("kanotify"))
 
