@@ -573,7 +573,7 @@ def cmd_import(g: Globals, path: str, instance: str | None, config_id: str | Non
     import tomllib
 
     from .config import _NAME_RE
-    from .importer import import_file
+    from .keepalived.importer import import_file
     from .model import format_hostport
 
     if instance is not None and not _NAME_RE.match(instance):

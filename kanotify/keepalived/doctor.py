@@ -29,7 +29,7 @@ from .conf import KeepalivedConf, Statement, script_argv
 from .hostfacts import Host
 
 if TYPE_CHECKING:
-    from ..importer import ImportResult
+    from .importer import ImportResult
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 
@@ -75,9 +75,9 @@ class Context:
     _imported: "ImportResult | None" = None
 
     def imported(self) -> "ImportResult":
-        """keepalived's virtual_servers as kanotify would import them (:class:`~kanotify.importer.ImportResult`)."""
+        """keepalived's virtual_servers as kanotify would import them (:class:`~kanotify.keepalived.importer.ImportResult`)."""
         if self._imported is None:
-            from ..importer import import_conf
+            from .importer import import_conf
 
             self._imported = import_conf(self.kconf)
         return self._imported

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from kanotify.config import parse_config
-from kanotify.importer import ImportResult, import_conf, import_file, render
+from kanotify.keepalived.importer import ImportResult, import_conf, import_file, render
 from kanotify.keepalived.conf import parse_text, read_config
 from kanotify.model import HealthCheck, RealServer, ServiceKey, SyncDaemonSpec
 

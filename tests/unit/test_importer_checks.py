@@ -13,7 +13,7 @@ import ipaddress
 import random
 
 from kanotify.config import parse_config
-from kanotify.importer import ImportResult, import_conf, render
+from kanotify.keepalived.importer import ImportResult, import_conf, render
 from kanotify.keepalived.conf import parse_text
 from kanotify.model import HealthCheck
 

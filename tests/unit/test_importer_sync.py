@@ -23,7 +23,7 @@ from pathlib import Path
 
 from kanotify.config import build_config, parse_config
 from kanotify.errors import ConfigError
-from kanotify.importer import ImportResult, import_conf, render
+from kanotify.keepalived.importer import ImportResult, import_conf, render
 from kanotify.keepalived.conf import parse_text
 from kanotify.model import SyncDaemonSpec
 

@@ -45,10 +45,10 @@ from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal
 from typing import Any, Callable
 
-from .errors import ConfigError, KanotifyError, Problem
-from .keepalived.conf import (ALIASES, CHECKER_ALIASES, KeepalivedConf, Statement, Where, read_config, script_argv,
-                             split_script)
-from .model import IPAddress, RealServer, ServiceKey, ServiceSpec, State, VirtualService
+from ..errors import ConfigError, KanotifyError, Problem
+from ..model import IPAddress, RealServer, ServiceKey, ServiceSpec, State, VirtualService
+from .conf import (ALIASES, CHECKER_ALIASES, KeepalivedConf, Statement, Where, read_config, script_argv,
+                   split_script)
 
 #: keepalived's lvs_schedulers (check_parser.c)
 KEEPALIVED_SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "sh", "mh", "dh", "fo", "ovf", "lblcr", "sed", "nq", "twos")
@@ -557,7 +557,7 @@ def _map_checker(vs: _VS, rs: _RS, s: Statement, real: RealServer) -> _Mapped:
     virtual_server's, else keepalived's default -- written out even where it
     equals kanotify's default, with where it came from.
     """
-    from .config import _check_host, _check_url_path
+    from ..config import _check_host, _check_url_path
 
     kind = CHECKERS.get(s.keyword)
     if kind is None:
@@ -864,7 +864,7 @@ def import_conf(conf: KeepalivedConf, instance: str | None = None) -> ImportResu
 
 
 def _first_instance(conf: KeepalivedConf) -> str | None:
-    from .config import _NAME_RE
+    from ..config import _NAME_RE
 
     for stmt in conf.top("vrrp_instance"):
         if stmt.arg(0) and _NAME_RE.match(stmt.arg(0) or ""):
@@ -1348,7 +1348,7 @@ def _sync_daemon(conf: KeepalivedConf, instance: str) -> tuple[ImportedSyncDaemo
                         + ", ".join(f"{key} {SYNC_KERNEL_DEFAULTS[key]}" for key in missing) + ".")
     table = ImportedSyncDaemon(s.where, s.keyword, tuple(lines), tuple(comments))
     if name != instance:
-        from .config import _NAME_RE
+        from ..config import _NAME_RE
 
         how = (f"import with --instance {name} to get it as [sync_daemon]" if _NAME_RE.match(name) else
                f"{name!r} is not a kanotify instance name (letters, digits and _.:@+-, at most 64)")
@@ -1383,7 +1383,7 @@ def _checked_sync_daemon(table: ImportedSyncDaemon, notes: list[Note]) -> tuple[
 
 def _sync_problems(table: ImportedSyncDaemon) -> list[Problem]:
     """What kanotify's config loader says about *table* on its own (with its one instance)."""
-    from .config import build_config
+    from ..config import build_config
 
     try:
         build_config({"instance": [{"name": table.table["instance"]}], "sync_daemon": table.table}, "<sync_daemon>")
@@ -1488,7 +1488,7 @@ def import_file(path: str, instance: str | None = None, config_id: str | None = 
         raise ConfigError([Problem(path, "", m.text) for m in conf.messages] or [Problem(path, "", "cannot read")])
     result = import_conf(conf, instance)
     text = render(result)
-    from .config import parse_config
+    from ..config import parse_config
 
     try:
         parse_config(text, f"<import of {path}>")
