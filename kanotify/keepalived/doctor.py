@@ -29,7 +29,7 @@ from .conf import KeepalivedConf, Statement, script_argv
 from .hostfacts import Host
 
 if TYPE_CHECKING:
-    from .importer import ImportResult
+    from .imported import ImportResult
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 
@@ -75,7 +75,7 @@ class Context:
     _imported: "ImportResult | None" = None
 
     def imported(self) -> "ImportResult":
-        """keepalived's virtual_servers as kanotify would import them (:class:`~kanotify.keepalived.importer.ImportResult`)."""
+        """keepalived's virtual_servers as kanotify would import them (:class:`~kanotify.keepalived.imported.ImportResult`)."""
         if self._imported is None:
             from .importer import import_conf
 
