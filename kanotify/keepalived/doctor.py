@@ -25,8 +25,10 @@ from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 from ..config import Config
 from ..model import IPInterface, ServiceKey
 from ..security import insecure_component
-from .conf import KeepalivedConf, Statement, script_argv
+from .conf import KeepalivedConf, Statement
 from .hostfacts import Host
+from .scripts import (Script, find_in_path, is_executable, kanotify_command, resolved_paths, script_identity,
+                      scripts, uid_gid)
 
 if TYPE_CHECKING:
     from .imported import ImportResult
@@ -38,12 +40,6 @@ BENIGN_KEEPALIVED = ("No VIP specified; at least one is sensible",)
 #: ``keepalived -t`` lines that are warnings, not errors
 WARNING_KEEPALIVED = ("deprecated", "WARNING", "Please use", "SECURITY VIOLATION")
 
-#: script keywords, by the block they live in (keepalived 2.2.7)
-INSTANCE_SCRIPTS = ("notify", "notify_master", "notify_backup", "notify_fault", "notify_stop", "notify_deleted",
-                    "notify_master_rx_lower_pri")
-GROUP_SCRIPTS = ("notify", "notify_master", "notify_backup", "notify_fault", "notify_stop")
-GLOBAL_SCRIPTS = ("notify_fifo_script", "vrrp_notify_fifo_script", "lvs_notify_fifo_script", "startup_script",
-                  "shutdown_script")
 FIFOS = ("notify_fifo", "vrrp_notify_fifo", "lvs_notify_fifo")
 SPECIFIC = {"notify_master": "master", "notify_backup": "backup", "notify_fault": "fault", "notify_stop": "stop"}
 
@@ -93,154 +89,6 @@ def _w(stmt: Statement | None) -> str:
 def _global_flag(ctx: Context, keyword: str) -> Statement | None:
     found = ctx.kconf.global_(keyword)
     return found[-1] if found else None
-
-
-@dataclass(frozen=True)
-class Script:
-    """A script a keepalived.conf line runs."""
-
-    stmt: Statement
-    block: Statement | None  # the vrrp_instance / vrrp_sync_group / ... it is in; None for global_defs
-    argv: tuple[str, ...]
-    user: str | None
-
-    @property
-    def kanotify(self) -> list[str] | None:
-        """kanotify's own words (after the program) when this script runs kanotify."""
-        argv = list(self.argv)
-        if not argv:
-            return None
-        prog = os.path.basename(argv[0])
-        if prog == "kanotify":
-            return argv[1:]
-        if prog.startswith("python") and argv[1:3] == ["-m", "kanotify"]:
-            return argv[3:]
-        return None
-
-
-def scripts(conf: KeepalivedConf) -> list[Script]:
-    """Every script reference of the file, with its argv as keepalived splits it."""
-    found: list[Script] = []
-
-    def add(stmt: Statement, block: Statement | None, user_word: bool = True) -> None:
-        argv, rest = script_argv(stmt)
-        user = rest[0] if user_word and rest else None
-        found.append(Script(stmt, block, tuple(argv or ()), user))
-
-    for s in conf.global_defs():
-        if s.keyword in GLOBAL_SCRIPTS:
-            add(s, None)
-    for inst in conf.top("vrrp_instance"):
-        for s in inst.block or ():
-            if s.keyword in INSTANCE_SCRIPTS:
-                add(s, inst)
-    for grp in conf.top("vrrp_sync_group"):
-        for s in grp.block or ():
-            if s.keyword in GROUP_SCRIPTS:
-                add(s, grp)
-    for vscript in conf.top("vrrp_script"):
-        for s in vscript.children("script"):
-            add(s, vscript)
-    for vs in conf.top("virtual_server"):
-        for s in vs.walk():
-            if s.keyword in ("quorum_up", "quorum_down", "notify_up", "notify_down"):
-                add(s, vs)
-            if s.keyword == "MISC_CHECK":
-                user = s.child("user")
-                for path in s.children("misc_path"):
-                    add(path, s, user_word=False)
-                    if user is not None and user.args:
-                        found[-1] = Script(path, s, found[-1].argv, user.args[0])
-    return found
-
-
-def _uid_gid(user: str | None, group: str | None = None) -> tuple[int, int] | None:
-    import grp
-    import pwd
-
-    try:
-        entry = pwd.getpwnam(user) if user else None
-    except KeyError:
-        return None
-    if entry is None:
-        return None
-    gid = entry.pw_gid
-    if group:
-        try:
-            gid = grp.getgrnam(group).gr_gid
-        except KeyError:
-            return None
-    return entry.pw_uid, gid
-
-
-def _script_identity(ctx: Context, script: Script) -> tuple[str, int, int]:
-    """Who keepalived runs the script as: its own user, else script_user, else keepalived_script, else root."""
-    if script.user:
-        ids = _uid_gid(script.user)
-        return (script.user, *ids) if ids else (script.user, -1, -1)
-    default = _global_flag(ctx, "script_user")
-    if default is not None and default.args:
-        ids = _uid_gid(default.args[0], default.arg(1))
-        return (default.args[0], *ids) if ids else (default.args[0], -1, -1)
-    ids = _uid_gid("keepalived_script")
-    if ids:
-        return "keepalived_script", *ids
-    return "root", 0, 0
-
-
-def _is_executable(st: os.stat_result, uid: int, gid: int) -> bool:
-    """keepalived's is_executable()."""
-    mode = st.st_mode
-    return bool((uid == 0 and mode & 0o111) or (uid == st.st_uid and mode & stat.S_IXUSR) or (
-        uid != st.st_uid and ((gid == st.st_gid and mode & stat.S_IXGRP) or (gid != st.st_gid and mode & stat.S_IXOTH))))
-
-
-def _resolved_paths(path: str) -> tuple[str, str | None]:
-    """keepalived's check_script_secure(): the path it checks, and the real file when that differs."""
-    real = os.path.realpath(path)
-    if real == path:
-        return path, None
-    if os.path.basename(real) != os.path.basename(path):
-        candidate = os.path.join(os.path.dirname(real), os.path.basename(path))
-        try:
-            same = os.path.samefile(candidate, real)
-        except OSError:
-            same = False
-        if same:
-            return candidate, real
-    return real, None
-
-
-def _find_in_path(name: str) -> str | None:
-    for directory in (os.environ.get("PATH") or "/bin:/usr/bin").split(":"):
-        candidate = os.path.join(directory or ".", name)
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
-    return None
-
-
-def _kanotify_command(words: Sequence[str]) -> tuple[str | None, list[str], str | None]:
-    """kanotify's words -> (command, its arguments, --config value); global options read from their one table."""
-    from ..options import lookup
-
-    config = None
-    rest: list[str] = []
-    i = 0
-    while i < len(words):
-        hit = lookup(words[i])
-        if hit is not None:
-            option, value, _count = hit
-            if option.takes_value and value is None and i + 1 < len(words):
-                value = words[i + 1]
-                i += 1
-            if option.dest == "config":
-                config = value
-        elif not words[i].startswith("-"):
-            rest.append(words[i])
-        i += 1
-    if not rest:
-        return None, [], config
-    return rest[0].lower(), rest[1:], config
 
 
 # --------------------------------------------------------------------------- checks
@@ -342,7 +190,7 @@ def check_scripts(ctx: Context) -> list[Row]:
         rows.append(Row(WARN, "script security", "enable_script_security is off: keepalived runs root scripts that "
                         "others could replace", "add enable_script_security to global_defs",
                         _w(ctx.kconf.top("global_defs")[0]) if ctx.kconf.top("global_defs") else ctx.kconf.path))
-    if security is not None and refs and _global_flag(ctx, "script_user") is None and not _uid_gid("keepalived_script"):
+    if security is not None and refs and _global_flag(ctx, "script_user") is None and not uid_gid("keepalived_script"):
         rows.append(Row(WARN, "script security", "enable_script_security without script_user and no keepalived_script "
                         "user: keepalived complains ('Unable to set default user') and runs the scripts as root",
                         "add 'script_user root' to global_defs", _w(security)))
@@ -362,7 +210,7 @@ def _check_script(ctx: Context, ref: Script, security: bool) -> Row:
     path = ref.argv[0]
     if path.startswith("<") and path[1:].lstrip().startswith("/"):
         return Row(PASS, "scripts", f"{what}: a file test ({path}), not run", where=where)
-    name, uid, gid = _script_identity(ctx, ref)
+    name, uid, gid = script_identity(ctx.kconf, ref)
     if uid < 0:
         return Row(FAIL, "scripts", f"{what}: user {name!r} does not exist, keepalived ignores the script",
                    "create the user or fix script_user / the user word", where)
@@ -372,7 +220,7 @@ def _check_script(ctx: Context, ref: Script, security: bool) -> Row:
                    where)
     note = ""
     if "/" not in path:
-        found = _find_in_path(path)
+        found = find_in_path(path)
         if found is None:
             return Row(FAIL, "scripts", f"{what}: {path} is not in PATH", "give the script's full path", where)
         note = f" (found by PATH search: keepalived warns; give the full path {found})"
@@ -384,10 +232,10 @@ def _check_script(ctx: Context, ref: Script, security: bool) -> Row:
                    "install it there, or correct the path", where)
     if not stat.S_ISREG(st.st_mode):
         return Row(FAIL, "scripts", f"{what}: {path} is not a regular file", "correct the path", where)
-    if not _is_executable(st, uid, gid):
+    if not is_executable(st, uid, gid):
         return Row(FAIL, "scripts", f"{what}: {path} is not executable for {name}: keepalived disables it",
                    f"chmod 0755 {path}", where, command=f"chmod 0755 {_sh(path)}")
-    checked, real = _resolved_paths(path)
+    checked, real = resolved_paths(path)
     problem = insecure_component(checked) or (insecure_component(real) if real else None)
     if problem is not None:
         component, why = problem
@@ -467,7 +315,7 @@ def check_instances(ctx: Context) -> list[Row]:
                  for s in refs)
     groups = {g.arg(0): g for g in ctx.kconf.top("vrrp_sync_group")}
     for ref in refs:
-        command, args, cfg = _kanotify_command(ref.kanotify or [])
+        command, args, cfg = kanotify_command(ref.kanotify or [])
         block = ref.block
         where = _w(ref.stmt)
         if cfg and ctx.config_path and os.path.abspath(cfg) != os.path.abspath(ctx.config_path):
@@ -630,7 +478,7 @@ def check_health_listener(ctx: Context) -> list[Row]:
     for ref in scripts(ctx.kconf):
         keyword = ref.stmt.keyword
         if keyword.endswith("notify_fifo_script") and keyword[: -len("_script")] in fifos and ref.kanotify is not None \
-                and _kanotify_command(ref.kanotify)[0] == "listen":
+                and kanotify_command(ref.kanotify)[0] == "listen":
             return [Row(PASS, "health checks", f"{reals} real server(s) health-checked by kanotify listen, which "
                         f"{keyword} starts", where=_w(ref.stmt))]
     return [Row(WARN, "health checks", f"kanotify's config health-checks {reals} real server(s), but keepalived.conf "
