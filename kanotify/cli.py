@@ -177,9 +177,7 @@ def doctor_cmd(
     sysctl_root: str = typer.Option("/", "--sysctl-root", hidden=True, help="Root of the sysctl.d search (tests)."),
 ) -> None:
     """Check keepalived.conf and this host for LVS pitfalls; exit 1 on any fail."""
-    from . import doctor
-
-    _call(ctx, doctor.cmd_doctor, keepalived_conf, config_id, sysctl_root)
+    _call(ctx, commands.cmd_doctor, keepalived_conf, config_id, sysctl_root)
 
 
 @app.command("import")
@@ -194,9 +192,7 @@ def import_cmd(
     ),
 ) -> None:
     """Print kanotify config TOML for the virtual_server blocks of a keepalived.conf."""
-    from . import importer
-
-    _call(ctx, importer.cmd_import, keepalived_conf, instance, config_id)
+    _call(ctx, commands.cmd_import, keepalived_conf, instance, config_id)
 
 
 @app.command("sysctl")

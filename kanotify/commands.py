@@ -592,3 +592,70 @@ def cmd_sysctl(g: Globals, persist: bool, path: str | None) -> NoReturn:
     else:
         out(message)
     raise Exit(EXIT_OK)
+
+
+def cmd_doctor(g: Globals, keepalived_conf: str, config_id: str | None, sysctl_root: str = "/") -> NoReturn:
+    """``kanotify doctor [--keepalived-conf PATH] [--config-id ID]``: the checks' rows, as a table or JSON."""
+    from dataclasses import asdict
+
+    from .config.prescan import config_path
+    from .keepalived.conf import read_config
+    from .keepalived.doctor import FAIL, PASS, WARN, Context, format_rows, run_checks
+    from .keepalived.hostfacts import SystemHost
+
+    path = config_path(g.config)
+    given = bool(g.config or os.environ.get("KANOTIFY_CONFIG"))
+    config: Config | None = None
+    problems: list[str] = []
+    if given or os.path.exists(path):
+        try:
+            config = load(g)
+        except ConfigError as exc:
+            problems = [str(p) for p in exc.problems]
+    kconf = read_config(keepalived_conf, config_id)
+    ctx = Context(kconf, config, SystemHost(), path if (given or os.path.exists(path)) else None,
+                  problems, sysctl_root, bool(g.config), config_id)
+    rows = run_checks(ctx)
+    if g.json:
+        out(json.dumps({
+            "keepalived_conf": keepalived_conf,
+            "config": ctx.config_path,
+            "rows": [asdict(r) for r in rows],
+            "summary": {s: sum(r.status == s for r in rows) for s in (PASS, WARN, FAIL)},
+        }, indent=2))
+    else:
+        out(f"kanotify doctor: {keepalived_conf}" + (f" and {ctx.config_path}" if ctx.config_path else ""))
+        out(format_rows(rows))
+    raise Exit(EXIT_FAILED if any(r.status == FAIL for r in rows) else EXIT_OK)
+
+
+def cmd_import(g: Globals, path: str, instance: str | None, config_id: str | None) -> NoReturn:
+    """``kanotify import KEEPALIVED_CONF [--instance NAME] [--config-id ID]``: the TOML, or it and its parts as JSON."""
+    import tomllib
+
+    from .config.schema import _NAME_RE
+    from .keepalived.importer import import_file
+    from .model import format_hostport
+
+    if instance is not None and not _NAME_RE.match(instance):
+        raise UsageError(f"--instance {instance!r}: expected a name of letters, digits and _.:@+- (at most 64)")
+    result, text = import_file(path, instance, config_id)
+    if g.json:
+        notes = [n for n in result.notes] + [n for s in result.services for n in s.notes] + [
+            n for s in result.services for r in s.reals for n in r.notes]
+        out(json.dumps({
+            "source": result.path,
+            "instance": result.instance,
+            "services": [str(s.service) for s in result.services],
+            "checks": [{"service": str(s.service.key), "real": format_hostport(r.real.address, r.real.port),
+                        "checker": r.check.checker, "where": str(r.check.where),
+                        "check": tomllib.loads("\n".join(f"{k} = {v}" for k, v in r.check.table))}
+                       for s in result.services for r in s.reals if r.check],
+            "not_imported": [{"keyword": n.keyword, "where": str(n.where), "reason": n.reason} for n in notes],
+            "sync_daemon": result.sync_daemon.table if result.sync_daemon is not None else None,
+            "problems": list(result.problems),
+            "toml": text,
+        }, indent=2))
+    else:
+        out(text.rstrip("\n"))
+    raise Exit(EXIT_OK)

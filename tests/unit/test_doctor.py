@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from kanotify import doctor
 from kanotify.config.schema import parse_config
-from kanotify.doctor import FAIL, PASS, WARN, Context, Row, insecure_component, run_checks
-from kanotify.keepalived_conf import parse_text
+from kanotify.keepalived import doctor
+from kanotify.keepalived.conf import parse_text
+from kanotify.keepalived.doctor import FAIL, PASS, WARN, Context, Row, run_checks
 from kanotify.model import IPInterface
+from kanotify.security import insecure_component
 
 KANOTIFY = str(Path(sys.executable).with_name("kanotify"))
 
@@ -367,7 +368,7 @@ def test_docs_describe_every_check_and_the_three_commands() -> None:
     import re
 
     root = Path(__file__).resolve().parents[2]
-    source = (root / "kanotify" / "doctor.py").read_text()
+    source = (root / "kanotify" / "keepalived" / "doctor.py").read_text()
     names = set(re.findall(r'Row\((?:PASS|WARN|FAIL|status), "([^"]+)"', source))
     assert len(names) >= 15
     doc = (root / "docs" / "doctor.md").read_text()

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from kanotify.config.schema import parse_config
-from kanotify.importer import ImportResult, import_conf, import_file, render
-from kanotify.keepalived_conf import parse_text, read_config
+from kanotify.keepalived.conf import parse_text, read_config
+from kanotify.keepalived.imported import ImportResult
+from kanotify.keepalived.importer import import_conf, import_file, render
 from kanotify.model import HealthCheck, RealServer, ServiceKey, SyncDaemonSpec
 
 CONFIGS = Path(__file__).parent / "keepalived_configs"

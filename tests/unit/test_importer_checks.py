@@ -13,8 +13,9 @@ import ipaddress
 import random
 
 from kanotify.config.schema import parse_config
-from kanotify.importer import ImportResult, import_conf, render
-from kanotify.keepalived_conf import parse_text
+from kanotify.keepalived.conf import parse_text
+from kanotify.keepalived.imported import ImportResult
+from kanotify.keepalived.importer import import_conf, render
 from kanotify.model import HealthCheck
 
 

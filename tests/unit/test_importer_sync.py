@@ -23,8 +23,9 @@ from pathlib import Path
 
 from kanotify.config.schema import build_config, parse_config
 from kanotify.errors import ConfigError
-from kanotify.importer import ImportResult, import_conf, render
-from kanotify.keepalived_conf import parse_text
+from kanotify.keepalived.conf import parse_text
+from kanotify.keepalived.imported import ImportResult
+from kanotify.keepalived.importer import import_conf, render
 from kanotify.model import SyncDaemonSpec
 
 KANOTIFY = str(Path(sys.executable).with_name("kanotify"))

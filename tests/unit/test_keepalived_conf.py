@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from kanotify.keepalived_conf import (
+from kanotify.keepalived.conf import (
     KeepalivedConf,
     Statement,
     decomment,

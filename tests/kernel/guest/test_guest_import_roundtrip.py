@@ -47,7 +47,7 @@ import pytest
 
 from ipvs_guest_support import run, save, thresholds
 from kanotify.config.schema import parse_config
-from kanotify.importer import import_file
+from kanotify.keepalived.importer import import_file
 
 CONFIGS = Path(__file__).resolve().parents[2] / "unit" / "keepalived_configs"
 ROUND_TRIP = [

@@ -4,33 +4,34 @@ Every check is a small function of a :class:`Context` returning :class:`Row`
 values (``pass``/``warn``/``fail``, what was found, a one-line fix, the
 ``FILE:LINE`` it applies to, and -- where a shell command is the fix -- that
 command).  :data:`CHECKS` lists them in the order they are shown.  The
-command exits 1 when any row fails.
+command (:func:`kanotify.commands.cmd_doctor`) prints them and exits 1 when any row fails.
 
-keepalived.conf is read with :mod:`kanotify.keepalived_conf` (keepalived's own
+keepalived.conf is read with :mod:`kanotify.keepalived.conf` (keepalived's own
 grammar); the kanotify config is optional (without one, keepalived.conf and the
-host are checked).  Host facts come from a :class:`Host` -- the real one reads
-the network namespace the process runs in (``/proc/sys/net``, rtnetlink), a
-fake one serves the unit tests.  The sysctl.d search starts at ``sysctl_root``
+host are checked).  Host facts come from a :class:`~kanotify.keepalived.hostfacts.Host`
+-- the real one (:mod:`kanotify.keepalived.hostfacts`) reads the network
+namespace the process runs in, a fake one serves the unit tests.  The sysctl.d search starts at ``sysctl_root``
 (``/``; tests point it at a directory of their own).
 """
 
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
-import shutil
 import stat
-import subprocess
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, NoReturn, Protocol, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
-from .config.values import Config
+from ..config.values import Config
+from ..model import IPInterface, ServiceKey
+from ..security import insecure_component
+from .conf import KeepalivedConf, Statement
+from .hostfacts import Host
+from .scripts import (Script, find_in_path, is_executable, kanotify_command, resolved_paths, script_identity,
+                      scripts, uid_gid)
 
 if TYPE_CHECKING:
-    from .importer import ImportResult
-from .keepalived_conf import KeepalivedConf, Statement, read_config, script_argv
-from .model import IPInterface, ServiceKey
+    from .imported import ImportResult
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 
@@ -39,12 +40,6 @@ BENIGN_KEEPALIVED = ("No VIP specified; at least one is sensible",)
 #: ``keepalived -t`` lines that are warnings, not errors
 WARNING_KEEPALIVED = ("deprecated", "WARNING", "Please use", "SECURITY VIOLATION")
 
-#: script keywords, by the block they live in (keepalived 2.2.7)
-INSTANCE_SCRIPTS = ("notify", "notify_master", "notify_backup", "notify_fault", "notify_stop", "notify_deleted",
-                    "notify_master_rx_lower_pri")
-GROUP_SCRIPTS = ("notify", "notify_master", "notify_backup", "notify_fault", "notify_stop")
-GLOBAL_SCRIPTS = ("notify_fifo_script", "vrrp_notify_fifo_script", "lvs_notify_fifo_script", "startup_script",
-                  "shutdown_script")
 FIFOS = ("notify_fifo", "vrrp_notify_fifo", "lvs_notify_fifo")
 SPECIFIC = {"notify_master": "master", "notify_backup": "backup", "notify_fault": "fault", "notify_stop": "stop"}
 
@@ -59,89 +54,6 @@ class Row:
     fix: str = ""
     where: str = ""
     command: str | None = None  # a shell command that applies the fix, when one does
-
-
-class Host(Protocol):
-    """What the doctor reads from the host (the real one: :class:`SystemHost`)."""
-
-    def sysctl(self, key: str) -> str | None: ...
-
-    def interfaces(self) -> list[str]: ...
-
-    def addresses(self, dev: str) -> list[IPInterface]: ...
-
-    def ipvs(self) -> tuple[str, str]: ...  # ("loaded" | "loadable" | "missing", detail)
-
-    def keepalived_test(self, path: str, config_id: str | None) -> tuple[int, list[str]] | None: ...
-
-
-class SystemHost:
-    """This host, as seen from the network namespace of the running process."""
-
-    def __init__(self, proc: str = "/proc") -> None:
-        self.proc = proc
-
-    def sysctl(self, key: str) -> str | None:
-        from .backends.sysctl import SysctlBackend
-        from .errors import ApplyError
-
-        try:
-            return SysctlBackend(os.path.join(self.proc, "sys")).read(key)
-        except ApplyError:
-            return None
-
-    def interfaces(self) -> list[str]:
-        try:
-            names = os.listdir(os.path.join(self.proc, "sys/net/ipv4/conf"))
-        except OSError:
-            return []
-        return sorted(n for n in names if n not in ("all", "default"))
-
-    def addresses(self, dev: str) -> list[IPInterface]:
-        from pyroute2 import IPRoute
-
-        found: list[IPInterface] = []
-        with IPRoute() as ipr:
-            index = ipr.link_lookup(ifname=dev)
-            if not index:
-                return []
-            for msg in ipr.get_addr(index=index[0]):
-                text = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
-                if text:
-                    found.append(ipaddress.ip_interface(f"{text}/{msg['prefixlen']}"))
-        return found
-
-    def ipvs(self) -> tuple[str, str]:
-        if os.path.exists(os.path.join(self.proc, "net/ip_vs")):
-            return "loaded", "the ip_vs module is loaded (/proc/net/ip_vs)"
-        release = os.uname().release
-        for name in ("modules.builtin", "modules.dep"):
-            path = f"/lib/modules/{release}/{name}"
-            try:
-                with open(path, encoding="utf-8", errors="replace") as fh:
-                    for line in fh:
-                        entry = line.split(":", 1)[0].strip()
-                        if os.path.basename(entry).split(".ko", 1)[0] == "ip_vs":
-                            return "loadable", f"ip_vs is available ({path}) but not loaded"
-            except OSError:
-                continue
-        return "missing", f"kernel {release} has no ip_vs (not loaded, not in /lib/modules/{release})"
-
-    def keepalived_test(self, path: str, config_id: str | None) -> tuple[int, list[str]] | None:
-        binary = shutil.which("keepalived") or next(
-            (p for p in ("/usr/sbin/keepalived", "/sbin/keepalived") if os.path.exists(p)), None)
-        if binary is None:
-            return None
-        argv = [binary, "-t", "-f", os.path.abspath(path)] + (["-i", config_id] if config_id else [])
-        try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
-            return 124, ["keepalived -t did not finish in 30 s"]
-        lines: list[str] = []
-        for line in (done.stdout + done.stderr).splitlines():  # every process prints its own copy
-            if line.strip() and line not in lines:
-                lines.append(line.strip())
-        return done.returncode, lines
 
 
 @dataclass
@@ -159,7 +71,7 @@ class Context:
     _imported: "ImportResult | None" = None
 
     def imported(self) -> "ImportResult":
-        """keepalived's virtual_servers as kanotify would import them (:class:`~kanotify.importer.ImportResult`)."""
+        """keepalived's virtual_servers as kanotify would import them (:class:`~kanotify.keepalived.imported.ImportResult`)."""
         if self._imported is None:
             from .importer import import_conf
 
@@ -177,182 +89,6 @@ def _w(stmt: Statement | None) -> str:
 def _global_flag(ctx: Context, keyword: str) -> Statement | None:
     found = ctx.kconf.global_(keyword)
     return found[-1] if found else None
-
-
-@dataclass(frozen=True)
-class Script:
-    """A script a keepalived.conf line runs."""
-
-    stmt: Statement
-    block: Statement | None  # the vrrp_instance / vrrp_sync_group / ... it is in; None for global_defs
-    argv: tuple[str, ...]
-    user: str | None
-
-    @property
-    def kanotify(self) -> list[str] | None:
-        """kanotify's own words (after the program) when this script runs kanotify."""
-        argv = list(self.argv)
-        if not argv:
-            return None
-        prog = os.path.basename(argv[0])
-        if prog == "kanotify":
-            return argv[1:]
-        if prog.startswith("python") and argv[1:3] == ["-m", "kanotify"]:
-            return argv[3:]
-        return None
-
-
-def scripts(conf: KeepalivedConf) -> list[Script]:
-    """Every script reference of the file, with its argv as keepalived splits it."""
-    found: list[Script] = []
-
-    def add(stmt: Statement, block: Statement | None, user_word: bool = True) -> None:
-        argv, rest = script_argv(stmt)
-        user = rest[0] if user_word and rest else None
-        found.append(Script(stmt, block, tuple(argv or ()), user))
-
-    for s in conf.global_defs():
-        if s.keyword in GLOBAL_SCRIPTS:
-            add(s, None)
-    for inst in conf.top("vrrp_instance"):
-        for s in inst.block or ():
-            if s.keyword in INSTANCE_SCRIPTS:
-                add(s, inst)
-    for grp in conf.top("vrrp_sync_group"):
-        for s in grp.block or ():
-            if s.keyword in GROUP_SCRIPTS:
-                add(s, grp)
-    for vscript in conf.top("vrrp_script"):
-        for s in vscript.children("script"):
-            add(s, vscript)
-    for vs in conf.top("virtual_server"):
-        for s in vs.walk():
-            if s.keyword in ("quorum_up", "quorum_down", "notify_up", "notify_down"):
-                add(s, vs)
-            if s.keyword == "MISC_CHECK":
-                user = s.child("user")
-                for path in s.children("misc_path"):
-                    add(path, s, user_word=False)
-                    if user is not None and user.args:
-                        found[-1] = Script(path, s, found[-1].argv, user.args[0])
-    return found
-
-
-def _uid_gid(user: str | None, group: str | None = None) -> tuple[int, int] | None:
-    import grp
-    import pwd
-
-    try:
-        entry = pwd.getpwnam(user) if user else None
-    except KeyError:
-        return None
-    if entry is None:
-        return None
-    gid = entry.pw_gid
-    if group:
-        try:
-            gid = grp.getgrnam(group).gr_gid
-        except KeyError:
-            return None
-    return entry.pw_uid, gid
-
-
-def _script_identity(ctx: Context, script: Script) -> tuple[str, int, int]:
-    """Who keepalived runs the script as: its own user, else script_user, else keepalived_script, else root."""
-    if script.user:
-        ids = _uid_gid(script.user)
-        return (script.user, *ids) if ids else (script.user, -1, -1)
-    default = _global_flag(ctx, "script_user")
-    if default is not None and default.args:
-        ids = _uid_gid(default.args[0], default.arg(1))
-        return (default.args[0], *ids) if ids else (default.args[0], -1, -1)
-    ids = _uid_gid("keepalived_script")
-    if ids:
-        return "keepalived_script", *ids
-    return "root", 0, 0
-
-
-def _is_executable(st: os.stat_result, uid: int, gid: int) -> bool:
-    """keepalived's is_executable()."""
-    mode = st.st_mode
-    return bool((uid == 0 and mode & 0o111) or (uid == st.st_uid and mode & stat.S_IXUSR) or (
-        uid != st.st_uid and ((gid == st.st_gid and mode & stat.S_IXGRP) or (gid != st.st_gid and mode & stat.S_IXOTH))))
-
-
-def insecure_component(path: str, lstat: Callable[[str], os.stat_result] = os.lstat) -> tuple[str, str] | None:
-    """keepalived's check_security(): the first unsafe component of *path* and why, or None.
-
-    Every component is ``lstat``-ed: all but the last must be directories, the
-    last a file or a symlink; each must be owned by root, and a directory
-    without the sticky bit, or a file, must not be writable by others nor by a
-    group other than root's.
-    """
-    parts = [p for p in path.split("/") if p]
-    prefixes = ["/"] + ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
-    for i, component in enumerate(prefixes):
-        last = i == len(prefixes) - 1
-        try:
-            st = lstat(component)
-        except OSError as exc:
-            return component, f"cannot be found ({exc.strerror})"
-        if (not last and not stat.S_ISDIR(st.st_mode)) or (
-                last and not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode))):
-            return component, "is of the wrong file type (keepalived: 'Wrong file type found in script path')"
-        if st.st_uid != 0:
-            return component, f"is owned by uid {st.st_uid}, not root"
-        checked = (stat.S_ISDIR(st.st_mode) and not st.st_mode & stat.S_ISVTX) or stat.S_ISREG(st.st_mode)
-        if checked and ((st.st_gid != 0 and st.st_mode & stat.S_IWGRP) or st.st_mode & stat.S_IWOTH):
-            return component, f"is writable by {'others' if st.st_mode & stat.S_IWOTH else 'its group'} " \
-                              f"(mode {stat.S_IMODE(st.st_mode):04o})"
-    return None
-
-
-def _resolved_paths(path: str) -> tuple[str, str | None]:
-    """keepalived's check_script_secure(): the path it checks, and the real file when that differs."""
-    real = os.path.realpath(path)
-    if real == path:
-        return path, None
-    if os.path.basename(real) != os.path.basename(path):
-        candidate = os.path.join(os.path.dirname(real), os.path.basename(path))
-        try:
-            same = os.path.samefile(candidate, real)
-        except OSError:
-            same = False
-        if same:
-            return candidate, real
-    return real, None
-
-
-def _find_in_path(name: str) -> str | None:
-    for directory in (os.environ.get("PATH") or "/bin:/usr/bin").split(":"):
-        candidate = os.path.join(directory or ".", name)
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
-    return None
-
-
-def _kanotify_command(words: Sequence[str]) -> tuple[str | None, list[str], str | None]:
-    """kanotify's words -> (command, its arguments, --config value); global options read from their one table."""
-    from .options import lookup
-
-    config = None
-    rest: list[str] = []
-    i = 0
-    while i < len(words):
-        hit = lookup(words[i])
-        if hit is not None:
-            option, value, _count = hit
-            if option.takes_value and value is None and i + 1 < len(words):
-                value = words[i + 1]
-                i += 1
-            if option.dest == "config":
-                config = value
-        elif not words[i].startswith("-"):
-            rest.append(words[i])
-        i += 1
-    if not rest:
-        return None, [], config
-    return rest[0].lower(), rest[1:], config
 
 
 # --------------------------------------------------------------------------- checks
@@ -454,7 +190,7 @@ def check_scripts(ctx: Context) -> list[Row]:
         rows.append(Row(WARN, "script security", "enable_script_security is off: keepalived runs root scripts that "
                         "others could replace", "add enable_script_security to global_defs",
                         _w(ctx.kconf.top("global_defs")[0]) if ctx.kconf.top("global_defs") else ctx.kconf.path))
-    if security is not None and refs and _global_flag(ctx, "script_user") is None and not _uid_gid("keepalived_script"):
+    if security is not None and refs and _global_flag(ctx, "script_user") is None and not uid_gid("keepalived_script"):
         rows.append(Row(WARN, "script security", "enable_script_security without script_user and no keepalived_script "
                         "user: keepalived complains ('Unable to set default user') and runs the scripts as root",
                         "add 'script_user root' to global_defs", _w(security)))
@@ -474,7 +210,7 @@ def _check_script(ctx: Context, ref: Script, security: bool) -> Row:
     path = ref.argv[0]
     if path.startswith("<") and path[1:].lstrip().startswith("/"):
         return Row(PASS, "scripts", f"{what}: a file test ({path}), not run", where=where)
-    name, uid, gid = _script_identity(ctx, ref)
+    name, uid, gid = script_identity(ctx.kconf, ref)
     if uid < 0:
         return Row(FAIL, "scripts", f"{what}: user {name!r} does not exist, keepalived ignores the script",
                    "create the user or fix script_user / the user word", where)
@@ -484,7 +220,7 @@ def _check_script(ctx: Context, ref: Script, security: bool) -> Row:
                    where)
     note = ""
     if "/" not in path:
-        found = _find_in_path(path)
+        found = find_in_path(path)
         if found is None:
             return Row(FAIL, "scripts", f"{what}: {path} is not in PATH", "give the script's full path", where)
         note = f" (found by PATH search: keepalived warns; give the full path {found})"
@@ -496,10 +232,10 @@ def _check_script(ctx: Context, ref: Script, security: bool) -> Row:
                    "install it there, or correct the path", where)
     if not stat.S_ISREG(st.st_mode):
         return Row(FAIL, "scripts", f"{what}: {path} is not a regular file", "correct the path", where)
-    if not _is_executable(st, uid, gid):
+    if not is_executable(st, uid, gid):
         return Row(FAIL, "scripts", f"{what}: {path} is not executable for {name}: keepalived disables it",
                    f"chmod 0755 {path}", where, command=f"chmod 0755 {_sh(path)}")
-    checked, real = _resolved_paths(path)
+    checked, real = resolved_paths(path)
     problem = insecure_component(checked) or (insecure_component(real) if real else None)
     if problem is not None:
         component, why = problem
@@ -579,7 +315,7 @@ def check_instances(ctx: Context) -> list[Row]:
                  for s in refs)
     groups = {g.arg(0): g for g in ctx.kconf.top("vrrp_sync_group")}
     for ref in refs:
-        command, args, cfg = _kanotify_command(ref.kanotify or [])
+        command, args, cfg = kanotify_command(ref.kanotify or [])
         block = ref.block
         where = _w(ref.stmt)
         if cfg and ctx.config_path and os.path.abspath(cfg) != os.path.abspath(ctx.config_path):
@@ -742,7 +478,7 @@ def check_health_listener(ctx: Context) -> list[Row]:
     for ref in scripts(ctx.kconf):
         keyword = ref.stmt.keyword
         if keyword.endswith("notify_fifo_script") and keyword[: -len("_script")] in fifos and ref.kanotify is not None \
-                and _kanotify_command(ref.kanotify)[0] == "listen":
+                and kanotify_command(ref.kanotify)[0] == "listen":
             return [Row(PASS, "health checks", f"{reals} real server(s) health-checked by kanotify listen, which "
                         f"{keyword} starts", where=_w(ref.stmt))]
     return [Row(WARN, "health checks", f"kanotify's config health-checks {reals} real server(s), but keepalived.conf "
@@ -957,7 +693,7 @@ def check_sync_daemon(ctx: Context) -> list[Row]:
 
 def check_persisted(ctx: Context) -> list[Row]:
     """Sysctls set now are also in sysctl.d, so a reboot keeps them."""
-    from .persist import DEFAULT_PATH, persisted
+    from ..persist import DEFAULT_PATH, persisted
 
     if ctx.config is not None:
         wanted = list(ctx.config.sysctls)
@@ -1051,36 +787,3 @@ def format_rows(rows: Sequence[Row]) -> str:
     lines.append(f"{counts[PASS]} pass, {counts[WARN]} warn, {counts[FAIL]} fail")
     return "\n".join(lines)
 
-
-def cmd_doctor(g: Any, keepalived_conf: str, config_id: str | None, sysctl_root: str = "/",
-               host: Host | None = None) -> NoReturn:
-    """``kanotify doctor [--keepalived-conf PATH] [--config-id ID]``."""
-    from .commands import Exit, load, out
-    from .config.prescan import config_path
-    from .errors import EXIT_FAILED, EXIT_OK, ConfigError
-
-    path = config_path(g.config)
-    given = bool(g.config or os.environ.get("KANOTIFY_CONFIG"))
-    config: Config | None = None
-    problems: list[str] = []
-    if given or os.path.exists(path):
-        try:
-            config = load(g)
-        except ConfigError as exc:
-            problems = [str(p) for p in exc.problems]
-    kconf = read_config(keepalived_conf, config_id)
-    ctx = Context(kconf, config, host or SystemHost(), path if (given or os.path.exists(path)) else None,
-                  problems, sysctl_root, bool(g.config), config_id)
-    rows = run_checks(ctx)
-    failed = any(r.status == FAIL for r in rows)
-    if g.json:
-        out(json.dumps({
-            "keepalived_conf": keepalived_conf,
-            "config": ctx.config_path,
-            "rows": [asdict(r) for r in rows],
-            "summary": {s: sum(r.status == s for r in rows) for s in (PASS, WARN, FAIL)},
-        }, indent=2))
-    else:
-        out(f"kanotify doctor: {keepalived_conf}" + (f" and {ctx.config_path}" if ctx.config_path else ""))
-        out(format_rows(rows))
-    raise Exit(EXIT_FAILED if failed else EXIT_OK)
