@@ -1135,8 +1135,9 @@ def scenario_gone(c: Cluster, old: Node, new: Node, how: str) -> None:
     j_before = len(journal(old))
     klog = old.dir / "keepalived.log"
     klog_size = klog.stat().st_size
+    monitor_log = f"monitor-{how}-{len(c.numbers.get('endings', []))}.log"  # one per ending: --repeat runs each again
     monitors = {
-        node.name: c.spawn(node, ["ip", "-ts", "monitor", "address"], f"monitor-{how}.log") for node in (old, new)
+        node.name: c.spawn(node, ["ip", "-ts", "monitor", "address"], monitor_log) for node in (old, new)
     }
     time.sleep(1.0)  # the monitors are listening
     hog = start_hog()
@@ -1219,10 +1220,10 @@ def scenario_gone(c: Cluster, old: Node, new: Node, how: str) -> None:
               f"exit {post.get('code')} at {post.get('done', 0):.2f}s: {post.get('out') or post.get('err')}")
     # ... and exact, from the kernel's own address events.
     for node in (old, new):
-        for at, line in parse_monitor(node.dir / f"monitor-{how}.log", wall0):
+        for at, line in parse_monitor(node.dir / monitor_log, wall0):
             c.log(f"  ip monitor {node.name}: +{at:.2f}s {line}")
-    removed = [at for at, line in parse_monitor(old.dir / f"monitor-{how}.log", wall0) if line.startswith("Deleted")]
-    added = [at for at, line in parse_monitor(new.dir / f"monitor-{how}.log", wall0) if not line.startswith("Deleted")]
+    removed = [at for at, line in parse_monitor(old.dir / monitor_log, wall0) if line.startswith("Deleted")]
+    added = [at for at, line in parse_monitor(new.dir / monitor_log, wall0) if not line.startswith("Deleted")]
     records = journal(old)[j_before:]
     stop_records = [r for r in records if r.get("to") == "stop" and r.get("outcome") and not r.get("dry_run")]
     numbers: dict[str, Any] = {k: (round(v, 2) if v is not None else None) for k, v in marks.items()}
