@@ -1,6 +1,6 @@
 """Namespace helpers shared by the root test suites (tests/netns, tests/reliability).
 
-Importable as ``nstools`` because ``tests/conftest.py`` puts ``tests/`` on
+Importable as ``nstools`` (from tests/unit and the guest tests too) because ``tests/conftest.py`` puts ``tests/`` on
 ``sys.path`` (pytest's default prepend import mode).
 """
 
@@ -13,6 +13,7 @@ import select
 import signal
 import subprocess
 import traceback
+from pathlib import Path
 from typing import Any, Callable
 
 CLONE_NEWNET = 0x40000000
@@ -85,3 +86,13 @@ def process_gone(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
     except FileNotFoundError:
         return True
+
+
+def whole_lines(path: Path) -> list[str]:
+    """The file's whole lines: a writer appending at this moment may have written part of its last one.
+
+    One ``write()`` on ``O_APPEND`` keeps writers from mixing their lines, but ``read()`` takes no lock
+    against a ``write()`` in progress: kanotify's own journal readers skip a last line without its
+    newline too.
+    """
+    return [line for line in path.read_text().splitlines(keepends=True) if line.endswith("\n") and line.strip()]

@@ -368,7 +368,7 @@ def journal(node: Node) -> list[dict[str, Any]]:
         text = node.journal.read_text()
     except FileNotFoundError:
         return []
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    return [json.loads(line) for line in text.splitlines(keepends=True) if line.endswith("\n") and line.strip()]
 
 
 #: journal commands that are notifications (one-shot, generic notify, or a FIFO line); not reconcile/repair/reload

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from netns_support import Netns, Pair, kanotify_script, wait_for
+from nstools import whole_lines
 
 pytestmark = pytest.mark.root
 
@@ -81,6 +82,7 @@ sync_id = 51
 """
 
 
+
 class Node:
     """Namespace ``a`` as a keepalived node running kanotify, with its config and journal."""
 
@@ -100,7 +102,7 @@ class Node:
         """The final record of each run (not the ``started`` records of the runs that changed something)."""
         if not self.journal.exists():
             return []
-        records = [json.loads(line) for line in self.journal.read_text().splitlines() if line.strip()]
+        records = [json.loads(line) for line in whole_lines(self.journal)]
         return [r for r in records if r.get("record") != "started"]
 
     def addr(self) -> list[dict]:

@@ -31,6 +31,7 @@ import pytest
 
 from kanotify.daemon.health import read_health
 from netns_support import Netns, Pair, kanotify_script, process_gone, wait_for
+from nstools import whole_lines
 
 pytestmark = pytest.mark.root
 
@@ -49,6 +50,7 @@ reconcile_interval = 0
 [[instance]]
 name = "VI_1"
 """
+
 
 
 def toml_table(name: str, keys: dict[str, Any]) -> str:
@@ -142,7 +144,7 @@ class Servers:
     def events(self, event: str | None = None, port: int | None = None) -> list[dict[str, Any]]:
         if not self.log.exists():
             return []
-        found = [json.loads(line) for line in self.log.read_text().splitlines() if line]
+        found = [json.loads(line) for line in whole_lines(self.log)]
         return [e for e in found if (event is None or e["event"] == event) and (port is None or e.get("port") == port)]
 
 

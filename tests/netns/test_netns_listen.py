@@ -23,6 +23,7 @@ import pytest
 
 from kanotify.daemon import control
 from netns_support import Netns, kanotify_script, wait_for
+from nstools import whole_lines
 
 pytestmark = pytest.mark.root
 
@@ -60,6 +61,7 @@ name = "VI_1"
 VIP = "192.0.2.100"
 
 
+
 class Daemon:
     """One ``kanotify listen`` process inside ``ns``, with its FIFO, config, journal and log."""
 
@@ -92,7 +94,7 @@ class Daemon:
     def journal(self) -> list[dict[str, Any]]:
         """The final record of each run (not the ``started`` records of the runs that changed something)."""
         path = self.tmp / "journal.jsonl"
-        records = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        records = [json.loads(line) for line in whole_lines(path)] if path.exists() else []
         return [r for r in records if r.get("record") != "started"]
 
     def kanotify(self, *args: str) -> subprocess.CompletedProcess[str]:

@@ -21,6 +21,7 @@ import pytest
 from kanotify.daemon import control
 from kanotify.backends.memory import MemoryBackend
 from kanotify.daemon.listener import Listener, event_ticket
+from nstools import whole_lines
 
 CONFIG = """
 [settings]
@@ -54,6 +55,7 @@ name = "VI_2"
 name = "VG_1"
 instances = ["VI_1", "VI_2"]
 """
+
 
 
 class Running:
@@ -93,7 +95,7 @@ class Running:
     def journal_lines(self) -> list[dict[str, Any]]:
         """Every journal record, ``started`` ones too."""
         path = self.tmp / "journal.jsonl"
-        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        return [json.loads(line) for line in whole_lines(path)] if path.exists() else []
 
     def journal(self) -> list[dict[str, Any]]:
         """The final record of each run."""

@@ -45,6 +45,7 @@ BOUND = INTERVAL * (RETRY + 1) + TIMEOUT  # the issue's bound for "DOWN -> weigh
 
 HTTP = r"""
 import http.server, sys
+from nstools import whole_lines
 name = sys.argv[1].encode()
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
@@ -90,6 +91,7 @@ name = "VI_1"
     [[instance.service.real]]
     address = "192.0.2.22"
 """
+
 
 
 @dataclass
@@ -294,7 +296,7 @@ def test_a_stopped_real_server_is_drained_under_traffic_and_comes_back(net: Net)
     finally:
         client.done.set()
         client.join(5)
-    journal = [json.loads(line) for line in (net.tmp / "dir" / "journal.jsonl").read_text().splitlines()]
+    journal = [json.loads(line) for line in whole_lines(net.tmp / "dir" / "journal.jsonl")]
     health_runs = [r for r in journal if r["command"] == "health" and r.get("record") != "started"]
     assert [any("weight 1 -> 0" in a["action"] for a in r["actions"]) for r in health_runs] == [True, False]
     assert not [r for r in json.loads("[" + ",".join(

@@ -20,6 +20,7 @@ from typing import Any, Iterator
 import pytest
 
 from ipvs_guest_support import run
+from nstools import whole_lines
 
 KANOTIFY = str(Path(sys.executable).with_name("kanotify"))
 
@@ -50,6 +51,7 @@ name = "VI_1"
 
 RULES = ["-A -t 192.0.2.100:80 -s rr", "-a -t 192.0.2.100:80 -r 192.0.2.21:80 -g -w 1",
          "-a -t 192.0.2.100:80 -r 192.0.2.22:80 -g -w 1"]
+
 
 
 @pytest.fixture
@@ -111,7 +113,7 @@ def test_fifo_lines_converge_ipvs_and_ipvsadm_clear_is_repaired(listener) -> Non
     print(f"ipvsadm -C -> repaired (reconcile_interval 0.5 s): {(time.monotonic() - started) * 1000:.0f} ms")
 
     def repairs() -> list[dict[str, Any]]:
-        records = [json.loads(line) for line in (tmp / "journal.jsonl").read_text().splitlines()]
+        records = [json.loads(line) for line in whole_lines(tmp / "journal.jsonl")]
         return [r for r in records if r["command"] == "repair" and any(a["status"] == "applied" for a in r["actions"])]
 
     # the rules are back while the repair applies; its journal line is written once it has ended
