@@ -31,8 +31,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Sequence
 
 from .actions import Action
-from . import backends
-from .backends import Backend
+from .backends import system
+from .backends.base import Backend
 from .config.values import Config
 from .errors import ApplyError, HookError, KanotifyError
 from .journal import Journal, RecordKind, new_run_id, summary_line, syslog_line, utc_now_iso, writer_process
@@ -82,7 +82,7 @@ class Engine:
     """Runs transitions, reconciles and plans against one config.
 
     ``backend_factory`` makes the backend for a run (default: this host's,
-    :func:`kanotify.backends.system_backend`; the in-memory one in unit tests); with ``reuse_backend`` the first one made is kept open for
+    :func:`kanotify.backends.system.system_backend`; the in-memory one in unit tests); with ``reuse_backend`` the first one made is kept open for
     every later run until :meth:`close` (the listener: sockets opened once).
     ``clock`` is wall-clock seconds (drain timeouts).  ``health`` (the
     listener's checks) drains or removes the real servers found DOWN.
@@ -106,7 +106,7 @@ class Engine:
         self.config = config
         self.health = health
         self.on_result = on_result
-        self.backend_factory = backend_factory or backends.system_backend
+        self.backend_factory = backend_factory or system.system_backend
         self.reuse_backend = reuse_backend
         self.hooks: Hooks = hooks if hooks is not None else NoHooks()
         self.clock = clock

@@ -60,7 +60,8 @@ from typing import TYPE_CHECKING, Callable
 
 from .. import commands
 from . import control
-from ..backends import Backend, system_backend
+from ..backends.base import Backend
+from ..backends.system import system_backend
 from ..backends.addrwatch import AddressWatch, Removed
 from ..backends.garp import ThreadRepeater
 from ..config.schema import load_config

@@ -47,7 +47,7 @@ from ..run import RunKind
 from ..store import SavedStates, StateStore, listener_pid
 
 if TYPE_CHECKING:
-    from ..backends import Backend
+    from ..backends.base import Backend
     from ..config.values import Config
     from ..plan import HealthView
     from ..run import RunResult
@@ -432,7 +432,7 @@ def collect_facts(config: Config, backend_factory: Callable[[], Backend] | None 
     scope = Scope(services=managed, ipvs=bool(managed), sync_daemons=config.sync_daemon is not None)
     if scope.ipvs or scope.sync_daemons:
         if backend_factory is None:
-            from ..backends import system_backend
+            from ..backends.system import system_backend
 
             backend_factory = system_backend
         backend = backend_factory()
