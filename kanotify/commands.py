@@ -563,13 +563,13 @@ def cmd_metrics(g: Globals, textfile: str | None) -> NoReturn:
 
 def cmd_sysctl(g: Globals, persist: bool, path: str | None) -> NoReturn:
     """``kanotify sysctl --persist [--path PATH]``."""
-    from .persist import DEFAULT_PATH, render, write_if_changed
+    from .backends.sysctld import DEFAULT_PATH, render, write_if_changed
 
     if not persist:
         raise UsageError("sysctl: say what to do: --persist writes the [sysctl] values to a sysctl.d file")
     config = load(g)
     target = path or DEFAULT_PATH
-    content = render(config)
+    content = render(config.sysctls, config.path)
     if content is None:
         result = {"path": target, "status": "nothing", "keys": []}
         message = f"{config.path} has no [sysctl] table: nothing to persist, {target} was not written"
