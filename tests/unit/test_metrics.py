@@ -36,10 +36,13 @@ from kanotify.errors import ConfigError
 from kanotify.metrics.exposition import render
 from kanotify.metrics.server import MAX_CLIENTS
 from kanotify.daemon.health import HEALTH_FILE
-from kanotify.metrics.facts import Counts, ListenerMetrics, Tally, collect_facts, count_journal, is_notification
+from kanotify.metrics.facts import (
+    Counts, ListenerMetrics, Tally, collect_facts, count_journal, kind_of_command, run_kind,
+)
 from kanotify.model import (
     ObservedService, RealServer, RealServerStats, ServiceKey, State, SyncDaemon, VirtualService,
 )
+from kanotify.run import RunKind
 from kanotify.store import LISTEN_LOCK, StateStore, Ticket
 
 from test_listen import Running, wait_for
@@ -132,8 +135,17 @@ def scrape(port: int, path: str = "/metrics") -> str:
     ("reconcile", False), ("repair", False), ("health", False), ("reload", False), ("plan", False),
     ("metrics", False), ("master extra", False),
 ])
-def test_which_commands_are_notifications(command: str, counted: bool) -> None:
-    assert is_notification(command) is counted
+def test_which_commands_of_old_journal_lines_are_notifications(command: str, counted: bool) -> None:
+    """A line without ``kind`` (written before it was journaled): its kind is read from its command."""
+    kind = kind_of_command(command)
+    assert (kind is not None and kind.is_notification) is counted
+
+
+def test_the_journaled_kind_wins_over_the_command() -> None:
+    assert run_kind({"kind": "fifo", "command": "fifo GROUP master"}) is RunKind.FIFO
+    assert run_kind({"kind": "repair", "command": "master"}) is RunKind.REPAIR  # the field, never the text
+    assert run_kind({"command": "fifo VI_1 master_priority"}) is RunKind.PRIORITY  # an old line
+    assert run_kind({"kind": "from-the-future", "command": "master"}) is None
 
 
 def _engine(tmp: Path, backend: MemoryBackend, on_result: Any = None) -> Engine:
@@ -147,18 +159,18 @@ def test_the_listener_and_the_journal_count_the_same(tmp_path: Path) -> None:
     fed = ListenerMetrics()
     engine = _engine(tmp_path, backend, fed.on_result)
     t = lambda n: Ticket("b", n, 1)  # noqa: E731
-    engine.transition(["VI_1"], State.MASTER, argv=["kanotify", "master"], command="master", ticket=t(10))
-    engine.transition(["VI_1"], State.BACKUP, argv=["x"], command="notify INSTANCE backup", ticket=t(5))  # older
-    engine.transition(["VI_1", "VI_2"], State.MASTER, argv=["x"], command="notify GROUP master", ticket=t(20))
-    engine.ignored(argv=["x"], command="notify INSTANCE master", note="not ours", name="VI_9")
-    engine.transition(["VI_2"], State.BACKUP, argv=["x"], command="backup", dry_run=True, ticket=t(30))
+    engine.transition(["VI_1"], State.MASTER, argv=["kanotify", "master"], kind=RunKind.MASTER, ticket=t(10))
+    engine.transition(["VI_1"], State.BACKUP, argv=["x"], kind=RunKind.NOTIFY, command="notify INSTANCE backup", ticket=t(5))  # older
+    engine.transition(["VI_1", "VI_2"], State.MASTER, argv=["x"], kind=RunKind.NOTIFY, command="notify GROUP master", ticket=t(20))
+    engine.ignored(argv=["x"], kind=RunKind.NOTIFY, command="notify INSTANCE master", note="not ours", name="VI_9")
+    engine.transition(["VI_2"], State.BACKUP, argv=["x"], kind=RunKind.BACKUP, dry_run=True, ticket=t(30))
     backend.fail["bind 198.51.100.100/24 dev eth0"] = 99
     backend.addresses.clear()  # drift
     engine.reconcile(argv=["kanotify", "reconcile"])  # repairs VI_1, fails on VI_2's VIP: still a repair
     backend.fail.clear()
-    engine.reconcile(argv=["kanotify", "listen", "tick"], command="repair", quiet=True)  # repairs VI_2
-    engine.reconcile(argv=["kanotify", "listen", "tick"], command="repair", quiet=True)  # nothing: no line
-    engine.transition(["VI_2"], State.FAULT, argv=["x"], command="fifo INSTANCE fault", ticket=t(40))
+    engine.reconcile(argv=["kanotify", "listen", "tick"], kind=RunKind.REPAIR, quiet=True)  # repairs VI_2
+    engine.reconcile(argv=["kanotify", "listen", "tick"], kind=RunKind.REPAIR, quiet=True)  # nothing: no line
+    engine.transition(["VI_2"], State.FAULT, argv=["x"], kind=RunKind.FIFO, command="fifo INSTANCE fault", ticket=t(40))
 
     counts = fed.tally.counts()
     assert counts.transitions == (
@@ -180,7 +192,7 @@ def test_a_lock_timeout_counts_as_failed(tmp_path: Path) -> None:
     config = dataclasses.replace(engine.config, settings=dataclasses.replace(engine.config.settings, lock_timeout=0.05))
     with store.lock(1):
         engine = Engine(config, backend_factory=lambda: backend, on_result=fed.on_result)
-        engine.transition(["VI_1"], State.MASTER, argv=["x"], command="master", ticket=Ticket("b", 1, 1))
+        engine.transition(["VI_1"], State.MASTER, argv=["x"], kind=RunKind.MASTER, ticket=Ticket("b", 1, 1))
     assert fed.tally.counts().transitions == (("VI_1", "failed", 1),)
 
 
@@ -203,12 +215,12 @@ def test_observed_weights_and_daemons_follow_each_instances_last_run(tmp_path: P
     engine = _engine(tmp_path, backend, fed.on_result)
     facts = fed.facts(engine.config, None)
     assert facts.weights == () and facts.sync_daemons == ()  # nothing observed yet: nothing guessed
-    engine.transition(["VI_1"], State.MASTER, argv=["x"], command="master", ticket=Ticket("b", 1, 1))
+    engine.transition(["VI_1"], State.MASTER, argv=["x"], kind=RunKind.MASTER, ticket=Ticket("b", 1, 1))
     facts = fed.facts(engine.config, None)
     assert facts.weights == (("tcp 192.0.2.100:80", "192.0.2.21:80", 3), ("tcp 192.0.2.100:80", "192.0.2.22:80", 1))
     assert facts.sync_daemons == (("master", True), ("backup", False))
     assert dict(facts.instances) == {"VI_1": State.MASTER, "VI_2": None}
-    engine.transition(["VI_1"], State.BACKUP, argv=["x"], command="backup", ticket=Ticket("b", 2, 1))
+    engine.transition(["VI_1"], State.BACKUP, argv=["x"], kind=RunKind.BACKUP, ticket=Ticket("b", 2, 1))
     facts = fed.facts(engine.config, None)
     assert facts.weights == () and facts.sync_daemons == (("master", False), ("backup", True))
 
@@ -551,7 +563,7 @@ def test_kanotify_metrics_passes_promtool(tmp_path: Path) -> None:
                                      'syslog = false\n[[instance]]\nname = "VI_1"\n')
     backend = MemoryBackend(devices={"lo", "eth0"})
     engine = Engine(parse_config((tmp_path / "k.toml").read_text()), backend_factory=lambda: backend)
-    engine.transition(["VI_1"], State.MASTER, argv=["x"], command="master", ticket=Ticket("b", 1, 1))
+    engine.transition(["VI_1"], State.MASTER, argv=["x"], kind=RunKind.MASTER, ticket=Ticket("b", 1, 1))
     lock = _a_listener_holds_the_lock(tmp_path / "state")
     try:
         (tmp_path / "state" / HEALTH_FILE).write_text(json.dumps({"pid": os.getpid(), "reals": []}))
