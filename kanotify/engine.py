@@ -66,8 +66,8 @@ class Engine:
     """Runs transitions, reconciles and plans against one config.
 
     ``backend_factory`` makes the backend for a run (default: this host's,
-    :func:`kanotify.backends.system.system_backend`; the in-memory one in unit tests); with ``reuse_backend`` the first one made is kept open for
-    every later run until :meth:`close` (the listener: sockets opened once).
+    :func:`kanotify.backends.system.system_backend`; the in-memory one in unit tests); with
+    ``reuse_backend`` the first one made is kept open for every later run until :meth:`close` (the listener: sockets opened once).
     ``clock`` is wall-clock seconds (drain timeouts).  ``health`` (the
     listener's checks) drains or removes the real servers found DOWN.
     ``on_result`` sees every run's result once it is recorded (the listener's
@@ -413,8 +413,10 @@ class Engine:
         """
         ctx = run.ctx
         record = self._identity(run, RecordKind.STARTED)
-        record["actions"] = [{"action": str(a), "status": (ActionStatus.NOOP if a.is_noop else ActionStatus.PENDING).value}
-                             for a in ctx.plan]
+        record["actions"] = [
+            {"action": str(a), "status": (ActionStatus.NOOP if a.is_noop else ActionStatus.PENDING).value}
+            for a in ctx.plan
+        ]
         record["pid"] = os.getpid()
         record["process"] = writer_process()
         if ctx.priority is not None:

@@ -453,7 +453,8 @@ class Listener:
             ev = work.event
             request = Request(RunKind.PRIORITY, (ev.name,), self._trigger(ev.line), ticket=work.ticket,
                               priority=ev.priority, command=f"fifo {ev.kind} {ev.word.lower()}")
-            engine.journal_only(request, Outcome.CONVERGED, f"{ev.word} {ev.priority}: priority changed, nothing to converge")
+            engine.journal_only(request, Outcome.CONVERGED,
+                                f"{ev.word} {ev.priority}: priority changed, nothing to converge")
         elif isinstance(work, _Reload):
             self._reload(work.reason)
         elif isinstance(work, _HealthRun):
@@ -503,7 +504,8 @@ class Listener:
         if request is None:
             what = "instance" if event.kind == "INSTANCE" else "group"
             engine.ignored(argv=self._trigger(event.line), kind=RunKind.FIFO,
-                           command=f"fifo {event.kind} {event.state.value}", note=f"{what} {event.name!r} is not managed by {engine.config.path}; ignored",
+                           command=f"fifo {event.kind} {event.state.value}",
+                           note=f"{what} {event.name!r} is not managed by {engine.config.path}; ignored",
                            name=event.name)
             return
         self._report(engine.run(request))

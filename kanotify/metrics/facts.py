@@ -225,7 +225,8 @@ class Tally:
         names: list[str] = []
         for entry in record.get("instances", ()):
             name = entry.get("instance") if isinstance(entry, dict) else None
-            if isinstance(name, str) and name in declared and (entry.get("to") is not None or outcome != Outcome.CONVERGED):
+            if isinstance(name, str) and name in declared and (
+                    entry.get("to") is not None or outcome != Outcome.CONVERGED):
                 names.append(name)
         if not names:
             return
