@@ -35,11 +35,11 @@ def test_master_writes_state_and_transition_time(env):
     assert text.endswith("\n")
     assert "# TYPE kanotify_vrrp_state gauge" in text
     assert samples(env.metrics) == {
-        'kanotify_vrrp_state{instance="VI_1",state="master"}': "1",
-        'kanotify_vrrp_state{instance="VI_1",state="backup"}': "0",
-        'kanotify_vrrp_state{instance="VI_1",state="fault"}': "0",
-        'kanotify_vrrp_state{instance="VI_1",state="stop"}': "0",
-        'kanotify_vrrp_last_transition_timestamp_seconds{instance="VI_1"}': "1700000000.000",
+        'kanotify_vrrp_state{vrrp_instance="VI_1",state="master"}': "1",
+        'kanotify_vrrp_state{vrrp_instance="VI_1",state="backup"}': "0",
+        'kanotify_vrrp_state{vrrp_instance="VI_1",state="fault"}': "0",
+        'kanotify_vrrp_state{vrrp_instance="VI_1",state="stop"}': "0",
+        'kanotify_vrrp_last_transition_timestamp_seconds{vrrp_instance="VI_1"}': "1700000000.000",
         "kanotify_last_run_success": "1",
         "kanotify_last_run_timestamp_seconds": "1700000000.000",
     }
@@ -57,14 +57,14 @@ def test_transition_time_moves_only_when_the_state_changes(env):
     env.clock.return_value = T0 + 60
     env.reconcile()  # same state: the transition time stays, the run time moves
     values = samples(env.metrics)
-    assert values['kanotify_vrrp_last_transition_timestamp_seconds{instance="VI_1"}'] == "1700000000.000"
+    assert values['kanotify_vrrp_last_transition_timestamp_seconds{vrrp_instance="VI_1"}'] == "1700000000.000"
     assert values["kanotify_last_run_timestamp_seconds"] == "1700000060.000"
     env.clock.return_value = T0 + 120
     env.transition("VI_1", "backup")
     values = samples(env.metrics)
-    assert values['kanotify_vrrp_state{instance="VI_1",state="backup"}'] == "1"
-    assert values['kanotify_vrrp_state{instance="VI_1",state="master"}'] == "0"
-    assert values['kanotify_vrrp_last_transition_timestamp_seconds{instance="VI_1"}'] == "1700000120.000"
+    assert values['kanotify_vrrp_state{vrrp_instance="VI_1",state="backup"}'] == "1"
+    assert values['kanotify_vrrp_state{vrrp_instance="VI_1",state="master"}'] == "0"
+    assert values['kanotify_vrrp_last_transition_timestamp_seconds{vrrp_instance="VI_1"}'] == "1700000120.000"
 
 
 def test_other_instances_keep_their_values(kanotify_env, tmp_path, mocker):
@@ -74,8 +74,8 @@ def test_other_instances_keep_their_values(kanotify_env, tmp_path, mocker):
     env.transition("VI_1", "master")
     env.transition("VI_2", "backup")
     values = samples(tmp_path / "kanotify.prom")
-    assert values['kanotify_vrrp_state{instance="VI_1",state="master"}'] == "1"
-    assert values['kanotify_vrrp_state{instance="VI_2",state="backup"}'] == "1"
+    assert values['kanotify_vrrp_state{vrrp_instance="VI_1",state="master"}'] == "1"
+    assert values['kanotify_vrrp_state{vrrp_instance="VI_2",state="backup"}'] == "1"
 
 
 def test_a_failed_run_is_reported(env):
@@ -128,3 +128,10 @@ def test_bad_file_option(env, kanotify_env, tmp_path):
                                                                                 "file": "../x"}})
     result = env.transition("VI_1", "master")
     assert "must be a file name ending in .prom" in result.record["hooks"][0]["error"]
+
+
+def test_a_file_written_with_the_old_instance_label_still_reads() -> None:
+    """The label was ``instance`` before it became ``vrrp_instance``: the plugin's memory survives the upgrade."""
+    old = ('kanotify_vrrp_state{instance="VI_1",state="master"} 1\n'
+           'kanotify_vrrp_last_transition_timestamp_seconds{instance="VI_1"} 1700000000.000\n')
+    assert textfile.read_previous(old) == {"VI_1": ("master", 1_700_000_000.0)}

@@ -6,13 +6,13 @@ Debian's ``prometheus-node-exporter`` package uses ``/var/lib/prometheus/node-ex
 
     # HELP kanotify_vrrp_state VRRP state kanotify last recorded for the instance (1 = current).
     # TYPE kanotify_vrrp_state gauge
-    kanotify_vrrp_state{instance="VI_1",state="master"} 1
-    kanotify_vrrp_state{instance="VI_1",state="backup"} 0
-    kanotify_vrrp_state{instance="VI_1",state="fault"} 0
-    kanotify_vrrp_state{instance="VI_1",state="stop"} 0
+    kanotify_vrrp_state{vrrp_instance="VI_1",state="master"} 1
+    kanotify_vrrp_state{vrrp_instance="VI_1",state="backup"} 0
+    kanotify_vrrp_state{vrrp_instance="VI_1",state="fault"} 0
+    kanotify_vrrp_state{vrrp_instance="VI_1",state="stop"} 0
     # HELP kanotify_vrrp_last_transition_timestamp_seconds When the instance last changed state (Unix time).
     # TYPE kanotify_vrrp_last_transition_timestamp_seconds gauge
-    kanotify_vrrp_last_transition_timestamp_seconds{instance="VI_1"} 1718000000.123
+    kanotify_vrrp_last_transition_timestamp_seconds{vrrp_instance="VI_1"} 1718000000.123
     # HELP kanotify_last_run_success 1 if the last kanotify run converged, 0 if it failed.
     ...
     kanotify_last_run_timestamp_seconds 1718000000.456
@@ -52,9 +52,10 @@ DEFAULT_DIRECTORY = "/var/lib/prometheus/node-exporter"
 DEFAULT_FILE = "kanotify.prom"
 STATES = ("master", "backup", "fault", "stop")
 
-_STATE_RE = re.compile(r'^kanotify_vrrp_state\{instance="((?:[^"\\]|\\.)*)",state="(\w+)"\} 1$', re.M)
+# a file written before the label was vrrp_instance (Prometheus renames `instance`) still reads
+_STATE_RE = re.compile(r'^kanotify_vrrp_state\{(?:vrrp_)?instance="((?:[^"\\]|\\.)*)",state="(\w+)"\} 1$', re.M)
 _SINCE_RE = re.compile(
-    r'^kanotify_vrrp_last_transition_timestamp_seconds\{instance="((?:[^"\\]|\\.)*)"\} ([0-9.eE+-]+)$', re.M
+    r'^kanotify_vrrp_last_transition_timestamp_seconds\{(?:vrrp_)?instance="((?:[^"\\]|\\.)*)"\} ([0-9.eE+-]+)$', re.M
 )
 
 
@@ -95,15 +96,14 @@ def render(instances: Mapping[str, tuple[str, float]], success: bool, now: float
         state = instances[name][0]
         for candidate in STATES:
             value = 1 if candidate == state else 0
-            lines.append(f'kanotify_vrrp_state{{instance="{_escape(name)}",state="{candidate}"}} {value}')
+            lines.append(f'kanotify_vrrp_state{{vrrp_instance="{_escape(name)}",state="{candidate}"}} {value}')
     lines += [
         "# HELP kanotify_vrrp_last_transition_timestamp_seconds When the instance last changed state (Unix time).",
         "# TYPE kanotify_vrrp_last_transition_timestamp_seconds gauge",
     ]
     for name in sorted(instances):
-        lines.append(
-            f'kanotify_vrrp_last_transition_timestamp_seconds{{instance="{_escape(name)}"}} {instances[name][1]:.3f}'
-        )
+        since = instances[name][1]
+        lines.append(f'kanotify_vrrp_last_transition_timestamp_seconds{{vrrp_instance="{_escape(name)}"}} {since:.3f}')
     lines += [
         "# HELP kanotify_last_run_success 1 if the last kanotify run converged, 0 if it failed.",
         "# TYPE kanotify_last_run_success gauge",

@@ -11,10 +11,25 @@ data (:attr:`Action.depends_on`): the engine skips it when one of those failed.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field, fields
 from typing import Callable, ClassVar
 
 from .model import RealServer, ServiceKey, SyncDaemon, Vip, VirtualService, format_hostport
+
+
+class ActionStatus(enum.StrEnum):
+    """What happened to one action of a run: the journal's ``actions[].status``."""
+
+    #: applied to the system
+    APPLIED = "applied"
+    #: nothing to do (:attr:`Action.is_noop`), kept for the journal
+    NOOP = "noop"
+    FAILED = "failed"
+    #: not attempted: something it needs failed (its bind, a required hook)
+    SKIPPED = "skipped"
+    #: planned, not applied yet: a dry-run's changes, and a ``started`` record's
+    PENDING = "pending"
 
 
 @dataclass(frozen=True)

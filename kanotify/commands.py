@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterator, NoReturn, Sequence, TextIO
 
 from .errors import EXIT_FAILED, EXIT_OK, ConfigError, KanotifyError, UsageError
-from .journal import INTERRUPTED, Journal, RecordKind, outcome_text, summary_line
-from .model import State
+from .journal import Journal, RecordKind, outcome_text, summary_line
+from .model import Outcome, State
 from .options import split
 
 if TYPE_CHECKING:
@@ -355,12 +355,14 @@ def _finish(g: Globals, result: RunResult) -> NoReturn:
 
 def cmd_transition(g: Globals, state: State, instance: str | None) -> NoReturn:
     """``kanotify master|backup|fault|stop [INSTANCE]``."""
+    from .run import RunKind
+
     if instance is not None:
         _check_word(instance, "instance")
     config = load(g, cached=True)
     name = resolve_instance(config, instance, state.value)
     result = make_engine(g, config).transition(
-        [name], state, argv=_argv(), command=state.value, dry_run=g.dry_run, ticket=_ticket(),
+        [name], state, argv=_argv(), kind=RunKind.of_state(state), dry_run=g.dry_run, ticket=_ticket(),
         warnings=runtime().warnings,
     )
     _finish(g, result)
@@ -368,6 +370,8 @@ def cmd_transition(g: Globals, state: State, instance: str | None) -> NoReturn:
 
 def cmd_notify(g: Globals, words: Sequence[str]) -> NoReturn:
     """``kanotify notify TYPE NAME STATE PRIORITY`` (keepalived's generic notify)."""
+    from .run import RunKind
+
     if len(words) != 4:
         raise UsageError(
             f"notify takes exactly 4 words TYPE NAME STATE PRIORITY (as keepalived appends them), got {len(words)}"
@@ -396,11 +400,11 @@ def cmd_notify(g: Globals, words: Sequence[str]) -> NoReturn:
     if not names:
         what = "instance" if kind == "INSTANCE" else "group"
         note = f"{what} {_safe(name)} is not managed by {config.path}; ignored"
-        result = engine.ignored(argv=_argv(), command=command, note=note)
+        result = engine.ignored(argv=_argv(), kind=RunKind.NOTIFY, command=command, note=note)
         out(json.dumps(result.record, indent=2) if g.json else f"kanotify: {note}")
         raise Exit(EXIT_OK)
     result = engine.transition(
-        names, state, argv=_argv(), command=command, dry_run=g.dry_run,
+        names, state, argv=_argv(), kind=RunKind.NOTIFY, command=command, dry_run=g.dry_run,
         ticket=_ticket(), priority=priority, warnings=runtime().warnings,
     )
     _finish(g, result)
@@ -425,11 +429,13 @@ def cmd_reconcile(g: Globals, state: str | None, instance: str | None) -> NoRetu
 
 def cmd_plan(g: Globals, state: str | None, instance: str | None, detailed_exitcode: bool) -> NoReturn:
     """``kanotify plan [--state S] [--instance I] [--detailed-exitcode]``."""
+    from .run import RunKind
+
     g.dry_run = True
     wanted = parse_state(state) if state is not None else None
     config = load(g, cached=True)
     result = make_engine(g, config).reconcile(
-        _scope(config, instance), wanted, argv=_argv(), command="plan", dry_run=True
+        _scope(config, instance), wanted, argv=_argv(), kind=RunKind.PLAN, dry_run=True
     )
     print_result(g, result)
     if result.exit_code != EXIT_OK:
@@ -485,7 +491,7 @@ def format_history(records: Sequence[dict[str, Any]]) -> str:
             notes[i].append(str(rec["note"]))
         if rec.get("record") == RecordKind.STARTED.value:
             pending = sum(a.get("status") == "pending" for a in actions)
-            if outcome == INTERRUPTED:
+            if outcome == Outcome.INTERRUPTED:
                 notes[i].append(f"interrupted: no final record; any part of its {pending} change(s) may have been "
                                 f"made (pid {rec.get('pid')}); reconcile converges to the recorded states")
             else:
@@ -563,13 +569,13 @@ def cmd_metrics(g: Globals, textfile: str | None) -> NoReturn:
 
 def cmd_sysctl(g: Globals, persist: bool, path: str | None) -> NoReturn:
     """``kanotify sysctl --persist [--path PATH]``."""
-    from .persist import DEFAULT_PATH, render, write_if_changed
+    from .backends.sysctld import DEFAULT_PATH, render, write_if_changed
 
     if not persist:
         raise UsageError("sysctl: say what to do: --persist writes the [sysctl] values to a sysctl.d file")
     config = load(g)
     target = path or DEFAULT_PATH
-    content = render(config)
+    content = render(config.sysctls, config.path)
     if content is None:
         result = {"path": target, "status": "nothing", "keys": []}
         message = f"{config.path} has no [sysctl] table: nothing to persist, {target} was not written"

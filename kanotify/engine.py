@@ -30,31 +30,15 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Sequence
 
-from .actions import Action
-from . import backends
-from .backends import Backend
+from .actions import Action, ActionStatus
+from .backends import system
+from .backends.base import Backend
 from .config.values import Config
 from .errors import ApplyError, HookError, KanotifyError
 from .journal import Journal, RecordKind, new_run_id, summary_line, syslog_line, utc_now_iso, writer_process
-from .model import Desired, Observed, Scope, ServiceKey, State
+from .model import Desired, Observed, Outcome, Scope, ServiceKey, State
 from .plan import HealthView, Plan, PlanOptions, desired_for, next_draining, plan
-from .run import (
-    APPLIED,
-    CONVERGED,
-    FAILED,
-    NOOP,
-    OUTCOME_FAILED,
-    PENDING,
-    SKIPPED,
-    SUPERSEDED,
-    ActionResult,
-    HookRun,
-    Hooks,
-    NoHooks,
-    Request,
-    RunContext,
-    RunResult,
-)
+from .run import ActionResult, HookRun, Hooks, NoHooks, Request, RunContext, RunKind, RunResult
 from .store import SavedState, SavedStates, StateStore, Ticket
 from .verify import merged, touched_scope
 
@@ -82,8 +66,8 @@ class Engine:
     """Runs transitions, reconciles and plans against one config.
 
     ``backend_factory`` makes the backend for a run (default: this host's,
-    :func:`kanotify.backends.system_backend`; the in-memory one in unit tests); with ``reuse_backend`` the first one made is kept open for
-    every later run until :meth:`close` (the listener: sockets opened once).
+    :func:`kanotify.backends.system.system_backend`; the in-memory one in unit tests); with
+    ``reuse_backend`` the first one made is kept open for every later run until :meth:`close` (the listener: sockets opened once).
     ``clock`` is wall-clock seconds (drain timeouts).  ``health`` (the
     listener's checks) drains or removes the real servers found DOWN.
     ``on_result`` sees every run's result once it is recorded (the listener's
@@ -106,7 +90,7 @@ class Engine:
         self.config = config
         self.health = health
         self.on_result = on_result
-        self.backend_factory = backend_factory or backends.system_backend
+        self.backend_factory = backend_factory or system.system_backend
         self.reuse_backend = reuse_backend
         self.hooks: Hooks = hooks if hooks is not None else NoHooks()
         self.clock = clock
@@ -128,16 +112,17 @@ class Engine:
         state: State,
         *,
         argv: Sequence[str],
-        command: str,
+        kind: RunKind,
+        command: str = "",
         dry_run: bool = False,
         ticket: Ticket | None = None,
         priority: int | None = None,
         warnings: Sequence[str] = (),
     ) -> RunResult:
-        """A notification: ``names`` entered ``state``."""
+        """A notification: ``names`` entered ``state``; ``command`` (default: the kind) is the journal's."""
         return self.run(Request(
-            command, tuple(names), tuple(argv), {n: state for n in names}, persist=True,
-            dry_run=dry_run, ticket=ticket, priority=priority, warnings=tuple(warnings),
+            kind, tuple(names), tuple(argv), {n: state for n in names}, persist=True,
+            dry_run=dry_run, ticket=ticket, priority=priority, warnings=tuple(warnings), command=command,
         ))
 
     def reconcile(
@@ -146,7 +131,7 @@ class Engine:
         state: State | None = None,
         *,
         argv: Sequence[str],
-        command: str = "reconcile",
+        kind: RunKind = RunKind.RECONCILE,
         dry_run: bool = False,
         warnings: Sequence[str] = (),
         quiet: bool = False,
@@ -160,15 +145,18 @@ class Engine:
         """
         scope = tuple(names) if names else self.config.instance_names
         forced = {n: state for n in scope} if state is not None else None
-        return self.run(Request(command, scope, tuple(argv), forced, persist=state is not None, dry_run=dry_run,
+        return self.run(Request(kind, scope, tuple(argv), forced, persist=state is not None, dry_run=dry_run,
                                 ticket=ticket if state is not None else None, warnings=tuple(warnings), quiet=quiet,
                                 services=frozenset(services) if services is not None else None))
 
-    def ignored(self, *, argv: Sequence[str], command: str, note: str, name: str | None = None) -> RunResult:
+    def ignored(
+        self, *, argv: Sequence[str], kind: RunKind, command: str = "", note: str, name: str | None = None
+    ) -> RunResult:
         """Journal a notification that is not for us (generic ``notify`` of another instance)."""
-        return self.journal_only(Request(command, (name,) if name else (), tuple(argv)), CONVERGED, note)
+        request = Request(kind, (name,) if name else (), tuple(argv), command=command)
+        return self.journal_only(request, Outcome.CONVERGED, note)
 
-    def journal_only(self, request: Request, outcome: str, note: str) -> RunResult:
+    def journal_only(self, request: Request, outcome: Outcome, note: str) -> RunResult:
         """Journal a request without running it: ignored, informational, or coalesced into a newer one."""
         run = self._begin(request)
         run.ctx.to_states = dict(request.new_states or {})
@@ -190,13 +178,13 @@ class Engine:
                 self._persist_states(run, saved)
                 return self._converge(run, saved)
         except KanotifyError as exc:  # lock timeout, unusable state dir, ...
-            return self._record(run, [], OUTCOME_FAILED, note=str(exc))
+            return self._record(run, [], Outcome.FAILED, note=str(exc))
         except Exception as exc:  # noqa: BLE001 - e.g. netlink unusable: journal it with its traceback
             text = _traceback_text(exc)
-            return self._record(run, [], OUTCOME_FAILED, note=f"{type(exc).__name__}: {exc}", traceback_text=text)
+            return self._record(run, [], Outcome.FAILED, note=f"{type(exc).__name__}: {exc}", traceback_text=text)
         except BaseException as exc:  # KeyboardInterrupt, SystemExit: a live process must not leave a run "running"
             if run.journaled_start:
-                self._record(run, [], OUTCOME_FAILED, note=f"{type(exc).__name__} before its final record")
+                self._record(run, [], Outcome.FAILED, note=f"{type(exc).__name__} before its final record")
             raise
 
     def _begin(self, request: Request) -> _Run:
@@ -238,7 +226,7 @@ class Engine:
         note = "a newer notification was already applied: " + ", ".join(
             f"{n} is {recorded[n].value}" for n in new
         )
-        return self._record(run, [], SUPERSEDED, note=note)
+        return self._record(run, [], Outcome.SUPERSEDED, note=note)
 
     def _persist_states(self, run: _Run, saved: SavedStates) -> None:
         """Save the notified states before anything changes (a killed run is then finished by reconcile)."""
@@ -286,17 +274,18 @@ class Engine:
                 ctx.plan = Plan(ctx.plan.actions + tuple(extra))
             if aborted is not None:
                 results = [
-                    ActionResult(a, NOOP) if a.is_noop else ActionResult(a, SKIPPED, f"not applied: {aborted}")
+                    ActionResult(a, ActionStatus.NOOP) if a.is_noop
+                    else ActionResult(a, ActionStatus.SKIPPED, f"not applied: {aborted}")
                     for a in ctx.plan
                 ]
                 run.warnings.append(aborted)
             elif run.request.dry_run:
-                results = [ActionResult(a, NOOP if a.is_noop else PENDING) for a in ctx.plan]
+                results = [ActionResult(a, ActionStatus.NOOP if a.is_noop else ActionStatus.PENDING) for a in ctx.plan]
             else:
                 if ctx.plan.has_changes:
                     self._journal_started(run)
                 results = self._apply(run, backend)
-                if any(r.status != NOOP for r in results):  # nothing changed: nothing to read again
+                if any(r.status != ActionStatus.NOOP for r in results):  # nothing changed: nothing to read again
                     after, verify = _verify(backend, desired, observed, results, options)
                 if run.locked:
                     self._update_drains(saved, desired, after, options.now)
@@ -305,8 +294,9 @@ class Engine:
         finally:
             self._release_backend(backend)
 
-        failed = aborted is not None or any(r.status == FAILED for r in results) or bool(run.hooks.problems)
-        outcome = OUTCOME_FAILED if failed or verify else CONVERGED
+        failed = (aborted is not None or any(r.status is ActionStatus.FAILED for r in results)
+                  or bool(run.hooks.problems))
+        outcome = Outcome.FAILED if failed or verify else Outcome.CONVERGED
         stale = sorted(set(run.request.new_states or ()) - set(self._effective_new_states(run, saved)))
         note = "superseded for " + ", ".join(stale) if stale else None
         return self._record(run, results, outcome, verify=verify, note=note, after_hooks=True, observed=after)
@@ -331,7 +321,7 @@ class Engine:
         failed or was skipped is skipped.  Linear in the number of actions.
         """
         actions = run.ctx.plan.actions
-        results = [ActionResult(a, NOOP) for a in actions]
+        results = [ActionResult(a, ActionStatus.NOOP) for a in actions]
         broken: set[Action] = set()
         for chunk in _chunks([(i, a) for i, a in enumerate(actions) if not a.is_noop]):
             runnable: list[tuple[int, Action]] = []
@@ -341,11 +331,11 @@ class Engine:
                 if blocker is None:
                     runnable.append((i, action))
                 else:
-                    results[i] = ActionResult(action, SKIPPED, f"not applied: {blocker} failed")
+                    results[i] = ActionResult(action, ActionStatus.SKIPPED, f"not applied: {blocker} failed")
                     broken.add(action)
             for (i, action), error in zip(runnable, _apply_many(backend, [a for _, a in runnable])):
                 if error is None:
-                    results[i] = ActionResult(action, APPLIED)
+                    results[i] = ActionResult(action, ActionStatus.APPLIED)
                 else:
                     results[i] = _failure(action, error)
                     broken.add(action)
@@ -364,7 +354,7 @@ class Engine:
         self,
         run: _Run,
         results: list[ActionResult],
-        outcome: str,
+        outcome: Outcome,
         *,
         verify: list[str] | None = None,
         note: str | None = None,
@@ -382,8 +372,9 @@ class Engine:
             problems = run.hooks.problems  # the record was built before after_transition ran
             if problems:
                 record["hooks"] = [p.to_json() for p in problems]
-                if result.outcome == CONVERGED:
-                    result.outcome = record["outcome"] = OUTCOME_FAILED
+                if result.outcome is Outcome.CONVERGED:
+                    result.outcome = Outcome.FAILED
+                    record["outcome"] = Outcome.FAILED.value
         result.problems = list(run.hooks.problems)
         if not (run.request.quiet and _uneventful(result)):
             self._write_journal(record)
@@ -392,12 +383,12 @@ class Engine:
         return result
 
     def _journal_record(
-        self, run: _Run, results: list[ActionResult], outcome: str, verify: list[str] | None, note: str | None
+        self, run: _Run, results: list[ActionResult], outcome: Outcome, verify: list[str] | None, note: str | None
     ) -> dict[str, Any]:
         ctx = run.ctx
         record = self._identity(run, RecordKind.FINAL)
         record["actions"] = [r.to_json() for r in results]
-        record["outcome"] = outcome
+        record["outcome"] = outcome.value
         record["duration_ms"] = round(run.ms(), 1)
         record["pid"] = os.getpid()
         if ctx.priority is not None:
@@ -422,7 +413,10 @@ class Engine:
         """
         ctx = run.ctx
         record = self._identity(run, RecordKind.STARTED)
-        record["actions"] = [{"action": str(a), "status": NOOP if a.is_noop else PENDING} for a in ctx.plan]
+        record["actions"] = [
+            {"action": str(a), "status": (ActionStatus.NOOP if a.is_noop else ActionStatus.PENDING).value}
+            for a in ctx.plan
+        ]
         record["pid"] = os.getpid()
         record["process"] = writer_process()
         if ctx.priority is not None:
@@ -436,7 +430,7 @@ class Engine:
             return
         run.journaled_start = True
 
-    def _identity(self, run: _Run, kind: RecordKind) -> dict[str, Any]:
+    def _identity(self, run: _Run, record_kind: RecordKind) -> dict[str, Any]:
         """The keys a run's records share: what it is about."""
         ctx = run.ctx
 
@@ -446,9 +440,10 @@ class Engine:
         single = ctx.instance
         return {
             "ts": utc_now_iso(),
-            "record": kind.value,
+            "record": record_kind.value,
             "run": run.id,
             "trigger": list(run.request.argv),
+            "kind": run.request.kind.value,
             "command": ctx.command,
             "instance": single,
             "from": name(ctx.from_states.get(single)) if single else None,
@@ -468,20 +463,20 @@ class Engine:
             message = f"cannot write journal {self.journal.path}: {exc.strerror}"
             record.setdefault("warnings", []).append(message)  # the CLI prints these
             syslog_line(message, enabled=syslog, error=True)
-        syslog_line(summary_line(record), enabled=syslog, error=record["outcome"] == OUTCOME_FAILED)
+        syslog_line(summary_line(record), enabled=syslog, error=record["outcome"] == Outcome.FAILED.value)
 
 
 def _uneventful(result: RunResult) -> bool:
     """Converged without applying, failing or warning about anything: a drift check that found none."""
-    return (result.outcome == CONVERGED and not result.record.get("warnings")
-            and all(r.status == NOOP for r in result.results))
+    return (result.outcome == Outcome.CONVERGED and not result.record.get("warnings")
+            and all(r.status == ActionStatus.NOOP for r in result.results))
 
 
 def _verify(
     backend: Backend, desired: Desired, before: Observed, results: list[ActionResult], options: PlanOptions
 ) -> tuple[Observed, list[str]]:
     """Read back only what the run touched and plan it again: (the system after, what still differs)."""
-    scope = touched_scope(desired, [r.action for r in results if r.status != NOOP])
+    scope = touched_scope(desired, [r.action for r in results if r.status != ActionStatus.NOOP])
     again = backend.observe(scope)
     left = plan(desired.restricted(scope), again, replace(options, garp_count=0)).changes
     return merged(before, again, scope), [str(a) for a in left]
@@ -521,11 +516,11 @@ def _apply_many(backend: Backend, actions: list[Action]) -> list[BaseException |
 
 def _failure(action: Action, error: BaseException) -> ActionResult:
     if isinstance(error, ApplyError):
-        return ActionResult(action, FAILED, str(error), error.errno)
+        return ActionResult(action, ActionStatus.FAILED, str(error), error.errno)
     if isinstance(error, OSError):
-        return ActionResult(action, FAILED, f"{action}: {error.strerror or error}", error.errno)
+        return ActionResult(action, ActionStatus.FAILED, f"{action}: {error.strerror or error}", error.errno)
     text = _traceback_text(error)
-    return ActionResult(action, FAILED, f"{type(error).__name__}: {error}\n{text}", None)
+    return ActionResult(action, ActionStatus.FAILED, f"{type(error).__name__}: {error}\n{text}", None)
 
 
 def _traceback_text(error: BaseException) -> str:

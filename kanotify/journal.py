@@ -9,7 +9,8 @@ daemon).
 A run that is about to change the system appends a second record first: a
 ``started`` one (:class:`RecordKind`), with the same ``run`` id as its
 ``final`` record.  A run killed in between leaves its ``started`` record
-alone; :func:`pair_runs` reads that as outcome :data:`INTERRUPTED`.  Runs
+alone; :func:`pair_runs` reads that as outcome ``interrupted``
+(:attr:`~kanotify.model.Outcome.INTERRUPTED`).  Runs
 that change nothing write only their final record.
 
 A line is always whole.  Appends are a single ``write()`` on an ``O_APPEND``
@@ -28,26 +29,21 @@ from collections import deque
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
+from .actions import ActionStatus
+from .model import Outcome
 from .procinfo import ticket_fields
 
 SYSLOG_SOCKET = "/dev/log"
 _TAIL = 65536
 
 
-class RecordKind(str, enum.Enum):
+class RecordKind(enum.StrEnum):
     """What a journal line is: the journal's ``record`` key (a line without one is ``final``)."""
 
     #: written before a run's first change: its planned actions, all ``pending`` (or ``noop``); no outcome
     STARTED = "started"
     #: what came of a run: its actions' statuses, ``outcome``, ``duration_ms``
     FINAL = "final"
-
-
-#: Outcomes a reader derives for a ``started`` record that has no ``final`` record (never written):
-#: its process is gone, or a later run has started since (it holds the run lock until its final record)
-INTERRUPTED = "interrupted"
-#: ... its process still runs and no later run has started: it is under way
-RUNNING = "running"
 
 
 def new_run_id() -> str:
@@ -216,10 +212,10 @@ def pair_runs(
 
     A ``started`` record whose ``final`` record (same ``run``) follows is left
     out: the final one says it all.  A ``started`` record without one is kept,
-    as a copy whose ``outcome`` is :data:`INTERRUPTED` -- a later run has
+    as a copy whose ``outcome`` is ``interrupted`` -- a later run has
     started since (runs that change anything hold the run lock from their
     started record to their final one), or its ``process`` is gone (``alive``
-    says no) -- else :data:`RUNNING`.  Records of unknown kinds are skipped.
+    says no) -- else ``running`` (:class:`~kanotify.model.Outcome`).  Records of unknown kinds are skipped.
     Keeps at most ``n`` records plus the unpaired started ones in memory.
     """
     window: deque[dict[str, Any]] = deque()
@@ -254,7 +250,7 @@ def pair_runs(
         run = record.get("run")
         if kind_of(record) is RecordKind.STARTED:
             gone = run in overtaken or not isinstance(run, str) or not alive(record.get("process"))
-            record = {**record, "outcome": INTERRUPTED if gone else RUNNING}
+            record = {**record, "outcome": (Outcome.INTERRUPTED if gone else Outcome.RUNNING).value}
         out.append(record)
     return out
 
@@ -309,9 +305,10 @@ def outcome_text(record: dict[str, Any]) -> str:
     outcome = str(record.get("outcome", "?"))
     if not record.get("dry_run"):
         return outcome
-    if outcome != "converged":
+    if outcome != Outcome.CONVERGED:
         return f"dry-run {outcome}"
-    pending = sum(1 for a in record.get("actions", ()) if isinstance(a, dict) and a.get("status") == "pending")
+    pending = sum(1 for a in record.get("actions", ())
+                  if isinstance(a, dict) and a.get("status") == ActionStatus.PENDING)
     return f"dry-run: {pending} change(s) pending, nothing changed" if pending else "dry-run: nothing to do"
 
 
@@ -327,8 +324,9 @@ def summary_line(record: dict[str, Any]) -> str:
         counts[status] = counts.get(status, 0) + 1
     who = record.get("instance") or ",".join(i.get("instance", "?") for i in record.get("instances", ())) or "-"
     move = f"{record.get('from') or '-'} -> {record.get('to') or '-'}"
-    shown = ("applied", "failed", "skipped", "noop") if record.get("dry_run") else (
-        "applied", "failed", "skipped", "pending", "noop")
+    shown = [ActionStatus.APPLIED, ActionStatus.FAILED, ActionStatus.SKIPPED, ActionStatus.PENDING, ActionStatus.NOOP]
+    if record.get("dry_run"):
+        shown.remove(ActionStatus.PENDING)  # a dry-run's pending ones are in its outcome's text
     parts = ", ".join(f"{counts[k]} {k}" for k in shown if counts.get(k))
     text = f"{who} {move}: {outcome_text(record)}"
     if parts:
@@ -336,7 +334,7 @@ def summary_line(record: dict[str, Any]) -> str:
     if "duration_ms" in record:  # a started record has none
         text += f" in {record['duration_ms']:.0f} ms"
     for action in record.get("actions", ()):
-        if isinstance(action, dict) and action.get("status") == "failed":
+        if isinstance(action, dict) and action.get("status") == ActionStatus.FAILED:
             text += f"; FAILED {action.get('action')}: {action.get('error')}"
     if record.get("note"):
         text += f"; {record['note']}"

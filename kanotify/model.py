@@ -18,8 +18,8 @@ IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 IPInterface = Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
 
 
-class State(str, enum.Enum):
-    """A VRRP state as keepalived reports it, lower case.
+class State(enum.StrEnum):
+    """A VRRP state as keepalived reports it, lower case (the journal's ``from``/``to``).
 
     >>> State.parse("MASTER") is State.MASTER
     True
@@ -45,8 +45,27 @@ class State(str, enum.Enum):
                 "(any case; keepalived's DELETED counts as stop)"
             ) from None
 
-    def __str__(self) -> str:
-        return self.value
+
+class Outcome(enum.StrEnum):
+    """What came of a run: the journal's ``outcome``.
+
+    The engine writes the first three; a reader of the journal derives the last two
+    for a ``started`` record that has no ``final`` one (:func:`kanotify.journal.pair_runs`).
+
+    >>> Outcome.CONVERGED == "converged"
+    True
+    """
+
+    #: the system is as the plan wanted (a dry-run: planning worked)
+    CONVERGED = "converged"
+    #: an action failed, verification found a difference, or a required hook failed
+    FAILED = "failed"
+    #: a newer notification was recorded before this one ran: it did nothing
+    SUPERSEDED = "superseded"
+    #: (reader only) a started run never wrote its final record: its process is gone, or a later run started
+    INTERRUPTED = "interrupted"
+    #: (reader only) a started run's process still runs and no later run has started: it is under way
+    RUNNING = "running"
 
 
 PROTOCOLS = ("tcp", "udp", "sctp")

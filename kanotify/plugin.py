@@ -23,12 +23,12 @@ not import kanotify's other modules.
 
 from __future__ import annotations
 
-from .actions import Action, HookAction, Noop
+from .actions import Action, ActionStatus, HookAction, Noop
 from .config.values import Config
 from .errors import ApplyError, HookProblem
 from .hooks import command_action, dry_run_safe, hookimpl, remaining_time, watched_instance
 from .hookspecs import Options
-from .model import State
+from .model import Outcome, State
 from .plan import Plan
 from .run import ActionResult, RunContext, RunResult
 from .testing import KanotifyEnv, load_plugin, make_config, make_context, make_engine
@@ -36,6 +36,7 @@ from .testing import KanotifyEnv, load_plugin, make_config, make_context, make_e
 __all__ = [
     "Action",
     "ActionResult",
+    "ActionStatus",
     "ApplyError",
     "Config",
     "HookAction",
@@ -43,6 +44,7 @@ __all__ = [
     "KanotifyEnv",
     "Noop",
     "Options",
+    "Outcome",
     "Plan",
     "RunContext",
     "RunResult",

@@ -15,9 +15,9 @@ import enum
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 
-from .actions import Action
+from .actions import Action, ActionStatus
 from .errors import EXIT_FAILED, EXIT_OK, HookProblem
-from .model import ServiceKey, State
+from .model import Outcome, ServiceKey, State
 from .plan import Plan
 
 if TYPE_CHECKING:
@@ -27,45 +27,64 @@ if TYPE_CHECKING:
     from .model import Observed
     from .store import Ticket
 
-#: Status of an action in a run (the journal's ``actions[].status``).
-APPLIED = "applied"
-NOOP = "noop"
-FAILED = "failed"
-#: not attempted: something it needs failed (its bind, a required hook)
-SKIPPED = "skipped"
-#: dry-run only: would be applied
-PENDING = "pending"
-
-#: Outcome of a run (the journal's ``outcome``).
-CONVERGED = "converged"
-OUTCOME_FAILED = "failed"
-SUPERSEDED = "superseded"
-
-
 class RunKind(enum.StrEnum):
-    """The runs the listener starts on its own, by their journal ``command``.
+    """What a run is: the journal's ``kind``, beside its free-text ``command``.
 
-    The others are named by what asked for them: ``master``, ``notify INSTANCE
-    backup``, ``fifo GROUP stop``, ``reconcile``, ``plan``.
+    The ``command`` says more for some (``notify GROUP master``, ``fifo VI_1 master_rx_lower_pri``);
+    a reader (the metrics) decides from the kind alone.  Journal lines written before the kind
+    was journaled have only the ``command``: :func:`kanotify.metrics.facts.kind_of_command` reads it
+    from that.
     """
 
-    #: converge to the saved states: at start-up, every ``reconcile_interval``, a managed VIP removed
+    #: ``kanotify master|backup|fault|stop INSTANCE``: keepalived's notify_master (...) script
+    MASTER = "master"
+    BACKUP = "backup"
+    FAULT = "fault"
+    STOP = "stop"
+    #: ``kanotify notify TYPE NAME STATE PRIORITY``: keepalived's generic notify script
+    NOTIFY = "notify"
+    #: a state line of keepalived's notify FIFO, read by the listener (``master_rx_lower_pri`` too)
+    FIFO = "fifo"
+    #: a priority line of the notify FIFO: journaled only, nothing to converge
+    PRIORITY = "priority"
+    #: ``kanotify reconcile``: converge to the saved states (or to ``--state``)
+    RECONCILE = "reconcile"
+    #: ``kanotify plan``: a dry-run reconcile
+    PLAN = "plan"
+    #: (listener) converge to the saved states: at start-up, every ``reconcile_interval``, a managed VIP removed
     REPAIR = "repair"
-    #: real servers changed health: their services only
+    #: (listener) real servers changed health: their services only
     HEALTH = "health"
-    #: SIGHUP (or the config file changed): the new config applied
+    #: (listener) SIGHUP (or the config file changed): the new config applied
     RELOAD = "reload"
-    #: keepalived's process died without a STOP: the instances it drove go to STOP
+    #: (listener) keepalived's process died without a STOP: the instances it drove go to STOP
     KEEPALIVED_GONE = "keepalived-gone"
-    #: journal only (outcome failed): keepalived's pidfile cannot be used, its death is not watched
+    #: (listener) journal only (outcome failed): keepalived's pidfile cannot be used, its death is not watched
     KEEPALIVED_WATCH = "keepalived-watch"
+    #: (listener) journal only (outcome failed): the metrics server cannot serve
+    METRICS = "metrics"
+
+    @property
+    def is_notification(self) -> bool:
+        """A VRRP transition: a notification, or the listener's STOP for a keepalived that died."""
+        return self in _NOTIFICATIONS
+
+    @classmethod
+    def of_state(cls, state: State) -> RunKind:
+        """The kind of ``kanotify STATE INSTANCE``."""
+        return cls(state.value)
+
+
+_NOTIFICATIONS = frozenset({RunKind.MASTER, RunKind.BACKUP, RunKind.FAULT, RunKind.STOP, RunKind.NOTIFY,
+                            RunKind.FIFO, RunKind.KEEPALIVED_GONE})
 
 
 @dataclass(frozen=True)
 class Request:
     """What a run is asked to do.
 
-    ``new_states`` maps instances to the state a notification reports (``None``
+    ``kind`` is the journal's ``kind``; ``command`` its ``command``, the kind
+    unless it says more.  ``new_states`` maps instances to the state a notification reports (``None``
     for a reconcile or plan, which converge to the saved states); ``persist``
     saves them in ``state.json`` first.  ``ticket`` orders notifications: an
     older one than the saved ticket is superseded.  ``argv`` is the journal's
@@ -76,7 +95,7 @@ class Request:
     services -- the ones whose real servers changed health -- and nothing else.
     """
 
-    command: str
+    kind: RunKind
     instances: tuple[str, ...]
     argv: tuple[str, ...]
     new_states: Mapping[str, State] | None = None
@@ -88,6 +107,11 @@ class Request:
     warnings: tuple[str, ...] = ()
     quiet: bool = False
     services: frozenset[ServiceKey] | None = None
+    command: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.command:
+            object.__setattr__(self, "command", self.kind.value)
 
 
 @dataclass
@@ -95,12 +119,12 @@ class ActionResult:
     """What happened to one action of a plan."""
 
     action: Action
-    status: str
+    status: ActionStatus
     error: str | None = None
     errno: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"action": str(self.action), "status": self.status}
+        data: dict[str, Any] = {"action": str(self.action), "status": self.status.value}
         if self.error is not None:
             data["error"] = self.error
         if self.errno is not None:
@@ -160,7 +184,7 @@ class RunResult:
 
     context: RunContext
     results: list[ActionResult]
-    outcome: str
+    outcome: Outcome
     record: dict[str, Any]
     verify: list[str] = field(default_factory=list)
     problems: list[HookProblem] = field(default_factory=list)
@@ -168,7 +192,7 @@ class RunResult:
 
     @property
     def exit_code(self) -> int:
-        return EXIT_FAILED if self.outcome == OUTCOME_FAILED else EXIT_OK
+        return EXIT_FAILED if self.outcome is Outcome.FAILED else EXIT_OK
 
     @property
     def plan(self) -> Plan:
@@ -219,6 +243,6 @@ class _NoHookRun:
 
 
 __all__ = [
-    "APPLIED", "CONVERGED", "FAILED", "NOOP", "OUTCOME_FAILED", "PENDING", "SKIPPED", "SUPERSEDED",
-    "ActionResult", "HookRun", "Hooks", "NoHooks", "Request", "RunContext", "RunKind", "RunResult",
+    "ActionResult", "ActionStatus", "HookRun", "Hooks", "NoHooks", "Outcome", "Request", "RunContext", "RunKind",
+    "RunResult",
 ]

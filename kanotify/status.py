@@ -9,8 +9,8 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from . import backends
-from .backends import ArpPolicy, Backend
+from .backends import system
+from .backends.base import ArpPolicy, Backend
 from .config.values import Config
 from .daemon.health import read_health
 from .model import SYNC_STATES, RealKey, ServiceKey, State, SyncDaemon, format_hostport
@@ -57,7 +57,7 @@ def collect_status(config: Config, backend_factory: Callable[[], Backend] | None
     # IPVS sysctls whether configured or not.
     scope = replace(desired.scope, ipvs=True, sync_daemons=True,
                     sysctls=tuple(dict.fromkeys(desired.scope.sysctls + IPVS_CONNECTION_SYSCTLS)))
-    backend = (backend_factory or backends.system_backend)()
+    backend = (backend_factory or system.system_backend)()
     try:
         observed = backend.observe(scope)
         arp = _effective_arp(backend)

@@ -173,11 +173,12 @@ class Harness:
     ) -> RunResult:
         """A notification: ``instance`` entered ``state`` (as ``kanotify master VI_1``)."""
         from .model import State
+        from .run import RunKind
 
         target = State.parse(state) if isinstance(state, str) else state
         argv = ["kanotify", target.value, instance] + (["--dry-run"] if dry_run else [])
         result = self.engine.transition(
-            [instance], target, argv=argv, command=target.value, dry_run=dry_run, priority=priority
+            [instance], target, argv=argv, kind=RunKind.of_state(target), dry_run=dry_run, priority=priority
         )
         self.results.append(result)
         return result
@@ -185,10 +186,11 @@ class Harness:
     def reconcile(self, state: State | str | None = None, *, dry_run: bool = False) -> RunResult:
         """``kanotify reconcile [--state STATE]`` (``plan`` when ``dry_run``)."""
         from .model import State
+        from .run import RunKind
 
         target = State.parse(state) if isinstance(state, str) else state
         result = self.engine.reconcile(
-            None, target, argv=["kanotify", "reconcile"], command="plan" if dry_run else "reconcile",
+            None, target, argv=["kanotify", "reconcile"], kind=RunKind.PLAN if dry_run else RunKind.RECONCILE,
             dry_run=dry_run,
         )
         self.results.append(result)

@@ -1,4 +1,11 @@
-"""The interfaces every backend implements, and the one-at-a-time default for batching."""
+"""The interfaces every backend implements, and the one-at-a-time default for batching.
+
+Backends are the only code that touches the system. A backend turns kernel state into value
+objects (:meth:`Backend.observe`) and applies actions (:meth:`Backend.apply_many`).
+:func:`kanotify.backends.system.system_backend` makes the real one;
+:class:`~kanotify.backends.memory.MemoryBackend` implements the same interface in memory,
+behaving as the kernel does, for unit tests and plugin authors.
+"""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """An in-memory host that behaves like the kernel backends: the test twin.
 
 Used by kanotify's own unit tests and shipped for plugin authors.  It answers
-every action the way :func:`~kanotify.backends.system_backend` does against a
+every action the way :func:`~kanotify.backends.system.system_backend` does against a
 real kernel -- the same successes ("already there", "already gone"), the same
 errors with the same errnos -- and a contract suite (``tests/contract``) runs
 the same cases against both to keep it that way.  It also records every write,

@@ -13,13 +13,27 @@ from typing import TYPE_CHECKING, Sequence
 from ..actions import Action, HookAction, StartSyncDaemon, StopSyncDaemon
 from ..errors import ApplyError
 from ..model import Observed, Scope, SyncDaemon, Vip
-from .base import ArpPolicy, DomainBackend, OneAtATime
+from .base import ArpPolicy, Backend, DomainBackend, OneAtATime
 from .sysctl import SysctlBackend
 
 if TYPE_CHECKING:
     from .address import AddressBackend
     from .garp import Repeater
     from .ipvs import IpvsBackend
+
+
+def system_backend(
+    netns: str | None = None, *, garp_repeater: Repeater | None = None, long_lived: bool = False
+) -> Backend:
+    """The backend of this host (or of network namespace ``netns``).
+
+    Its domain backends (and their sockets) are
+    created only when an observation or action needs them.  ``garp_repeater``
+    sends GARP repeats (the listener's thread); default: a detached process.
+    ``long_lived``: it serves many runs (the listener), and keeps what it
+    decoded for the next observe.
+    """
+    return SystemBackend(netns, garp_repeater, long_lived=long_lived)
 
 
 class SystemBackend:

@@ -59,8 +59,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
 from .. import commands
+from ..actions import ActionStatus
 from . import control
-from ..backends import Backend, system_backend
+from ..backends.base import Backend
+from ..backends.system import system_backend
 from ..backends.addrwatch import AddressWatch, Removed
 from ..backends.garp import ThreadRepeater
 from ..config.schema import load_config
@@ -73,10 +75,10 @@ from .health import Change, Health
 from ..journal import summary_line, syslog_line
 from .keepalived_watch import Gone, KeepalivedWatch
 from ..metrics.facts import Facts, ListenerMetrics
-from ..model import ServiceKey, State
+from ..model import Outcome, ServiceKey, State
 from ..plan import desired_for
 from ..procinfo import ticket_fields
-from ..run import CONVERGED, OUTCOME_FAILED, SUPERSEDED, Request, RunKind, RunResult
+from ..run import Request, RunKind, RunResult
 from ..store import LISTEN_LOCK, StateStore, Ticket
 
 if TYPE_CHECKING:
@@ -143,9 +145,9 @@ class _KeepalivedGone:
 
 @dataclass
 class _Failure:
-    """Something the listener could not do (serve its metrics, watch keepalived): journaled as a failed ``command``."""
+    """Something the listener could not do (serve its metrics, watch keepalived): journaled as a failed run."""
 
-    command: str
+    kind: RunKind
     note: str
 
 
@@ -438,30 +440,31 @@ class Listener:
             for event, ticket in work.coalesced:
                 request = self._vrrp_request(engine, event, ticket)
                 if request is not None:
-                    engine.journal_only(request, SUPERSEDED,
+                    engine.journal_only(request, Outcome.SUPERSEDED,
                                         "coalesced: a newer event for it arrived before this one was applied")
             self._run_vrrp(engine, work.event, work.ticket)
         elif isinstance(work, _Command):
             answer = self._run_command(work)
             self.loop.call_soon_threadsafe(_resolve, work.answer, answer)
         elif isinstance(work, _Repair):
-            self._report(engine.reconcile(argv=["kanotify", "listen", work.reason], command=RunKind.REPAIR,
+            self._report(engine.reconcile(argv=["kanotify", "listen", work.reason], kind=RunKind.REPAIR,
                                           quiet=True))
         elif isinstance(work, _Note):
             ev = work.event
-            request = Request(f"fifo {ev.kind} {ev.word.lower()}", (ev.name,), self._trigger(ev.line),
-                              ticket=work.ticket, priority=ev.priority)
-            engine.journal_only(request, CONVERGED, f"{ev.word} {ev.priority}: priority changed, nothing to converge")
+            request = Request(RunKind.PRIORITY, (ev.name,), self._trigger(ev.line), ticket=work.ticket,
+                              priority=ev.priority, command=f"fifo {ev.kind} {ev.word.lower()}")
+            engine.journal_only(request, Outcome.CONVERGED,
+                                f"{ev.word} {ev.priority}: priority changed, nothing to converge")
         elif isinstance(work, _Reload):
             self._reload(work.reason)
         elif isinstance(work, _HealthRun):
             reason = "health: " + "; ".join(work.changes)
-            self._report(engine.reconcile(argv=["kanotify", "listen", reason[:2000]], command=RunKind.HEALTH,
+            self._report(engine.reconcile(argv=["kanotify", "listen", reason[:2000]], kind=RunKind.HEALTH,
                                           quiet=True, services=work.services))
         elif isinstance(work, _KeepalivedGone):
             self._run_keepalived_gone(engine, work)
         elif isinstance(work, _Failure):
-            engine.journal_only(Request(work.command, (), ("kanotify", "listen")), OUTCOME_FAILED, work.note)
+            engine.journal_only(Request(work.kind, (), ("kanotify", "listen")), Outcome.FAILED, work.note)
 
     def _run_keepalived_gone(self, engine: Engine, work: _KeepalivedGone) -> None:
         """STOP for every instance keepalived drove: those recorded in a state other than STOP."""
@@ -491,15 +494,17 @@ class Listener:
             return None
         word = "master_rx_lower_pri" if event.reassert else event.state.value
         return Request(
-            f"fifo {event.kind} {word}", tuple(names), self._trigger(event.line), {n: event.state for n in names},
+            RunKind.FIFO, tuple(names), self._trigger(event.line), {n: event.state for n in names},
             persist=True, ticket=ticket, priority=event.priority, announce=event.reassert,
+            command=f"fifo {event.kind} {word}",
         )
 
     def _run_vrrp(self, engine: Engine, event: VrrpEvent, ticket: Ticket) -> None:
         request = self._vrrp_request(engine, event, ticket)
         if request is None:
             what = "instance" if event.kind == "INSTANCE" else "group"
-            engine.ignored(argv=self._trigger(event.line), command=f"fifo {event.kind} {event.state.value}",
+            engine.ignored(argv=self._trigger(event.line), kind=RunKind.FIFO,
+                           command=f"fifo {event.kind} {event.state.value}",
                            note=f"{what} {event.name!r} is not managed by {engine.config.path}; ignored",
                            name=event.name)
             return
@@ -507,7 +512,7 @@ class Listener:
 
     def _report(self, result: RunResult) -> None:
         self.runs += 1
-        if result.outcome != CONVERGED or any(r.status != "noop" for r in result.results):
+        if result.outcome is not Outcome.CONVERGED or any(r.status is not ActionStatus.NOOP for r in result.results):
             _say(summary_line(result.record))
 
     def _run_command(self, work: _Command) -> dict[str, object]:
@@ -545,11 +550,11 @@ class Listener:
                 str(p) for p in exc.problems)
             for problem in exc.problems:
                 _say(f"config error: {problem}")
-            engine.journal_only(Request(RunKind.RELOAD, (), ("kanotify", "listen", reason)), OUTCOME_FAILED, note)
+            engine.journal_only(Request(RunKind.RELOAD, (), ("kanotify", "listen", reason)), Outcome.FAILED, note)
             syslog_line(note, enabled=engine.config.settings.syslog, error=True)
             return
         self._install_from_worker(config, reason)
-        self._report(self._current_engine().reconcile(argv=["kanotify", "listen", reason], command=RunKind.RELOAD))
+        self._report(self._current_engine().reconcile(argv=["kanotify", "listen", reason], kind=RunKind.RELOAD))
 
     def _install_from_worker(self, config: Config, reason: str) -> None:
         done = concurrent.futures.Future[None]()
@@ -678,7 +683,7 @@ class Listener:
                         f"trying again every {METRICS_RETRY:g}s")
                 _say(note)
                 syslog_line(note, enabled=self._current_engine().config.settings.syslog, error=True)
-                self._submit(object(), _Failure("metrics", note))
+                self._submit(object(), _Failure(RunKind.METRICS, note))
             self._metrics_retry = self.loop.call_later(METRICS_RETRY, self._start_metrics, server)
             return
         self.metrics_server = server

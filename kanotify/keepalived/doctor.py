@@ -693,7 +693,7 @@ def check_sync_daemon(ctx: Context) -> list[Row]:
 
 def check_persisted(ctx: Context) -> list[Row]:
     """Sysctls set now are also in sysctl.d, so a reboot keeps them."""
-    from ..persist import DEFAULT_PATH, persisted
+    from ..backends.sysctld import DEFAULT_PATH, persisted
 
     if ctx.config is not None:
         wanted = list(ctx.config.sysctls)

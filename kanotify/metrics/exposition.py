@@ -30,13 +30,14 @@ def families(facts: Facts) -> list[Metric]:
     state = GaugeMetricFamily(
         "kanotify_instance_state",
         "1 for the VRRP state recorded for the instance, 0 for the others (all 0: never notified).",
-        labels=["instance", "state"])
+        labels=["vrrp_instance", "state"])
     for name, current in facts.instances:
         for each in State:
             state.add_metric([name, each.value], 1.0 if current is each else 0.0)
 
     transitions = CounterMetricFamily(
-        "kanotify_transitions", "VRRP notifications run, per instance and outcome.", labels=["instance", "outcome"])
+        "kanotify_transitions", "VRRP notifications run, per instance and outcome.",
+        labels=["vrrp_instance", "outcome"])
     counted = {(i, o): n for i, o, n in facts.counts.transitions}
     for name, _current in facts.instances:
         for outcome in OUTCOMES:

@@ -40,14 +40,15 @@ from typing import TYPE_CHECKING, Any, Callable, Collection, Iterator, Mapping, 
 
 from .. import __version__
 from ..errors import KanotifyError
-from ..journal import INTERRUPTED, Journal, RecordKind, kind_of, pair_runs, process_alive
-from ..model import SYNC_STATES, Observed, RealKey, Scope, ServiceKey, State, SyncDaemon, format_hostport
+from ..actions import ActionStatus
+from ..journal import Journal, RecordKind, kind_of, pair_runs, process_alive
+from ..model import SYNC_STATES, Observed, Outcome, RealKey, Scope, ServiceKey, State, SyncDaemon, format_hostport
 from ..procinfo import ticket_fields
 from ..run import RunKind
 from ..store import SavedStates, StateStore, listener_pid
 
 if TYPE_CHECKING:
-    from ..backends import Backend
+    from ..backends.base import Backend
     from ..config.values import Config
     from ..plan import HealthView
     from ..run import RunResult
@@ -59,9 +60,9 @@ log = logging.getLogger("kanotify.metrics")
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 #: a run's outcomes (the journal's ``outcome``, and ``interrupted``: a started record that never got its
 #: final one), each counted per instance from 0
-OUTCOMES = ("converged", "failed", "superseded", INTERRUPTED)
+OUTCOMES = (Outcome.CONVERGED, Outcome.FAILED, Outcome.SUPERSEDED, Outcome.INTERRUPTED)
 #: the runs that converge to the recorded states by hand or on a timer: drift repairs when they change something
-REPAIR_COMMANDS = ("repair", "reconcile")
+REPAIR_KINDS = (RunKind.REPAIR, RunKind.RECONCILE)
 _TRANSITIONS = tuple(s.value for s in State)
 #: the journal cursor of ``kanotify metrics`` in ``state_dir``
 CURSOR_FILE = "metrics.cursor"
@@ -74,25 +75,42 @@ PREDECESSOR_READ = 1024 * 1024
 # --------------------------------------------------------------------------- counting journal records
 
 
-def is_notification(command: str) -> bool:
-    """Is a journal record's ``command`` a VRRP notification (a transition)?
+def run_kind(record: Mapping[str, Any]) -> RunKind | None:
+    """A journal record's :class:`~kanotify.run.RunKind`: its ``kind``, else (a line written before the
+    journal had ``kind``) read from its free-text ``command`` by :func:`kind_of_command`; ``None`` when
+    this version does not know it."""
+    kind = record.get("kind")
+    if kind is not None:
+        return _known_kind(kind)
+    command = record.get("command")
+    return kind_of_command(command) if isinstance(command, str) else None
 
-    ``master``..``stop``, ``notify INSTANCE master``, ``fifo GROUP backup`` and a
-    FIFO ``master_rx_lower_pri`` are, and so is ``keepalived-gone`` (the listener's STOP
-    for the instances of a keepalived that died without one); ``fifo INSTANCE
-    master_priority`` (a priority change, journaled only), ``reconcile``, ``repair``,
-    ``health``, ``reload`` are not.
+
+def kind_of_command(command: str) -> RunKind | None:
+    """The kind of a run from its journal ``command``: only for lines written before ``kind`` was journaled.
+
+    ``master``..``stop``, ``reconcile``, ``plan`` and the listener's own runs (``repair``,
+    ``keepalived-gone`` ...) are their kind; ``notify INSTANCE master`` is a ``notify``;
+    ``fifo GROUP backup`` and ``fifo INSTANCE master_rx_lower_pri`` a ``fifo`` state line,
+    ``fifo INSTANCE master_priority`` a ``priority`` line.  A kind's own value reads as that
+    kind too (the metrics cursor keeps its waiting started records' kinds that way).
     """
-    if command == RunKind.KEEPALIVED_GONE:
-        return True
+    known = _known_kind(command)
+    if known is not None:
+        return known
     word, _, rest = command.partition(" ")
-    if word in _TRANSITIONS:
-        return not rest
     if word == "notify":
-        return True
+        return RunKind.NOTIFY
     if word == "fifo":
-        return rest.rpartition(" ")[2] in (*_TRANSITIONS, "master_rx_lower_pri")
-    return False
+        return RunKind.FIFO if rest.rpartition(" ")[2] in (*_TRANSITIONS, "master_rx_lower_pri") else RunKind.PRIORITY
+    return None
+
+
+def _known_kind(value: object) -> RunKind | None:
+    try:
+        return RunKind(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -100,17 +118,18 @@ class Started:
     """A ``started`` journal record not yet paired with its final one: the run may still be under way."""
 
     run: str
-    command: str
+    kind: RunKind | None
     instances: tuple[str, ...]
     process: tuple[object, ...]
 
     def to_json(self) -> list[Any]:
-        return [self.run, self.command, list(self.instances), list(self.process)]
+        return [self.run, self.kind.value if self.kind else None, list(self.instances), list(self.process)]
 
     @classmethod
     def from_json(cls, data: Any) -> "Started":
-        run, command, instances, process = data
-        return cls(str(run), str(command), tuple(str(i) for i in instances), tuple(process))
+        run, kind, instances, process = data  # kind: a command in a cursor written before kinds were journaled
+        return cls(str(run), kind_of_command(kind) if isinstance(kind, str) else None,
+                   tuple(str(i) for i in instances), tuple(process))
 
 
 @dataclass(frozen=True)
@@ -175,38 +194,39 @@ class Tally:
     def add(self, record: Mapping[str, Any], declared: Collection[str]) -> None:
         if record.get("dry_run") is not False:
             return
-        command = record.get("command")
-        kind = kind_of(record)
+        kind = run_kind(record)
+        record_kind = kind_of(record)
         run = record.get("run")
-        if kind is RecordKind.STARTED:
-            if isinstance(command, str) and isinstance(run, str):
+        if record_kind is RecordKind.STARTED:
+            if isinstance(run, str):
                 with self._lock:  # runs that change anything are serialized: the ones before it are over
                     for earlier in list(self._pending.values()):
                         self._count_interrupted(earlier)
                     process = record.get("process")
-                    self._pending[run] = Started(run, command, _names(record, declared),
+                    self._pending[run] = Started(run, kind, _names(record, declared),
                                                  tuple(process) if isinstance(process, list) else ())
             return
-        if kind is None:
+        if record_kind is None:
             return
         if isinstance(run, str) and self._pending:
             with self._lock:
                 self._pending.pop(run, None)
         outcome = record.get("outcome")
-        if not isinstance(command, str) or outcome not in OUTCOMES or outcome == INTERRUPTED:
+        if kind is None or outcome not in OUTCOMES or outcome == Outcome.INTERRUPTED:
             return
-        if command in REPAIR_COMMANDS:
-            if any(isinstance(a, dict) and a.get("status") == "applied" for a in record.get("actions", ())):
+        if kind in REPAIR_KINDS:
+            if any(isinstance(a, dict) and a.get("status") == ActionStatus.APPLIED for a in record.get("actions", ())):
                 with self._lock:
                     self._repairs += 1
             return
-        if not is_notification(command):
+        if not kind.is_notification:
             return
         # an ignored notification (an instance not managed) has no target state and converged
         names: list[str] = []
         for entry in record.get("instances", ()):
             name = entry.get("instance") if isinstance(entry, dict) else None
-            if isinstance(name, str) and name in declared and (entry.get("to") is not None or outcome != "converged"):
+            if isinstance(name, str) and name in declared and (
+                    entry.get("to") is not None or outcome != Outcome.CONVERGED):
                 names.append(name)
         if not names:
             return
@@ -215,7 +235,7 @@ class Tally:
         with self._lock:
             for name in names:
                 self._transitions[(name, str(outcome))] = self._transitions.get((name, str(outcome)), 0) + 1
-            if seconds is not None and outcome != "superseded":  # a superseded one did nothing
+            if seconds is not None and outcome != Outcome.SUPERSEDED:  # a superseded one did nothing
                 index = next((i for i, bound in enumerate(DURATION_BUCKETS) if seconds <= bound),
                              len(DURATION_BUCKETS))
                 self._buckets[index] += 1
@@ -223,11 +243,11 @@ class Tally:
 
     def add_interrupted(self, record: Mapping[str, Any], declared: Collection[str]) -> None:
         """Count a started record known to have no final record (:func:`~kanotify.journal.pair_runs` said so)."""
-        command, run, process = record.get("command"), record.get("run"), record.get("process")
-        if record.get("dry_run") is False and isinstance(command, str) and isinstance(run, str):
+        run, process = record.get("run"), record.get("process")
+        if record.get("dry_run") is False and isinstance(run, str):
             with self._lock:
                 self._pending.pop(run, None)
-                self._count_interrupted(Started(run, command, _names(record, declared),
+                self._count_interrupted(Started(run, run_kind(record), _names(record, declared),
                                                 tuple(process) if isinstance(process, list) else ()))
 
     def settle(self, alive: Callable[[object], bool] = process_alive) -> None:
@@ -241,9 +261,10 @@ class Tally:
         """(lock held)"""
         self._pending.pop(started.run, None)
         self._interrupted += 1
-        if is_notification(started.command):
+        if started.kind is not None and started.kind.is_notification:
             for name in started.instances:
-                self._transitions[(name, INTERRUPTED)] = self._transitions.get((name, INTERRUPTED), 0) + 1
+                key = (name, Outcome.INTERRUPTED.value)
+                self._transitions[key] = self._transitions.get(key, 0) + 1
 
     def counts(self) -> Counts:
         with self._lock:
@@ -379,7 +400,7 @@ class ListenerMetrics:
         found = 0
         for record in pair_runs(journal.last_records(PREDECESSOR_READ)):
             process = record.get("process")
-            if (record.get("record") == RecordKind.STARTED.value and record.get("outcome") == INTERRUPTED
+            if (record.get("record") == RecordKind.STARTED.value and record.get("outcome") == Outcome.INTERRUPTED
                     and isinstance(process, list) and len(process) == 3 and process[0] == boot
                     and process[2] == pid):
                 self.tally.add_interrupted(record, declared)
@@ -432,7 +453,7 @@ def collect_facts(config: Config, backend_factory: Callable[[], Backend] | None 
     scope = Scope(services=managed, ipvs=bool(managed), sync_daemons=config.sync_daemon is not None)
     if scope.ipvs or scope.sync_daemons:
         if backend_factory is None:
-            from ..backends import system_backend
+            from ..backends.system import system_backend
 
             backend_factory = system_backend
         backend = backend_factory()
@@ -595,5 +616,5 @@ def _read_journal(
 
 __all__ = [
     "CURSOR_FILE", "Counts", "DURATION_BUCKETS", "Facts", "ListenerMetrics", "MAX_READ", "OUTCOMES", "Tally",
-    "collect_facts", "count_journal", "is_notification",
+    "collect_facts", "count_journal", "kind_of_command", "run_kind",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from contract.cases import HOST_CASES, Case, daemons_of, outcome, services_of
-from kanotify.backends import system_backend
+from kanotify.backends.system import system_backend
 from kanotify.model import Observed
 from netns_support import Netns
 

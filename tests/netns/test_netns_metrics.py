@@ -104,22 +104,22 @@ def daemon(ns_a: Netns, tmp_path: Path) -> Iterator[Daemon]:
 
 def test_the_listener_serves_metrics_that_follow_the_kernel(daemon: Daemon, ns_a: Netns) -> None:
     assert vips(ns_a) == BACKUP
-    assert metric(ns_a, "kanotify_instance_state", instance="VI_1", state="master") == 0
+    assert metric(ns_a, "kanotify_instance_state", vrrp_instance="VI_1", state="master") == 0
     assert metric(ns_a, "kanotify_listener_running") == 1
     daemon.write('INSTANCE "VI_1" MASTER 100')
-    wait_for(lambda: metric(ns_a, "kanotify_instance_state", instance="VI_1", state="master") == 1, 5, "master 1")
+    wait_for(lambda: metric(ns_a, "kanotify_instance_state", vrrp_instance="VI_1", state="master") == 1, 5, "master 1")
     # the state is recorded before the run applies anything; the run is counted when it has ended
-    wait_for(lambda: metric(ns_a, "kanotify_transitions_total", instance="VI_1", outcome="converged") == 1, 5,
+    wait_for(lambda: metric(ns_a, "kanotify_transitions_total", vrrp_instance="VI_1", outcome="converged") == 1, 5,
              "the transition counted")
     assert vips(ns_a) == MASTER
     assert metric(ns_a, "kanotify_transition_duration_seconds_count") == 1
     daemon.write('INSTANCE "VI_1" BACKUP 100', 'INSTANCE "VI_1" FAULT 100')
-    wait_for(lambda: metric(ns_a, "kanotify_instance_state", instance="VI_1", state="fault") == 1, 5, "fault 1")
-    assert metric(ns_a, "kanotify_instance_state", instance="VI_1", state="master") == 0
+    wait_for(lambda: metric(ns_a, "kanotify_instance_state", vrrp_instance="VI_1", state="fault") == 1, 5, "fault 1")
+    assert metric(ns_a, "kanotify_instance_state", vrrp_instance="VI_1", state="master") == 0
 
     def counted() -> float:
-        converged = metric(ns_a, "kanotify_transitions_total", instance="VI_1", outcome="converged") or 0
-        superseded = metric(ns_a, "kanotify_transitions_total", instance="VI_1", outcome="superseded") or 0
+        converged = metric(ns_a, "kanotify_transitions_total", vrrp_instance="VI_1", outcome="converged") or 0
+        superseded = metric(ns_a, "kanotify_transitions_total", vrrp_instance="VI_1", outcome="superseded") or 0
         return converged + superseded
 
     wait_for(lambda: counted() == 3, 5, "three transitions counted")  # the BACKUP may be coalesced into the FAULT
@@ -133,7 +133,7 @@ def test_kanotify_metrics_beside_the_listener_shows_the_same_and_passes_promtool
     promtool = shutil.which("promtool")
     assert promtool, "promtool is missing: scripts/setup installs Debian's prometheus package"
     daemon.write('INSTANCE "VI_1" MASTER 100')
-    wait_for(lambda: metric(ns_a, "kanotify_transitions_total", instance="VI_1", outcome="converged") == 1, 5,
+    wait_for(lambda: metric(ns_a, "kanotify_transitions_total", vrrp_instance="VI_1", outcome="converged") == 1, 5,
              "the transition counted")  # ended and journaled: what `kanotify metrics` reads
     once = ns_a.exec(kanotify_script(), "--config", str(daemon.config), "metrics", check=False)
     assert once.returncode == 0 and once.stderr == "", once
@@ -247,19 +247,19 @@ def test_a_real_prometheus_scrapes_the_listener_and_sees_the_transitions(
         states = prometheus.query("kanotify_instance_state")
         assert {(r["metric"]["instance"], r["metric"]["state"]) for r in states} == {
             ("127.0.0.1:9650", s) for s in ("master", "backup", "fault", "stop")}  # the target's `instance` wins
-        assert all(r["metric"]["exported_instance"] == "VI_1" for r in states)
+        assert all(r["metric"]["vrrp_instance"] == "VI_1" for r in states)
         daemon.write('INSTANCE "VI_1" MASTER 100')
         wait_for(lambda: vips(ns_a) == MASTER, 5, "the VIP on eth0")
-        master = 'kanotify_instance_state{exported_instance="VI_1",state="master"}'
+        master = 'kanotify_instance_state{vrrp_instance="VI_1",state="master"}'
         wait_for(lambda: prometheus.value(master) == 1, 15, "Prometheus seeing MASTER")
-        assert prometheus.value('kanotify_instance_state{exported_instance="VI_1",state="backup"}') == 0
+        assert prometheus.value('kanotify_instance_state{vrrp_instance="VI_1",state="backup"}') == 0
         # the state is recorded before the run applies; a scrape in between has the run not yet counted
-        wait_for(lambda: prometheus.value('kanotify_transitions_total{exported_instance="VI_1",outcome="converged"}')
+        wait_for(lambda: prometheus.value('kanotify_transitions_total{vrrp_instance="VI_1",outcome="converged"}')
                  == 1, 15, "Prometheus seeing the transition counted")
         daemon.write('INSTANCE "VI_1" BACKUP 100')
         wait_for(lambda: prometheus.value(master) == 0, 15, "Prometheus seeing BACKUP")
-        assert prometheus.value('kanotify_instance_state{exported_instance="VI_1",state="backup"}') == 1
-        wait_for(lambda: prometheus.value('sum(kanotify_transitions_total{exported_instance="VI_1"})') == 2, 15,
+        assert prometheus.value('kanotify_instance_state{vrrp_instance="VI_1",state="backup"}') == 1
+        wait_for(lambda: prometheus.value('sum(kanotify_transitions_total{vrrp_instance="VI_1"})') == 2, 15,
                  "Prometheus seeing two transitions counted")
         wait_for(lambda: prometheus.value("kanotify_transition_duration_seconds_count") == 2, 15, "two durations")
         assert prometheus.value("kanotify_build_info") == 1
@@ -267,8 +267,8 @@ def test_a_real_prometheus_scrapes_the_listener_and_sees_the_transitions(
         alerts = alert_expressions()
         assert len(alerts) >= 6
         firing = {expr: bool(prometheus.query(expr)) for expr in alerts}
-        assert firing['max by (exported_instance) (kanotify_instance_state{state="master"}) == 0']  # BACKUP now
-        assert not firing['sum by (exported_instance) (kanotify_instance_state{state="master"}) > 1']
+        assert firing['max by (vrrp_instance) (kanotify_instance_state{state="master"}) == 0']  # BACKUP now
+        assert not firing['sum by (vrrp_instance) (kanotify_instance_state{state="master"}) > 1']
         assert not firing["kanotify_listener_running == 0"]
     finally:
         prometheus.stop()

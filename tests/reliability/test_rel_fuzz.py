@@ -263,7 +263,7 @@ def test_fuzz_cli_in_process_with_memory_backend(tmp_path: Path, monkeypatch: py
     def fresh() -> MemoryBackend:
         return backends[-1]
 
-    monkeypatch.setattr("kanotify.backends.system_backend", fresh)
+    monkeypatch.setattr("kanotify.backends.system.system_backend", fresh)
     codes: dict[int, int] = {}
     for n in range(IN_PROCESS_CASES):
         rng = Rng(f"kt7-fuzz-{n}")

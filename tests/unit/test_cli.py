@@ -1,6 +1,6 @@
 """The command line: exit codes, global options in both positions, usage errors, JSON.
 
-Runs the CLI in-process with the in-memory backend (``kanotify.backends.system_backend``
+Runs the CLI in-process with the in-memory backend (``kanotify.backends.system.system_backend``
 patched), plus a few real subprocesses for the installed console script.
 """
 
@@ -54,7 +54,7 @@ KANOTIFY = str(Path(sys.executable).with_name("kanotify"))
 @pytest.fixture
 def backend(monkeypatch: pytest.MonkeyPatch) -> MemoryBackend:
     fake = MemoryBackend(devices={"lo", "eth0"})
-    monkeypatch.setattr("kanotify.backends.system_backend", lambda: fake)
+    monkeypatch.setattr("kanotify.backends.system.system_backend", lambda: fake)
     return fake
 
 

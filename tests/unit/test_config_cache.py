@@ -465,7 +465,7 @@ def test_which_commands_use_the_cache(
     from kanotify.cli import run
 
     backend = MemoryBackend(devices={"lo", "eth0"})
-    monkeypatch.setattr("kanotify.backends.system_backend", lambda: backend)
+    monkeypatch.setattr("kanotify.backends.system.system_backend", lambda: backend)
     used: list[str] = []
     real = config_cache.load_config_cached
 

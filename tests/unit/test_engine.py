@@ -16,6 +16,7 @@ from kanotify.config.schema import parse_config
 from kanotify.engine import Engine
 from kanotify.journal import Journal
 from kanotify.model import State
+from kanotify.run import RunKind
 from kanotify.store import StateStore, Ticket
 
 CONFIG = """
@@ -101,13 +102,13 @@ def _statuses(record: dict) -> list[str]:
 
 def test_master_applies_then_second_run_is_all_noops(env) -> None:  # type: ignore[no-untyped-def]
     engine, backend, _, tmp = env
-    first = engine.transition(["VI_1"], State.MASTER, argv=["kanotify", "master", "VI_1"], command="master",
+    first = engine.transition(["VI_1"], State.MASTER, argv=["kanotify", "master", "VI_1"], kind=RunKind.MASTER,
                               ticket=_ticket(1))
     assert first.outcome == "converged" and first.exit_code == 0
     writes = len(backend.writes)
     assert writes == 2 + 3 + 1  # sysctls, service + 2 reals, bind
     assert len(backend.garps) == 1
-    second = engine.transition(["VI_1"], State.MASTER, argv=["kanotify", "master", "VI_1"], command="master",
+    second = engine.transition(["VI_1"], State.MASTER, argv=["kanotify", "master", "VI_1"], kind=RunKind.MASTER,
                                ticket=_ticket(2))
     assert second.outcome == "converged"
     assert not second.plan.has_changes
@@ -131,6 +132,8 @@ def test_master_applies_then_second_run_is_all_noops(env) -> None:  # type: igno
     assert [a["status"] == "noop" for a in started["actions"]] == [
         a["status"] == "noop" for a in records[0]["actions"]]
     assert started["process"][2] == started["pid"] == os.getpid()
+    # the run's kind is a field of both records, beside the free-text command
+    assert [(r["kind"], r["command"]) for r in lines] == [("master", "master")] * 3
 
 
 def test_each_state_applied_twice_converges_with_no_second_write(env) -> None:  # type: ignore[no-untyped-def]
@@ -138,10 +141,10 @@ def test_each_state_applied_twice_converges_with_no_second_write(env) -> None:  
     n = 0
     for state in (State.MASTER, State.BACKUP, State.FAULT, State.STOP, State.MASTER, State.BACKUP):
         n += 1
-        engine.transition(["VI_1"], state, argv=["t"], command=state.value, ticket=_ticket(n))
+        engine.transition(["VI_1"], state, argv=["t"], kind=RunKind.of_state(state), ticket=_ticket(n))
         writes = len(backend.writes)
         n += 1
-        again = engine.transition(["VI_1"], state, argv=["t"], command=state.value, ticket=_ticket(n))
+        again = engine.transition(["VI_1"], state, argv=["t"], kind=RunKind.of_state(state), ticket=_ticket(n))
         assert again.outcome == "converged", again.record
         assert len(backend.writes) == writes, f"second {state} run wrote something"
     assert len(_journal(tmp)) == n
@@ -149,16 +152,16 @@ def test_each_state_applied_twice_converges_with_no_second_write(env) -> None:  
 
 def test_backup_binds_lo_vip_and_leaves_no_managed_service(env) -> None:  # type: ignore[no-untyped-def]
     engine, backend, _, _ = env
-    engine.transition(["VI_1"], State.MASTER, argv=["t"], command="master", ticket=_ticket(1))
+    engine.transition(["VI_1"], State.MASTER, argv=["t"], kind=RunKind.MASTER, ticket=_ticket(1))
     backend.add_foreign_service(__import__("kanotify.model", fromlist=["ServiceKey"]).ServiceKey.mark(9))
-    engine.transition(["VI_1"], State.BACKUP, argv=["t"], command="backup", ticket=_ticket(2))
+    engine.transition(["VI_1"], State.BACKUP, argv=["t"], kind=RunKind.BACKUP, ticket=_ticket(2))
     assert {str(a) for a in backend.addresses} == {"192.0.2.100/32 dev lo label lo:0"}
     assert [str(k) for k in backend.services] == ["fwmark 9"]  # the foreign one survives
 
 
 def test_dry_run_changes_nothing_and_is_journaled(env) -> None:  # type: ignore[no-untyped-def]
     engine, backend, _, tmp = env
-    result = engine.transition(["VI_1"], State.MASTER, argv=["t"], command="master", dry_run=True,
+    result = engine.transition(["VI_1"], State.MASTER, argv=["t"], kind=RunKind.MASTER, dry_run=True,
                                ticket=_ticket(1))
     assert result.outcome == "converged" and result.plan.has_changes
     assert backend.writes == [] and backend.garps == []
@@ -170,9 +173,9 @@ def test_dry_run_changes_nothing_and_is_journaled(env) -> None:  # type: ignore[
 
 def test_stale_notification_is_superseded_and_changes_nothing(env) -> None:  # type: ignore[no-untyped-def]
     engine, backend, _, tmp = env
-    engine.transition(["VI_1"], State.MASTER, argv=["t"], command="master", ticket=_ticket(5))
+    engine.transition(["VI_1"], State.MASTER, argv=["t"], kind=RunKind.MASTER, ticket=_ticket(5))
     writes = len(backend.writes)
-    stale = engine.transition(["VI_1"], State.BACKUP, argv=["t"], command="backup", ticket=_ticket(3))
+    stale = engine.transition(["VI_1"], State.BACKUP, argv=["t"], kind=RunKind.BACKUP, ticket=_ticket(3))
     assert stale.outcome == "superseded" and stale.exit_code == 0
     assert len(backend.writes) == writes
     assert StateStore(str(tmp / "state")).load()[0].states() == {"VI_1": State.MASTER}
@@ -194,7 +197,7 @@ def test_reconcile_uses_recorded_state_and_unrecorded_counts_as_backup(env) -> N
     assert result.record["instances"] == [
         {"instance": "VI_1", "from": None, "to": "backup"}, {"instance": "VI_2", "from": None, "to": "backup"}
     ]
-    engine.transition(["VI_1"], State.MASTER, argv=["t"], command="master", ticket=_ticket(1))
+    engine.transition(["VI_1"], State.MASTER, argv=["t"], kind=RunKind.MASTER, ticket=_ticket(1))
     backend.addresses.clear()  # someone flushed the addresses
     fixed = engine.reconcile(["VI_1"], argv=["kanotify", "reconcile"])
     assert "bind 192.0.2.100/24 dev eth0 label eth0:0" in [str(r.action) for r in fixed.results if r.status == "applied"]
@@ -208,7 +211,7 @@ def test_reconcile_with_state_records_it(env) -> None:  # type: ignore[no-untype
 
 def test_group_notification_applies_to_every_instance(env) -> None:  # type: ignore[no-untyped-def]
     engine, backend, _, tmp = env
-    result = engine.transition(["VI_1", "VI_2"], State.MASTER, argv=["t"], command="notify", ticket=_ticket(1))
+    result = engine.transition(["VI_1", "VI_2"], State.MASTER, argv=["t"], kind=RunKind.NOTIFY, ticket=_ticket(1))
     assert result.outcome == "converged"
     assert {str(a) for a in backend.addresses} == {
         "192.0.2.100/24 dev eth0 label eth0:0", "198.51.100.100/24 dev eth0"}
@@ -218,9 +221,9 @@ def test_group_notification_applies_to_every_instance(env) -> None:  # type: ign
 
 def test_failing_ipvs_call_does_not_stop_the_vip_release(env) -> None:  # type: ignore[no-untyped-def]
     engine, backend, _, tmp = env
-    engine.transition(["VI_1"], State.MASTER, argv=["t"], command="master", ticket=_ticket(1))
+    engine.transition(["VI_1"], State.MASTER, argv=["t"], kind=RunKind.MASTER, ticket=_ticket(1))
     backend.fail["delete ipvs service tcp 192.0.2.100:80 (not desired in this state)"] = errno.EBUSY
-    result = engine.transition(["VI_1"], State.BACKUP, argv=["t"], command="backup", ticket=_ticket(2))
+    result = engine.transition(["VI_1"], State.BACKUP, argv=["t"], kind=RunKind.BACKUP, ticket=_ticket(2))
     assert result.outcome == "failed" and result.exit_code == 1
     assert {str(a) for a in backend.addresses} == {"192.0.2.100/32 dev lo label lo:0"}
     failed = [a for a in _journal(tmp)[-1]["actions"] if a["status"] == "failed"]
@@ -239,7 +242,7 @@ def test_failing_ipvs_call_does_not_stop_the_vip_release(env) -> None:  # type: 
 def test_failed_bind_skips_its_garp_and_other_actions_still_apply(env) -> None:  # type: ignore[no-untyped-def]
     engine, backend, _, tmp = env
     backend.devices.discard("eth0")
-    result = engine.transition(["VI_1"], State.MASTER, argv=["t"], command="master", ticket=_ticket(1))
+    result = engine.transition(["VI_1"], State.MASTER, argv=["t"], kind=RunKind.MASTER, ticket=_ticket(1))
     assert result.exit_code == 1
     by_status = {r.status for r in result.results}
     assert {"applied", "failed", "skipped"} <= by_status
@@ -262,7 +265,7 @@ def test_silent_apply_failure_is_caught_by_verification(env) -> None:  # type: i
             real_apply(action)
 
     backend.apply = lying_apply  # type: ignore[method-assign]
-    result = engine.transition(["VI_1"], State.MASTER, argv=["t"], command="master", ticket=_ticket(1))
+    result = engine.transition(["VI_1"], State.MASTER, argv=["t"], kind=RunKind.MASTER, ticket=_ticket(1))
     assert result.outcome == "failed"
     assert result.verify == ["bind 192.0.2.100/24 dev eth0 label eth0:0"]
     assert _journal(tmp)[-1]["verify"] == result.verify
@@ -274,7 +277,7 @@ def test_lock_timeout_is_a_clear_failure(env) -> None:  # type: ignore[no-untype
     fd = os.open(tmp / "state" / "lock", os.O_RDWR | os.O_CREAT, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:
-        result = engine.transition(["VI_1"], State.MASTER, argv=["t"], command="master", ticket=_ticket(1))
+        result = engine.transition(["VI_1"], State.MASTER, argv=["t"], kind=RunKind.MASTER, ticket=_ticket(1))
     finally:
         os.close(fd)
     assert result.outcome == "failed" and result.exit_code == 1
@@ -308,7 +311,7 @@ def test_drain_then_delete_after_timeout(env) -> None:  # type: ignore[no-untype
     from kanotify.model import ServiceKey
     import ipaddress
 
-    engine.transition(["VI_1"], State.MASTER, argv=["t"], command="master", ticket=_ticket(1))
+    engine.transition(["VI_1"], State.MASTER, argv=["t"], kind=RunKind.MASTER, ticket=_ticket(1))
     key = ServiceKey.inet("tcp", ipaddress.ip_address("192.0.2.100"), 80)
     backend.set_connections(key, (ipaddress.ip_address("192.0.2.22"), 80), active=3)
     config_text = CONFIG.format(tmp=tmp).replace('    [[instance.service.real]]\n    address = "192.0.2.22"\n', "")
@@ -327,16 +330,17 @@ def test_drain_then_delete_after_timeout(env) -> None:  # type: ignore[no-untype
 
 def test_ignored_notification_is_journaled(env) -> None:  # type: ignore[no-untyped-def]
     engine, backend, _, tmp = env
-    engine.ignored(argv=["kanotify", "notify", "INSTANCE", "OTHER", "MASTER", "100"], command="notify",
-                   note="instance 'OTHER' is not managed")
+    engine.ignored(argv=["kanotify", "notify", "INSTANCE", "OTHER", "MASTER", "100"], kind=RunKind.NOTIFY,
+                   command="notify INSTANCE master", note="instance 'OTHER' is not managed")
     record = _journal(tmp)[-1]
     assert record["outcome"] == "converged" and record["actions"] == [] and "not managed" in record["note"]
+    assert (record["kind"], record["command"]) == ("notify", "notify INSTANCE master")
     assert backend.writes == []
 
 
 def test_state_dir_and_files_are_private(env) -> None:  # type: ignore[no-untyped-def]
     engine, _, _, tmp = env
-    engine.transition(["VI_1"], State.MASTER, argv=["t"], command="master", ticket=_ticket(1))
+    engine.transition(["VI_1"], State.MASTER, argv=["t"], kind=RunKind.MASTER, ticket=_ticket(1))
     assert (tmp / "state").stat().st_mode & 0o777 == 0o700
     assert (tmp / "state" / "state.json").stat().st_mode & 0o777 == 0o600
     assert (tmp / "journal.jsonl").stat().st_mode & 0o777 == 0o600
@@ -346,7 +350,7 @@ def test_symlinked_state_dir_is_refused(env) -> None:  # type: ignore[no-untyped
     engine, backend, _, tmp = env
     (tmp / "elsewhere").mkdir()
     os.symlink(tmp / "elsewhere", tmp / "state")
-    result = engine.transition(["VI_1"], State.MASTER, argv=["t"], command="master", ticket=_ticket(1))
+    result = engine.transition(["VI_1"], State.MASTER, argv=["t"], kind=RunKind.MASTER, ticket=_ticket(1))
     assert result.outcome == "failed" and "symlink" in result.record["note"]
     assert backend.writes == []
 
@@ -362,10 +366,10 @@ def test_one_syslog_line_per_transition(env, monkeypatch) -> None:  # type: igno
     monkeypatch.setattr("kanotify.journal.SYSLOG_SOCKET", path)
     object.__setattr__(engine.config.settings, "syslog", True)
     try:
-        engine.transition(["VI_1"], State.MASTER, argv=["t"], command="master", ticket=_ticket(1))
+        engine.transition(["VI_1"], State.MASTER, argv=["t"], kind=RunKind.MASTER, ticket=_ticket(1))
         line = server.recv(9000).decode()
         engine.backend_factory().devices.discard("eth0")
-        engine.transition(["VI_1"], State.BACKUP, argv=["t"], command="backup", ticket=_ticket(2))
+        engine.transition(["VI_1"], State.BACKUP, argv=["t"], kind=RunKind.BACKUP, ticket=_ticket(2))
         second = server.recv(9000).decode()
     finally:
         server.close()
@@ -377,7 +381,7 @@ def test_no_syslog_socket_is_fine(env, monkeypatch) -> None:  # type: ignore[no-
     engine, _, _, tmp = env
     monkeypatch.setattr("kanotify.journal.SYSLOG_SOCKET", str(tmp / "missing.sock"))
     object.__setattr__(engine.config.settings, "syslog", True)
-    assert engine.transition(["VI_1"], State.MASTER, argv=["t"], command="master", ticket=_ticket(1)).exit_code == 0
+    assert engine.transition(["VI_1"], State.MASTER, argv=["t"], kind=RunKind.MASTER, ticket=_ticket(1)).exit_code == 0
 
 
 # --------------------------------------------------------------------------- IPVS sync daemons
@@ -405,12 +409,12 @@ def test_sync_daemons_follow_every_state_and_writes_nothing_twice(sync_env) -> N
     n = 0
     for state in (State.BACKUP, State.MASTER, State.FAULT, State.MASTER, State.STOP, State.BACKUP, State.STOP):
         n += 1
-        first = engine.transition(["VI_1"], state, argv=["t"], command=state.value, ticket=_ticket(n))
+        first = engine.transition(["VI_1"], state, argv=["t"], kind=RunKind.of_state(state), ticket=_ticket(n))
         assert first.outcome == "converged", first.record
         assert _running(backend) == expected[state], state
         writes = len(backend.writes)
         n += 1
-        again = engine.transition(["VI_1"], state, argv=["t"], command=state.value, ticket=_ticket(n))
+        again = engine.transition(["VI_1"], state, argv=["t"], kind=RunKind.of_state(state), ticket=_ticket(n))
         assert again.outcome == "converged" and not again.plan.has_changes
         assert len(backend.writes) == writes, f"second {state} run wrote something"
     master = [r["actions"] for r in _journal(tmp) if r["to"] == "master"][0]
@@ -458,7 +462,7 @@ def test_a_failing_daemon_leaves_the_vip_and_ipvs_work_converged(sync_env) -> No
     engine, backend, tmp = sync_env
     engine.config = parse_config(SYNC_CONFIG.format(tmp=tmp).replace('interface = "eth0"', 'interface = "eth7"'),
                                  "k.toml")
-    result = engine.transition(["VI_1"], State.MASTER, argv=["t"], command="master", ticket=_ticket(1))
+    result = engine.transition(["VI_1"], State.MASTER, argv=["t"], kind=RunKind.MASTER, ticket=_ticket(1))
     assert result.outcome == "failed" and result.exit_code == 1
     assert {str(a) for a in backend.addresses} == {"192.0.2.100/24 dev eth0 label eth0:0"}
     assert [str(k) for k in backend.services] == ["tcp 192.0.2.100:80"] and len(backend.garps) == 1
@@ -474,7 +478,7 @@ def test_without_ipvs_the_daemon_fails_and_the_vips_converge(tmp_path: Path) -> 
     config = parse_config(SYNC_CONFIG.format(tmp=tmp_path), str(tmp_path / "k.toml"))
     backend = MemoryBackend(devices={"lo", "eth0"}, ipvs_available=False)
     result = Engine(config, backend_factory=lambda: backend).transition(
-        ["VI_1"], State.BACKUP, argv=["t"], command="backup", ticket=_ticket(1))
+        ["VI_1"], State.BACKUP, argv=["t"], kind=RunKind.BACKUP, ticket=_ticket(1))
     assert result.exit_code == 1
     assert {str(a) for a in backend.addresses} == {"192.0.2.100/32 dev lo label lo:0"}
     failed = [(str(r.action), r.errno) for r in result.results if r.status == "failed"]
@@ -488,7 +492,7 @@ def test_a_notification_for_another_instance_leaves_the_daemons_alone(sync_env) 
 
     engine, backend, _ = sync_env
     backend.apply(StartSyncDaemon(SyncDaemon("master", "eth0", 3)))  # not what VI_1 wants, but VI_2 is notified
-    result = engine.transition(["VI_2"], State.MASTER, argv=["t"], command="master", ticket=_ticket(1))
+    result = engine.transition(["VI_2"], State.MASTER, argv=["t"], kind=RunKind.MASTER, ticket=_ticket(1))
     assert result.outcome == "converged"
     assert not [r for r in result.results if r.action.domain == "sync" or "sync daemon" in str(r.action)]
     assert _running(backend) == {"master": 3}
@@ -496,7 +500,7 @@ def test_a_notification_for_another_instance_leaves_the_daemons_alone(sync_env) 
 
 def test_dry_run_shows_the_daemon_actions_and_changes_nothing(sync_env) -> None:  # type: ignore[no-untyped-def]
     engine, backend, tmp = sync_env
-    result = engine.transition(["VI_1"], State.BACKUP, argv=["t"], command="backup", dry_run=True, ticket=_ticket(1))
+    result = engine.transition(["VI_1"], State.BACKUP, argv=["t"], kind=RunKind.BACKUP, dry_run=True, ticket=_ticket(1))
     assert {"action": f"start {BACKUP_51}", "status": "pending"} in _journal(tmp)[-1]["actions"]
     assert backend.daemons == {} and backend.writes == []
     assert result.outcome == "converged"
@@ -507,7 +511,7 @@ def test_reconcile_repairs_a_daemon_stopped_by_hand(sync_env) -> None:  # type: 
     from kanotify.model import SyncDaemon
 
     engine, backend, _ = sync_env
-    engine.transition(["VI_1"], State.MASTER, argv=["t"], command="master", ticket=_ticket(1))
+    engine.transition(["VI_1"], State.MASTER, argv=["t"], kind=RunKind.MASTER, ticket=_ticket(1))
     backend.apply(StopSyncDaemon(SyncDaemon("master", "eth0", 51)))  # "ipvsadm --stop-daemon master"
     repaired = engine.reconcile(argv=["t"])
     assert [str(r.action) for r in repaired.results if r.status == "applied"] == [f"start {MASTER_51}"]
@@ -518,13 +522,13 @@ def test_reconcile_with_a_state_records_it_with_its_ticket(env) -> None:  # type
     """``reconcile --state stop`` (the keepalived.service drop-in) is ordered like a notification:
     a notification issued before it (a dead keepalived's notify script) that runs after it changes nothing."""
     engine, backend, _, tmp = env
-    engine.transition(["VI_1"], State.MASTER, argv=["kanotify", "master", "VI_1"], command="master",
+    engine.transition(["VI_1"], State.MASTER, argv=["kanotify", "master", "VI_1"], kind=RunKind.MASTER,
                       ticket=_ticket(1))
     stop = engine.reconcile(None, State.STOP, argv=["kanotify", "reconcile", "--state", "stop"], ticket=_ticket(3))
     assert stop.outcome == "converged" and "192.0.2.100/24 dev eth0" not in {str(a) for a in backend.addresses}
     saved, _ = StateStore(str(tmp / "state")).load()
     assert saved.instances["VI_1"].state is State.STOP and saved.instances["VI_1"].ticket == _ticket(3)
-    late = engine.transition(["VI_1"], State.MASTER, argv=["kanotify", "master", "VI_1"], command="master",
+    late = engine.transition(["VI_1"], State.MASTER, argv=["kanotify", "master", "VI_1"], kind=RunKind.MASTER,
                              ticket=_ticket(2))
     assert late.outcome == "superseded" and not {str(a) for a in backend.addresses}
     assert engine.reconcile(argv=["kanotify", "reconcile"]).plan.has_changes is False  # and it stays released

@@ -7,9 +7,10 @@ import os
 from pathlib import Path
 
 from kanotify.journal import (
-    INTERRUPTED, RUNNING, Journal, RecordKind, kind_of, new_run_id, outcome_text, pair_runs, process_alive,
+    Journal, RecordKind, kind_of, new_run_id, outcome_text, pair_runs, process_alive,
     summary_line, well_formed, writer_process,
 )
+from kanotify.model import Outcome
 
 
 def _record(**extra: object) -> dict[str, object]:
@@ -125,15 +126,15 @@ def test_a_started_record_is_left_out_when_its_final_one_follows() -> None:
 
 def test_a_started_record_without_its_final_one_is_interrupted_when_its_process_is_gone() -> None:
     runs = pair_runs([_final("a"), _started("b", process=DEAD)])
-    assert [r.get("outcome") for r in runs] == ["converged", INTERRUPTED]
+    assert [r.get("outcome") for r in runs] == ["converged", Outcome.INTERRUPTED]
     assert runs[1]["record"] == "started" and runs[1]["run"] == "b"  # still says what it is
     # this very process still runs: under way
-    assert pair_runs([_started("b")])[0]["outcome"] == RUNNING
+    assert pair_runs([_started("b")])[0]["outcome"] == Outcome.RUNNING
     # ... unless a later run has started: runs that change anything hold the lock to their final record
     runs = pair_runs([_started("b"), _started("c"), _final("c")])
-    assert [(r["run"], r["outcome"]) for r in runs] == [("b", INTERRUPTED), ("c", "converged")]
+    assert [(r["run"], r["outcome"]) for r in runs] == [("b", Outcome.INTERRUPTED), ("c", "converged")]
     # the process check is the reader's to make
-    assert pair_runs([_started("b", process=DEAD)], alive=lambda p: True)[0]["outcome"] == RUNNING
+    assert pair_runs([_started("b", process=DEAD)], alive=lambda p: True)[0]["outcome"] == Outcome.RUNNING
 
 
 def test_the_last_n_runs_count_runs_not_lines() -> None:
@@ -142,7 +143,7 @@ def test_the_last_n_runs_count_runs_not_lines() -> None:
         records += [_started(f"s{n}"), _final(f"s{n}")]
     records += [_started("dead", process=DEAD), _final("noop")]
     runs = pair_runs(records, 3)
-    assert [(r["run"], r["outcome"]) for r in runs] == [("s9", "converged"), ("dead", INTERRUPTED),
+    assert [(r["run"], r["outcome"]) for r in runs] == [("s9", "converged"), ("dead", Outcome.INTERRUPTED),
                                                        ("noop", "converged")]
     assert len(pair_runs(records)) == 12
     assert pair_runs([_record(record="compacted"), _final("a")]) == [_final("a")]
@@ -164,10 +165,10 @@ def test_journal_runs_reads_through_torn_and_garbage_lines(tmp_path: Path) -> No
     journal.append(_started("b", process=DEAD))
     with open(journal.path, "ab") as fh:
         fh.write(json.dumps(_final("b")).encode()[:40])  # kill -9 in the middle of the final record
-    assert [(r["run"], r["outcome"]) for r in journal.runs(10)] == [("a", "converged"), ("b", INTERRUPTED)]
+    assert [(r["run"], r["outcome"]) for r in journal.runs(10)] == [("a", "converged"), ("b", Outcome.INTERRUPTED)]
     journal.append(_started("c"))  # the next run cuts the torn line first
     assert [(r["run"], r["outcome"]) for r in journal.runs(10)] == [
-        ("a", "converged"), ("b", INTERRUPTED), ("c", RUNNING)]
+        ("a", "converged"), ("b", Outcome.INTERRUPTED), ("c", Outcome.RUNNING)]
     assert [r["record"] for r in journal.tail(10)] == ["started", "final", "started", "started"]
     assert [r["run"] for r in journal.last_records(1 << 20)] == ["a", "a", "b", "c"]
     assert [r["run"] for r in journal.last_records(len(json.dumps(_started("c"))) + 1)] == ["c"]
@@ -176,4 +177,4 @@ def test_journal_runs_reads_through_torn_and_garbage_lines(tmp_path: Path) -> No
 def test_an_interrupted_run_reads_as_such() -> None:
     [run] = pair_runs([_started("b", process=DEAD)])
     assert summary_line(run) == "VI_1 backup -> master: interrupted (1 pending, 1 noop)"
-    assert outcome_text(run) == INTERRUPTED
+    assert outcome_text(run) == Outcome.INTERRUPTED

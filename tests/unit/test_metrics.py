@@ -36,10 +36,13 @@ from kanotify.errors import ConfigError
 from kanotify.metrics.exposition import render
 from kanotify.metrics.server import MAX_CLIENTS
 from kanotify.daemon.health import HEALTH_FILE
-from kanotify.metrics.facts import Counts, ListenerMetrics, Tally, collect_facts, count_journal, is_notification
+from kanotify.metrics.facts import (
+    Counts, ListenerMetrics, Tally, collect_facts, count_journal, kind_of_command, run_kind,
+)
 from kanotify.model import (
     ObservedService, RealServer, RealServerStats, ServiceKey, State, SyncDaemon, VirtualService,
 )
+from kanotify.run import RunKind
 from kanotify.store import LISTEN_LOCK, StateStore, Ticket
 
 from test_listen import Running, wait_for
@@ -132,8 +135,17 @@ def scrape(port: int, path: str = "/metrics") -> str:
     ("reconcile", False), ("repair", False), ("health", False), ("reload", False), ("plan", False),
     ("metrics", False), ("master extra", False),
 ])
-def test_which_commands_are_notifications(command: str, counted: bool) -> None:
-    assert is_notification(command) is counted
+def test_which_commands_of_old_journal_lines_are_notifications(command: str, counted: bool) -> None:
+    """A line without ``kind`` (written before it was journaled): its kind is read from its command."""
+    kind = kind_of_command(command)
+    assert (kind is not None and kind.is_notification) is counted
+
+
+def test_the_journaled_kind_wins_over_the_command() -> None:
+    assert run_kind({"kind": "fifo", "command": "fifo GROUP master"}) is RunKind.FIFO
+    assert run_kind({"kind": "repair", "command": "master"}) is RunKind.REPAIR  # the field, never the text
+    assert run_kind({"command": "fifo VI_1 master_priority"}) is RunKind.PRIORITY  # an old line
+    assert run_kind({"kind": "from-the-future", "command": "master"}) is None
 
 
 def _engine(tmp: Path, backend: MemoryBackend, on_result: Any = None) -> Engine:
@@ -147,18 +159,20 @@ def test_the_listener_and_the_journal_count_the_same(tmp_path: Path) -> None:
     fed = ListenerMetrics()
     engine = _engine(tmp_path, backend, fed.on_result)
     t = lambda n: Ticket("b", n, 1)  # noqa: E731
-    engine.transition(["VI_1"], State.MASTER, argv=["kanotify", "master"], command="master", ticket=t(10))
-    engine.transition(["VI_1"], State.BACKUP, argv=["x"], command="notify INSTANCE backup", ticket=t(5))  # older
-    engine.transition(["VI_1", "VI_2"], State.MASTER, argv=["x"], command="notify GROUP master", ticket=t(20))
-    engine.ignored(argv=["x"], command="notify INSTANCE master", note="not ours", name="VI_9")
-    engine.transition(["VI_2"], State.BACKUP, argv=["x"], command="backup", dry_run=True, ticket=t(30))
+    engine.transition(["VI_1"], State.MASTER, argv=["kanotify", "master"], kind=RunKind.MASTER, ticket=t(10))
+    engine.transition(["VI_1"], State.BACKUP, argv=["x"], kind=RunKind.NOTIFY, command="notify INSTANCE backup",
+                      ticket=t(5))  # older
+    engine.transition(["VI_1", "VI_2"], State.MASTER, argv=["x"], kind=RunKind.NOTIFY, command="notify GROUP master",
+                      ticket=t(20))
+    engine.ignored(argv=["x"], kind=RunKind.NOTIFY, command="notify INSTANCE master", note="not ours", name="VI_9")
+    engine.transition(["VI_2"], State.BACKUP, argv=["x"], kind=RunKind.BACKUP, dry_run=True, ticket=t(30))
     backend.fail["bind 198.51.100.100/24 dev eth0"] = 99
     backend.addresses.clear()  # drift
     engine.reconcile(argv=["kanotify", "reconcile"])  # repairs VI_1, fails on VI_2's VIP: still a repair
     backend.fail.clear()
-    engine.reconcile(argv=["kanotify", "listen", "tick"], command="repair", quiet=True)  # repairs VI_2
-    engine.reconcile(argv=["kanotify", "listen", "tick"], command="repair", quiet=True)  # nothing: no line
-    engine.transition(["VI_2"], State.FAULT, argv=["x"], command="fifo INSTANCE fault", ticket=t(40))
+    engine.reconcile(argv=["kanotify", "listen", "tick"], kind=RunKind.REPAIR, quiet=True)  # repairs VI_2
+    engine.reconcile(argv=["kanotify", "listen", "tick"], kind=RunKind.REPAIR, quiet=True)  # nothing: no line
+    engine.transition(["VI_2"], State.FAULT, argv=["x"], kind=RunKind.FIFO, command="fifo INSTANCE fault", ticket=t(40))
 
     counts = fed.tally.counts()
     assert counts.transitions == (
@@ -180,7 +194,7 @@ def test_a_lock_timeout_counts_as_failed(tmp_path: Path) -> None:
     config = dataclasses.replace(engine.config, settings=dataclasses.replace(engine.config.settings, lock_timeout=0.05))
     with store.lock(1):
         engine = Engine(config, backend_factory=lambda: backend, on_result=fed.on_result)
-        engine.transition(["VI_1"], State.MASTER, argv=["x"], command="master", ticket=Ticket("b", 1, 1))
+        engine.transition(["VI_1"], State.MASTER, argv=["x"], kind=RunKind.MASTER, ticket=Ticket("b", 1, 1))
     assert fed.tally.counts().transitions == (("VI_1", "failed", 1),)
 
 
@@ -203,12 +217,12 @@ def test_observed_weights_and_daemons_follow_each_instances_last_run(tmp_path: P
     engine = _engine(tmp_path, backend, fed.on_result)
     facts = fed.facts(engine.config, None)
     assert facts.weights == () and facts.sync_daemons == ()  # nothing observed yet: nothing guessed
-    engine.transition(["VI_1"], State.MASTER, argv=["x"], command="master", ticket=Ticket("b", 1, 1))
+    engine.transition(["VI_1"], State.MASTER, argv=["x"], kind=RunKind.MASTER, ticket=Ticket("b", 1, 1))
     facts = fed.facts(engine.config, None)
     assert facts.weights == (("tcp 192.0.2.100:80", "192.0.2.21:80", 3), ("tcp 192.0.2.100:80", "192.0.2.22:80", 1))
     assert facts.sync_daemons == (("master", True), ("backup", False))
     assert dict(facts.instances) == {"VI_1": State.MASTER, "VI_2": None}
-    engine.transition(["VI_1"], State.BACKUP, argv=["x"], command="backup", ticket=Ticket("b", 2, 1))
+    engine.transition(["VI_1"], State.BACKUP, argv=["x"], kind=RunKind.BACKUP, ticket=Ticket("b", 2, 1))
     facts = fed.facts(engine.config, None)
     assert facts.weights == () and facts.sync_daemons == (("master", False), ("backup", True))
 
@@ -279,26 +293,26 @@ def served(tmp_path: Path) -> Iterator[tuple[Running, int]]:
 def test_the_listener_serves_its_numbers_and_they_follow_the_transitions(served: tuple[Running, int]) -> None:
     running, port = served
     text = scrape(port)
-    assert value(text, "kanotify_instance_state", instance="VI_1", state="master") == 0
-    assert value(text, "kanotify_transitions_total", instance="VI_1", outcome="converged") == 0
+    assert value(text, "kanotify_instance_state", vrrp_instance="VI_1", state="master") == 0
+    assert value(text, "kanotify_transitions_total", vrrp_instance="VI_1", outcome="converged") == 0
     assert value(text, "kanotify_build_info", version=metrics_mod.__version__) == 1
     assert value(text, "kanotify_listener_running") == 1
     assert value(text, "kanotify_sync_daemon_running", state="backup") == 1  # the start-up repair: unrecorded = BACKUP
     running.write('INSTANCE "VI_1" MASTER 100')
-    wait_for(lambda: value(scrape(port), "kanotify_instance_state", instance="VI_1", state="master") == 1)
+    wait_for(lambda: value(scrape(port), "kanotify_instance_state", vrrp_instance="VI_1", state="master") == 1)
     # the state is recorded before the run applies; the run is counted once it has ended
-    wait_for(lambda: value(scrape(port), "kanotify_transitions_total", instance="VI_1", outcome="converged") == 1)
+    wait_for(lambda: value(scrape(port), "kanotify_transitions_total", vrrp_instance="VI_1", outcome="converged") == 1)
     text = scrape(port)
-    assert [value(text, "kanotify_instance_state", instance="VI_1", state=s.value) for s in State] == [1, 0, 0, 0]
-    assert value(text, "kanotify_transitions_total", instance="VI_1", outcome="converged") == 1
+    assert [value(text, "kanotify_instance_state", vrrp_instance="VI_1", state=s.value) for s in State] == [1, 0, 0, 0]
+    assert value(text, "kanotify_transitions_total", vrrp_instance="VI_1", outcome="converged") == 1
     assert value(text, "kanotify_transition_duration_seconds_count") == 1
     assert value(text, "kanotify_real_server_weight", service="tcp 192.0.2.100:80", real="192.0.2.21:80") == 3
     assert value(text, "kanotify_sync_daemon_running", state="master") == 1
     assert value(text, "kanotify_sync_daemon_running", state="backup") == 0
     running.write('GROUP "VG_1" BACKUP 0')
-    wait_for(lambda: value(scrape(port), "kanotify_transitions_total", instance="VI_2", outcome="converged") == 1)
+    wait_for(lambda: value(scrape(port), "kanotify_transitions_total", vrrp_instance="VI_2", outcome="converged") == 1)
     text = scrape(port)
-    assert value(text, "kanotify_instance_state", instance="VI_1", state="backup") == 1
+    assert value(text, "kanotify_instance_state", vrrp_instance="VI_1", state="backup") == 1
     assert value(text, "kanotify_real_server_weight", service="tcp 192.0.2.100:80", real="192.0.2.21:80") is None
     running.backend.addresses.clear()
     running.listener.loop.call_soon_threadsafe(running.listener._submit, "repair", listen_mod._Repair("test"))
@@ -329,7 +343,7 @@ def test_stalled_scrapers_do_not_hold_up_transitions_or_other_scrapes(served: tu
         running.write('INSTANCE "VI_1" MASTER 100')
         wait_for(lambda: "192.0.2.100/24 dev eth0" in {str(v) for v in running.backend.addresses})
         assert time.monotonic() - started < 2
-        assert value(scrape(port), "kanotify_instance_state", instance="VI_1", state="master") == 1
+        assert value(scrape(port), "kanotify_instance_state", vrrp_instance="VI_1", state="master") == 1
         time.sleep(0.3)  # the scrape's thread gives its slot back just after the answer went out
         stalled.append(socket.create_connection(("127.0.0.1", port)))  # all MAX_CLIENTS slots taken now
         extra = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]  # past MAX_CLIENTS: closed
@@ -343,7 +357,7 @@ def test_stalled_scrapers_do_not_hold_up_transitions_or_other_scrapes(served: tu
 
     def served_again() -> bool:
         try:
-            return value(scrape(port), "kanotify_instance_state", instance="VI_1", state="master") == 1
+            return value(scrape(port), "kanotify_instance_state", vrrp_instance="VI_1", state="master") == 1
         except OSError:  # its threads have not all seen their client go yet: every slot still taken, closed at once
             return False
 
@@ -386,7 +400,7 @@ def test_a_port_in_use_leaves_the_listener_running_without_metrics_until_it_is_f
         assert f"cannot serve http://127.0.0.1:{port}/metrics" in capfd.readouterr().err
         holder.close()
         wait_for(lambda: running.listener.metrics_server is not None)
-        assert value(scrape(port), "kanotify_instance_state", instance="VI_1", state="master") == 1
+        assert value(scrape(port), "kanotify_instance_state", vrrp_instance="VI_1", state="master") == 1
         assert len([r for r in running.journal() if r["command"] == "metrics"]) == 1  # said once
     finally:
         holder.close()
@@ -551,7 +565,7 @@ def test_kanotify_metrics_passes_promtool(tmp_path: Path) -> None:
                                      'syslog = false\n[[instance]]\nname = "VI_1"\n')
     backend = MemoryBackend(devices={"lo", "eth0"})
     engine = Engine(parse_config((tmp_path / "k.toml").read_text()), backend_factory=lambda: backend)
-    engine.transition(["VI_1"], State.MASTER, argv=["x"], command="master", ticket=Ticket("b", 1, 1))
+    engine.transition(["VI_1"], State.MASTER, argv=["x"], kind=RunKind.MASTER, ticket=Ticket("b", 1, 1))
     lock = _a_listener_holds_the_lock(tmp_path / "state")
     try:
         (tmp_path / "state" / HEALTH_FILE).write_text(json.dumps({"pid": os.getpid(), "reals": []}))
@@ -560,8 +574,8 @@ def test_kanotify_metrics_passes_promtool(tmp_path: Path) -> None:
     finally:
         os.close(lock)
     assert done.returncode == 0 and done.stderr == "", done
-    assert value(done.stdout, "kanotify_instance_state", instance="VI_1", state="master") == 1
-    assert value(done.stdout, "kanotify_transitions_total", instance="VI_1", outcome="converged") == 1
+    assert value(done.stdout, "kanotify_instance_state", vrrp_instance="VI_1", state="master") == 1
+    assert value(done.stdout, "kanotify_transitions_total", vrrp_instance="VI_1", outcome="converged") == 1
     assert value(done.stdout, "kanotify_listener_running") == 1
     lint = subprocess.run([promtool, "check", "metrics"], input=done.stdout, capture_output=True, text=True)
     assert lint.returncode == 0 and lint.stdout == "" and lint.stderr == "", lint
@@ -582,7 +596,7 @@ def test_textfile_is_written_whole_and_readable(tmp_path: Path) -> None:
                            "metrics", "--textfile", str(target)], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout == "", done
     assert target.stat().st_mode & 0o777 == 0o644
-    assert value(target.read_text(), "kanotify_instance_state", instance="VI_1", state="master") == 0
+    assert value(target.read_text(), "kanotify_instance_state", vrrp_instance="VI_1", state="master") == 0
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("kanotify.prom")] == ["kanotify.prom"]
 
 
@@ -599,13 +613,13 @@ def test_a_newer_listener_takes_over_the_port_without_a_bind_failure(
     """keepalived starts its fifo script again on every reload: the old listener frees the port before its lock."""
     running, port = served
     running.write('INSTANCE "VI_1" MASTER 100')
-    wait_for(lambda: value(scrape(port), "kanotify_instance_state", instance="VI_1", state="master") == 1)
+    wait_for(lambda: value(scrape(port), "kanotify_instance_state", vrrp_instance="VI_1", state="master") == 1)
     second = Running(tmp_path, running.backend)
     try:
         running.thread.join(10)
         assert not running.thread.is_alive() and running.code == 0
         wait_for(lambda: second.listener.metrics_server is not None)
-        assert value(scrape(port), "kanotify_instance_state", instance="VI_1", state="master") == 1
+        assert value(scrape(port), "kanotify_instance_state", vrrp_instance="VI_1", state="master") == 1
         assert not [r for r in second.journal() if r["command"] == "metrics"]  # no failure to bind
     finally:
         second.stop()
@@ -687,8 +701,8 @@ def test_the_cursor_keeps_a_started_run_until_its_final_record_or_its_end(tmp_pa
     assert counts.interrupted == 1 and ("VI_1", "interrupted", 1) in counts.transitions and counts.pending == ()
     assert count_journal(config)[0] == counts  # counted once
     text = render(metrics_mod.Facts(instances=(("VI_1", State.MASTER),), counts=counts)).decode()
-    assert value(text, "kanotify_transitions_total", instance="VI_1", outcome="interrupted") == 1
-    assert value(text, "kanotify_transitions_total", instance="VI_1", outcome="converged") == 1
+    assert value(text, "kanotify_transitions_total", vrrp_instance="VI_1", outcome="interrupted") == 1
+    assert value(text, "kanotify_transitions_total", vrrp_instance="VI_1", outcome="converged") == 1
     assert value(text, "kanotify_interrupted_runs_total") == 1
 
 

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from kanotify.backends.sysctld import boot_files, persisted, render, write_if_changed
 from kanotify.config.schema import parse_config
-from kanotify.persist import boot_files, persisted, render, write_if_changed
 
 KANOTIFY = str(Path(sys.executable).with_name("kanotify"))
 
@@ -29,7 +29,8 @@ name = "VI_1"
 
 
 def test_render_adds_only_the_missing_lo_twins_and_explains() -> None:
-    text = render(parse_config(CONFIG.format(tmp="/x"), "/etc/kanotify/kanotify.toml"))
+    config = parse_config(CONFIG.format(tmp="/x"), "/etc/kanotify/kanotify.toml")
+    text = render(config.sysctls, config.path)
     assert text is not None
     body = [line for line in text.splitlines() if line and not line.startswith("#")]
     assert body == [
@@ -43,7 +44,7 @@ def test_render_adds_only_the_missing_lo_twins_and_explains() -> None:
 
 
 def test_no_sysctl_table_renders_nothing() -> None:
-    assert render(parse_config('[[instance]]\nname = "VI_1"\n')) is None
+    assert render(parse_config('[[instance]]\nname = "VI_1"\n').sysctls, "kanotify.toml") is None
 
 
 def test_write_is_atomic_0644_and_idempotent(tmp_path: Path) -> None:

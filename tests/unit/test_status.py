@@ -8,6 +8,7 @@ from pathlib import Path
 from kanotify.backends.memory import MemoryBackend
 from kanotify.engine import Engine
 from kanotify.model import ServiceKey, State, Vip
+from kanotify.run import RunKind
 from kanotify.status import collect_status, format_status
 from kanotify.testing import make_config
 
@@ -18,7 +19,7 @@ def test_status_of_a_converged_master_has_no_drift(tmp_path: Path) -> None:
     config = make_config(base_dir=tmp_path)
     backend = MemoryBackend(devices={"lo", "eth0"})
     Engine(config, backend_factory=lambda: backend).transition(
-        ["VI_1"], State.MASTER, argv=["kanotify", "master"], command="master")
+        ["VI_1"], State.MASTER, argv=["kanotify", "master"], kind=RunKind.MASTER)
     report = collect_status(config, lambda: backend)
     assert report["instances"][0]["state"] == "master" and report["instances"][0]["since"]
     assert {v["vip"]: (v["desired"], v["bound"]) for v in report["vips"]} == {
@@ -67,7 +68,7 @@ def test_status_shows_the_sync_daemons_their_parameters_and_drift(tmp_path: Path
     config = make_config(DEFAULT_TOML + SYNC, base_dir=tmp_path)
     backend = MemoryBackend(devices={"lo", "eth0"})
     Engine(config, backend_factory=lambda: backend).transition(
-        ["VI_1"], State.MASTER, argv=["kanotify", "master"], command="master")
+        ["VI_1"], State.MASTER, argv=["kanotify", "master"], kind=RunKind.MASTER)
     report = collect_status(config, lambda: backend)
     running = "master sync daemon (mcast=eth0, syncid=51, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)"
     assert report["sync_daemons"] == {

@@ -14,6 +14,7 @@ from kanotify.config.schema import parse_config
 from kanotify.engine import Engine
 from kanotify.model import Observed, RealServer, Scope, ServiceKey, State
 from kanotify.plan import desired_for
+from kanotify.run import RunKind
 from kanotify.store import StateStore, Ticket
 from kanotify.verify import merged, touched_scope
 
@@ -83,7 +84,7 @@ def config_for(tmp: Path, **weights: int):  # type: ignore[no-untyped-def]
 def setup(tmp_path: Path):  # type: ignore[no-untyped-def]
     backend = Recording()
     engine = Engine(config_for(tmp_path), backend_factory=lambda: backend)
-    first = engine.transition(["VI_1"], State.MASTER, argv=["t"], command="master", ticket=Ticket("boot", 1, 1))
+    first = engine.transition(["VI_1"], State.MASTER, argv=["t"], kind=RunKind.MASTER, ticket=Ticket("boot", 1, 1))
     assert first.outcome == "converged"
     return engine, backend, tmp_path
 

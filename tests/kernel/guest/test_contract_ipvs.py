@@ -2,7 +2,7 @@
 
 Runs inside the UML guest: the given IPVS table and sync daemons are set up
 with ``ipvsadm`` (not with kanotify), the given sysctls written to /proc/sys,
-the action applied through :func:`kanotify.backends.system_backend`, and the
+the action applied through :func:`kanotify.backends.system.system_backend`, and the
 result compared with what the in-memory backend answers for the same case
 (tests/unit/test_contract_memory.py).  The sync daemons need an ``eth0`` in
 the guest's root namespace, as the in-memory host has: a veth pair made for
@@ -18,7 +18,7 @@ import pytest
 
 from contract.cases import GUEST_CASES, Case, daemons_of, outcome, services_of
 from ipvs_guest_support import ipvsadm, run
-from kanotify.backends import system_backend
+from kanotify.backends.system import system_backend
 from kanotify.backends.sysctl import SysctlBackend
 from kanotify.model import SyncDaemon, format_hostport
 

@@ -125,7 +125,7 @@ def test_weights_and_sync_daemons_are_the_kernels(
     scrape = lambda: run_in_netns(ns, _get, f"http://127.0.0.1:{PORT}/metrics")  # noqa: E731
     assert wait(lambda: value(scrape(), "kanotify_sync_daemon_running", state="backup") == 1)
     os.write(writer, b'INSTANCE "VI_1" MASTER 100\n')
-    assert wait(lambda: value(scrape(), "kanotify_instance_state", instance="VI_1", state="master") == 1)
+    assert wait(lambda: value(scrape(), "kanotify_instance_state", vrrp_instance="VI_1", state="master") == 1)
     # the state is recorded before the run applies: the kernel's weights and daemons show once it has run
     assert wait(lambda: value(scrape(), "kanotify_real_server_weight", service=SERVICE, real="192.0.2.22:80") == 1
                 and value(scrape(), "kanotify_sync_daemon_running", state="master") == 1)
@@ -150,7 +150,7 @@ def test_weights_and_sync_daemons_are_the_kernels(
     assert once.returncode == 0 and once.stderr == "", once
     assert value(once.stdout, "kanotify_real_server_weight", service=SERVICE, real="192.0.2.22:80") == 5
     assert value(once.stdout, "kanotify_sync_daemon_running", state="master") == 1
-    assert value(once.stdout, "kanotify_instance_state", instance="VI_1", state="master") == 1
+    assert value(once.stdout, "kanotify_instance_state", vrrp_instance="VI_1", state="master") == 1
     assert value(once.stdout, "kanotify_listener_running") == 1
     os.write(writer, b'INSTANCE "VI_1" BACKUP 100\n')
     assert wait(lambda: value(scrape(), "kanotify_sync_daemon_running", state="backup") == 1

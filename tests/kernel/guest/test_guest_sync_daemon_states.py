@@ -27,7 +27,7 @@ from kanotify.config.schema import parse_config
 from kanotify.config.values import Config
 from kanotify.engine import Engine
 from kanotify.model import State
-from kanotify.run import RunResult
+from kanotify.run import RunKind, RunResult
 
 CONFIG = """
 [settings]
@@ -89,7 +89,7 @@ class Node:
 
     def notify(self, config: Config, state: State, instance: str = "VI_1") -> RunResult:
         return self.engine(config).transition([instance], state, argv=["kanotify", state.value, instance],
-                                              command=state.value)
+                                              kind=RunKind.of_state(state))
 
     def ipvsadm(self, *args: str) -> str:
         return run(["ip", "netns", "exec", self.ns, "ipvsadm", *args])

@@ -1,4 +1,9 @@
-"""Persisting the config's sysctls (``kanotify sysctl --persist``), and reading back what the host persists.
+"""The host's sysctl.d files: persisting the config's sysctls (``kanotify sysctl --persist``), and
+reading back what the host persists.
+
+A backend: it reads and writes the host's boot configuration (``/etc/sysctl.d``), the half of the
+sysctl domain that outlives a reboot (:mod:`kanotify.backends.sysctl` is the live half, and lends
+it the key-to-path rule).
 
 :func:`render` turns the config's ``[sysctl]`` table into a sysctl.d file;
 :func:`write_if_changed` writes it atomically (temp file in the target
@@ -21,10 +26,10 @@ from __future__ import annotations
 import fnmatch
 import os
 from dataclasses import dataclass
+from typing import Sequence
 
-from .atomic import replace_file
-from .backends.sysctl import key_to_relpath
-from .config.values import Config
+from ..atomic import replace_file
+from .sysctl import key_to_relpath
 
 DEFAULT_PATH = "/etc/sysctl.d/90-kanotify.conf"
 SEARCH_DIRS = ("etc/sysctl.d", "run/sysctl.d", "usr/local/lib/sysctl.d", "usr/lib/sysctl.d", "lib/sysctl.d")
@@ -60,14 +65,14 @@ class Persisted:
         return f"{self.file}:{self.line}"
 
 
-def render(config: Config) -> str | None:
-    """The sysctl.d file for *config*'s ``[sysctl]`` table, or None when it has none."""
-    if not config.sysctls:
+def render(sysctls: Sequence[tuple[str, str]], source: str) -> str | None:
+    """The sysctl.d file for a config's ``[sysctl]`` table (read from *source*), or None when it is empty."""
+    if not sysctls:
         return None
-    keys = {k for k, _ in config.sysctls}
-    lines = [HEADER.format(config=config.path)]
-    lines.extend(f"{key} = {value}" for key, value in config.sysctls)
-    added = [(LO_TWINS[k], v) for k, v in config.sysctls if k in LO_TWINS and LO_TWINS[k] not in keys]
+    keys = {k for k, _ in sysctls}
+    lines = [HEADER.format(config=source)]
+    lines.extend(f"{key} = {value}" for key, value in sysctls)
+    added = [(LO_TWINS[k], v) for k, v in sysctls if k in LO_TWINS and LO_TWINS[k] not in keys]
     if added:
         lines.append("")
         lines.append("# Not in the config, added for lo: the kernel uses max(all, lo), and persisting lo's own")
