@@ -21,7 +21,8 @@ timeout timer -- 10,000 real servers every 6 s cost ~50 wake-ups a second, not
 the interval (5 s at most, unless that would start more than FIRST_RATE a
 second); each next one is due an interval after the previous one was due
 (a retry: ``retry_delay`` after the failure), so they stay spread.  ``<state_dir>/health.json`` has
-every checked real server's state for ``kanotify status``.
+every checked real server's state for ``kanotify status`` and ``kanotify metrics``
+(read through :mod:`kanotify.daemon.healthreport`).
 """
 
 from __future__ import annotations
@@ -42,9 +43,9 @@ from typing import Callable
 
 from ..atomic import replace_file
 from ..config.values import Config
+from .healthreport import HEALTH_FILE
 from ..model import HealthCheck, IPAddress, RealKey, ServiceKey, format_hostport
 
-HEALTH_FILE = "health.json"
 #: how often health.json is rewritten at most while only errors and times change (state changes: at once)
 WRITE_EVERY = 2.0
 #: the grid checks are due on (seconds): checks due within one tick start together
@@ -615,14 +616,4 @@ def _status_error(line: bytes, check: HealthCheck) -> str | None:
     return None if check.accepts(code) else f"status {code}"
 
 
-def read_health(state_dir: str) -> dict[str, object] | None:
-    """``health.json`` as the listener last wrote it, or None."""
-    try:
-        with open(os.path.join(state_dir, HEALTH_FILE), "rb") as fh:
-            data = json.loads(fh.read())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-__all__ = ["Change", "HEALTH_FILE", "Health", "Target", "read_health"]
+__all__ = ["Change", "Health", "Target"]

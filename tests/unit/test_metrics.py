@@ -35,7 +35,7 @@ from kanotify.engine import Engine
 from kanotify.errors import ConfigError
 from kanotify.metrics.exposition import render
 from kanotify.metrics.server import MAX_CLIENTS
-from kanotify.daemon.health import HEALTH_FILE
+from kanotify.daemon.healthreport import HEALTH_FILE
 from kanotify.metrics.facts import Counts, ListenerMetrics, Tally, collect_facts, count_journal, is_notification
 from kanotify.model import (
     ObservedService, RealServer, RealServerStats, ServiceKey, State, SyncDaemon, VirtualService,
