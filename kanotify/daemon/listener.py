@@ -514,12 +514,11 @@ class Listener:
         if os.path.realpath(work.config) != os.path.realpath(self.config_file):
             return {"refused": f"the listener serves {self.config_file}, not {work.config}"}
         out, err = io.StringIO(), io.StringIO()
-        runtime = commands.Runtime(
+        session = commands.Session(
             argv=["kanotify", *work.argv], stdout=out, stderr=err, ticket=work.ticket,
             config=self._config_for_command, engine=lambda g, config: self._current_engine(),
         )
-        with commands.using(runtime):
-            code = commands.run_fast(work.argv)
+        code = commands.run_fast(work.argv, session)
         if code is None:
             return {"refused": "not a command the listener runs"}
         self.runs += 1
