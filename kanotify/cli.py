@@ -158,10 +158,8 @@ def listen(
     ),
 ) -> None:
     """The resident daemon: keepalived's FIFO in order, one-shots handed over, drift repaired."""
-    g = ctx.obj if isinstance(ctx.obj, Globals) else Globals()
-    from .daemon.listener import cmd_listen
-
-    raise typer.Exit(cmd_listen(g, fifo))
+    session, g = _invocation(ctx)
+    raise typer.Exit(commands.cmd_listen(session, g, fifo))
 
 
 @app.command("metrics")

@@ -26,8 +26,10 @@ from .options import split
 
 if TYPE_CHECKING:
     from .config.values import Config
+    from .daemon.worker import HandedOver
     from .engine import Engine
     from .hooks import HookManager
+    from .plan import HealthView
     from .run import RunResult
     from .store import Ticket
 
@@ -76,6 +78,7 @@ class Session:
     warnings: tuple[str, ...] = ()
     config: Callable[[Globals], Config] | None = None
     engine: Callable[[Globals, Config], Engine] | None = None
+    health: HealthView | None = None
 
     @classmethod
     def here(cls, words: Sequence[str], warnings: Sequence[str] = ()) -> Session:
@@ -149,6 +152,15 @@ def split_fast(argv: Sequence[str]) -> tuple[Globals, list[str]] | None:
     if words and words[0] == "metrics":  # run every minute from a timer: without typer's start-up too
         return g, words
     return None
+
+
+def run_handed_over(request: HandedOver) -> int | None:
+    """Run a command a listener was handed (its :class:`~kanotify.daemon.worker.Handler`): in a session
+    of the listener's config, engine and health facts, with the client's argv and ticket."""
+    session = Session(["kanotify", *request.argv], request.stdout, request.stderr, request.ticket,
+                      config=lambda g: request.config(), engine=lambda g, config: request.engine(),
+                      health=request.health)
+    return run_fast(request.argv, session)
 
 
 def run_fast(argv: Sequence[str], session: Session | None = None) -> int | None:
@@ -346,7 +358,7 @@ def cmd_transition(s: Session, g: Globals, state: State, instance: str | None) -
     name = resolve_instance(config, instance, state.value)
     result = make_engine(s, g, config).transition(
         [name], state, argv=s.argv, command=state.value, dry_run=g.dry_run, ticket=_ticket(s),
-        warnings=s.warnings,
+        warnings=s.warnings, health=s.health,
     )
     _finish(s, g, result)
 
@@ -386,7 +398,7 @@ def cmd_notify(s: Session, g: Globals, words: Sequence[str]) -> NoReturn:
         raise Exit(EXIT_OK)
     result = engine.transition(
         names, state, argv=s.argv, command=command, dry_run=g.dry_run,
-        ticket=_ticket(s), priority=priority, warnings=s.warnings,
+        ticket=_ticket(s), priority=priority, warnings=s.warnings, health=s.health,
     )
     _finish(s, g, result)
 
@@ -403,7 +415,7 @@ def cmd_reconcile(s: Session, g: Globals, state: str | None, instance: str | Non
     # (a notify script of a keepalived that died since) and run after it is superseded
     result = make_engine(s, g, config).reconcile(
         _scope(config, instance), wanted, argv=s.argv, dry_run=g.dry_run, warnings=s.warnings,
-        ticket=_ticket(s) if wanted is not None else None,
+        ticket=_ticket(s) if wanted is not None else None, health=s.health,
     )
     _finish(s, g, result)
 
@@ -414,7 +426,7 @@ def cmd_plan(s: Session, g: Globals, state: str | None, instance: str | None, de
     wanted = parse_state(state) if state is not None else None
     config = load(s, g, cached=True)
     result = make_engine(s, g, config).reconcile(
-        _scope(config, instance), wanted, argv=s.argv, command="plan", dry_run=True
+        _scope(config, instance), wanted, argv=s.argv, command="plan", dry_run=True, health=s.health,
     )
     print_result(s, g, result)
     if result.exit_code != EXIT_OK:
@@ -644,3 +656,13 @@ def cmd_import(s: Session, g: Globals, path: str, instance: str | None, config_i
     else:
         s.out(text.rstrip("\n"))
     raise Exit(EXIT_OK)
+
+
+def cmd_listen(s: Session, g: Globals, fifo: str | None) -> int:
+    """``kanotify listen [FIFO]``: the daemon, hosting the handed-over commands through :func:`run_handed_over`."""
+    from .config.prescan import config_path
+    from .daemon.listener import Listener
+
+    return Listener(config_path(g.config), fifo, handler=run_handed_over,
+                    hooks_for=lambda config: hooks_for(config, g.allow_insecure),
+                    allow_insecure=g.allow_insecure).run()
