@@ -522,11 +522,10 @@ class Figures:
 
 
 def kanotify_late(state_dir: Path) -> dict[str, int]:
-    from kanotify.daemon.health import read_health
+    from kanotify.daemon.healthreport import read_report
 
-    data = read_health(str(state_dir)) or {}
-    late = data.get("late")
-    return dict(late) if isinstance(late, dict) else {}
+    report = read_report(str(state_dir))
+    return dict(report.late) if report is not None else {}
 
 
 def measure_window(targets: Targets, canary: Targets, pids: dict[str, int], window: float,

@@ -148,20 +148,20 @@ def main() -> None:
         code = _detach_and_wait()
         if code is not None:
             sys.exit(code)
-    from .commands import Runtime, run_fast, using
+    from .commands import Session, run_fast
 
-    with using(Runtime(["kanotify", *argv], warnings=(note,) if note else ())):
-        # A one-shot command (one run, then exit) without the cyclic GC: kanotify makes no
-        # reference cycles worth collecting, and the collector would only walk the config's
-        # tens of thousands of objects and the run's again and again (~25 ms of a 1000 x 10
-        # sync natively).  The typer commands keep it: `kanotify listen` lives long.
-        gc.disable()
-        code = run_fast(argv)  # the keepalived forms, without importing typer
-        if code is None:
-            gc.enable()
-            from .cli import run
+    session = Session.here(argv, (note,) if note else ())
+    # A one-shot command (one run, then exit) without the cyclic GC: kanotify makes no
+    # reference cycles worth collecting, and the collector would only walk the config's
+    # tens of thousands of objects and the run's again and again (~25 ms of a 1000 x 10
+    # sync natively).  The typer commands keep it: `kanotify listen` lives long.
+    gc.disable()
+    code = run_fast(argv, session)  # the keepalived forms, without importing typer
+    if code is None:
+        gc.enable()
+        from .cli import run
 
-            code = run()
+        code = run(argv, session)
     status_fd = os.environ.pop("KANOTIFY_STATUS_FD", None)
     if status_fd is not None:
         try:

@@ -16,12 +16,14 @@ from typing import Any, Callable, NoReturn, Optional, Sequence
 import typer
 
 from . import commands
-from .commands import Globals
+from .commands import Globals, Session
 from .errors import EXIT_OK
 from .model import State
 from .options import GLOBAL_OPTIONS, hoist
 
 _OPTIONS = {option.dest: option for option in GLOBAL_OPTIONS}
+#: where :func:`run` leaves the command's session for the handlers (click's ``Context.meta``)
+_SESSION = "kanotify.session"
 
 
 def _global(dest: str, default: Any) -> Any:
@@ -53,12 +55,21 @@ def _globals(
     no_daemon: bool = _global("no_daemon", False),
     allow_insecure: bool = _global("allow_insecure", False),
 ) -> None:
+    if isinstance(ctx.obj, Session):  # from run(): kept for the command's handler
+        ctx.meta[_SESSION] = ctx.obj
     ctx.obj = Globals(config, dry_run, json, verbose, no_daemon, allow_insecure)
 
 
 def _call(ctx: typer.Context, fn: Callable[..., Any], *args: Any) -> NoReturn:
+    session, g = _invocation(ctx)
+    raise typer.Exit(commands.guarded(fn, session, g, *args))
+
+
+def _invocation(ctx: typer.Context) -> tuple[Session, Globals]:
+    """The session :func:`run` was given (the callback keeps it in ``ctx.meta``) and the global options."""
+    session = ctx.meta.get(_SESSION)
     g = ctx.obj if isinstance(ctx.obj, Globals) else Globals()
-    raise typer.Exit(commands.guarded(fn, g, *args))
+    return (session if isinstance(session, Session) else Session.here(sys.argv[1:])), g
 
 
 @app.command()
@@ -147,10 +158,8 @@ def listen(
     ),
 ) -> None:
     """The resident daemon: keepalived's FIFO in order, one-shots handed over, drift repaired."""
-    g = ctx.obj if isinstance(ctx.obj, Globals) else Globals()
-    from .daemon.listener import cmd_listen
-
-    raise typer.Exit(cmd_listen(g, fifo))
+    session, g = _invocation(ctx)
+    raise typer.Exit(commands.cmd_listen(session, g, fifo))
 
 
 @app.command("metrics")
@@ -207,11 +216,12 @@ def sysctl_cmd(
     _call(ctx, commands.cmd_sysctl, persist, path)
 
 
-def run(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI with ``argv`` (without the program name); returns the exit code."""
-    words = hoist(list(sys.argv[1:] if argv is None else argv))
+def run(argv: Sequence[str] | None = None, session: Session | None = None) -> int:
+    """Run the CLI with ``argv`` (without the program name) in ``session`` (default: this process's); the exit code."""
+    given = list(sys.argv[1:] if argv is None else argv)
+    words = hoist(given)
     try:
-        app(args=words, prog_name="kanotify")
+        app(args=words, prog_name="kanotify", obj=session or Session.here(given))
     except SystemExit as exc:  # typer/click end every run with SystemExit in standalone mode
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)

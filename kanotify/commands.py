@@ -16,10 +16,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterator, NoReturn, Sequence, TextIO
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence, TextIO
 
 from .errors import EXIT_FAILED, EXIT_OK, ConfigError, KanotifyError, UsageError
 from .journal import Journal, RecordKind, outcome_text, summary_line
@@ -28,8 +26,10 @@ from .options import split
 
 if TYPE_CHECKING:
     from .config.values import Config
+    from .daemon.worker import HandedOver
     from .engine import Engine
     from .hooks import HookManager
+    from .plan import HealthView
     from .run import RunResult
     from .store import Ticket
 
@@ -59,15 +59,16 @@ class Globals:
 
 
 @dataclass
-class Runtime:
-    """Where a command gets its config, engine, output, trigger and ticket.
+class Session:
+    """Who hosts a command: where it gets its config and engine, where it prints, its trigger and ticket.
 
-    An in-process run uses the defaults: the config file, a new engine,
-    stdout/stderr, ``sys.argv`` and this process's ticket.  The listener runs
-    a handed-over request with its own config and engine, the client's argv
-    and ticket, and captures the output for the answer; ``warnings`` go into
-    the journal line (the fallback after a listener that did not answer says
-    so there).
+    Every command handler takes one as its first argument.  An in-process run
+    uses the defaults (:meth:`here`): the config file, a new engine,
+    stdout/stderr, its own argv and this process's ticket.  The listener hosts
+    a handed-over request with its own config and engine, the health facts of
+    the moment it was queued, the client's argv and ticket, and captures the
+    output for the answer; ``warnings`` go into the journal line (the fallback
+    after a listener that did not answer says so there).
     """
 
     argv: list[str]
@@ -77,23 +78,18 @@ class Runtime:
     warnings: tuple[str, ...] = ()
     config: Callable[[Globals], Config] | None = None
     engine: Callable[[Globals, Config], Engine] | None = None
+    health: HealthView | None = None
 
+    @classmethod
+    def here(cls, words: Sequence[str], warnings: Sequence[str] = ()) -> Session:
+        """An in-process run of ``kanotify WORDS...``."""
+        return cls(["kanotify", *words], warnings=tuple(warnings))
 
-_RUNTIME: ContextVar[Runtime | None] = ContextVar("kanotify_runtime", default=None)
+    def out(self, text: str) -> None:
+        print(text, file=self.stdout or sys.stdout, flush=True)
 
-
-def runtime() -> Runtime:
-    return _RUNTIME.get() or Runtime(["kanotify", *sys.argv[1:]])
-
-
-@contextmanager
-def using(rt: Runtime) -> Iterator[Runtime]:
-    """Run commands in this thread with ``rt``."""
-    token = _RUNTIME.set(rt)
-    try:
-        yield rt
-    finally:
-        _RUNTIME.reset(token)
+    def err(self, text: str) -> None:
+        print(text, file=self.stderr or sys.stderr, flush=True)
 
 
 #: the options of commands the typer-free path runs, which it understands too
@@ -158,35 +154,48 @@ def split_fast(argv: Sequence[str]) -> tuple[Globals, list[str]] | None:
     return None
 
 
-def run_fast(argv: Sequence[str]) -> int | None:
-    """Run a keepalived-style invocation (or ``reconcile``, ``check``, ``metrics``) without typer; ``None`` if it is not one."""
+def run_handed_over(request: HandedOver) -> int | None:
+    """Run a command a listener was handed (its :class:`~kanotify.daemon.worker.Handler`): in a session
+    of the listener's config, engine and health facts, with the client's argv and ticket."""
+    session = Session(["kanotify", *request.argv], request.stdout, request.stderr, request.ticket,
+                      config=lambda g: request.config(), engine=lambda g, config: request.engine(),
+                      health=request.health)
+    return run_fast(request.argv, session)
+
+
+def run_fast(argv: Sequence[str], session: Session | None = None) -> int | None:
+    """Run a keepalived-style invocation (or ``reconcile``, ``check``, ``metrics``) without typer; ``None`` if it is not one.
+
+    ``session``: who hosts it (the listener, for a handed-over one); by default this process.
+    """
     parsed = split_fast(argv)
     if parsed is None:
         return None
     g, words = parsed
+    s = session if session is not None else Session.here(argv)
     if words[0] == "notify":
-        return guarded(cmd_notify, g, words[1:])
+        return guarded(cmd_notify, s, g, words[1:])
     if words[0] == "reconcile":
-        return guarded(cmd_reconcile, g, words[1] or None, words[2] or None)
+        return guarded(cmd_reconcile, s, g, words[1] or None, words[2] or None)
     if words[0] == "check":
-        return guarded(cmd_check, g)
+        return guarded(cmd_check, s, g)
     if words[0] == "metrics":
-        return guarded(cmd_metrics, g, words[1] or None)
-    return guarded(cmd_transition, g, State(words[0]), words[1] if len(words) > 1 else None)
+        return guarded(cmd_metrics, s, g, words[1] or None)
+    return guarded(cmd_transition, s, g, State(words[0]), words[1] if len(words) > 1 else None)
 
 
-def guarded(fn: Callable[..., Any], *args: Any) -> int:
-    """Run a command; print errors one clear line each; return the exit code."""
+def guarded(fn: Callable[..., Any], s: Session, *args: Any) -> int:
+    """Run the command ``fn(s, *args)``; print errors one clear line each (to ``s``); return the exit code."""
     try:
-        fn(*args)
+        fn(s, *args)
     except Exit as done:
         return done.code
     except ConfigError as exc:
         for problem in exc.problems:
-            err(f"kanotify: config error: {problem}")
+            s.err(f"kanotify: config error: {problem}")
         return exc.exit_code
     except KanotifyError as exc:
-        err(f"kanotify: {exc}")
+        s.err(f"kanotify: {exc}")
         return exc.exit_code
     return EXIT_OK
 
@@ -194,22 +203,10 @@ def guarded(fn: Callable[..., Any], *args: Any) -> int:
 # --------------------------------------------------------------------------- helpers
 
 
-def out(text: str) -> None:
-    print(text, file=runtime().stdout or sys.stdout, flush=True)
-
-
-def err(text: str) -> None:
-    print(text, file=runtime().stderr or sys.stderr, flush=True)
-
-
-def _argv() -> list[str]:
-    return runtime().argv
-
-
-def _ticket() -> Ticket:
+def _ticket(s: Session) -> Ticket:
     from .store import notification_ticket
 
-    return runtime().ticket or notification_ticket()
+    return s.ticket or notification_ticket()
 
 
 def _safe(word: str) -> str:
@@ -229,9 +226,9 @@ def parse_state(word: str) -> State:
         raise UsageError(str(exc)) from None
 
 
-def load(g: Globals, *, cached: bool = False) -> Config:
-    """The validated config: the runtime's (a listener's), else the file's; see :func:`load_file`."""
-    provider = runtime().config
+def load(s: Session, g: Globals, *, cached: bool = False) -> Config:
+    """The validated config: the session's (a listener's), else the file's; see :func:`load_file`."""
+    provider = s.config
     return provider(g) if provider is not None else load_file(g, cached=cached)
 
 
@@ -256,9 +253,9 @@ def load_file(g: Globals, *, cached: bool = False) -> Config:
     return load_config(path)
 
 
-def make_engine(g: Globals, config: Config) -> Engine:
-    """The runtime's engine (a listener's), else a new one with the config's hook plugins."""
-    provider = runtime().engine
+def make_engine(s: Session, g: Globals, config: Config) -> Engine:
+    """The session's engine (a listener's), else a new one with the config's hook plugins."""
+    provider = s.engine
     if provider is not None:
         return provider(g, config)
     from .engine import Engine
@@ -321,9 +318,9 @@ def resolve_instance(config: Config, name: str | None, command: str) -> str:
 _MARKS = {"applied": "+", "pending": "+", "noop": "=", "failed": "!", "skipped": "~"}
 
 
-def print_result(g: Globals, result: RunResult) -> None:
+def print_result(s: Session, g: Globals, result: RunResult) -> None:
     if g.json:
-        out(json.dumps(result.record, indent=2, default=str))
+        s.out(json.dumps(result.record, indent=2, default=str))
         return
     # One write for the whole report: 11,000 applied actions are 11,000 lines, and a
     # flushed write per line cost more than the netlink work in a slow VM.  The texts
@@ -340,35 +337,35 @@ def print_result(g: Globals, result: RunResult) -> None:
             lines.append(f"    {'error' if item.status == 'failed' else 'skipped'}: {item.error.splitlines()[0]}")
     lines.extend(f"! still differs after apply: {line}" for line in result.verify)
     lines.append(summary_line(result.record))
-    out("\n".join(lines))
+    s.out("\n".join(lines))
     for warning in result.record.get("warnings", ()):
-        err(f"kanotify: warning: {warning}")
+        s.err(f"kanotify: warning: {warning}")
 
 
-def _finish(g: Globals, result: RunResult) -> NoReturn:
-    print_result(g, result)
+def _finish(s: Session, g: Globals, result: RunResult) -> NoReturn:
+    print_result(s, g, result)
     raise Exit(result.exit_code)
 
 
 # --------------------------------------------------------------------------- commands
 
 
-def cmd_transition(g: Globals, state: State, instance: str | None) -> NoReturn:
+def cmd_transition(s: Session, g: Globals, state: State, instance: str | None) -> NoReturn:
     """``kanotify master|backup|fault|stop [INSTANCE]``."""
     from .run import RunKind
 
     if instance is not None:
         _check_word(instance, "instance")
-    config = load(g, cached=True)
+    config = load(s, g, cached=True)
     name = resolve_instance(config, instance, state.value)
-    result = make_engine(g, config).transition(
-        [name], state, argv=_argv(), kind=RunKind.of_state(state), dry_run=g.dry_run, ticket=_ticket(),
-        warnings=runtime().warnings,
+    result = make_engine(s, g, config).transition(
+        [name], state, argv=s.argv, kind=RunKind.of_state(state), dry_run=g.dry_run, ticket=_ticket(s),
+        warnings=s.warnings, health=s.health,
     )
-    _finish(g, result)
+    _finish(s, g, result)
 
 
-def cmd_notify(g: Globals, words: Sequence[str]) -> NoReturn:
+def cmd_notify(s: Session, g: Globals, words: Sequence[str]) -> NoReturn:
     """``kanotify notify TYPE NAME STATE PRIORITY`` (keepalived's generic notify)."""
     from .run import RunKind
 
@@ -389,8 +386,8 @@ def cmd_notify(g: Globals, words: Sequence[str]) -> NoReturn:
             raise ValueError
     except ValueError:
         raise UsageError(f"notify: PRIORITY must be an integer 0..255, got {_safe(priority_word)}") from None
-    config = load(g, cached=True)
-    engine = make_engine(g, config)
+    config = load(s, g, cached=True)
+    engine = make_engine(s, g, config)
     command = f"notify {kind} {state.value}"
     if kind == "INSTANCE":
         names = [name] if config.instance(name) is not None else []
@@ -400,69 +397,69 @@ def cmd_notify(g: Globals, words: Sequence[str]) -> NoReturn:
     if not names:
         what = "instance" if kind == "INSTANCE" else "group"
         note = f"{what} {_safe(name)} is not managed by {config.path}; ignored"
-        result = engine.ignored(argv=_argv(), kind=RunKind.NOTIFY, command=command, note=note)
-        out(json.dumps(result.record, indent=2) if g.json else f"kanotify: {note}")
+        result = engine.ignored(argv=s.argv, kind=RunKind.NOTIFY, command=command, note=note)
+        s.out(json.dumps(result.record, indent=2) if g.json else f"kanotify: {note}")
         raise Exit(EXIT_OK)
     result = engine.transition(
-        names, state, argv=_argv(), kind=RunKind.NOTIFY, command=command, dry_run=g.dry_run,
-        ticket=_ticket(), priority=priority, warnings=runtime().warnings,
+        names, state, argv=s.argv, kind=RunKind.NOTIFY, command=command, dry_run=g.dry_run,
+        ticket=_ticket(s), priority=priority, warnings=s.warnings, health=s.health,
     )
-    _finish(g, result)
+    _finish(s, g, result)
 
 
 def _scope(config: Config, instance: str | None) -> list[str] | None:
     return None if instance is None else [resolve_instance(config, instance, "reconcile")]
 
 
-def cmd_reconcile(g: Globals, state: str | None, instance: str | None) -> NoReturn:
+def cmd_reconcile(s: Session, g: Globals, state: str | None, instance: str | None) -> NoReturn:
     """``kanotify reconcile [--state S] [--instance I]``."""
     wanted = parse_state(state) if state is not None else None
-    config = load(g, cached=True)
+    config = load(s, g, cached=True)
     # --state is recorded like a notification, with this process's ticket: one issued before it
     # (a notify script of a keepalived that died since) and run after it is superseded
-    result = make_engine(g, config).reconcile(
-        _scope(config, instance), wanted, argv=_argv(), dry_run=g.dry_run, warnings=runtime().warnings,
-        ticket=_ticket() if wanted is not None else None,
+    result = make_engine(s, g, config).reconcile(
+        _scope(config, instance), wanted, argv=s.argv, dry_run=g.dry_run, warnings=s.warnings,
+        ticket=_ticket(s) if wanted is not None else None, health=s.health,
     )
-    _finish(g, result)
+    _finish(s, g, result)
 
 
-def cmd_plan(g: Globals, state: str | None, instance: str | None, detailed_exitcode: bool) -> NoReturn:
+def cmd_plan(s: Session, g: Globals, state: str | None, instance: str | None, detailed_exitcode: bool) -> NoReturn:
     """``kanotify plan [--state S] [--instance I] [--detailed-exitcode]``."""
     from .run import RunKind
 
     g.dry_run = True
     wanted = parse_state(state) if state is not None else None
-    config = load(g, cached=True)
-    result = make_engine(g, config).reconcile(
-        _scope(config, instance), wanted, argv=_argv(), kind=RunKind.PLAN, dry_run=True
+    config = load(s, g, cached=True)
+    result = make_engine(s, g, config).reconcile(
+        _scope(config, instance), wanted, argv=s.argv, kind=RunKind.PLAN, dry_run=True, health=s.health,
     )
-    print_result(g, result)
+    print_result(s, g, result)
     if result.exit_code != EXIT_OK:
         raise Exit(result.exit_code)
     raise Exit(EXIT_CHANGES_PENDING if detailed_exitcode and result.plan.has_changes else EXIT_OK)
 
 
-def cmd_status(g: Globals) -> NoReturn:
+def cmd_status(s: Session, g: Globals) -> NoReturn:
     """``kanotify status``."""
-    config = load(g, cached=True)
+    config = load(s, g, cached=True)
     from .status import collect_status, format_status
 
     report = collect_status(config)
-    out(json.dumps(report, indent=2, default=str) if g.json else format_status(report, verbose=g.verbose))
+    s.out(json.dumps(report, indent=2, default=str) if g.json else format_status(report, verbose=g.verbose))
     raise Exit(EXIT_OK)
 
 
-def cmd_history(g: Globals, n: int) -> NoReturn:
+def cmd_history(s: Session, g: Globals, n: int) -> NoReturn:
     """``kanotify history [-n N]``: the last N runs (a started run without its final record: ``interrupted``)."""
-    config = load(g)
+    config = load(s, g)
     records = Journal(config.settings.journal).runs(n)
     if g.json:
-        out(json.dumps(records, indent=2))
+        s.out(json.dumps(records, indent=2))
     elif not records:
-        out(f"no transitions recorded in {config.settings.journal}")
+        s.out(f"no transitions recorded in {config.settings.journal}")
     else:
-        out(format_history(records))
+        s.out(format_history(records))
     raise Exit(EXIT_OK)
 
 
@@ -504,9 +501,9 @@ def format_history(records: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def cmd_check(g: Globals) -> NoReturn:
+def cmd_check(s: Session, g: Globals) -> NoReturn:
     """``kanotify check``: the config, and the hook plugins it would load."""
-    config = load(g)
+    config = load(s, g)
     plugins: list[str] = []
     problems: list[dict[str, Any]] = []
     if config.hooks or _has_hook_sources(config):
@@ -525,31 +522,31 @@ def cmd_check(g: Globals) -> NoReturn:
         "plugin_problems": problems,
     }
     if g.json:
-        out(json.dumps(summary, indent=2, default=str))
+        s.out(json.dumps(summary, indent=2, default=str))
     else:
-        out(
+        s.out(
             f"{config.path}: OK ({len(config.instances)} instance(s), {summary['vips']} VIP(s), "
             f"{summary['services']} service(s), {summary['sysctls']} sysctl(s))"
         )
         if plugins:
-            out("hook plugins: " + ", ".join(plugins))
+            s.out("hook plugins: " + ", ".join(plugins))
         for problem in problems:
-            err(f"kanotify: hook {problem.get('hook')}: {problem.get('error')}")
+            s.err(f"kanotify: hook {problem.get('hook')}: {problem.get('error')}")
     raise Exit(EXIT_FAILED if problems else EXIT_OK)
 
 
-def cmd_metrics(g: Globals, textfile: str | None) -> NoReturn:
+def cmd_metrics(s: Session, g: Globals, textfile: str | None) -> NoReturn:
     """``kanotify metrics [--textfile PATH]``: the metrics once, on stdout or atomically into PATH."""
     from .metrics.exposition import render
     from .metrics.facts import collect_facts
 
-    config = load(g, cached=True)
+    config = load(s, g, cached=True)
     facts, warnings = collect_facts(config)
     for warning in warnings:
-        err(f"kanotify: warning: {warning}")
+        s.err(f"kanotify: warning: {warning}")
     text = render(facts)
     if textfile is None:
-        stream = runtime().stdout
+        stream = s.stdout
         if stream is None:
             sys.stdout.buffer.write(text)
             sys.stdout.flush()
@@ -567,13 +564,13 @@ def cmd_metrics(g: Globals, textfile: str | None) -> NoReturn:
     raise Exit(EXIT_OK)
 
 
-def cmd_sysctl(g: Globals, persist: bool, path: str | None) -> NoReturn:
+def cmd_sysctl(s: Session, g: Globals, persist: bool, path: str | None) -> NoReturn:
     """``kanotify sysctl --persist [--path PATH]``."""
     from .backends.sysctld import DEFAULT_PATH, render, write_if_changed
 
     if not persist:
         raise UsageError("sysctl: say what to do: --persist writes the [sysctl] values to a sysctl.d file")
-    config = load(g)
+    config = load(s, g)
     target = path or DEFAULT_PATH
     content = render(config.sysctls, config.path)
     if content is None:
@@ -594,13 +591,13 @@ def cmd_sysctl(g: Globals, persist: bool, path: str | None) -> NoReturn:
         message = (f"wrote {target} ({len(keys)} key(s): {', '.join(keys)})" if changed
                    else f"unchanged: {target} already has these {len(keys)} key(s)")
     if g.json:
-        out(json.dumps(result, indent=2))
+        s.out(json.dumps(result, indent=2))
     else:
-        out(message)
+        s.out(message)
     raise Exit(EXIT_OK)
 
 
-def cmd_doctor(g: Globals, keepalived_conf: str, config_id: str | None, sysctl_root: str = "/") -> NoReturn:
+def cmd_doctor(s: Session, g: Globals, keepalived_conf: str, config_id: str | None, sysctl_root: str = "/") -> NoReturn:
     """``kanotify doctor [--keepalived-conf PATH] [--config-id ID]``: the checks' rows, as a table or JSON."""
     from dataclasses import asdict
 
@@ -615,7 +612,7 @@ def cmd_doctor(g: Globals, keepalived_conf: str, config_id: str | None, sysctl_r
     problems: list[str] = []
     if given or os.path.exists(path):
         try:
-            config = load(g)
+            config = load(s, g)
         except ConfigError as exc:
             problems = [str(p) for p in exc.problems]
     kconf = read_config(keepalived_conf, config_id)
@@ -623,19 +620,19 @@ def cmd_doctor(g: Globals, keepalived_conf: str, config_id: str | None, sysctl_r
                   problems, sysctl_root, bool(g.config), config_id)
     rows = run_checks(ctx)
     if g.json:
-        out(json.dumps({
+        s.out(json.dumps({
             "keepalived_conf": keepalived_conf,
             "config": ctx.config_path,
             "rows": [asdict(r) for r in rows],
             "summary": {s: sum(r.status == s for r in rows) for s in (PASS, WARN, FAIL)},
         }, indent=2))
     else:
-        out(f"kanotify doctor: {keepalived_conf}" + (f" and {ctx.config_path}" if ctx.config_path else ""))
-        out(format_rows(rows))
+        s.out(f"kanotify doctor: {keepalived_conf}" + (f" and {ctx.config_path}" if ctx.config_path else ""))
+        s.out(format_rows(rows))
     raise Exit(EXIT_FAILED if any(r.status == FAIL for r in rows) else EXIT_OK)
 
 
-def cmd_import(g: Globals, path: str, instance: str | None, config_id: str | None) -> NoReturn:
+def cmd_import(s: Session, g: Globals, path: str, instance: str | None, config_id: str | None) -> NoReturn:
     """``kanotify import KEEPALIVED_CONF [--instance NAME] [--config-id ID]``: the TOML, or it and its parts as JSON."""
     import tomllib
 
@@ -649,7 +646,7 @@ def cmd_import(g: Globals, path: str, instance: str | None, config_id: str | Non
     if g.json:
         notes = [n for n in result.notes] + [n for s in result.services for n in s.notes] + [
             n for s in result.services for r in s.reals for n in r.notes]
-        out(json.dumps({
+        s.out(json.dumps({
             "source": result.path,
             "instance": result.instance,
             "services": [str(s.service) for s in result.services],
@@ -663,5 +660,15 @@ def cmd_import(g: Globals, path: str, instance: str | None, config_id: str | Non
             "toml": text,
         }, indent=2))
     else:
-        out(text.rstrip("\n"))
+        s.out(text.rstrip("\n"))
     raise Exit(EXIT_OK)
+
+
+def cmd_listen(s: Session, g: Globals, fifo: str | None) -> int:
+    """``kanotify listen [FIFO]``: the daemon, hosting the handed-over commands through :func:`run_handed_over`."""
+    from .config.prescan import config_path
+    from .daemon.listener import Listener
+
+    return Listener(config_path(g.config), fifo, handler=run_handed_over,
+                    hooks_for=lambda config: hooks_for(config, g.allow_insecure),
+                    allow_insecure=g.allow_insecure).run()

@@ -66,10 +66,11 @@ class Engine:
     """Runs transitions, reconciles and plans against one config.
 
     ``backend_factory`` makes the backend for a run (default: this host's,
-    :func:`kanotify.backends.system.system_backend`; the in-memory one in unit tests); with
-    ``reuse_backend`` the first one made is kept open for every later run until :meth:`close` (the listener: sockets opened once).
-    ``clock`` is wall-clock seconds (drain timeouts).  ``health`` (the
-    listener's checks) drains or removes the real servers found DOWN.
+    :func:`kanotify.backends.system.system_backend`; the in-memory one in unit tests); with ``reuse_backend`` the first one made is kept open for
+    every later run until :meth:`close` (the listener: sockets opened once).
+    ``clock`` is wall-clock seconds (drain timeouts).  A request's ``health``
+    (the listener's checks, as they were when it queued the request) drains or
+    removes the real servers found DOWN.
     ``on_result`` sees every run's result once it is recorded (the listener's
     metrics); it must not raise.
     """
@@ -84,11 +85,9 @@ class Engine:
         clock: Callable[[], float] = time.time,
         journal: Journal | None = None,
         store: StateStore | None = None,
-        health: HealthView | None = None,
         on_result: Callable[[RunResult], None] | None = None,
     ) -> None:
         self.config = config
-        self.health = health
         self.on_result = on_result
         self.backend_factory = backend_factory or system.system_backend
         self.reuse_backend = reuse_backend
@@ -118,11 +117,12 @@ class Engine:
         ticket: Ticket | None = None,
         priority: int | None = None,
         warnings: Sequence[str] = (),
+        health: HealthView | None = None,
     ) -> RunResult:
         """A notification: ``names`` entered ``state``; ``command`` (default: the kind) is the journal's."""
         return self.run(Request(
             kind, tuple(names), tuple(argv), {n: state for n in names}, persist=True,
-            dry_run=dry_run, ticket=ticket, priority=priority, warnings=tuple(warnings), command=command,
+            dry_run=dry_run, ticket=ticket, priority=priority, warnings=tuple(warnings), command=command, health=health,
         ))
 
     def reconcile(
@@ -137,6 +137,7 @@ class Engine:
         quiet: bool = False,
         services: Iterable[ServiceKey] | None = None,
         ticket: Ticket | None = None,
+        health: HealthView | None = None,
     ) -> RunResult:
         """Converge to the saved states (or to ``state``, which is then saved, with ``ticket``).
 
@@ -147,7 +148,7 @@ class Engine:
         forced = {n: state for n in scope} if state is not None else None
         return self.run(Request(kind, scope, tuple(argv), forced, persist=state is not None, dry_run=dry_run,
                                 ticket=ticket if state is not None else None, warnings=tuple(warnings), quiet=quiet,
-                                services=frozenset(services) if services is not None else None))
+                                services=frozenset(services) if services is not None else None, health=health))
 
     def ignored(
         self, *, argv: Sequence[str], kind: RunKind, command: str = "", note: str, name: str | None = None
@@ -246,7 +247,7 @@ class Engine:
         ctx = run.ctx
         states = dict(saved.states())
         states.update(ctx.to_states)
-        desired = desired_for(self.config, states, ctx.instances, self.health)
+        desired = desired_for(self.config, states, ctx.instances, run.request.health)
         scope = desired.scope
         if run.request.services is not None:
             # a health run: the services whose real servers changed, read and planned alone (not 10,000 reals)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 from .actions import Action, ActionStatus
 from .errors import EXIT_FAILED, EXIT_OK, HookProblem
 from .model import Outcome, ServiceKey, State
-from .plan import Plan
+from .plan import HealthView, Plan
 
 if TYPE_CHECKING:
     import logging
@@ -107,6 +107,8 @@ class Request:
     warnings: tuple[str, ...] = ()
     quiet: bool = False
     services: frozenset[ServiceKey] | None = None
+    #: the listener's health checks as they were when it queued the request (None: no checks run)
+    health: HealthView | None = None
     command: str = ""
 
     def __post_init__(self) -> None:

@@ -12,20 +12,11 @@ from typing import Any, Callable
 from .backends import system
 from .backends.base import ArpPolicy, Backend
 from .config.values import Config
-from .daemon.health import read_health
-from .model import SYNC_STATES, RealKey, ServiceKey, State, SyncDaemon, format_hostport
+from .daemon.healthreport import read_report
+from .model import SYNC_STATES, State, SyncDaemon
 from .plan import PlanOptions, desired_for, plan
 from .store import StateStore, listener_pid
 
-
-class _ReportedHealth:
-    """The listener's health checks as its ``health.json`` reports them (a :class:`~kanotify.plan.HealthView`)."""
-
-    def __init__(self, reals: list[dict[str, Any]]) -> None:
-        self.down = {(str(r.get("service")), str(r.get("real"))) for r in reals if r.get("up") is False}
-
-    def is_down(self, service: ServiceKey, real: RealKey) -> bool:
-        return (str(service), format_hostport(*real)) in self.down
 
 #: The IPVS sysctls that decide what happens to connections on drain and failover (docs/ipvs.md).
 #: There is no ``sync_period`` key: the period is the second number of ``sync_threshold``.
@@ -45,14 +36,13 @@ def collect_status(config: Config, backend_factory: Callable[[], Backend] | None
     states = {name: recorded.get(name, State.BACKUP) for name in config.instance_names}
     listener = listener_pid(store.dir)
     checked = any(spec.checks for inst in config.instances for spec in inst.services)
-    reported = read_health(store.dir) if listener is not None else None
-    listed = reported.get("reals") if reported else None
-    reals = [r for r in listed if isinstance(r, dict)] if isinstance(listed, list) else []
+    reported = read_report(store.dir) if listener is not None else None
     health: dict[str, Any] | None = None
     if checked or listener is not None:
-        health = {"listener": listener, "written": reported.get("written") if reported else None, "reals": reals}
+        health = {"listener": listener, "written": reported.written if reported else None,
+                  "reals": [r.to_json() for r in reported.reals] if reported else []}
     # the drift is judged with the listener's health: a drained DOWN real server is not drift
-    desired = desired_for(config, states, health=_ReportedHealth(reals) if reals else None)
+    desired = desired_for(config, states, health=reported if reported is not None and reported.reals else None)
     # Foreign IPVS services and sync daemons are shown too (read, never touched), and the
     # IPVS sysctls whether configured or not.
     scope = replace(desired.scope, ipvs=True, sync_daemons=True,

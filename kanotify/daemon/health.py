@@ -21,7 +21,8 @@ timeout timer -- 10,000 real servers every 6 s cost ~50 wake-ups a second, not
 the interval (5 s at most, unless that would start more than FIRST_RATE a
 second); each next one is due an interval after the previous one was due
 (a retry: ``retry_delay`` after the failure), so they stay spread.  ``<state_dir>/health.json`` has
-every checked real server's state for ``kanotify status``.
+every checked real server's state for ``kanotify status`` and ``kanotify metrics``
+(read through :mod:`kanotify.daemon.healthreport`).
 """
 
 from __future__ import annotations
@@ -42,9 +43,9 @@ from typing import Callable
 
 from ..atomic import replace_file
 from ..config.values import Config
+from .healthreport import HEALTH_FILE
 from ..model import HealthCheck, IPAddress, RealKey, ServiceKey, format_hostport
 
-HEALTH_FILE = "health.json"
 #: how often health.json is rewritten at most while only errors and times change (state changes: at once)
 WRITE_EVERY = 2.0
 #: the grid checks are due on (seconds): checks due within one tick start together
@@ -107,8 +108,24 @@ class Change:
         return f"{format_hostport(address, port)} of {service} {'UP' if self.up else 'DOWN'} ({self.why})"
 
 
+@dataclass(frozen=True)
+class DownSet:
+    """The real servers the checks found DOWN at one moment: a :class:`kanotify.plan.HealthView` that any
+    thread may read.  The listener takes one in the loop's thread when it queues work, and the work
+    carries it to the planner in the engine's thread (:meth:`Health.down_now`)."""
+
+    down: frozenset[Key] = frozenset()
+
+    def is_down(self, service: ServiceKey, real: RealKey) -> bool:
+        return bool(self.down) and (service, real) in self.down
+
+
+#: nothing DOWN: the snapshot of most moments, shared
+NONE_DOWN = DownSet()
+
+
 class Health:
-    """The checks of one config; implements :class:`kanotify.plan.HealthView` for the planner.
+    """The checks of one config; :meth:`down_now` is what the planner gets (as a snapshot).
 
     ``on_change`` is called (in the loop thread) with the changes of one
     check result; ``state_dir`` receives ``health.json``.
@@ -141,9 +158,16 @@ class Health:
         #: checks started, by how late (LATE_BOUNDS), since the start: does the checker keep up?
         self.late = [0] * (len(LATE_BOUNDS) + 1)
 
-    # ------------------------------------------------------------------ the planner's view (any thread)
+    # ------------------------------------------------------------------ the planner's view
+
+    def down_now(self) -> DownSet:
+        """The DOWN real servers now, frozen (in the loop's thread: it owns the checks' state)."""
+        if not self._down:
+            return NONE_DOWN
+        return DownSet(frozenset((service, real) for service, reals in self._down.items() for real in reals))
 
     def is_down(self, service: ServiceKey, real: RealKey) -> bool:
+        """The live answer (the loop's thread; another thread takes a :meth:`down_now` there and reads it)."""
         if not self._down:  # nothing is DOWN: the planner's question for each of 10,000 reals costs nothing
             return False
         reals = self._down.get(service)
@@ -615,14 +639,4 @@ def _status_error(line: bytes, check: HealthCheck) -> str | None:
     return None if check.accepts(code) else f"status {code}"
 
 
-def read_health(state_dir: str) -> dict[str, object] | None:
-    """``health.json`` as the listener last wrote it, or None."""
-    try:
-        with open(os.path.join(state_dir, HEALTH_FILE), "rb") as fh:
-            data = json.loads(fh.read())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-__all__ = ["Change", "HEALTH_FILE", "Health", "Target", "read_health"]
+__all__ = ["Change", "DownSet", "Health", "NONE_DOWN", "Target"]

@@ -474,14 +474,12 @@ def _reported_health(config: Config, state_dir: str, listener: int | None) -> tu
     """The running listener's health checks, from its ``health.json``; none without a listener."""
     if listener is None:
         return ()
-    from ..daemon.health import read_health
+    from ..daemon.healthreport import read_report
 
-    report = read_health(state_dir)
-    if report is None or (listener and report.get("pid") not in (None, listener)):
+    report = read_report(state_dir)
+    if report is None or (listener and not report.written_by(listener)):
         return ()  # not written by the listener that runs now
-    reals = report.get("reals")
-    reported = {(str(r.get("service")), str(r.get("real"))): r.get("up") for r in reals
-                if isinstance(r, dict)} if isinstance(reals, list) else {}
+    reported = {(r.service, r.real): r.up for r in report.reals}
     rows = []
     for service, real in checked_reals(config):
         key = (str(service), format_hostport(*real))

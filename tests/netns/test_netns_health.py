@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from kanotify.daemon.health import read_health
+from kanotify.daemon.healthreport import read_report
 from netns_support import Netns, Pair, kanotify_script, process_gone, wait_for
 from nstools import whole_lines
 
@@ -596,10 +596,9 @@ def test_health_json_and_status_show_what_kanotify_listen_checks(pair: Pair, pro
         wait_for(lambda: pids_of(pids), 10, "the command running")
 
         def reals() -> dict[str, dict[str, Any]]:
-            data = read_health(str(tmp_path / "state"))
-            assert data is not None and data["pid"] == listener.pid  # `ip netns exec` execs: the same pid
-            listed: list[dict[str, Any]] = data["reals"]  # type: ignore[assignment]
-            return {r["real"]: r for r in listed}
+            report = read_report(str(tmp_path / "state"))
+            assert report is not None and report.pid == listener.pid  # `ip netns exec` execs: the same pid
+            return {r.real: r.to_json() for r in report.reals}
 
         written = wait_for(lambda: (r := reals())[up]["checks"] >= 2 and r, 10, "health.json")
         assert set(written) == {up, down, hanging}

@@ -19,11 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "kanotify"
 REPO = PACKAGE.parent
 MAX_LINES = 900
 ENTRY_LAYER = {"kanotify.__main__", "kanotify.cli", "kanotify.commands"}
-#: cmd_listen moves to the entry layer once the listener hosts handed-over commands through an
-#: explicit session object (issue 20, not done yet): today commands <-> daemon.listener would cycle
-CMD_ALLOWED_ELSEWHERE = {
-    ("kanotify.daemon.listener", "cmd_listen"),
-}
+CMD_ALLOWED_ELSEWHERE: set[tuple[str, str]] = set()
 TOO_LONG_ALLOWED: set[str] = set()
 
 

@@ -18,7 +18,8 @@ from typing import Any, Iterator
 import pytest
 
 from kanotify.config.schema import parse_config
-from kanotify.daemon.health import Change, Health, read_health
+from kanotify.daemon.health import Change, Health
+from kanotify.daemon.healthreport import read_report
 from kanotify.model import HealthCheck
 
 LOOP = ipaddress.ip_address("127.0.0.1")
@@ -320,11 +321,12 @@ def test_health_json_has_every_checked_real_server(run: Run) -> None:
     run.wait(lambda: not run.target().up)
     # the change queued health.json's write (call_soon) before this call: once it has run, the write has
     run.call(lambda: None)
-    data = read_health(str(run.tmp))
-    assert data is not None and data["pid"] == os.getpid()
-    [real] = data["reals"]
-    assert real["real"] == f"127.0.0.1:{port}" and real["up"] is False and "refused" in real["last_error"]
-    assert real["service"] == f"tcp 127.0.0.1:{port}" and "tcp connect" in real["check"]
+    report = read_report(str(run.tmp))
+    assert report is not None and report.pid == os.getpid()
+    [real] = report.reals
+    assert real.real == f"127.0.0.1:{port}" and real.up is False and "refused" in (real.last_error or "")
+    assert real.service == f"tcp 127.0.0.1:{port}" and "tcp connect" in real.check
+    assert report.down == {(real.service, real.real)}
 
 
 # --------------------------------------------------------------------------- at scale: ticks, descriptors, health.json
@@ -443,7 +445,8 @@ def test_health_json_is_the_snapshot_and_is_down_follows_the_state(run: Run) -> 
         assert [run.health.is_down(service, (LOOP, p)) for p in ports] == [False, True, False]
         assert not run.health.is_down(service, (LOOP, 1))  # not checked: never DOWN
         data = run.call(lambda: (run.health._mark_dirty(False), run.health._write(), run.health.snapshot())[2])
-        assert read_health(str(run.tmp))["reals"] == data  # type: ignore[index]
+        report = read_report(str(run.tmp))
+        assert report is not None and [r.to_json() for r in report.reals] == data
         run.configure(many_reals([ports[0]], f'type = "tcp"\n    {FAST}'))  # the DOWN one left the config
         assert not run.health.is_down(service, (LOOP, ports[1]))
     finally:

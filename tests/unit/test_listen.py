@@ -20,6 +20,7 @@ import pytest
 
 from kanotify.daemon import control
 from kanotify.backends.memory import MemoryBackend
+from kanotify.commands import hooks_for, run_handed_over
 from kanotify.daemon.listener import Listener, event_ticket
 from nstools import whole_lines
 
@@ -69,7 +70,8 @@ class Running:
             os.mkfifo(self.fifo)
         self.writer = os.open(self.fifo, os.O_RDWR)  # as keepalived holds it
         self.backend = backend
-        self.listener = Listener(str(self.config), str(self.fifo), allow_insecure=True,
+        self.listener = Listener(str(self.config), str(self.fifo), allow_insecure=True, handler=run_handed_over,
+                                 hooks_for=lambda config: hooks_for(config, True),
                                  backend_factory=lambda: backend, watch_addresses=False, signals=False)
         self.code: int | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)

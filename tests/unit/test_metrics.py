@@ -25,7 +25,8 @@ from typing import Any, Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from kanotify.daemon import listener as listen_mod
+from kanotify.daemon import metricskeeper
+from kanotify.daemon.worker import Repair
 from kanotify.metrics import facts as metrics_mod
 from kanotify.backends.memory import MemoryBackend
 from kanotify.commands import split_fast
@@ -35,7 +36,7 @@ from kanotify.engine import Engine
 from kanotify.errors import ConfigError
 from kanotify.metrics.exposition import render
 from kanotify.metrics.server import MAX_CLIENTS
-from kanotify.daemon.health import HEALTH_FILE
+from kanotify.daemon.healthreport import HEALTH_FILE
 from kanotify.metrics.facts import (
     Counts, ListenerMetrics, Tally, collect_facts, count_journal, kind_of_command, run_kind,
 )
@@ -315,7 +316,7 @@ def test_the_listener_serves_its_numbers_and_they_follow_the_transitions(served:
     assert value(text, "kanotify_instance_state", vrrp_instance="VI_1", state="backup") == 1
     assert value(text, "kanotify_real_server_weight", service="tcp 192.0.2.100:80", real="192.0.2.21:80") is None
     running.backend.addresses.clear()
-    running.listener.loop.call_soon_threadsafe(running.listener._submit, "repair", listen_mod._Repair("test"))
+    running.listener.loop.call_soon_threadsafe(running.listener._submit, "repair", Repair("test"))
     wait_for(lambda: value(scrape(port), "kanotify_drift_repairs_total") == 1)
 
 
@@ -384,7 +385,7 @@ def test_reload_moves_the_server_and_unset_stops_it(served: tuple[Running, int],
 def test_a_port_in_use_leaves_the_listener_running_without_metrics_until_it_is_free(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setattr(listen_mod, "METRICS_RETRY", 0.2)
+    monkeypatch.setattr(metricskeeper, "METRICS_RETRY", 0.2)
     holder = socket.socket()
     holder.bind(("127.0.0.1", 0))
     holder.listen()
