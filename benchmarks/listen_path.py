@@ -135,6 +135,20 @@ class NewAddr:
                         return now
 
 
+def start_listener(command: list[str], conf: Path, fifo: Path, state: Path, logfile: Path) -> subprocess.Popen[bytes]:
+    """``kanotify listen FIFO`` with its output appended to ``logfile``, once its control socket is there."""
+    with open(logfile, "ab") as log:
+        listener = subprocess.Popen([*command, "--config", str(conf), "listen", str(fifo)], stdout=log,
+                                    stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while not (state / "control.sock").exists():
+        if listener.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit("the listener did not start: " + logfile.read_text()[-2000:])
+        time.sleep(0.01)
+    time.sleep(1.0)  # its start-up reconcile
+    return listener
+
+
 def inner(args: argparse.Namespace) -> None:
     """The measurements; runs inside the namespace."""
     tmp = Path(args.tmp)
@@ -168,16 +182,8 @@ def inner(args: argparse.Namespace) -> None:
     fifo = tmp / "notify.fifo"
     os.mkfifo(fifo)
     writer = os.open(fifo, os.O_RDWR)
-    log = open(tmp / "listen.log", "wb")
-    listener = subprocess.Popen([KANOTIFY, "--config", str(conf), "listen", str(fifo)], stdout=log,
-                                stderr=subprocess.STDOUT)
+    listener = start_listener([KANOTIFY], conf, fifo, Path(args.state), tmp / "listen.log")
     try:
-        deadline = time.monotonic() + 60
-        while not (Path(args.state) / "control.sock").exists():
-            if listener.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("the listener did not start: " + (tmp / "listen.log").read_text()[-2000:])
-            time.sleep(0.01)
-        time.sleep(1.0)  # its start-up reconcile
         for i in range(args.events):
             state = states[i % 2]
             watch.drain()
@@ -205,7 +211,6 @@ def inner(args: argparse.Namespace) -> None:
         listener.terminate()
         listener.wait(30)
         os.close(writer)
-        log.close()
 
     print(f"listener vs one-shot, {args.events} events, config: 1 VIP + 4 sysctls"
           + (" + 1 IPVS service x 2 reals" if args.ipvs else "") + " (ms):")
@@ -250,16 +255,8 @@ def started_cost(args: argparse.Namespace) -> None:
     blocks = [order[i % 2] if (i // 2) % 2 == 0 else order[1 - i % 2] for i in range(args.blocks * 2)]  # ABBA...
     try:
         for name in blocks:
-            log = open(tmp / "listen.log", "ab")
-            listener = subprocess.Popen([*variants[name], "--config", str(conf), "listen", str(fifo)], stdout=log,
-                                        stderr=subprocess.STDOUT)
+            listener = start_listener(variants[name], conf, fifo, Path(args.state), tmp / "listen.log")
             try:
-                deadline = time.monotonic() + 60
-                while not (Path(args.state) / "control.sock").exists():
-                    if listener.poll() is not None or time.monotonic() > deadline:
-                        raise SystemExit("the listener did not start: " + (tmp / "listen.log").read_text()[-2000:])
-                    time.sleep(0.01)
-                time.sleep(1.0)  # its start-up reconcile
                 lines_before = _lines(journal)
                 for i in range(args.events):
                     state = states[i % 2]
@@ -276,7 +273,6 @@ def started_cost(args: argparse.Namespace) -> None:
             finally:
                 listener.terminate()
                 listener.wait(30)
-                log.close()
             with open(journal) as fh:
                 records = [json.loads(line) for line in list(fh)[lines_before:]]
             duration[name] += [r["duration_ms"] for r in records

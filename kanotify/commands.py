@@ -19,6 +19,7 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence, TextIO
 
+from .actions import ActionStatus
 from .errors import EXIT_FAILED, EXIT_OK, ConfigError, KanotifyError, UsageError
 from .journal import Journal, RecordKind, outcome_text, summary_line
 from .model import Outcome, State
@@ -315,7 +316,8 @@ def resolve_instance(config: Config, name: str | None, command: str) -> str:
 
 
 #: how ``print_result`` marks each action status
-_MARKS = {"applied": "+", "pending": "+", "noop": "=", "failed": "!", "skipped": "~"}
+_MARKS = {ActionStatus.APPLIED: "+", ActionStatus.PENDING: "+", ActionStatus.NOOP: "=", ActionStatus.FAILED: "!",
+          ActionStatus.SKIPPED: "~"}
 
 
 def print_result(s: Session, g: Globals, result: RunResult) -> None:
@@ -330,11 +332,12 @@ def print_result(s: Session, g: Globals, result: RunResult) -> None:
         str(r.action) for r in result.results]
     lines = []
     for item, text in zip(result.results, texts):
-        if item.status == "noop" and not (g.verbose or g.dry_run):
+        if item.status is ActionStatus.NOOP and not (g.verbose or g.dry_run):
             continue
         lines.append(f"{_MARKS[item.status]} {text}")
-        if item.status in ("failed", "skipped") and item.error:
-            lines.append(f"    {'error' if item.status == 'failed' else 'skipped'}: {item.error.splitlines()[0]}")
+        if item.status in (ActionStatus.FAILED, ActionStatus.SKIPPED) and item.error:
+            word = "error" if item.status is ActionStatus.FAILED else "skipped"
+            lines.append(f"    {word}: {item.error.splitlines()[0]}")
     lines.extend(f"! still differs after apply: {line}" for line in result.verify)
     lines.append(summary_line(result.record))
     s.out("\n".join(lines))
@@ -477,17 +480,17 @@ def format_history(records: Sequence[dict[str, Any]]) -> str:
             who,
             f"{rec.get('from') or '-'} -> {rec.get('to') or '-'}",
             outcome,
-            str(sum(a.get("status") == "applied" for a in actions)),
-            str(sum(a.get("status") == "failed" for a in actions)),
+            str(sum(a.get("status") == ActionStatus.APPLIED for a in actions)),
+            str(sum(a.get("status") == ActionStatus.FAILED for a in actions)),
             f"{float(rec['duration_ms']):.0f}" if "duration_ms" in rec else "-",
             " ".join(str(w) for w in rec.get("trigger", ())[1:])[:40],
         ))
         notes[i] = [f"{a.get('action')}: {a.get('error', '').splitlines()[0] if a.get('error') else ''}"
-                    for a in actions if a.get("status") == "failed"]
+                    for a in actions if a.get("status") == ActionStatus.FAILED]
         if rec.get("note"):
             notes[i].append(str(rec["note"]))
         if rec.get("record") == RecordKind.STARTED.value:
-            pending = sum(a.get("status") == "pending" for a in actions)
+            pending = sum(a.get("status") == ActionStatus.PENDING for a in actions)
             if outcome == Outcome.INTERRUPTED:
                 notes[i].append(f"interrupted: no final record; any part of its {pending} change(s) may have been "
                                 f"made (pid {rec.get('pid')}); reconcile converges to the recorded states")
