@@ -2,7 +2,7 @@
 
 While ``kanotify listen`` runs, a one-shot ``kanotify master|backup|fault|stop|
 notify|reconcile`` hands its request to it instead of doing the work itself:
-the listener has the config parsed, pyroute2 imported and its sockets open,
+the listener has the config parsed, its modules imported and its sockets open,
 and it applies requests in the order they arrive.  The client prints the
 listener's answer and exits with its code, so the output, the exit code and
 the journal line (its trigger is the client's argv) are the ones an

@@ -1,6 +1,6 @@
 """``kanotify listen``: the resident daemon -- keepalived's FIFO in order, one-shots handed over, drift repaired.
 
-One process holds the parsed config, one engine (pyroute2 imported, netlink
+One process holds the parsed config, one engine (its modules imported, netlink
 sockets open) and a single worker thread that runs every transition, one at
 a time, in the order the requests arrived:
 
