@@ -37,6 +37,7 @@ import pytest
 
 from ipvs_guest_support import run
 from kanotify.backends.netns import call_in
+from nstools import whole_lines
 
 KANOTIFY = str(Path(sys.executable).with_name("kanotify"))
 VIP = "192.0.2.100"
@@ -45,7 +46,6 @@ BOUND = INTERVAL * (RETRY + 1) + TIMEOUT  # the issue's bound for "DOWN -> weigh
 
 HTTP = r"""
 import http.server, sys
-from nstools import whole_lines
 name = sys.argv[1].encode()
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
