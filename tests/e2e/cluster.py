@@ -1558,12 +1558,13 @@ def main_run(args: argparse.Namespace) -> int:
             f"connection(s), longest exchange {n['max_ms']} ms; the new master's run took "
             f"{n['takeover_run_ms']['failover']:.0f} / {n['takeover_run_ms']['failback']:.0f} ms")
     for n in cluster.numbers.get("endings", []):
-        log(f"    {n['how']:11}: keepalived exited {n.get('keepalived_exited')}s; STOP notify started "
-            f"{n.get('stop_notify_started')}s, its worker left keepalived's group {n.get('stop_worker_forked')}s, "
-            f"killed by {n.get('stop_notify_last_seen')}s; VIP removed {n.get('vip_removed_exact')}s, IPVS "
-            f"service removed by {n.get('stop_run_done')}s ({n.get('released_by')}); peer bound the VIP "
-            f"{n.get('peer_vip_added_exact')}s, both held it {n.get('both_held_s')}s; {n.get('failed')} of "
-            f"{n.get('sent')} requests failed, outage {n.get('gap_s')}s")
+        stop = (f"STOP notify started {n['stop_notify_started']}s, its worker left keepalived's group "
+                f"{n.get('stop_worker_forked')}s, killed by {n.get('stop_notify_last_seen')}s; "
+                if n.get("stop_notify_started") is not None else "")
+        log(f"    {n['how']:11}: keepalived exited {n.get('keepalived_exited')}s; {stop}VIP removed "
+            f"{n.get('vip_removed_exact')}s, IPVS service removed by {n.get('stop_run_done')}s "
+            f"({n.get('released_by')}); peer bound the VIP {n.get('peer_vip_added_exact')}s, both held it "
+            f"{n.get('both_held_s')}s; {n.get('failed')} of {n.get('sent')} requests failed, outage {n.get('gap_s')}s")
     nodes_info = {}
     for node in cluster.nodes:
         nodes_info[node.name] = {
