@@ -377,15 +377,20 @@ def watching(d: Daemon, k: StandIn) -> bool:
     return f"watching keepalived (pid {k.pid}," in d.log.read_text()
 
 
+def master_watched_by(d: Daemon, ns: Netns, k: StandIn) -> None:
+    """The listener watches the stand-in keepalived, and VI_1 is MASTER with its VIP bound."""
+    wait_for(lambda: watching(d, k), 5, "the listener to watch the stand-in")
+    d.write('INSTANCE "VI_1" MASTER 100')
+    wait_for(lambda: vips(ns) == MASTER, 5, "the VIP on eth0")
+
+
 def test_keepalived_killed_releases_the_vip_at_once_and_a_new_one_brings_it_back(
         ns_a: Netns, tmp_path: Path, stand_ins: list[StandIn]) -> None:
     first = StandIn(tmp_path)
     stand_ins.append(first)
     d = Daemon(ns_a, tmp_path)
     try:
-        wait_for(lambda: watching(d, first), 5, "the listener to watch the stand-in")
-        d.write('INSTANCE "VI_1" MASTER 100')
-        wait_for(lambda: vips(ns_a) == MASTER, 5, "the VIP on eth0")
+        master_watched_by(d, ns_a, first)
         started = time.monotonic()
         first.kill()
         wait_for(lambda: vips(ns_a) == set(), 5, "the VIPs released")
@@ -426,9 +431,7 @@ def test_sigterm_as_every_keepalived_process_dies_releases_before_the_exit(
     stand_ins.append(k)
     d = Daemon(ns_a, tmp_path)
     try:
-        wait_for(lambda: watching(d, k), 5, "the listener to watch the stand-in")
-        d.write('INSTANCE "VI_1" MASTER 100')
-        wait_for(lambda: vips(ns_a) == MASTER, 5, "the VIP on eth0")
+        master_watched_by(d, ns_a, k)
         d.proc.send_signal(signal.SIGSTOP)  # both events wait for it: the pid's exit and the SIGTERM
         k.kill()
         d.proc.send_signal(signal.SIGTERM)
@@ -466,9 +469,7 @@ def test_sigterm_while_keepalived_lives_is_a_reload_and_keeps_the_vip(
     stand_ins.append(k)
     d = Daemon(ns_a, tmp_path)
     try:
-        wait_for(lambda: watching(d, k), 5, "the listener to watch the stand-in")
-        d.write('INSTANCE "VI_1" MASTER 100')
-        wait_for(lambda: vips(ns_a) == MASTER, 5, "the VIP on eth0")
+        master_watched_by(d, ns_a, k)
         d.proc.send_signal(signal.SIGTERM)  # keepalived reloads: it restarts its fifo script
         assert d.proc.wait(15) == 0
         assert vips(ns_a) == MASTER and keepalived_gone(d) == []
