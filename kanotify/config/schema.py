@@ -44,6 +44,7 @@ from ..model import (
     Instance,
     IPAddress,
     IPInterface,
+    Quorum,
     RealServer,
     ServiceKey,
     ServiceSpec,
@@ -245,8 +246,9 @@ _INSTANCE_KEYS = ("name", "vip", "service")
 _VIP_KEYS = ("address", "dev", "label", "states", "garp")
 _SERVICE_KEYS = (
     "protocol", "address", "port", "fwmark", "family", "scheduler", "persistence",
-    "persistence_netmask", "flags", "states", "real", "check",
+    "persistence_netmask", "flags", "states", "real", "check", "quorum", "hysteresis", "sorry_server",
 )
+_SORRY_KEYS = ("address", "port", "forward", "weight", "inhibit")
 _REAL_KEYS = ("address", "port", "forward", "weight", "upper_threshold", "lower_threshold", "check")
 _CHECK_KEYS = ("type", "port", "path", "status", "host", "command", "interval", "timeout", "retry",
                "retry_delay", "on_failure", "verify", "initial")
@@ -542,6 +544,7 @@ class _ConfigReader:
             if real is not None and check is not None:
                 checks.append((real.key, check))
             reals.append(real)
+        quorum = self.quorum(t, sid, scheduler, [r for r in reals if r is not None])
         t.done()
 
         if self.problems.since(mark) or key is None or scheduler is None or persistence is None or states is None:
@@ -551,7 +554,33 @@ class _ConfigReader:
             return None
         self.services[key] = path
         service = VirtualService(key, scheduler, persistence, netmask, frozenset(flags or ()))
-        return ServiceSpec(service, tuple(r for r in reals if r is not None), states, tuple(checks))
+        return ServiceSpec(service, tuple(r for r in reals if r is not None), states, tuple(checks), quorum)
+
+    def quorum(self, t: Table, sid: _ServiceId, scheduler: str | None, reals: list[RealServer]) -> Quorum | None:
+        """``quorum``, ``hysteresis`` and ``[instance.service.sorry_server]`` (keepalived's); None: none given."""
+        if not (t.has("quorum") or t.has("hysteresis") or t.has("sorry_server")):
+            return None
+        quorum = t.integer("quorum", 1, 2**32 - 1, default=1)
+        hysteresis = t.integer("hysteresis", 0, 2**32 - 1, default=0)
+        sorry = None
+        inhibit = False
+        data = t.table("sorry_server", "instance.service.sorry_server")
+        if data is not None:
+            path = t.at("sorry_server")
+            st = Table(self.problems, path, data, _SORRY_KEYS)
+            inhibit = bool(st.boolean("inhibit", False))
+            st.done()
+            plain = {k: v for k, v in data.items() if k in _SORRY_KEYS and k != "inhibit"}
+            sorry = self.real(path, plain, sid)
+            if sorry is not None and any(r.key == sorry.key for r in reals):
+                st.problem("address", f"expected a server that is not one of the service's real servers, got "
+                                      f"{format_hostport(sorry.address, sorry.port)} (a real server of it)")
+            if sorry is not None and sorry.weight == 0:
+                st.problem("weight", "expected a weight 1..65535: the sorry server takes the traffic when the "
+                                     "quorum is lost (sorry_server_inhibit sets 0 while it holds)")
+        if quorum is None or hysteresis is None:
+            return None
+        return Quorum(quorum, hysteresis, t.has("quorum"), sorry, inhibit)
 
     def service_id(self, t: Table) -> _ServiceId:
         """``fwmark`` (+ ``family``) or ``protocol``/``address``/``port``."""
