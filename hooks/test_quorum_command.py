@@ -20,6 +20,7 @@ name = "VI_1"
   address = "192.0.2.100"
   port = 80
   quorum = 2
+  quorum_withdraw = true          # with a sorry server the VIPs stay unless asked
     [instance.service.sorry_server]
     address = "192.0.2.99"
     [[instance.service.real]]

@@ -246,7 +246,8 @@ _INSTANCE_KEYS = ("name", "vip", "service")
 _VIP_KEYS = ("address", "dev", "label", "states", "garp")
 _SERVICE_KEYS = (
     "protocol", "address", "port", "fwmark", "family", "scheduler", "persistence",
-    "persistence_netmask", "flags", "states", "real", "check", "quorum", "hysteresis", "sorry_server",
+    "persistence_netmask", "flags", "states", "real", "check", "quorum", "hysteresis", "quorum_withdraw",
+    "sorry_server",
 )
 _SORRY_KEYS = ("address", "port", "forward", "weight", "inhibit")
 _REAL_KEYS = ("address", "port", "forward", "weight", "upper_threshold", "lower_threshold", "check")
@@ -558,7 +559,7 @@ class _ConfigReader:
 
     def quorum(self, t: Table, sid: _ServiceId, scheduler: str | None, reals: list[RealServer]) -> Quorum | None:
         """``quorum``, ``hysteresis`` and ``[instance.service.sorry_server]`` (keepalived's); None: none given."""
-        if not (t.has("quorum") or t.has("hysteresis") or t.has("sorry_server")):
+        if not (t.has("quorum") or t.has("hysteresis") or t.has("sorry_server") or t.has("quorum_withdraw")):
             return None
         quorum = t.integer("quorum", 1, 2**32 - 1, default=1)
         hysteresis = t.integer("hysteresis", 0, 2**32 - 1, default=0)
@@ -578,9 +579,11 @@ class _ConfigReader:
             if sorry is not None and sorry.weight == 0:
                 st.problem("weight", "expected a weight 1..65535: the sorry server takes the traffic when the "
                                      "quorum is lost (sorry_server_inhibit sets 0 while it holds)")
-        if quorum is None or hysteresis is None:
+        # a sorry server answers for the service: its VIPs stay (keepalived's behaviour) unless asked
+        withdraw = t.boolean("quorum_withdraw", t.has("quorum") and data is None)
+        if quorum is None or hysteresis is None or withdraw is None:
             return None
-        return Quorum(quorum, hysteresis, t.has("quorum"), sorry, inhibit)
+        return Quorum(quorum, hysteresis, withdraw, sorry, inhibit)
 
     def service_id(self, t: Table) -> _ServiceId:
         """``fwmark`` (+ ``family``) or ``protocol``/``address``/``port``."""

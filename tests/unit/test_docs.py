@@ -285,6 +285,11 @@ PROSE: dict[tuple[str, str], tuple[str, Callable[[], bool]]] = {
     ("[[instance.service]]", "check"): ("none", lambda: _first(REAL).instances[0].services[0].checks == ()),
     ("[[instance.service.real]]", "check"): ("the service's `check`", lambda: _check() is not None),
     ("[instance.service.sorry_server]", "port"): ("the service's port", lambda: _sorry().port == 80),
+    ("[[instance.service]]", "quorum_withdraw"): (
+        "true when `quorum` is given and there is no `sorry_server`",
+        lambda: _first(SERVICE.replace("port = 80\n", "port = 80\nquorum = 2\n")).instances[0].services[0].quorum.withdraw
+        and _first(SORRY.replace("port = 80\n", "port = 80\nquorum = 2\n")).instances[0].services[0].quorum.withdraw
+        is False and _first(SERVICE).instances[0].services[0].quorum_rule.withdraw is False),
     ("[[instance.service]]", "sorry_server"): ("none", lambda: _first(REAL).instances[0].services[0].quorum is None),
     ("[instance.service.sorry_server]", "address"): ("—", lambda: _required(
         SERVICE + "[instance.service.sorry_server]\n", "instance[0].service[0].sorry_server.address")),

@@ -210,6 +210,10 @@ def test_the_sorry_server_replaces_the_real_servers_while_the_quorum_is_lost() -
     assert [str(r) for r in spec.reals] == ["192.0.2.21:80 dr weight 0", "192.0.2.22:80 dr weight 0",
                                             "192.0.2.23:80 dr weight 0", "192.0.2.99:8080 nat weight 1"]
     assert len(desired.vips) == 2  # no quorum key: the VIPs stay
+    given = desired_for(parse_config(config_text("quorum = 2", sorry=SORRY)), {"VI_1": State.MASTER}, health=Lost())
+    assert len(given.vips) == 2  # a sorry server answers for the service: its VIPs stay unless quorum_withdraw
+    kept = parse_config(config_text("quorum = 2\n  quorum_withdraw = false"))
+    assert len(desired_for(kept, {"VI_1": State.MASTER}, health=Lost()).vips) == 2
     held = desired_for(config, {"VI_1": State.MASTER}, health=Lost(lost=False))
     assert [r.address.packed[-1] for r in held.services[0].reals] == [21, 22, 23]
 
@@ -222,7 +226,7 @@ def test_sorry_inhibit_keeps_it_at_weight_zero_and_without_a_listener_too() -> N
 
 
 def test_a_quorum_health_run_unbinds_and_binds_the_vip_journaled_and_idempotent(tmp_path: Path) -> None:
-    config = parse_config(config_text("quorum = 4", tmp=tmp_path, sorry=SORRY))
+    config = parse_config(config_text("quorum = 4\n  quorum_withdraw = true", tmp=tmp_path, sorry=SORRY))
     backend = MemoryBackend()
     engine = Engine(config, backend_factory=lambda: backend)
     held = Lost(lost=False)
