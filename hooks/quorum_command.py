@@ -6,22 +6,25 @@ weights of its alive real servers reaches ``quorum + hysteresis`` again, and
 ``do_vs_notifies``).  ``kanotify listen`` keeps the same quorum and calls the
 hooks ``kanotify_quorum_up`` / ``kanotify_quorum_down``; this plugin runs the
 command configured for the service, as an argv list (no shell: keepalived
-splits the script line and calls ``execve`` too), with the service appended as
-its last argument (``tcp 192.0.2.100:80``) and in ``KANOTIFY_SERVICE``.
+splits the script line and calls ``execve`` too, with no argument of its own),
+with the service (``tcp 192.0.2.100:80``) in the environment as
+``KANOTIFY_SERVICE``.
 
 The command runs after the run's actions were applied (the VIPs of a service
-that lost its quorum are unbound by then, when the config gives ``quorum``),
-bounded by the plugin's timeout; a failure is recorded in the health run's
-journal line.
+that lost its quorum are unbound by then, with ``quorum_withdraw``), bounded
+by the plugin's timeout; a failure is recorded in the health run's journal
+line.  ``kanotify import`` proposes these lines for keepalived's scripts.
 
 Install: copy to ``/etc/kanotify/hooks.d/quorum_command.py`` (root-owned, mode 0644).
 Config::
 
     [hooks.quorum_command]
-    up = ["/usr/local/sbin/lb-announce", "up"]        # run on quorum up (optional)
-    down = ["/usr/local/sbin/lb-announce", "down"]    # run on quorum down (optional)
-    services = ["tcp 192.0.2.100:80"]                 # only these (default: every service)
+    up = ["/usr/local/sbin/lb-announce", "up"]        # every service's quorum up (optional)
+    down = ["/usr/local/sbin/lb-announce", "down"]    # every service's quorum down (optional)
     timeout = 10                                      # kanotify's key: seconds per call
+
+    [hooks.quorum_command.per_service."tcp 192.0.2.100:80"]   # this service's own (instead)
+    down = ["/etc/keepalived/web-down.sh"]
 """
 
 from __future__ import annotations
@@ -46,16 +49,24 @@ def _argv(options: Options, key: str) -> list[str] | None:
     return list(value)
 
 
+def _commands(options: Options, service: str) -> Options:
+    per = options.get("per_service")
+    if per is None:
+        return options
+    if not isinstance(per, dict) or not all(isinstance(v, dict) for v in per.values()):
+        raise ValueError(f"[hooks.{NAME}] per_service: expected a table of tables, one per service, got {per!r}")
+    own = per.get(service)
+    return own if own is not None else options
+
+
 def _run(ctx: RunContext, service: str, options: Options, key: str) -> None:
-    argv = _argv(options, key)
-    wanted = options.get("services")
-    if argv is None or (isinstance(wanted, list) and service not in wanted):
+    argv = _argv(_commands(options, service), key)
+    if argv is None:
         return
-    done = subprocess.run([*argv, service], env={**os.environ, "KANOTIFY_SERVICE": service},
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False,
-                          timeout=remaining_time(30.0))
+    done = subprocess.run(argv, env={**os.environ, "KANOTIFY_SERVICE": service}, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, check=False, timeout=remaining_time(30.0))
     if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} {service!r}: exit status {done.returncode}: "
+        raise RuntimeError(f"{' '.join(argv)} (quorum {key} of {service}): exit status {done.returncode}: "
                            f"{(done.stderr or done.stdout).strip()[:200]}")
     ctx.logger.info("%s: quorum %s of %s: ran %s", NAME, key, service, argv[0])
 

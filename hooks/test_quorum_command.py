@@ -55,7 +55,7 @@ def test_quorum_down_and_up_run_the_commands_after_the_vip_moved(kanotify_env, t
     assert not env.backend.addresses  # quorum given: the VIP on the service's address is withdrawn
     reals = {str(rs.address): rs.weight for rs, _ in next(iter(env.backend.services.values())).reals.values()}
     assert reals == {"192.0.2.21": 0, "192.0.2.22": 0, "192.0.2.99": 1}  # the sorry server serves
-    assert out.read_text() == f"down {SERVICE} | {SERVICE}\n"
+    assert out.read_text() == f"down | {SERVICE}\n"  # keepalived gives its scripts no argument either
     assert down.record["command"] == "health"
     again = env.quorum(SERVICE, up=False)
     assert not again.plan.has_changes  # the second run changes nothing (the hook runs again: it is told again)
@@ -63,7 +63,7 @@ def test_quorum_down_and_up_run_the_commands_after_the_vip_moved(kanotify_env, t
     assert [v.address.with_prefixlen for v in env.backend.addresses] == ["192.0.2.100/32"]
     reals = {str(rs.address): rs.weight for rs, _ in next(iter(env.backend.services.values())).reals.values()}
     assert reals == {"192.0.2.21": 1, "192.0.2.22": 1}
-    assert out.read_text().splitlines()[-1] == f"up {SERVICE} | {SERVICE}"
+    assert out.read_text().splitlines()[-1] == f"up | {SERVICE}"
 
 
 def test_a_failing_command_is_a_problem_in_the_journal(kanotify_env, tmp_path):
@@ -77,14 +77,15 @@ def test_a_failing_command_is_a_problem_in_the_journal(kanotify_env, tmp_path):
     assert result.record["hooks"][0]["call"] == "quorum_down"
 
 
-def test_other_services_and_a_missing_key_run_nothing(kanotify_env, tmp_path):
+def test_a_service_of_its_own_replaces_the_common_commands(kanotify_env, tmp_path):
     script, out = recorder(tmp_path)
     env = kanotify_env.engine(plugins=[quorum_command], toml=TOML, hooks={
-        "quorum_command": {"down": [str(script)], "services": ["tcp 192.0.2.100:443"]}})
+        "quorum_command": {"up": [str(script), "all"],
+                           "per_service": {SERVICE: {"down": [str(script), "own"]}, "tcp 192.0.2.100:443": {}}}})
     env.transition("VI_1", "master")
     assert env.quorum(SERVICE, up=False).outcome == "converged"
-    assert env.quorum(SERVICE, up=True).outcome == "converged"
-    assert not out.exists()
+    assert env.quorum(SERVICE, up=True).outcome == "converged"  # its own table has no "up": nothing runs
+    assert out.read_text() == f"own | {SERVICE}\n"
 
 
 def test_a_relative_program_is_refused(kanotify_env, tmp_path):

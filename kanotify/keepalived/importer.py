@@ -52,6 +52,7 @@ from .checkers import CASCADE, CHECKERS, canonical, cascade_option, checks_of, t
 from .conf import KeepalivedConf, Statement, Where, read_config
 from .imported import (CheckerOption, ImportedReal, ImportedService, ImportResult, Note, RSBlock, VSBlock, clean,
                        note_at, parse_ip, toml_str, uint_in)
+from .quorum_import import QUORUM_KEYWORDS, service_quorum
 from .sync_import import import_sync_daemon
 
 #: keepalived's lvs_schedulers (check_parser.c)
@@ -174,14 +175,7 @@ VS_KEYWORDS: dict[str, Callable[[VSBlock, Statement], None]] = {
     "flag-3": _vs_flag(None),
     "hashed": _vs_hashed,
     **{name: _vs_cascade for name in CASCADE},
-    "sorry_server": _reason("kanotify has no sorry server (a real server used only when all others are down)"),
-    "sorry_server_inhibit": _reason("kanotify has no sorry server"),
-    "sorry_server_lvs_method": _reason("kanotify has no sorry server"),
-    "quorum": _reason("kanotify has no service quorum"),
-    "quorum_up": _reason("kanotify has no service quorum scripts (a hook plugin can do it)"),
-    "quorum_down": _reason("kanotify has no service quorum scripts (a hook plugin can do it)"),
-    "hysteresis": _reason("kanotify has no service quorum"),
-    "omega": _reason("kanotify has no service quorum scripts"),
+    **QUORUM_KEYWORDS,  # quorum, hysteresis, sorry_server*, quorum_up/down, omega
     "ha_suspend": _reason("kanotify loads a service only in the states it lists (states = [...]) instead"),
     "smtp_alert": _reason("kanotify sends no mail; its journal and syslog record every change"),
     "snmp_name": _reason("kanotify has no SNMP agent"),
@@ -538,8 +532,10 @@ def _service(vs: VSBlock, target: _Target, first: bool) -> ImportedService | Not
     if not first:
         comments.append(f"one of the services of {' '.join(vs.stmt.words)} ({vs.stmt.where}): its keepalived "
                         "options not imported are listed under the first")
+    quorum, qnotes = service_quorum(vs, key, target.port, {r.real.key for r in reals}, first)
+    notes.extend(qnotes)
     return ImportedService(service, tuple(reals), vs.stmt.where, target.title, tuple(notes), tuple(comments),
-                           tuple(checkers))
+                           tuple(checkers), quorum)
 
 
 def _unused(options: dict[str, CheckerOption], used: set[Where]) -> list[Note]:
@@ -604,6 +600,8 @@ def render(result: ImportResult) -> str:
         out.append('  states = ["master"]')
         for note in svc.notes:
             out.extend(note.lines("  "))
+        if svc.quorum is not None:
+            out.extend(svc.quorum.toml())
         shared = svc.shared_check
         if shared is not None:
             out.append("")

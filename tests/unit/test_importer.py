@@ -242,8 +242,9 @@ def test_what_keepalived_would_not_create_is_noted() -> None:
     reasons = " | ".join(n.reason for n in result.notes) + " | " + " | ".join(
         n.reason for n in result.services[0].notes)
     for fragment in ("no real servers", "port-0", "no virtual_server_group 'NOPE'", "duplicate of the real server",
-                     "address family differs", "no sorry server", "the same IPVS service"):
+                     "address family differs", "the same IPVS service"):
         assert fragment in reasons
+    assert 'address = "192.0.2.9"' in render(result)  # the sorry server is imported now
     parse_config(render(result))
 
 
