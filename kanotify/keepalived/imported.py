@@ -154,6 +154,7 @@ class QuorumBlock:
     hysteresis_where: Where | None = None
     sorry: tuple[IPAddress, int, str, Where] | None = None  # address, port (0: none), forward, where
     inhibit: Where | None = None
+    method: Where | None = None  # sorry_server_lvs_method
     scripts: list[Statement] = field(default_factory=list)
     omega: Where | None = None
 

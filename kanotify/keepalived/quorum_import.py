@@ -79,6 +79,7 @@ def _sorry_method(vs: VSBlock, s: Statement) -> None:
     else:
         address, port, _old, where = block.sorry
         block.sorry = (address, port, forward, where)
+        block.method = s.where
         if len(s.args) > 1:
             vs.notes.append(note_at(s, "tunnel options (type gue/gre, port, csum): kanotify configures plain IPIP "
                                        "tunnels"))
@@ -133,7 +134,8 @@ def service_quorum(vs: VSBlock, key: ServiceKey, service_port: int, real_keys: s
                                                                      "sorry server must be another server"))
         else:
             sorry = [("address", toml_str(str(address)), f"sorry_server ({where})"), ("port", str(port), ""),
-                     ("forward", toml_str(forward), "sorry_server_lvs_method, else the virtual server's lvs_method")]
+                     ("forward", toml_str(forward), f"sorry_server_lvs_method ({block.method})" if block.method
+                      else "the virtual server's lvs_method when sorry_server was read (keepalived's default NAT)")]
             if block.inhibit is not None:
                 sorry.append(("inhibit", "true", f"sorry_server_inhibit ({block.inhibit})"))
     if lines or sorry:
