@@ -290,3 +290,46 @@ def test_bad_quorum_keys_name_the_key_and_what_was_expected(keys: str, path: str
         parse_config(text, "kanotify.toml")
     assert [(p.path, message in p.message) for p in caught.value.problems] == [(path, True)], caught.value.problems
     assert "kanotify.toml" in str(caught.value)
+
+
+# --------------------------------------------------------------------------- status
+
+
+def test_status_shows_the_listener_s_quorum_and_a_withdrawn_vip_is_not_drift(tmp_path: Path) -> None:
+    import fcntl
+    import os
+
+    from kanotify.status import collect_status, format_status
+
+    config = parse_config(config_text("quorum = 4", tmp=tmp_path))
+    backend = MemoryBackend()
+    engine = Engine(config, backend_factory=lambda: backend)
+    lost = Lost({real(21), real(22)})
+    engine.transition(["VI_1"], State.MASTER, argv=["t"], kind=RunKind.MASTER, health=lost)
+    loop = asyncio.new_event_loop()
+    health = Health(loop, lambda changes: None, str(tmp_path / "state"), clock=lambda: 100.0)
+    try:
+        health.configure(config)
+        for key in (real(21), real(21), real(22), real(22)):
+            health._result(health.targets[(SERVICE, key)], "connection refused")
+        health._write()
+    finally:
+        health.stop()
+        loop.close()
+    lock = os.open(tmp_path / "state" / "listen.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.write(lock, f"{os.getpid()}\n".encode())
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a listener holds its lock: status reads its health.json
+        report = collect_status(config, backend_factory=lambda: backend)
+    finally:
+        os.close(lock)
+    [service] = report["ipvs"]["services"]
+    # lost at 192.0.2.21's DOWN (3 < 4); 192.0.2.22 checked since, 192.0.2.21 and .23 not: the round waits for 2
+    assert service["quorum"] == {"quorum": 4, "hysteresis": 0, "up_weight": 1, "up": False, "since": 100.0,
+                                 "pending": 2}
+    assert [(v["vip"], v["desired"], v["bound"]) for v in report["vips"]] == [
+        ("192.0.2.100/32 dev lo", False, False), ("192.0.2.101/32 dev lo", True, True)]
+    assert report["drift"] == []  # the withdrawn VIP and the drained real servers are what is wanted
+    text = format_status(report)
+    assert [line for line in text.splitlines() if "quorum" in line] == [
+        f"  managed {service['service']}  quorum LOST: up weight 1 (quorum 4, hysteresis 0)"]
