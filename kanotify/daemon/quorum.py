@@ -110,8 +110,9 @@ class QuorumBook:
             shrank = not q.pending
         if not changed and not shrank:
             return None
-        if changed:
-            q.up_weight = self._weigh(q, is_down)
+        if changed:  # by the one real server's weight: a mass failure of 10,000 real servers must stay linear
+            weight = q.weights.get(real, 0)
+            q.up_weight += -weight if is_down(service, real) else weight
         change = self._judge(q, now)
         if change is not None:
             self._note()
