@@ -563,6 +563,10 @@ class _ConfigReader:
             return None
         quorum = t.integer("quorum", 1, 2**32 - 1, default=1)
         hysteresis = t.integer("hysteresis", 0, 2**32 - 1, default=0)
+        if quorum is not None and hysteresis is not None and hysteresis >= quorum:
+            # keepalived (check_data.c) lowers it to quorum - 1 with an error; kanotify's config says so instead
+            t.problem("hysteresis", f"expected hysteresis < quorum ({quorum}), got {hysteresis}")
+            hysteresis = None
         sorry = None
         inhibit = False
         data = t.table("sorry_server", "instance.service.sorry_server")

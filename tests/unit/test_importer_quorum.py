@@ -89,6 +89,12 @@ def test_what_keepalived_ignores_or_fixes_is_said() -> None:
     assert spec.quorum is not None and spec.quorum.quorum == 1 and spec.quorum.sorry is None
 
 
+def test_hysteresis_of_quorum_or_more_is_lowered_to_quorum_minus_one_as_keepalived_does() -> None:
+    _result, toml, spec = imported(CONF.replace("hysteresis 1", "hysteresis 5"))
+    assert spec.quorum is not None and spec.quorum.hysteresis == 2
+    assert "hysteresis = 2    # hysteresis 5 (k.conf:7) >= quorum 3: keepalived sets quorum - 1" in toml
+
+
 def test_a_sorry_server_that_is_a_real_server_is_noted() -> None:
     result, _toml, spec = imported(CONF.replace("sorry_server 192.0.2.99 8080", "sorry_server 192.0.2.21 80"))
     assert spec.quorum is not None and spec.quorum.sorry is None

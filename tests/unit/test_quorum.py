@@ -74,9 +74,9 @@ def test_keepalived_thresholds(weight: int, was_up: bool, lost: bool) -> None:
 
 
 def test_weight_zero_always_loses_even_when_quorum_minus_hysteresis_is_not_positive() -> None:
-    rule = Quorum(1, 3)  # keepalived: "!weight_sum || weight_sum < threshold"
+    rule = Quorum(3, 2)  # keepalived: "!weight_sum || weight_sum < threshold"; threshold 1 here
     assert not rule.lost(1, was_up=True) and rule.lost(0, was_up=True)
-    assert rule.lost(3, was_up=False) and not rule.lost(4, was_up=False)
+    assert rule.lost(4, was_up=False) and not rule.lost(5, was_up=False)
 
 
 class Book:
@@ -270,6 +270,8 @@ def test_the_metric_says_whether_each_tracked_service_holds_its_quorum() -> None
     ("quorum = 0", "instance[0].service[0].quorum", "expected an integer 1..4294967295, got 0"),
     ("hysteresis = -1", "instance[0].service[0].hysteresis", "expected an integer 0..4294967295, got -1"),
     ('quorum = "2"', "instance[0].service[0].quorum", "expected an integer"),
+    ("quorum = 2\nhysteresis = 2", "instance[0].service[0].hysteresis", "expected hysteresis < quorum (2), got 2"),
+    ("hysteresis = 1", "instance[0].service[0].hysteresis", "expected hysteresis < quorum (1), got 1"),
     ('[instance.service.sorry_server]\n  address = "192.0.2.21"', "instance[0].service[0].sorry_server.address",
      "expected a server that is not one of the service's real servers"),
     ('[instance.service.sorry_server]\n  address = "192.0.2.99"\n  weight = 0',
