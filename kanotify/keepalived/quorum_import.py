@@ -116,10 +116,10 @@ def service_quorum(vs: VSBlock, key: ServiceKey, service_port: int, real_keys: s
     if block.quorum is not None:
         lines.append(("quorum", str(block.quorum), f"quorum ({block.quorum_where})"))
     if block.hysteresis is not None:
-        quorum = block.quorum if block.quorum is not None else 1
-        if block.hysteresis >= quorum:  # keepalived's check_check_config: "setting hysteresis to quorum - 1"
-            lines.append(("hysteresis", str(quorum - 1), f"hysteresis {block.hysteresis} ({block.hysteresis_where}) "
-                                                         f">= quorum {quorum}: keepalived sets quorum - 1"))
+        limit = block.quorum if block.quorum is not None else 1
+        if block.hysteresis >= limit:  # keepalived's check_check_config: "setting hysteresis to quorum - 1"
+            lines.append(("hysteresis", str(limit - 1), f"hysteresis {block.hysteresis} ({block.hysteresis_where}) "
+                                                        f">= quorum {limit}: keepalived sets quorum - 1"))
         else:
             lines.append(("hysteresis", str(block.hysteresis), f"hysteresis ({block.hysteresis_where})"))
     sorry: list[tuple[str, str, str]] = []
