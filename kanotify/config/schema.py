@@ -521,6 +521,9 @@ class _ConfigReader:
                                                  "clients of a persistent service")
             if netmask == full:
                 netmask = None  # what the kernel reports back for "per client"
+        if not sid.fwmark and sid.port == 0 and persistence == 0:
+            t.problem("port", "expected a port 1..65535, or persistence > 0: a port-0 service takes every port of "
+                              "its address and must be persistent (as keepalived and ipvsadm -p)")
         flags = t.words("flags", SERVICE_FLAGS, f"an array of flags ({', '.join(SERVICE_FLAGS)})")
         for i, flag in enumerate(flags or ()):
             if flag.startswith("sh-") and scheduler is not None and scheduler not in ("sh", "mh"):
@@ -612,7 +615,7 @@ class _ConfigReader:
                 t.problem("address", parsed)
             else:
                 address = parsed
-        port = t.integer("port", 1, 65535, required=True)
+        port = t.integer("port", 0, 65535, required=True)  # 0: every port of the address (persistent only)
         key = None
         if protocol is not None and address is not None and port is not None:
             key = ServiceKey.inet(protocol, address, port)
@@ -634,7 +637,7 @@ class _ConfigReader:
                                      f"({service.name}), got IPv{parsed.version} address {parsed}")
             else:
                 address = parsed
-        port = t.integer("port", 0 if service.fwmark else 1, 65535, default=service.port)
+        port = t.integer("port", 0 if service.fwmark or service.port == 0 else 1, 65535, default=service.port)
         forward = t.choice("forward", FORWARDS, default="dr")
         weight = t.integer("weight", 0, 65535, default=1)
         upper = t.integer("upper_threshold", 0, 65535, default=0)
@@ -751,7 +754,7 @@ class _ConfigReader:
                 wrong.append((merged["type"][1], "expected a command key too: a command check runs it"))
             if kind != "command" and "port" not in merged and server.port == 0:
                 wrong.append((f"{table}.port", "missing required key: expected a port 1..65535 to check (the real "
-                                               "server of a fwmark service has none)"))
+                                               "server of a fwmark or port-0 service has none)"))
         for at, message in wrong:
             if (at, message) not in self.problems.items:  # one problem, however many real servers inherit it
                 self.problems.add(at, message)

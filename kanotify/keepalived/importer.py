@@ -354,9 +354,6 @@ def _expand(vs: VSBlock, groups: dict[str | None, Statement]) -> tuple[list[Impo
         port = uint_in(stmt.arg(1, "0"), 0, 65535)
         if address is None or port is None:
             return [], [Note(stmt.where, title, "keepalived skips a virtual_server with an invalid address or port")]
-        if port == 0:
-            return [], [Note(stmt.where, title, "a port-0 (all ports, persistent) service: kanotify's config needs "
-                                                "a port 1..65535 or a fwmark")]
         protocol = _protocol(vs)
         targets.append(_Target(ServiceKey.inet(protocol, address, port), port, title))
     services = []
@@ -397,8 +394,6 @@ def _group_entry(vs: VSBlock, entry: Statement) -> tuple[list[_Target], str | No
     port = uint_in(entry.arg(0, "0"), 0, 65535)
     if port is None:
         return [], "keepalived skips an entry with an invalid port"
-    if port == 0:
-        return [], "a port-0 (all ports, persistent) entry: kanotify's config needs a port 1..65535"
     addresses = _range(entry.keyword)
     if isinstance(addresses, str):
         return [], addresses
@@ -474,7 +469,12 @@ def _service(vs: VSBlock, target: _Target, first: bool) -> ImportedService | Not
     netmask, bad = _granularity(vs, key.family)
     if bad is not None and first:
         notes.append(bad)
-    service = VirtualService(key, scheduler, vs.persistence or 0, netmask, frozenset(flags))
+    persistence = vs.persistence or 0
+    if not key.is_fwmark and key.port == 0 and not persistence:
+        persistence = DEFAULT_PERSISTENCE
+        comments.append(f"port 0 (every port): keepalived makes it persistent ({DEFAULT_PERSISTENCE} s): "
+                        "\"zero port only valid for persistent services\"")
+    service = VirtualService(key, scheduler, persistence, netmask, frozenset(flags))
     reals: list[ImportedReal] = []
     checkers: list[Where] = []
     used: set[Where] = set()  # the lines the checks took values from
