@@ -4,12 +4,15 @@ The numbers are benchmarks/checker_parity.py's (run it for the table and the rea
 
 - no ``# not imported`` says that kanotify lacks quorum, hysteresis, sorry_server (service level: this
   branch's work), nor connect_ip, bindto, virtualhost or digest (per check: the checkers branch's work);
-- at least 97% of the checker blocks become checks.
+- at least 97% of the checker blocks keepalived runs become checks (those keepalived itself runs no check
+  from, a MISC_CHECK without misc_path say, are counted apart: issue 21 lets them stay comments).
 
 AFTER MERGE (lead): the last two tests depend on the per-check work of the checkers branch (connect_ip,
 bindto, virtualhost, digest, DNS/SMTP/UDP/PING checkers, several checkers per real server); on the quorum
 branch alone they fail with the figure and the reasons in their message.  Re-run this file after merging
-both: it must pass, no skip, no xfail.
+both: it must pass, no skip, no xfail.  On the quorum branch alone: 149 of 158 (94.3%); what is left is the
+checkers branch's (SMTP_CHECK 4, PING_CHECK 1, UDP_CHECK 1, a second checker or url on one real server 3,
+digest, bindto, an HTTP_GET without connect_port on a port-0 real server).
 """
 
 from __future__ import annotations
