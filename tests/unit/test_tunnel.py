@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -342,3 +343,25 @@ def test_import_notes_tunnel_options_without_tun() -> None:
     real, notes = _import("DR type gue port 5")
     assert (real.forward, real.tunnel) == ("dr", "")
     assert any("with TUN only" in n for n in notes)
+
+
+# --------------------------------------------------------------------------- status
+
+
+def test_status_shows_the_tunnel_and_a_changed_one_as_drift(tmp_path: Path) -> None:
+    from kanotify.engine import Engine
+    from kanotify.run import RunKind
+    from kanotify.status import collect_status, format_status
+
+    settings = f'[settings]\nstate_dir = "{tmp_path}/run"\njournal = "{tmp_path}/journal.jsonl"\nsyslog = false\n'
+    text = settings + CONFIG.format(tunnel='tun_type = "gue"\ntun_port = 6080\ntun_flags = "csum"\n')
+    config = parse_config(text, "t.toml")
+    backend = MemoryBackend(devices={"lo"})
+    Engine(config, backend_factory=lambda: backend).transition(
+        ["VI_1"], State.MASTER, argv=["kanotify", "master"], kind=RunKind.MASTER)
+    report = collect_status(config, lambda: backend)
+    assert report["drift"] == []
+    assert "-> 198.51.100.1:80 tun gue port 6080 csum weight 1 active 0" in format_status(report)
+    backend.services[KEY].reals[GUE.key] = (replace(GUE, tun_flags="nocsum"), RealServerStats())  # by hand
+    report = collect_status(config, lambda: backend)
+    assert report["drift"] == ["edit real server 198.51.100.1:80 of tcp 192.0.2.10:80: tun_flags nocsum -> csum"]
