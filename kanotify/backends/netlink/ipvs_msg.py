@@ -595,6 +595,8 @@ def _learn_layout(buf: bytes, offset: int, length: int) -> _DestLayout | None:
     return _DestLayout("".join(fmt), headers, config, counters, buf, offset)
 
 
+#: the tunnel fields of a layout's values for plain IPIP (type 0, port 0 as two bytes, flags 0)
+_NO_TUNNEL = (0, 0, 0, 0)
 #: learned layouts by reply length; None: replies of that length are not plain, always parsed one by one
 _LAYOUTS: dict[int, _DestLayout | None] = {}
 #: addresses by what they were read from (a director often has a few behind many services), counters alike
@@ -630,7 +632,7 @@ def decode_dests(
                 config = layout.config(values)
                 known = memo.get(config) if memo is not None else None
                 if known is None:
-                    raw, af, high, low, fwd, weight, upper, lower, *tunnel = config
+                    raw, af, high, low, fwd, weight, upper, lower = config[:8]
                     address = addresses.get((raw, af))
                     if address is None:
                         if len(addresses) >= _CACHE_MAX:
@@ -638,11 +640,11 @@ def decode_dests(
                         address = addresses[(raw, af)] = _address(raw, af)  # DecodeError: unknown family
                     fwd &= IP_VS_CONN_F_FWD_MASK
                     port = high << 8 | low
-                    if tunnel:
-                        kind, tun_high, tun_low, tun_flags = tunnel
+                    if len(config) > 8 and config[8:] != _NO_TUNNEL:
+                        kind, tun_high, tun_low, tun_flags = config[8:]
                         real = RealServer(address, port, _FORWARD_NAMES.get(fwd, f"fwd-{fwd}"), weight, upper, lower,
                                           _tun_type_name(kind), tun_high << 8 | tun_low, _tun_flags_name(tun_flags))
-                    else:
+                    else:  # no tunnel reported, or plain IPIP: the model's defaults
                         real = RealServer(address, port, _FORWARD_NAMES.get(fwd, f"fwd-{fwd}"), weight, upper, lower)
                     known = (real, (address, port))
                     if memo is not None:
