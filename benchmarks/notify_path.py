@@ -126,9 +126,12 @@ def main() -> None:
         results: dict[str, list[float]] = {"kanotify": [], "notify.sh": [], "kanotify (no-op)": [],
                                            "no-op, no launcher": [], "python -c pass": [],
                                            "ip netns exec true": []}
+        installed_python = ""
         if args.installed:
             results["installed"] = []
             results["installed (no-op)"] = []
+            results["its python -c pass"] = []  # the interpreter the installed launcher execs
+            installed_python = os.path.join(os.path.dirname(os.path.realpath(args.installed)), "python3")
         # the interpreter started directly, as bin/kanotify does after its shell: the launcher's own cost
         direct = [sys.executable, "-P", "-c", "import sys; sys.argv[0] = sys.argv.pop(1); "
                   "from kanotify.__main__ import main; main()", KANOTIFY]
@@ -143,6 +146,7 @@ def main() -> None:
                 for state in ("master", "backup"):
                     results["installed"].append(timed([*inns, args.installed, "--config", str(conf2), state]))
                 results["installed (no-op)"].append(timed([*inns, args.installed, "--config", str(conf2), "backup"]))
+                results["its python -c pass"].append(timed([*inns, installed_python, "-c", "pass"]))
             results["no-op, no launcher"].append(timed([*inns, *direct, "--config", str(conf), "backup"]))
             for state in ("master", "backup"):
                 results["notify.sh"].append(timed([*inns, str(script), state]))
@@ -163,7 +167,8 @@ def main() -> None:
     noop = statistics.median(results["kanotify (no-op)"])
     print(f"ratio kanotify no-op / notify.sh: {noop / s:.2f}x")
     if args.installed:
-        print(f"installed = {args.installed} -> {os.path.realpath(args.installed)}; venv = {KANOTIFY}")
+        print(f"installed = {args.installed} -> {os.path.realpath(args.installed)} "
+              f"(python {os.path.realpath(installed_python)}); venv = {KANOTIFY} (python {os.path.realpath(sys.executable)})")
         for what, venv_key, inst_key in (("transition", "kanotify", "installed"),
                                          ("no-op (start-up)", "kanotify (no-op)", "installed (no-op)")):
             v, i = statistics.median(results[venv_key]), statistics.median(results[inst_key])

@@ -138,6 +138,16 @@ def test_one_version_the_codes_is_the_distributions() -> None:
     assert 'sed -n \'s/^__version__ = "\\(.*\\)"$/\\1/p\' kanotify/__init__.py' in (REPO / "scripts" / "build-deb").read_text()
 
 
+def test_version_on_the_fast_path_and_through_typer_print_the_same_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from kanotify.cli import run
+
+    assert run(["--version"]) == 0
+    assert capsys.readouterr().out == f"kanotify {kanotify.__version__}\n"
+    for argv in (["--version"], ["--config", "/nonexistent.toml", "--version"]):  # the latter: typer's
+        proc = subprocess.run([sys.executable, "-m", "kanotify", *argv], capture_output=True, text=True)
+        assert (proc.returncode, proc.stdout, proc.stderr) == (0, f"kanotify {kanotify.__version__}\n", ""), argv
+
+
 def test_wheel_and_sdist_pass_twine_check(tmp_path: Path) -> None:
     """``python -m build`` (the sdist, then the wheel from it) and ``twine check --strict``: the README
     renders as the project page; project URLs, classifiers and the license file are in the metadata."""
