@@ -11,6 +11,7 @@ packages.  It refuses to touch a kanotify package that it did not install itself
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -49,7 +50,8 @@ def sh(*argv: str, env: dict[str, str] | None = None, check: bool = True) -> sub
 
 def apt(*args: str) -> str:
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    return sh("apt-get", "-y", "-q", "-o", "Dpkg::Use-Pty=0", *args, env=env).stdout
+    # waits for another apt/dpkg run (a shared machine) instead of failing at once on its lock
+    return sh("apt-get", "-y", "-q", "-o", "Dpkg::Use-Pty=0", "-o", "DPkg::Lock::Timeout=300", *args, env=env).stdout
 
 
 def status() -> str:
@@ -82,16 +84,19 @@ def debs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def installed(debs: dict[str, Path]) -> Iterator[dict[str, Path]]:
-    before = status()
-    if before and "not-installed" not in before and "config-files" not in before:
-        pytest.fail(f"a kanotify package is already installed here ({before}): the package tests install, "
-                    "upgrade and purge it; purge it first (apt-get purge kanotify) if it is yours to remove")
-    apt("install", str(debs["base"]))
-    try:
-        yield debs
-    finally:
-        if status():
-            apt("purge", "kanotify")
+    # One package-test run at a time on a machine (another checkout's would purge ours): wait for it.
+    with open("/run/lock/kanotify-package-tests.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        before = status()
+        if before and "not-installed" not in before and "config-files" not in before:
+            pytest.fail(f"a kanotify package is already installed here ({before}): the package tests install, "
+                        "upgrade and purge it; purge it first (apt-get purge kanotify) if it is yours to remove")
+        apt("install", str(debs["base"]))
+        try:
+            yield debs
+        finally:
+            if status():
+                apt("purge", "kanotify")
 
 
 def test_the_package_holds_the_launcher_the_conffile_units_pages_and_examples(installed: dict[str, Path]) -> None:
