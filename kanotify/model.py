@@ -471,6 +471,48 @@ class HealthCheck:
 
 
 @dataclass(frozen=True)
+class Quorum:
+    """A service's quorum (keepalived 2.2.7's ``quorum``, ``hysteresis``, ``sorry_server``; ipwrapper.c).
+
+    The quorum is the sum of the weights of the service's UP real servers (a
+    real server without a check is always UP).  It is lost when that sum is 0
+    or below ``quorum - hysteresis``, gained again at ``quorum + hysteresis``
+    or more (and, in kanotify, once every checked real server of the service
+    has been checked since it was lost: a full round).  While it is lost, a
+    ``sorry`` server is put in the service and the real servers still UP are
+    drained or removed (their check's ``on_failure``); ``sorry_inhibit`` keeps
+    the sorry server in the service at weight 0 while the quorum holds.
+    ``withdraw`` (the config gave ``quorum``): while it is lost, the VIPs of
+    the instance whose address is the service's address are unbound.
+
+    >>> str(Quorum(2, 1))
+    'quorum 2, hysteresis 1'
+    """
+
+    quorum: int = 1
+    hysteresis: int = 0
+    withdraw: bool = False
+    sorry: RealServer | None = None
+    sorry_inhibit: bool = False
+
+    def lost(self, up_weight: int, was_up: bool) -> bool:
+        """Is the quorum down with ``up_weight``, when it was ``was_up`` before? (keepalived's thresholds)"""
+        if was_up:
+            return up_weight == 0 or up_weight < self.quorum - self.hysteresis
+        return up_weight == 0 or up_weight < self.quorum + self.hysteresis
+
+    def __str__(self) -> str:
+        text = f"quorum {self.quorum}, hysteresis {self.hysteresis}"
+        if self.sorry is not None:
+            text += f", sorry server {format_hostport(self.sorry.address, self.sorry.port)}"
+        return text
+
+
+#: keepalived's default quorum: 1, no hysteresis, no sorry server (and no VIP withdrawal)
+DEFAULT_QUORUM = Quorum()
+
+
+@dataclass(frozen=True)
 class ServiceSpec:
     """An ``[[instance.service]]`` entry with its real servers (and how each is health-checked)."""
 
@@ -478,9 +520,21 @@ class ServiceSpec:
     reals: tuple[RealServer, ...] = ()
     states: frozenset[State] = frozenset({State.MASTER})
     checks: tuple[tuple[RealKey, HealthCheck], ...] = ()
+    #: keepalived's service quorum (:class:`Quorum`); None: keepalived's default (1, no hysteresis, no VIP withdrawal)
+    quorum: "Quorum | None" = None
 
     def check_for(self, real: RealKey) -> HealthCheck | None:
         return self._checks_by_real.get(real)
+
+    @property
+    def quorum_rule(self) -> "Quorum":
+        """The quorum this service is judged by (keepalived's default 1 when the config gives none)."""
+        return self.quorum if self.quorum is not None else DEFAULT_QUORUM
+
+    @property
+    def quorum_tracked(self) -> bool:
+        """Can its quorum change, or does it act on it? (checked real servers, or a quorum/sorry server set)"""
+        return bool(self.checks) or self.quorum is not None
 
     @functools.cached_property
     def _checks_by_real(self) -> dict[RealKey, HealthCheck]:

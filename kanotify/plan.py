@@ -113,6 +113,12 @@ class HealthView(Protocol):
     def is_down(self, service: ServiceKey, real: RealKey) -> bool: ...
 
 
+class QuorumView(Protocol):
+    """A :class:`HealthView` that also knows the services whose quorum is lost (the listener's, health.json)."""
+
+    def quorum_lost(self, service: ServiceKey) -> bool: ...
+
+
 def desired_for(
     config: Config, states: Mapping[str, State], instances: Iterable[str] | None = None,
     health: HealthView | None = None,
@@ -124,7 +130,10 @@ def desired_for(
     on a guess.  With ``health``, a real server its check found DOWN is desired
     at weight 0 (``on_failure = "drain"``) or not at all (``"remove"``);
     without it (no listener runs the checks), every real server has its
-    configured weight.  The sync daemons follow ``[sync_daemon].instance`` and are
+    configured weight.  A service whose quorum ``health`` says is lost
+    (:class:`QuorumView`; keepalived's ``quorum``) gets its sorry server instead
+    of its real servers, and, when the config gives ``quorum``, the instance's
+    VIPs on the service's address are not desired.  The sync daemons follow ``[sync_daemon].instance`` and are
     managed only when that instance is in the scope: a notification for
     another instance leaves them alone.
     """
@@ -134,12 +143,22 @@ def desired_for(
     vips: list[VipSpec] = []
     services: list[ServiceSpec] = []
     down: dict[tuple[ServiceKey, RealKey], str] = {}
+    lost = getattr(health, "quorum_lost", None)
     for inst in scoped:
         state = states.get(inst.name, State.BACKUP)
-        vips.extend(spec for spec in inst.vips if state in spec.states)
+        withdrawn: set[IPAddress] = set()
         for spec in inst.services:
             if state in spec.states:
-                services.append(_healthy(spec, health, down) if health is not None and spec.checks else spec)
+                quorum_lost = lost is not None and spec.quorum_tracked and bool(lost(spec.service.key))
+                if quorum_lost and spec.quorum is not None and spec.quorum.withdraw and spec.service.key.address:
+                    withdrawn.add(spec.service.key.address)
+                if health is not None and spec.checks:
+                    spec = _healthy(spec, health, down)
+                if spec.quorum is not None and spec.quorum.sorry is not None:
+                    spec = _sorry(spec, quorum_lost, down)
+                services.append(spec)
+        vips.extend(spec for spec in inst.vips if state in spec.states
+                    and (not withdrawn or spec.vip.address.ip not in withdrawn))
     return Desired(
         sysctls=config.sysctls,
         vips=tuple(vips),
@@ -169,6 +188,26 @@ def _healthy(spec: ServiceSpec, health: HealthView, down: dict[tuple[ServiceKey,
         if check.on_failure == "drain":
             reals.append(replace(real, weight=0))
     return replace(spec, reals=tuple(reals))
+
+
+def _sorry(spec: ServiceSpec, quorum_lost: bool, down: dict[tuple[ServiceKey, RealKey], str]) -> ServiceSpec:
+    """keepalived's sorry server: in the service while its quorum is lost, its real servers then drained or
+    removed (as their checks' ``on_failure`` says; drained without a check); at weight 0 while the quorum holds
+    with ``sorry_inhibit``, else not there."""
+    rule = spec.quorum
+    assert rule is not None and rule.sorry is not None
+    if not quorum_lost:
+        return replace(spec, reals=spec.reals + (replace(rule.sorry, weight=0),)) if rule.sorry_inhibit else spec
+    key = spec.service.key
+    reals: list[RealServer] = []
+    for real in spec.reals:
+        check = spec.check_for(real.key)
+        how = down.get((key, real.key)) or (check.on_failure if check is not None else "drain")
+        if (key, real.key) not in down:
+            down[(key, real.key)] = how
+        if how == "drain":
+            reals.append(real if real.weight == 0 else replace(real, weight=0))
+    return replace(spec, reals=tuple(reals) + (rule.sorry,))
 
 
 # --------------------------------------------------------------------------- planner
@@ -384,4 +423,4 @@ def next_draining(
     return result
 
 
-__all__ = ["DrainKey", "HealthView", "Plan", "PlanOptions", "desired_for", "drain_key", "next_draining", "plan"]
+__all__ = ["DrainKey", "HealthView", "Plan", "QuorumView", "PlanOptions", "desired_for", "drain_key", "next_draining", "plan"]

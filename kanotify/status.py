@@ -43,7 +43,8 @@ def collect_status(config: Config, backend_factory: Callable[[], Backend] | None
         health = {"listener": listener, "written": reported.written if reported else None,
                   "reals": [r.to_json() for r in reported.reals] if reported else []}
     # the drift is judged with the listener's health: a drained DOWN real server is not drift
-    desired = desired_for(config, states, health=reported if reported is not None and reported.reals else None)
+    desired = desired_for(config, states,
+                          health=reported if reported is not None and (reported.reals or reported.quorum) else None)
     # Foreign IPVS services and sync daemons are shown too (read, never touched), and the
     # IPVS sysctls whether configured or not.
     scope = replace(desired.scope, ipvs=True, sync_daemons=True,
@@ -69,6 +70,8 @@ def collect_status(config: Config, backend_factory: Callable[[], Backend] | None
                 {"real": str(rs), "active": st.active_conns, "inactive": st.inactive_conns}
                 for rs, st in sorted(svc.reals.values(), key=lambda x: str(x[0]))
             ],
+            # the listener's judgement of its quorum (keepalived's): {"quorum": Q, "up_weight": W, "up": bool, ...}
+            "quorum": reported.quorum_of(str(key)) if reported is not None else None,
         })
     return {
         "version": __version__,  # kanotify's: the same as `kanotify --version` and the metrics' kanotify_build_info
@@ -157,7 +160,10 @@ def format_status(report: dict[str, Any], verbose: int = 0) -> str:
     ipvs = report["ipvs"]
     lines.append("ipvs:" + ("" if ipvs["available"] else f" not available ({ipvs['error']})"))
     for svc in ipvs["services"]:
-        lines.append(f"  {'managed' if svc['managed'] else 'foreign'} {svc['service']}")
+        quorum = svc.get("quorum")
+        held = "" if not quorum else (f"  quorum {'UP' if quorum['up'] else 'LOST'}: up weight {quorum['up_weight']}"
+                                      f" (quorum {quorum['quorum']}, hysteresis {quorum['hysteresis']})")
+        lines.append(f"  {'managed' if svc['managed'] else 'foreign'} {svc['service']}{held}")
         for rs in svc["reals"]:
             lines.append(f"    -> {rs['real']} active {rs['active']} inactive {rs['inactive']}")
     if report["sysctls"]:

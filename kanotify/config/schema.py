@@ -44,6 +44,7 @@ from ..model import (
     Instance,
     IPAddress,
     IPInterface,
+    Quorum,
     RealServer,
     ServiceKey,
     ServiceSpec,
@@ -246,8 +247,10 @@ _INSTANCE_KEYS = ("name", "vip", "service")
 _VIP_KEYS = ("address", "dev", "label", "states", "garp")
 _SERVICE_KEYS = (
     "protocol", "address", "port", "fwmark", "family", "scheduler", "persistence",
-    "persistence_netmask", "flags", "states", "real", "check",
+    "persistence_netmask", "flags", "states", "real", "check", "quorum", "hysteresis", "quorum_withdraw",
+    "sorry_server",
 )
+_SORRY_KEYS = ("address", "port", "forward", "weight", "inhibit")
 _REAL_KEYS = ("address", "port", "forward", "weight", "upper_threshold", "lower_threshold", "check",
               "tun_type", "tun_port", "tun_flags")
 _CHECK_KEYS = ("type", "port", "path", "status", "host", "command", "interval", "timeout", "retry",
@@ -520,6 +523,9 @@ class _ConfigReader:
                                                  "clients of a persistent service")
             if netmask == full:
                 netmask = None  # what the kernel reports back for "per client"
+        if not sid.fwmark and sid.port == 0 and persistence == 0:
+            t.problem("port", "expected a port 1..65535, or persistence > 0: a port-0 service takes every port of "
+                              "its address and must be persistent (as keepalived and ipvsadm -p)")
         flags = t.words("flags", SERVICE_FLAGS, f"an array of flags ({', '.join(SERVICE_FLAGS)})")
         for i, flag in enumerate(flags or ()):
             if flag.startswith("sh-") and scheduler is not None and scheduler not in ("sh", "mh"):
@@ -544,6 +550,7 @@ class _ConfigReader:
             if real is not None and check is not None:
                 checks.append((real.key, check))
             reals.append(real)
+        quorum = self.quorum(t, sid, scheduler, [r for r in reals if r is not None])
         t.done()
 
         if self.problems.since(mark) or key is None or scheduler is None or persistence is None or states is None:
@@ -553,7 +560,39 @@ class _ConfigReader:
             return None
         self.services[key] = path
         service = VirtualService(key, scheduler, persistence, netmask, frozenset(flags or ()))
-        return ServiceSpec(service, tuple(r for r in reals if r is not None), states, tuple(checks))
+        return ServiceSpec(service, tuple(r for r in reals if r is not None), states, tuple(checks), quorum)
+
+    def quorum(self, t: Table, sid: _ServiceId, scheduler: str | None, reals: list[RealServer]) -> Quorum | None:
+        """``quorum``, ``hysteresis`` and ``[instance.service.sorry_server]`` (keepalived's); None: none given."""
+        if not (t.has("quorum") or t.has("hysteresis") or t.has("sorry_server") or t.has("quorum_withdraw")):
+            return None
+        quorum = t.integer("quorum", 1, 2**32 - 1, default=1)
+        hysteresis = t.integer("hysteresis", 0, 2**32 - 1, default=0)
+        if quorum is not None and hysteresis is not None and hysteresis >= quorum:
+            # keepalived (check_data.c) lowers it to quorum - 1 with an error; kanotify's config says so instead
+            t.problem("hysteresis", f"expected hysteresis < quorum ({quorum}), got {hysteresis}")
+            hysteresis = None
+        sorry = None
+        inhibit = False
+        data = t.table("sorry_server", "instance.service.sorry_server")
+        if data is not None:
+            path = t.at("sorry_server")
+            st = Table(self.problems, path, data, _SORRY_KEYS)
+            inhibit = bool(st.boolean("inhibit", False))
+            st.done()
+            plain = {k: v for k, v in data.items() if k in _SORRY_KEYS and k != "inhibit"}
+            sorry = self.real(path, plain, sid)
+            if sorry is not None and any(r.key == sorry.key for r in reals):
+                st.problem("address", f"expected a server that is not one of the service's real servers, got "
+                                      f"{format_hostport(sorry.address, sorry.port)} (a real server of it)")
+            if sorry is not None and sorry.weight == 0:
+                st.problem("weight", "expected a weight 1..65535: the sorry server takes the traffic when the "
+                                     "quorum is lost (sorry_server_inhibit sets 0 while it holds)")
+        # a sorry server answers for the service: its VIPs stay (keepalived's behaviour) unless asked
+        withdraw = t.boolean("quorum_withdraw", t.has("quorum") and data is None)
+        if quorum is None or hysteresis is None or withdraw is None:
+            return None
+        return Quorum(quorum, hysteresis, withdraw, sorry, inhibit)
 
     def service_id(self, t: Table) -> _ServiceId:
         """``fwmark`` (+ ``family``) or ``protocol``/``address``/``port``."""
@@ -578,7 +617,7 @@ class _ConfigReader:
                 t.problem("address", parsed)
             else:
                 address = parsed
-        port = t.integer("port", 1, 65535, required=True)
+        port = t.integer("port", 0, 65535, required=True)  # 0: every port of the address (persistent only)
         key = None
         if protocol is not None and address is not None and port is not None:
             key = ServiceKey.inet(protocol, address, port)
@@ -600,7 +639,7 @@ class _ConfigReader:
                                      f"({service.name}), got IPv{parsed.version} address {parsed}")
             else:
                 address = parsed
-        port = t.integer("port", 0 if service.fwmark else 1, 65535, default=service.port)
+        port = t.integer("port", 0 if service.fwmark or service.port == 0 else 1, 65535, default=service.port)
         forward = t.choice("forward", FORWARDS, default="dr")
         weight = t.integer("weight", 0, 65535, default=1)
         upper = t.integer("upper_threshold", 0, 65535, default=0)
@@ -718,7 +757,7 @@ class _ConfigReader:
                 wrong.append((merged["type"][1], "expected a command key too: a command check runs it"))
             if kind != "command" and "port" not in merged and server.port == 0:
                 wrong.append((f"{table}.port", "missing required key: expected a port 1..65535 to check (the real "
-                                               "server of a fwmark service has none)"))
+                                               "server of a fwmark or port-0 service has none)"))
         for at, message in wrong:
             if (at, message) not in self.problems.items:  # one problem, however many real servers inherit it
                 self.problems.add(at, message)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from ..model import Group, Instance, IPAddress, SyncDaemonSpec, format_hostport
+from ..model import Group, Instance, IPAddress, ServiceKey, ServiceSpec, SyncDaemonSpec, format_hostport
 from .tomlcheck import Boolean, Integer, Number, Rule, Table, Text, literal, setting
 
 def ip_or_none(text: str) -> IPAddress | None:
@@ -151,6 +151,14 @@ class Config:
         for inst in self.instances:
             if inst.name == name:
                 return inst
+        return None
+
+    def service_spec(self, key: ServiceKey) -> ServiceSpec | None:
+        """The first ``[[instance.service]]`` of ``key``."""
+        for inst in self.instances:
+            for spec in inst.services:
+                if spec.service.key == key:
+                    return spec
         return None
 
     def group(self, name: str) -> Group | None:

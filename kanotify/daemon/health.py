@@ -44,6 +44,7 @@ from typing import Callable
 from ..atomic import replace_file
 from ..config.values import Config
 from .healthreport import HEALTH_FILE
+from .quorum import QuorumBook, QuorumChange
 from ..model import HealthCheck, IPAddress, RealKey, ServiceKey, format_hostport
 
 #: how often health.json is rewritten at most while only errors and times change (state changes: at once)
@@ -87,6 +88,7 @@ class Target:
     busy: bool = False
     checked: bool = True  # False once it left the config (or the checks stopped): results are dropped
     sockaddr: tuple[str, int] | None = None  # what connect() takes, made once
+    quorum: bool = False  # its service's quorum is tracked (:class:`~kanotify.daemon.quorum.QuorumBook`)
     static: str = ""  # its health.json entry's fields that change only with the config
     entry: str | None = None  # its whole health.json entry as last encoded (None: changed since)
 
@@ -103,6 +105,10 @@ class Change:
     up: bool
     why: str
 
+    @property
+    def service(self) -> ServiceKey:
+        return self.key[0]
+
     def __str__(self) -> str:
         service, (address, port) = self.key
         return f"{format_hostport(address, port)} of {service} {'UP' if self.up else 'DOWN'} ({self.why})"
@@ -115,9 +121,13 @@ class DownSet:
     carries it to the planner in the engine's thread (:meth:`Health.down_now`)."""
 
     down: frozenset[Key] = frozenset()
+    lost: frozenset[ServiceKey] = frozenset()  # the services whose quorum is lost
 
     def is_down(self, service: ServiceKey, real: RealKey) -> bool:
         return bool(self.down) and (service, real) in self.down
+
+    def quorum_lost(self, service: ServiceKey) -> bool:
+        return bool(self.lost) and service in self.lost
 
 
 #: nothing DOWN: the snapshot of most moments, shared
@@ -132,12 +142,15 @@ class Health:
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, on_change: Callable[[list[Change]], None],
-                 state_dir: str, clock: Callable[[], float] = time.time) -> None:
+                 state_dir: str, clock: Callable[[], float] = time.time,
+                 on_quorum: Callable[[list[QuorumChange]], None] | None = None) -> None:
         self.loop = loop
         self.on_change = on_change
+        self.on_quorum = on_quorum  # a service's quorum was lost or gained (after the real server's change)
         self.state_dir = state_dir
         self.clock = clock
         self.targets: dict[Key, Target] = {}
+        self.quorum = QuorumBook()
         self._down: dict[ServiceKey, set[RealKey]] = {}  # the targets that are DOWN, by service
         self._order: list[Target] | None = None  # health.json's order, None: to sort again
         self._dirty = False
@@ -162,9 +175,13 @@ class Health:
 
     def down_now(self) -> DownSet:
         """The DOWN real servers now, frozen (in the loop's thread: it owns the checks' state)."""
-        if not self._down:
+        lost = self.quorum.lost
+        if not self._down and not lost:
             return NONE_DOWN
-        return DownSet(frozenset((service, real) for service, reals in self._down.items() for real in reals))
+        return DownSet(frozenset((service, real) for service, reals in self._down.items() for real in reals), lost)
+
+    def quorum_lost(self, service: ServiceKey) -> bool:
+        return service in self.quorum.lost
 
     def is_down(self, service: ServiceKey, real: RealKey) -> bool:
         """The live answer (the loop's thread; another thread takes a :meth:`down_now` there and reads it)."""
@@ -222,6 +239,12 @@ class Health:
             spread += 1
             span = min(check.interval, max(5.0, len(wanted) / FIRST_RATE))
             self._schedule(target, (spread * 0.618034 % 1.0) * span)
+        changes = self.quorum.configure(config, self.is_down, now)
+        tracked = self.quorum.services
+        for target in self.targets.values():
+            target.quorum = target.key[0] in tracked
+        if changes and self.on_quorum is not None:  # one that starts without its quorum: journaled, hooks told
+            self.loop.call_soon(self.on_quorum, changes)
         self._order = None
         self._dirty = True
         self._write()
@@ -520,10 +543,15 @@ class Health:
             self._plan(target, max(tick, target.started + max(1, round(check.interval / TICK))))
         else:
             self._schedule(target, delay, at)
-        self._mark_dirty(now=change is not None)
         if change is not None:
             self._note_state(target)
+        lost = self.quorum.checked(target.key[0], target.key[1], change is not None, self.is_down, now) \
+            if target.quorum else None
+        self._mark_dirty(now=change is not None or lost is not None)
+        if change is not None:
             self.on_change([change])
+        if lost is not None and self.on_quorum is not None:
+            self.on_quorum([lost])
 
     # ------------------------------------------------------------------ health.json
 
@@ -576,7 +604,9 @@ class Health:
                 t.entry = _entry(t)
         reals = ",".join([t.entry for t in order])  # type: ignore[misc]  # every entry was just made
         late = ",".join(f'"{label}":{n}' for label, n in zip(_LATE_LABELS, self.late))
-        data = f'{{"pid":{os.getpid()},"written":{self.clock()!r},"late":{{{late}}},"reals":[{reals}]}}\n'.encode()
+        quorum = json.dumps(self.quorum.snapshot())
+        data = (f'{{"pid":{os.getpid()},"written":{self.clock()!r},"late":{{{late}}},"reals":[{reals}],'
+                f'"quorum":{quorum}}}\n').encode()
         try:
             # not durable: rewritten every few seconds, and a crash of the machine loses the checks' state anyway
             replace_file(os.path.join(self.state_dir, HEALTH_FILE), data, durable=False)

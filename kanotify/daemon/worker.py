@@ -108,6 +108,7 @@ class HealthRun:
     changes: list[str]
     services: set[ServiceKey]  # whose real servers changed: the run reads and plans only these
     health: HealthView | None = None
+    quorum: list[tuple[ServiceKey, bool]] = field(default_factory=list)  # quorum changes, in order: (service, up)
 
 
 @dataclass
@@ -140,6 +141,7 @@ def merge(queued: Work, new: Work) -> Work | None:
     elif isinstance(new, HealthRun) and isinstance(queued, HealthRun):
         new.changes = queued.changes + new.changes
         new.services = queued.services | new.services
+        new.quorum = queued.quorum + new.quorum
     elif isinstance(new, (Repair, Reload)):
         return None
     return new
@@ -251,7 +253,8 @@ class Worker:
         elif isinstance(work, HealthRun):
             reason = "health: " + "; ".join(work.changes)
             self._report(engine.reconcile(argv=["kanotify", "listen", reason[:2000]], kind=RunKind.HEALTH,
-                                          quiet=True, services=work.services, health=work.health))
+                                          quiet=not work.quorum, services=work.services, health=work.health,
+                                          quorum=work.quorum))
         elif isinstance(work, KeepalivedGone):
             self._run_keepalived_gone(engine, work)
         elif isinstance(work, Failure):

@@ -56,6 +56,7 @@ class ImportedService:
     notes: tuple[Note, ...] = ()
     comments: tuple[str, ...] = ()  # keepalived defaults applied, and the like
     checkers: tuple[Where, ...] = ()  # every health checker keepalived runs on its real servers
+    quorum: "ImportedQuorum | None" = None  # quorum, hysteresis, sorry_server (:mod:`.quorum_import`)
 
     @property
     def spec(self) -> ServiceSpec:
@@ -144,6 +145,40 @@ class ImportedSyncDaemon:
 
 
 @dataclass
+class QuorumBlock:
+    """What a virtual_server said about its quorum, as read so far."""
+
+    quorum: int | None = None
+    quorum_where: Where | None = None
+    hysteresis: int | None = None
+    hysteresis_where: Where | None = None
+    sorry: tuple[IPAddress, int, str, Where] | None = None  # address, port (0: none), forward, where
+    inhibit: Where | None = None
+    method: Where | None = None  # sorry_server_lvs_method
+    scripts: list[Statement] = field(default_factory=list)
+    omega: Where | None = None
+
+
+@dataclass(frozen=True)
+class ImportedQuorum:
+    """The service keys (and sorry server table) one virtual_server's quorum keywords become."""
+
+    lines: tuple[tuple[str, str, str], ...]  # (key, TOML value, origin)
+    sorry: tuple[tuple[str, str, str], ...] = ()  # the [instance.service.sorry_server] keys
+    comments: tuple[str, ...] = ()
+
+    def toml(self) -> list[str]:
+        out = [f"  # {c}" for c in self.comments]
+        out += [f"  {k} = {v}" + (f"    # {o}" if o else "") for k, v, o in self.lines]
+        if self.sorry:
+            out += ["", "    [instance.service.sorry_server]"]
+            out += [f"    {k} = {v}" + (f"    # {o}" if o else "") for k, v, o in self.sorry]
+        return out
+
+
+
+
+@dataclass
 class CheckerOption:
     value: str
     where: Where
@@ -166,6 +201,7 @@ class VSBlock:
     cascade: dict[str, CheckerOption] = field(default_factory=dict)
     notes: list[Note] = field(default_factory=list)
     reals: list["RSBlock"] = field(default_factory=list)
+    quorum: QuorumBlock = field(default_factory=QuorumBlock)  # quorum, hysteresis, sorry_server (quorum_import)
 
 
 @dataclass

@@ -52,6 +52,7 @@ from .checkers import CASCADE, CHECKERS, canonical, cascade_option, checks_of, t
 from .conf import KeepalivedConf, Statement, Where, read_config
 from .imported import (CheckerOption, ImportedReal, ImportedService, ImportResult, Note, RSBlock, VSBlock, clean,
                        note_at, parse_ip, toml_str, uint_in)
+from .quorum_import import QUORUM_KEYWORDS, service_quorum
 from .sync_import import import_sync_daemon
 
 #: keepalived's lvs_schedulers (check_parser.c)
@@ -218,14 +219,7 @@ VS_KEYWORDS: dict[str, Callable[[VSBlock, Statement], None]] = {
     "flag-3": _vs_flag(None),
     "hashed": _vs_hashed,
     **{name: _vs_cascade for name in CASCADE},
-    "sorry_server": _reason("kanotify has no sorry server (a real server used only when all others are down)"),
-    "sorry_server_inhibit": _reason("kanotify has no sorry server"),
-    "sorry_server_lvs_method": _reason("kanotify has no sorry server"),
-    "quorum": _reason("kanotify has no service quorum"),
-    "quorum_up": _reason("kanotify has no service quorum scripts (a hook plugin can do it)"),
-    "quorum_down": _reason("kanotify has no service quorum scripts (a hook plugin can do it)"),
-    "hysteresis": _reason("kanotify has no service quorum"),
-    "omega": _reason("kanotify has no service quorum scripts"),
+    **QUORUM_KEYWORDS,  # quorum, hysteresis, sorry_server*, quorum_up/down, omega
     "ha_suspend": _reason("kanotify loads a service only in the states it lists (states = [...]) instead"),
     "smtp_alert": _reason("kanotify sends no mail; its journal and syslog record every change"),
     "snmp_name": _reason("kanotify has no SNMP agent"),
@@ -403,9 +397,6 @@ def _expand(vs: VSBlock, groups: dict[str | None, Statement]) -> tuple[list[Impo
         port = uint_in(stmt.arg(1, "0"), 0, 65535)
         if address is None or port is None:
             return [], [Note(stmt.where, title, "keepalived skips a virtual_server with an invalid address or port")]
-        if port == 0:
-            return [], [Note(stmt.where, title, "a port-0 (all ports, persistent) service: kanotify's config needs "
-                                                "a port 1..65535 or a fwmark")]
         protocol = _protocol(vs)
         targets.append(_Target(ServiceKey.inet(protocol, address, port), port, title))
     services = []
@@ -446,8 +437,6 @@ def _group_entry(vs: VSBlock, entry: Statement) -> tuple[list[_Target], str | No
     port = uint_in(entry.arg(0, "0"), 0, 65535)
     if port is None:
         return [], "keepalived skips an entry with an invalid port"
-    if port == 0:
-        return [], "a port-0 (all ports, persistent) entry: kanotify's config needs a port 1..65535"
     addresses = _range(entry.keyword)
     if isinstance(addresses, str):
         return [], addresses
@@ -523,7 +512,12 @@ def _service(vs: VSBlock, target: _Target, first: bool) -> ImportedService | Not
     netmask, bad = _granularity(vs, key.family)
     if bad is not None and first:
         notes.append(bad)
-    service = VirtualService(key, scheduler, vs.persistence or 0, netmask, frozenset(flags))
+    persistence = vs.persistence or 0
+    if not key.is_fwmark and key.port == 0 and not persistence:
+        persistence = DEFAULT_PERSISTENCE
+        comments.append(f"port 0 (every port): keepalived makes it persistent ({DEFAULT_PERSISTENCE} s): "
+                        "\"zero port only valid for persistent services\"")
+    service = VirtualService(key, scheduler, persistence, netmask, frozenset(flags))
     reals: list[ImportedReal] = []
     checkers: list[Where] = []
     used: set[Where] = set()  # the lines the checks took values from
@@ -582,8 +576,10 @@ def _service(vs: VSBlock, target: _Target, first: bool) -> ImportedService | Not
     if not first:
         comments.append(f"one of the services of {' '.join(vs.stmt.words)} ({vs.stmt.where}): its keepalived "
                         "options not imported are listed under the first")
+    quorum, qnotes = service_quorum(vs, key, target.port, {r.real.key for r in reals}, first)
+    notes.extend(qnotes)
     return ImportedService(service, tuple(reals), vs.stmt.where, target.title, tuple(notes), tuple(comments),
-                           tuple(checkers))
+                           tuple(checkers), quorum)
 
 
 def _unused(options: dict[str, CheckerOption], used: set[Where]) -> list[Note]:
@@ -648,6 +644,8 @@ def render(result: ImportResult) -> str:
         out.append('  states = ["master"]')
         for note in svc.notes:
             out.extend(note.lines("  "))
+        if svc.quorum is not None:
+            out.extend(svc.quorum.toml())
         shared = svc.shared_check
         if shared is not None:
             out.append("")

@@ -184,6 +184,13 @@ def _first(text: str) -> Config:
     return parse_config(text)
 
 
+SORRY = SERVICE + '[instance.service.sorry_server]\naddress = "192.0.2.99"\n'
+
+
+def _sorry() -> Any:
+    return _first(SORRY).instances[0].services[0].quorum.sorry
+
+
 def _sync() -> SyncDaemonSpec:
     spec = _first(SYNC).sync_daemon
     assert spec is not None
@@ -202,6 +209,11 @@ OBSERVED: dict[tuple[str, str], Callable[[], Any]] = {
     ("[[instance.service]]", "flags"): lambda: sorted(_first(SERVICE).instances[0].services[0].service.flags),
     ("[[instance.service]]", "states"): lambda: _states(_first(SERVICE).instances[0].services[0].states),
     ("[[instance.service]]", "real"): lambda: list(_first(SERVICE).instances[0].services[0].reals),
+    ("[[instance.service]]", "quorum"): lambda: _first(SERVICE).instances[0].services[0].quorum_rule.quorum,
+    ("[[instance.service]]", "hysteresis"): lambda: _first(SERVICE).instances[0].services[0].quorum_rule.hysteresis,
+    ("[instance.service.sorry_server]", "forward"): lambda: _sorry().forward,
+    ("[instance.service.sorry_server]", "weight"): lambda: _sorry().weight,
+    ("[instance.service.sorry_server]", "inhibit"): lambda: _first(SORRY).instances[0].services[0].quorum.sorry_inhibit,
     ("[[instance.service.real]]", "forward"): lambda: _first(REAL).instances[0].services[0].reals[0].forward,
     ("[[instance.service.real]]", "weight"): lambda: _first(REAL).instances[0].services[0].reals[0].weight,
     ("[[instance.service.real]]", "upper_threshold"):
@@ -279,6 +291,15 @@ PROSE: dict[tuple[str, str], tuple[str, Callable[[], bool]]] = {
     ("[hooks.NAME]", "timeout"): ("`settings.hook_timeout`", lambda: _first(HOOK).hooks["x"].timeout is None),
     ("[[instance.service]]", "check"): ("none", lambda: _first(REAL).instances[0].services[0].checks == ()),
     ("[[instance.service.real]]", "check"): ("the service's `check`", lambda: _check() is not None),
+    ("[instance.service.sorry_server]", "port"): ("the service's port", lambda: _sorry().port == 80),
+    ("[[instance.service]]", "quorum_withdraw"): (
+        "true when `quorum` is given and there is no `sorry_server`",
+        lambda: _first(SERVICE.replace("port = 80\n", "port = 80\nquorum = 2\n")).instances[0].services[0].quorum.withdraw
+        and _first(SORRY.replace("port = 80\n", "port = 80\nquorum = 2\n")).instances[0].services[0].quorum.withdraw
+        is False and _first(SERVICE).instances[0].services[0].quorum_rule.withdraw is False),
+    ("[[instance.service]]", "sorry_server"): ("none", lambda: _first(REAL).instances[0].services[0].quorum is None),
+    ("[instance.service.sorry_server]", "address"): ("—", lambda: _required(
+        SERVICE + "[instance.service.sorry_server]\n", "instance[0].service[0].sorry_server.address")),
     ("[instance.service.check]", "type"): ("—", lambda: _required(
         SERVICE + "[instance.service.check]\ninterval = 2\n[[instance.service.real]]\naddress = \"192.0.2.21\"\n",
         "instance[0].service[0].check.type")),
@@ -303,6 +324,7 @@ CODE_KEYS = {
     "[[instance.service]]": config_module._SERVICE_KEYS,
     "[[instance.service.real]]": config_module._REAL_KEYS,
     "[instance.service.check]": config_module._CHECK_KEYS,
+    "[instance.service.sorry_server]": config_module._SORRY_KEYS,
     "[[group]]": config_module._GROUP_KEYS,
     "[sync_daemon]": config_module._SYNC_DAEMON_KEYS,
     "[hooks.NAME]": config_module._HOOK_RESERVED,
