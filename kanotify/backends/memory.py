@@ -135,7 +135,7 @@ class MemoryBackend(OneAtATime):
 
     def link(self, name: str) -> Link:
         """A device's kind and flags, as the link backend reads them (the device must exist)."""
-        return self.links.get(name) or Link(name, "", up=True, noarp=name == "lo")
+        return self.links.get(name) or Link(name, "", up=True, noarp=False)
 
     def apply(self, action: Action) -> None:
         code = self.fail.get(str(action))
