@@ -513,6 +513,10 @@ name = "ANYCAST"
         for d in self.directors:
             out = nsx(d.ns, str(self.kanotify), "--config", str(d.dir / "kanotify.toml"), "reconcile")
             self.log(f"{d.name}: {out.strip().splitlines()[-1]}")
+            table = nsx(d.ns, "ipvsadm", "-Ln")
+            sloppy_now = nsx(d.ns, "cat", "/proc/sys/net/ipv4/vs/sloppy_tcp").strip()
+            self.check("reconfigure", f"{d.name} runs {scheduler} with sloppy_tcp = {sloppy}",
+                       f" {scheduler}" in table and sloppy_now == str(sloppy), f"sloppy_tcp {sloppy_now}")
 
     def stop_all(self) -> None:
         for proc in reversed(self.procs):
