@@ -60,8 +60,8 @@ CHECK_PORTS = {"d1": 8001, "d2": 8002, "d3": 8003}
 MESSAGE_INTERVAL = 0.2
 #: an exchange that has no echo after this long counts as a broken connection
 EXCHANGE_TIMEOUT = 5.0
-#: BFD on every session: the examples' 100 ms x 3 (``--bfd-interval`` changes the interval on every side)
-BFD_INTERVAL_MS, BFD_MULTIPLIER = 100, 3
+#: BFD on every session: the examples' 300 ms x 3 (``--bfd-interval`` changes the interval on every side)
+BFD_INTERVAL_MS, BFD_MULTIPLIER = 300, 3
 
 
 # --------------------------------------------------------------------------- programs in the namespaces
@@ -203,8 +203,10 @@ class Director:
 
 
 class Cluster:
-    def __init__(self, work: Path, log: Log, connections: int, daemon: str, bfd_ms: int = BFD_INTERVAL_MS) -> None:
+    def __init__(self, work: Path, log: Log, connections: int, daemon: str, bfd_ms: int = BFD_INTERVAL_MS,
+                 quorum: bool = False) -> None:
         self.bfd_ms = bfd_ms
+        self.quorum = quorum
         self.work = work
         self.log = log
         self.connections = connections
@@ -324,6 +326,8 @@ template bgp directors {{
     def configure_director(self, d: Director, *, scheduler: str, sloppy: int) -> Path:
         d.dir.mkdir(parents=True, exist_ok=True)
         flags = '["sh-port"]' if scheduler == "mh" else "[]"  # mh-port: the same kernel bit
+        # issue 21's keys (branch quorum): below 1 UP real server the VIP is unbound, i.e. withdrawn
+        quorum = "  quorum = 1\n  hysteresis = 0\n" if self.quorum else ""
         reals = "".join(f"""
     [[instance.service.real]]
     address = "{addr}"
@@ -359,7 +363,7 @@ name = "ANYCAST"
   port = {PORT}
   scheduler = "{scheduler}"
   flags = {flags}
-{reals}""")
+{quorum}{reals}""")
         sh(str(self.kanotify), "--config", str(conf), "check")
         return conf
 
@@ -373,7 +377,7 @@ name = "ANYCAST"
                 raise RuntimeError(f"examples/bird-director.conf no longer has {old!r}: update bgp_cluster.py")
             text = text.replace(old, new)
         text = text.replace("connect retry time 5;", "connect delay time 1; connect retry time 2; error wait time 1, 2;")
-        text = text.replace("interval 100 ms;", f"interval {self.bfd_ms} ms;")
+        text = text.replace("interval 300 ms;", f"interval {self.bfd_ms} ms;")
         conf = d.dir / "bird.conf"
         conf.write_text(text)
         return conf
@@ -409,8 +413,8 @@ name = "ANYCAST"
         for old, new in (("bgp router-id 192.0.2.21", f"bgp router-id {d.address}"),
                          ("neighbor 192.0.2.1 ", f"neighbor {ROUTER_LAN} "), ("router bgp 64513", f"router bgp {DIRECTOR_AS}"),
                          ("remote-as 64512", f"remote-as {ROUTER_AS}"), ("timers connect 5", "timers connect 2"),
-                         ("receive-interval 100", f"receive-interval {self.bfd_ms}"),
-                         ("transmit-interval 100", f"transmit-interval {self.bfd_ms}")):
+                         ("receive-interval 300", f"receive-interval {self.bfd_ms}"),
+                         ("transmit-interval 300", f"transmit-interval {self.bfd_ms}")):
             if old not in text:
                 raise RuntimeError(f"examples/frr-director.conf no longer has {old!r}: update bgp_cluster.py")
             text = text.replace(old, new)
@@ -621,6 +625,40 @@ name = "ANYCAST"
                        len(moved_from_dead) == len(dead), f"{len(moved_from_dead)} of {len(dead)}")
         self.revive(victim, how)
 
+    def scenario_quorum(self) -> None:
+        """Every real server fails d1's checks (their port for d1 refuses): d1's quorum is lost, kanotify
+        unbinds the VIP and the router drops d1 within interval x (retry + 1) + timeout + 1 s; when the
+        checks pass again (a full round), the VIP is bound and the router has 3 nexthops again.
+        The client's connections must not notice (d1's go on through the survivors: mh + sloppy_tcp)."""
+        tag, victim = "quorum", self.directors[0]
+        interval, retry, timeout = 1, 1, 1  # the checks configure_director writes
+        bound = interval * (retry + 1) + timeout + 1
+        self.log(f"--- {tag}: every real server refuses {victim.name}'s health checks ---")
+        self.check(tag, "router has 3 nexthops before", self.wait_nexthops(3, 30) is not None, self.nexthops())
+        self.scenarios += 1
+        base = 20000 + 1000 * self.scenarios
+        proc, result, stop = self.start_client(tag, base)
+        wait_for(lambda: sum(map(len, self.all_carried(range(base, base + self.connections)).values()))
+                 >= self.connections, 60, interval=0.5)
+        port = CHECK_PORTS[victim.name]
+        refused_at = time.monotonic()
+        (self.flags / f"refuse-{port}").touch()
+        gone = wait_for(lambda: len(self.nexthops()) == 2 and time.monotonic() - refused_at, bound + 5, interval=0.1)
+        self.check(tag, f"{victim.name} withdrawn within interval x (retry + 1) + timeout + 1 = {bound} s",
+                   bool(gone) and gone <= bound, f"{gone:.2f}s" if gone else self.nexthops())
+        (self.flags / f"refuse-{port}").unlink()
+        back_from = time.monotonic()
+        back = wait_for(lambda: len(self.nexthops()) == 3 and time.monotonic() - back_from, 30, interval=0.1)
+        self.check(tag, f"{victim.name} announced again once its checks pass", bool(back),
+                   f"{back:.2f}s" if back else self.nexthops())
+        time.sleep(2)
+        stop.touch()
+        proc.wait(timeout=60)
+        broken = [c for c in json.loads(result.read_text()) if c["broken_at"] is not None]
+        self.numbers[tag] = {"withdrawn_s": round(gone, 2) if gone else None, "bound_s": bound,
+                             "back_s": round(back, 2) if back else None, "broken": len(broken)}
+        self.check(tag, "no connection broke", not broken, [c["error"] for c in broken[:3]])
+
     def revive(self, d: Director, how: str) -> None:
         if how == "kill":
             self.start_director(d, reconcile=False)  # the VIP is still on kav0: BIRD exports it at start
@@ -664,13 +702,15 @@ def main_run(args: argparse.Namespace) -> int:
     work.mkdir(parents=True, exist_ok=True)
     os.chmod(work, 0o755)
     log = Log(args.log)
-    cluster = Cluster(work, log, args.connections, args.director_daemon, args.bfd_interval)
+    cluster = Cluster(work, log, args.connections, args.director_daemon, args.bfd_interval, args.quorum)
     started = time.monotonic()
     error = None
     try:
         cluster.build()
         cluster.scenario("kill", "kill", expect_breakage=False)
         cluster.scenario("cut", "cut", expect_breakage=False)
+        if args.quorum:
+            cluster.scenario_quorum()
         cluster.reconfigure("wlc", 0)
         cluster.scenario("control-kill", "kill", expect_breakage=True)
     except BaseException as exc:  # noqa: BLE001 - reported in the result
@@ -705,6 +745,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--connections", type=int, default=200)
     p.add_argument("--director-daemon", choices=("bird", "frr"), default="bird")
     p.add_argument("--bfd-interval", type=int, default=BFD_INTERVAL_MS, help="BFD tx/rx interval (ms), x3")
+    p.add_argument("--quorum", action="store_true",
+                   help="services with quorum = 1 and the quorum scenario (needs issue 21's quorum keys)")
     p = sub.add_parser("serve")
     p.add_argument("--flags", type=Path, required=True)
     p.add_argument("ports", type=int, nargs="+")

@@ -27,7 +27,7 @@ ROUTER_CONF = f"""
 router id {ROUTER};
 protocol device {{}}
 protocol kernel {{ merge paths on; ipv4 {{ import none; export all; }}; }}
-protocol bfd {{ interface "eth0" {{ min rx interval 100 ms; min tx interval 100 ms; multiplier 3; }}; }}
+protocol bfd {{ interface "eth0" {{ min rx interval 300 ms; min tx interval 300 ms; multiplier 3; }}; }}
 template bgp dirs {{ local {ROUTER} as 65000; bfd on; graceful restart off; connect delay time 1;
   connect retry time 2; error wait time 1, 2; ipv4 {{ import all; export none; }}; }}
 protocol bgp bird_director from dirs {{ neighbor {BIRD_DIR} as 65001; }}
