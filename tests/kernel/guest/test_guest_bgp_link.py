@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Iterator
@@ -105,3 +106,35 @@ def test_link_backend_observes_kind_and_flags_and_add_of_existing_sets_flags(net
         assert backend.writes == writes + 1  # the create attempt only; the flags were right
     finally:
         backend.close()
+
+
+def test_listener_recreates_a_deleted_link_and_binds_the_vip_again(netns: str, tmp_path: Path) -> None:
+    """``ip link del kav0`` behind kanotify's back: the listener's address watch sees the VIP go and
+    its repair creates the link and binds the VIP again (the BGP daemon announces it again)."""
+    conf = tmp_path / "kanotify.toml"
+    conf.write_text(CONFIG.format(tmp=tmp_path).replace("syslog = false", "syslog = false\nreconcile_interval = 0"))
+    code, _ = _kanotify(netns, conf, "reconcile", "--state", "master", "--instance", "ANYCAST")
+    assert code == 0
+    with open(tmp_path / "listen.log", "wb") as log:
+        proc = subprocess.Popen(["ip", "netns", "exec", netns, sys.executable, "-m", "kanotify", "--config", str(conf),
+                                 "listen"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        sock = tmp_path / "state" / "control.sock"
+        deadline = time.monotonic() + 60
+        while not sock.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "listen.log").read_text()
+            time.sleep(0.1)
+        subprocess.run(["ip", "-n", netns, "link", "del", "kav0"], check=True)
+        deleted = time.monotonic()
+        while not [a for a in _link(netns).get("addr_info", []) if a["family"] == "inet"]:  # type: ignore[union-attr]
+            assert time.monotonic() - deleted < 20, (tmp_path / "listen.log").read_text()
+            time.sleep(0.1)
+        link = _link(netns)
+        assert link["linkinfo"]["info_kind"] == "dummy" and {"UP", "NOARP"} <= set(link["flags"])  # type: ignore[index,arg-type]
+        records = [json.loads(line) for line in (tmp_path / "journal.jsonl").read_text().splitlines()]
+        repair = [r for r in records if r.get("record", "final") == "final" and any(
+            a["action"] == "create dummy link kav0 (up, no ARP)" and a["status"] == "applied" for a in r["actions"])]
+        assert repair, records[-2:]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
