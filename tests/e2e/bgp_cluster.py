@@ -204,9 +204,10 @@ class Director:
 
 class Cluster:
     def __init__(self, work: Path, log: Log, connections: int, daemon: str, bfd_ms: int = BFD_INTERVAL_MS,
-                 quorum: bool = False) -> None:
+                 quorum: bool = False, sync_daemon: bool = False) -> None:
         self.bfd_ms = bfd_ms
         self.quorum = quorum
+        self.sync_daemon = sync_daemon
         self.work = work
         self.log = log
         self.connections = connections
@@ -328,6 +329,8 @@ template bgp directors {{
         flags = '["sh-port"]' if scheduler == "mh" else "[]"  # mh-port: the same kernel bit
         # issue 21's keys (branch quorum): below 1 UP real server the VIP is unbound, i.e. withdrawn
         quorum = "  quorum = 1\n  hysteresis = 0\n" if self.quorum else ""
+        # issue 22's mode (branch mh): master and backup daemons on every director, so each hears the others
+        sync = '[sync_daemon]\ninterface = "eth0"\nmode = "both"\n' if self.sync_daemon and sloppy else ""
         reals = "".join(f"""
     [[instance.service.real]]
     address = "{addr}"
@@ -348,7 +351,7 @@ syslog = false
 reconcile_interval = 5
 [sysctl]
 "net.ipv4.vs.sloppy_tcp" = {sloppy}
-[bgp]
+{sync}[bgp]
 interface = "kav0"
 daemon = "{d.daemon}"
 control = "{d.control}"
@@ -669,6 +672,9 @@ name = "ANYCAST"
 
     def reconfigure(self, scheduler: str, sloppy: int) -> None:
         for d in self.directors:
+            if self.sync_daemon and not sloppy:  # the control has no sync daemon: kanotify leaves unmanaged ones
+                for state in ("master", "backup"):
+                    nsx(d.ns, "ipvsadm", "--stop-daemon", state, check=False)
             self.configure_director(d, scheduler=scheduler, sloppy=sloppy)
             assert d.listen is not None
             d.listen.send_signal(signal.SIGHUP)
@@ -702,7 +708,8 @@ def main_run(args: argparse.Namespace) -> int:
     work.mkdir(parents=True, exist_ok=True)
     os.chmod(work, 0o755)
     log = Log(args.log)
-    cluster = Cluster(work, log, args.connections, args.director_daemon, args.bfd_interval, args.quorum)
+    cluster = Cluster(work, log, args.connections, args.director_daemon, args.bfd_interval, args.quorum,
+                      args.sync_daemon)
     started = time.monotonic()
     error = None
     try:
@@ -745,6 +752,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--connections", type=int, default=200)
     p.add_argument("--director-daemon", choices=("bird", "frr"), default="bird")
     p.add_argument("--bfd-interval", type=int, default=BFD_INTERVAL_MS, help="BFD tx/rx interval (ms), x3")
+    p.add_argument("--sync-daemon", action="store_true",
+                   help='[sync_daemon] mode = "both" on the directors (needs issue 22\'s mode key); not in the control run')
     p.add_argument("--quorum", action="store_true",
                    help="services with quorum = 1 and the quorum scenario (needs issue 21's quorum keys)")
     p = sub.add_parser("serve")
