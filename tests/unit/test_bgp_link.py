@@ -126,3 +126,16 @@ def test_rtlink_messages_round_trip() -> None:
     assert found == rtlink.LinkMessage(0, "kav0", rtlink.IFF_UP | rtlink.IFF_NOARP, "dummy")
     assert rtlink.decode(b"\0" * 4) is None
     assert rtlink.decode(rtlink.getlink_request(1, "kav0")[16:]) == rtlink.LinkMessage(0, "kav0", 0, "")
+
+
+def test_keepalived_gone_leaves_the_instances_on_the_bgp_link_alone() -> None:
+    """keepalived dying on a host that also runs an ANYCAST instance: only what keepalived drove goes to STOP."""
+    from kanotify.daemon.worker import driven_by_keepalived
+
+    config = parse_config(ANYCAST + '[[instance]]\nname = "VI_1"\n  [[instance.vip]]\n  address = "192.0.2.100/24"\n'
+                                    '  dev = "eth0"\n')
+    recorded = {"ANYCAST": State.MASTER, "VI_1": State.MASTER}
+    assert driven_by_keepalived(config, recorded) == ("VI_1",)
+    assert driven_by_keepalived(config, {"ANYCAST": State.MASTER, "VI_1": State.STOP}) == ()
+    no_bgp = parse_config(ANYCAST.replace('[bgp]\ninterface = "kav0"\n', ""))
+    assert driven_by_keepalived(no_bgp, {"ANYCAST": State.MASTER}) == ("ANYCAST",)
