@@ -624,6 +624,8 @@ class Desired:
     #: ... when they are managed at all: ``[sync_daemon]`` is configured and its
     #: instance is in this scope.  Otherwise running daemons are not even observed.
     manage_sync_daemons: bool = False
+    #: links that must exist as given (``[bgp] interface``): created or set, never deleted
+    links: tuple[Link, ...] = ()
 
     @property
     def needs_ipvs(self) -> bool:
@@ -649,6 +651,7 @@ class Desired:
             down=self.down,
             sync_daemons=self.sync_daemons if scope.sync_daemons else (),
             manage_sync_daemons=self.manage_sync_daemons and scope.sync_daemons,
+            links=tuple(link for link in self.links if link.name in scope.links),
         )
 
     @property
@@ -660,7 +663,29 @@ class Desired:
             services=self.managed_services,
             ipvs=self.needs_ipvs,
             sync_daemons=self.manage_sync_daemons,
+            links=tuple(link.name for link in self.links),
         )
+
+
+@dataclass(frozen=True)
+class Link:
+    """A network link kanotify makes sure of: the ``[bgp]`` dummy link, up, without ARP.
+
+    Created when missing, never deleted.  ``kind`` is the kernel's
+    ``IFLA_INFO_KIND`` ("dummy"; "" for a link without one, such as ``lo``).
+
+    >>> str(Link("kav0"))
+    'dummy link kav0 (up, no ARP)'
+    """
+
+    name: str
+    kind: str = "dummy"
+    up: bool = True
+    noarp: bool = True
+
+    def __str__(self) -> str:
+        return (f"{self.kind or 'plain'} link {self.name} "
+                f"({'up' if self.up else 'down'}, {'no ARP' if self.noarp else 'ARP on'})")
 
 
 @dataclass(frozen=True)
@@ -681,6 +706,8 @@ class Scope:
     ipvs: bool = False
     sync_daemons: bool = False
     services_only: bool = False
+    #: names of the links to read (``[bgp] interface``)
+    links: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------- observed state
@@ -714,3 +741,5 @@ class Observed:
     services: Mapping[ServiceKey, ObservedService] | None = None
     ipvs_error: str | None = None
     daemons: tuple[SyncDaemon, ...] | None = None
+    #: the links asked for by name that exist (a missing one is absent)
+    links: Mapping[str, Link] = field(default_factory=dict)

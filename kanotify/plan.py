@@ -29,6 +29,7 @@ from typing import Iterable, Iterator, Mapping, Protocol
 
 from .actions import (
     Action,
+    AddLink,
     AddReal,
     AddService,
     BindVip,
@@ -39,6 +40,7 @@ from .actions import (
     RESTART_REASON,
     Noop,
     SendGarp,
+    SetLink,
     SetSysctl,
     StartSyncDaemon,
     StopSyncDaemon,
@@ -49,6 +51,7 @@ from .model import (
     SYNC_STATES,
     Desired,
     IPAddress,
+    Link,
     Observed,
     RealKey,
     RealServer,
@@ -172,6 +175,7 @@ def desired_for(
         down=down,
         sync_daemons=sync.daemons(states.get(sync.instance, State.BACKUP)) if sync is not None else (),
         manage_sync_daemons=sync is not None,
+        links=(Link(config.bgp.interface),) if config.bgp is not None else (),
     )
 
 
@@ -216,10 +220,29 @@ def _sorry(spec: ServiceSpec, quorum_lost: bool, down: dict[tuple[ServiceKey, Re
 def plan(desired: Desired, observed: Observed, options: PlanOptions = PlanOptions()) -> Plan:
     """Compute the ordered actions that take ``observed`` to ``desired``."""
     sysctls = _plan_sysctls(desired, observed)
+    links = _plan_links(desired, observed)
     removals, binds, garps = _plan_vips(desired, observed, options)
     ipvs = _plan_ipvs(desired, observed, options)
     daemons = _plan_sync_daemons(desired, observed)
-    return Plan(tuple(sysctls + removals + ipvs + daemons + binds + garps))
+    return Plan(tuple(sysctls + links + removals + ipvs + daemons + binds + garps))
+
+
+def _plan_links(desired: Desired, observed: Observed) -> list[Action]:
+    """The ``[bgp]`` dummy link: created when missing, set up and ARP off when not; never deleted.
+
+    A link of that name but of another kind is the operator's: only its flags are set
+    (``doctor`` says it is not a dummy).
+    """
+    actions: list[Action] = []
+    for want in desired.links:
+        have = observed.links.get(want.name)
+        if have is None:
+            actions.append(AddLink(want))
+        elif (have.up, have.noarp) == (want.up, want.noarp):
+            actions.append(Noop(f"{have} already there"))
+        else:
+            actions.append(SetLink(have, replace(want, kind=have.kind)))
+    return actions
 
 
 def _plan_sysctls(desired: Desired, observed: Observed) -> list[Action]:
@@ -243,6 +266,8 @@ def _plan_vips(
     binds: list[Action] = []
     noops: list[Action] = []
     garps: list[Action] = []
+    # on a [bgp] dummy link the BGP daemon announces: no neighbours, nothing to send GARP to
+    quiet = {link.name for link in desired.links}
     for vip in sorted(desired.managed_vips, key=lambda v: (v.family, v)):  # IPv4 and IPv6 do not compare
         have = bound.get(vip.key)
         spec = wanted.get(vip.key)
@@ -252,7 +277,7 @@ def _plan_vips(
             else:
                 removals.append(UnbindVip(have))
             continue
-        announce = spec.garp and spec.vip.dev != "lo" and options.garp_count > 0
+        announce = spec.garp and spec.vip.dev != "lo" and spec.vip.dev not in quiet and options.garp_count > 0
         if have == spec.vip:
             noops.append(Noop(f"{vip} already bound"))
             if announce and options.announce:

@@ -56,6 +56,7 @@ from ..model import (
     format_hostport,
     normalize_sysctl,
 )
+from .bgp import read_bgp
 from .tunnel import real_tunnel
 from .values import Config, HookSettings, Settings, ip_or_none
 from .tomlcheck import (
@@ -241,7 +242,7 @@ def _states(t: Table, name: str = "states") -> frozenset[State] | None:
 # --------------------------------------------------------------------------- the file
 
 
-_TOP_KEYS = ("settings", "sysctl", "instance", "group", "hooks", "sync_daemon")
+_TOP_KEYS = ("settings", "sysctl", "instance", "group", "hooks", "sync_daemon", "bgp")
 _SETTINGS_KEYS = field_keys(Settings)
 _INSTANCE_KEYS = ("name", "vip", "service")
 _VIP_KEYS = ("address", "dev", "label", "states", "garp")
@@ -329,6 +330,7 @@ class _ConfigReader:
         groups = self.groups(top)
         hooks = self.hooks(top)
         sync_daemon = self.sync_daemon(top)
+        bgp = read_bgp(self.problems, top, _check_dev)
         top.done()
         if self.problems.items or settings is None:
             return None
@@ -340,6 +342,7 @@ class _ConfigReader:
             groups=groups,
             hooks=MappingProxyType(hooks),
             sync_daemon=sync_daemon,
+            bgp=bgp,
         )
 
     def address(self, text: str) -> IPAddress | str:

@@ -17,6 +17,7 @@ import pytest
 import typer.main
 
 from kanotify.config import schema as config_module
+from kanotify.config import bgp as bgp_module
 from kanotify.cli import app
 from kanotify.options import lookup
 from kanotify.config.schema import parse_config
@@ -174,6 +175,7 @@ def _check(text: str = CHECKED) -> Any:
     spec = _first(text).instances[0].services[0]
     return spec.check_for(spec.reals[0].key)
 SYNC = BASE + '[sync_daemon]\ninterface = "eth0"\n'
+BGP = BASE + '[bgp]\ninterface = "kav0"\n'
 
 
 def _states(states: frozenset[State]) -> list[str]:
@@ -232,6 +234,7 @@ OBSERVED: dict[tuple[str, str], Callable[[], Any]] = {
     ("[instance.service.check]", "on_failure"): lambda: _check().on_failure,
     ("[instance.service.check]", "verify"): lambda: _check().verify,
     ("[instance.service.check]", "initial"): lambda: _check().initial,
+    ("[bgp]", "daemon"): lambda: _first(BGP).bgp.daemon,  # type: ignore[union-attr]
     ("[sync_daemon]", "sync_id"): lambda: _sync().sync_id,
     ("[sync_daemon]", "group"): lambda: str(_sync().group),
     ("[sync_daemon]", "port"): lambda: _sync().port,
@@ -313,6 +316,8 @@ PROSE: dict[tuple[str, str], tuple[str, Callable[[], bool]]] = {
         _sync().instance == "VI_1"
         and _required(SYNC + '[[instance]]\nname = "VI_2"\n', "sync_daemon.instance"))),
     ("[sync_daemon]", "maxlen"): ("the kernel's (from the MTU)", lambda: _sync().maxlen is None),
+    ("[bgp]", "interface"): ("—", lambda: _required(BASE + '[bgp]\ndaemon = "bird"\n', "bgp.interface")),
+    ("[bgp]", "control"): ("the daemon's default", lambda: _first(BGP).bgp.control is None),  # type: ignore[union-attr]
     ("[settings]", "metrics"): ("none (off)", lambda: _first(BASE).settings.metrics is None),
 }
 
@@ -327,6 +332,7 @@ CODE_KEYS = {
     "[instance.service.sorry_server]": config_module._SORRY_KEYS,
     "[[group]]": config_module._GROUP_KEYS,
     "[sync_daemon]": config_module._SYNC_DAEMON_KEYS,
+    "[bgp]": bgp_module._BGP_KEYS,
     "[hooks.NAME]": config_module._HOOK_RESERVED,
 }
 
