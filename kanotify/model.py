@@ -73,8 +73,21 @@ FORWARDS = ("dr", "nat", "tun")
 SCHEDULERS = (
     "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos",
 )
-#: Service flags kanotify manages, by their ipvsadm names.
-SERVICE_FLAGS = ("one-packet", "sh-fallback", "sh-port")
+#: Service flags kanotify manages, by their ipvsadm names.  ``mh-*`` and ``sh-*`` are the same two
+#: kernel bits (IP_VS_SVC_F_SCHED1/2); each scheduler speaks its own names (:func:`scheduler_flags`).
+SERVICE_FLAGS = ("one-packet", "sh-fallback", "sh-port", "mh-fallback", "mh-port")
+#: schedulers whose table is built from the order and weights of the destination list
+HASH_SCHEDULERS = ("mh", "sh")
+
+
+def scheduler_flags(scheduler: str, flags: frozenset[str]) -> frozenset[str]:
+    """``flags`` under ``scheduler``'s own names: ``mh-port`` with mh, ``sh-port`` with every other one.
+
+    >>> sorted(scheduler_flags("mh", frozenset({"sh-port", "one-packet"})))
+    ['mh-port', 'one-packet']
+    """
+    prefix = "mh-" if scheduler == "mh" else "sh-"
+    return frozenset(prefix + f[3:] if f[:3] in ("sh-", "mh-") else f for f in flags)
 
 
 def normalize_sysctl(value: str) -> str:
@@ -454,6 +467,18 @@ class ServiceSpec:
     reals: tuple[RealServer, ...] = ()
     states: frozenset[State] = frozenset({State.MASTER})
     checks: tuple[tuple[RealKey, HealthCheck], ...] = ()
+    #: the weight a real server desired at weight 0 (``drain = true``, a health drain) is added at
+    #: before it is drained: mh and sh give a destination added at weight 0 no slots
+    add_weights: tuple[tuple[RealKey, int], ...] = ()
+
+    def add_weight(self, real: RealServer) -> int:
+        """The weight to add ``real`` at: its own, or for one desired at 0, its configured weight."""
+        if real.weight:
+            return real.weight
+        for key, weight in self.add_weights:
+            if key == real.key:
+                return weight
+        return 0
 
     def check_for(self, real: RealKey) -> HealthCheck | None:
         return self._checks_by_real.get(real)

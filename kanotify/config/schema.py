@@ -24,7 +24,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -32,6 +32,7 @@ from ..errors import ConfigError, Problem
 from ..model import (
     CHECK_TYPES,
     FORWARDS,
+    HASH_SCHEDULERS,
     ON_FAILURE,
     PROTOCOLS,
     SCHEDULERS,
@@ -247,7 +248,7 @@ _SERVICE_KEYS = (
     "protocol", "address", "port", "fwmark", "family", "scheduler", "persistence",
     "persistence_netmask", "flags", "states", "real", "check",
 )
-_REAL_KEYS = ("address", "port", "forward", "weight", "upper_threshold", "lower_threshold", "check")
+_REAL_KEYS = ("address", "port", "forward", "weight", "upper_threshold", "lower_threshold", "check", "drain")
 _CHECK_KEYS = ("type", "port", "path", "status", "host", "command", "interval", "timeout", "retry",
                "retry_delay", "on_failure", "verify", "initial")
 #: keys that mean something for some check types only
@@ -278,6 +279,14 @@ def _check_url_path(value: str) -> str | None:
     if not value.startswith("/") or any(c.isspace() or ord(c) < 32 for c in value):
         return f'expected a URL path starting with "/" without spaces, got {literal(value)}'
     return None
+
+
+def _scheduler_flag_problem(flag: str, scheduler: str) -> str:
+    """Why ``flag`` (sh-* or mh-*) is wrong with ``scheduler``: each scheduler has its own (ipvsadm's) names."""
+    if scheduler in HASH_SCHEDULERS:
+        return (f"expected {literal(scheduler + flag[2:])} with scheduler {scheduler} (ipvsadm's name; the same "
+                f"kernel bit as {literal(flag)}), got {literal(flag)}")
+    return f"expected scheduler {flag[:2]} for flag {literal(flag)}, got scheduler {literal(scheduler)}"
 
 
 def _check_host(value: str) -> str | None:
@@ -520,16 +529,20 @@ class _ConfigReader:
                 netmask = None  # what the kernel reports back for "per client"
         flags = t.words("flags", SERVICE_FLAGS, f"an array of flags ({', '.join(SERVICE_FLAGS)})")
         for i, flag in enumerate(flags or ()):
-            if flag.startswith("sh-") and scheduler is not None and scheduler not in ("sh", "mh"):
-                self.problems.add(f"{t.at('flags')}[{i}]", f"expected scheduler sh or mh for flag {literal(flag)}, "
-                                                            f"got scheduler {literal(scheduler)}")
+            if flag[:3] in ("sh-", "mh-") and scheduler is not None and scheduler != flag[:2]:
+                self.problems.add(f"{t.at('flags')}[{i}]", _scheduler_flag_problem(flag, scheduler))
         states = _states(t)
         service_check = self.check_table(t, "instance.service.check")
         reals: list[RealServer | None] = []
         checks: list[tuple[tuple[IPAddress, int], HealthCheck]] = []
         seen: dict[tuple[IPAddress, int], str] = {}
+        drained: list[tuple[tuple[IPAddress, int], int]] = []
+        self.hash_scheduler_reals(path, data, scheduler)
         for rpath, rdata in t.tables("real", "instance.service.real"):
             real = self.real(rpath, rdata, sid)
+            if real is not None and rdata.get("drain") is True:
+                drained.append((real.key, real.weight))  # added at its weight, then drained (docs/ipvs.md)
+                real = replace(real, weight=0)
             real_check = self.check_table(Table(self.problems, rpath, rdata, _REAL_KEYS),
                                           "instance.service.real.check")
             if real is not None:
@@ -551,7 +564,28 @@ class _ConfigReader:
             return None
         self.services[key] = path
         service = VirtualService(key, scheduler, persistence, netmask, frozenset(flags or ()))
-        return ServiceSpec(service, tuple(r for r in reals if r is not None), states, tuple(checks))
+        return ServiceSpec(service, tuple(r for r in reals if r is not None), states, tuple(checks),
+                           add_weights=tuple(drained))
+
+    def hash_scheduler_reals(self, path: str, data: dict[str, Any], scheduler: str | None) -> None:
+        """mh and sh build their table from each destination's last non-zero weight: no weight 0, no remove."""
+        if scheduler not in HASH_SCHEDULERS:
+            return
+        why = (f"scheduler {scheduler} builds its table from the order and the last non-zero weights of the "
+               "real servers, and every director must build the same one")
+        checks = [(f"{path}.check", data.get("check"))]
+        for i, real in enumerate(data.get("real") or ()):
+            if not isinstance(real, dict):
+                continue
+            rpath = f"{path}.real[{i}]"
+            if real.get("weight") == 0 and not isinstance(real.get("weight"), bool):
+                self.problems.add(f"{rpath}.weight", f"expected a weight 1..65535: {why}; to take this real "
+                                                     "server out of service write drain = true (it keeps its weight)")
+            checks.append((f"{rpath}.check", real.get("check")))
+        for cpath, check in checks:
+            if isinstance(check, dict) and check.get("on_failure") == "remove":
+                self.problems.add(f"{cpath}.on_failure", f'expected "drain": {why}; a removed real server '
+                                                         "would reshuffle the flows of the others")
 
     def service_id(self, t: Table) -> _ServiceId:
         """``fwmark`` (+ ``family``) or ``protocol``/``address``/``port``."""
@@ -603,6 +637,7 @@ class _ConfigReader:
         weight = t.integer("weight", 0, 65535, default=1)
         upper = t.integer("upper_threshold", 0, 65535, default=0)
         lower = t.integer("lower_threshold", 0, 65535, default=0)
+        t.boolean("drain", False)  # read by service(): weight 0 in the kernel, added at ``weight`` first
         t.done()
         if upper is not None and lower is not None and lower > upper:
             # the kernel refuses it (ERANGE) even when upper is 0, "no limit": lower only means something below it
