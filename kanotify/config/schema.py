@@ -248,7 +248,7 @@ _SERVICE_KEYS = (
     "protocol", "address", "port", "fwmark", "family", "scheduler", "persistence",
     "persistence_netmask", "flags", "states", "real", "check",
 )
-_REAL_KEYS = ("address", "port", "forward", "weight", "upper_threshold", "lower_threshold", "check", "drain")
+_REAL_KEYS = ("address", "port", "forward", "weight", "drain", "upper_threshold", "lower_threshold", "check")
 _CHECK_KEYS = ("type", "port", "path", "status", "host", "command", "interval", "timeout", "retry",
                "retry_delay", "on_failure", "verify", "initial")
 #: keys that mean something for some check types only

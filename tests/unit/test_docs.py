@@ -204,6 +204,7 @@ OBSERVED: dict[tuple[str, str], Callable[[], Any]] = {
     ("[[instance.service]]", "real"): lambda: list(_first(SERVICE).instances[0].services[0].reals),
     ("[[instance.service.real]]", "forward"): lambda: _first(REAL).instances[0].services[0].reals[0].forward,
     ("[[instance.service.real]]", "weight"): lambda: _first(REAL).instances[0].services[0].reals[0].weight,
+    ("[[instance.service.real]]", "drain"): lambda: _first(REAL).instances[0].services[0].add_weights != (),
     ("[[instance.service.real]]", "upper_threshold"):
         lambda: _first(REAL).instances[0].services[0].reals[0].u_threshold,
     ("[[instance.service.real]]", "lower_threshold"):
