@@ -13,7 +13,8 @@ from .backends import system
 from .backends.base import ArpPolicy, Backend
 from .config.values import Config
 from .daemon.healthreport import read_report
-from .model import SYNC_STATES, State, SyncDaemon
+from .fingerprint import added_weights, fingerprint
+from .model import HASH_SCHEDULERS, SYNC_STATES, State, SyncDaemon
 from .plan import PlanOptions, desired_for, plan
 from .store import StateStore, listener_pid
 
@@ -60,13 +61,18 @@ def collect_status(config: Config, backend_factory: Callable[[], Backend] | None
     bound = {vip.key: vip for vip in observed.vips}
     owner = {spec.vip.key: inst.name for inst in config.instances for spec in inst.vips}
     services = []
+    added = added_weights(config)
     for key, svc in sorted((observed.services or {}).items(), key=lambda kv: str(kv[0])):
+        # mh/sh: in the kernel's order, which their table is built from (docs/ipvs.md)
+        listed = (svc.reals.values() if svc.service.scheduler in HASH_SCHEDULERS
+                  else sorted(svc.reals.values(), key=lambda x: str(x[0])))
         services.append({
             "service": str(svc.service),
             "managed": key in desired.protected_services,
+            "fingerprint": fingerprint(svc, added.get(key)),
             "reals": [
                 {"real": str(rs), "active": st.active_conns, "inactive": st.inactive_conns}
-                for rs, st in sorted(svc.reals.values(), key=lambda x: str(x[0]))
+                for rs, st in listed
             ],
         })
     return {
@@ -155,7 +161,8 @@ def format_status(report: dict[str, Any], verbose: int = 0) -> str:
     ipvs = report["ipvs"]
     lines.append("ipvs:" + ("" if ipvs["available"] else f" not available ({ipvs['error']})"))
     for svc in ipvs["services"]:
-        lines.append(f"  {'managed' if svc['managed'] else 'foreign'} {svc['service']}")
+        lines.append(f"  {'managed' if svc['managed'] else 'foreign'} {svc['service']} "
+                     f"(fingerprint {svc['fingerprint']})")
         for rs in svc["reals"]:
             lines.append(f"    -> {rs['real']} active {rs['active']} inactive {rs['inactive']}")
     if report["sysctls"]:

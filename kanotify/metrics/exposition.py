@@ -83,7 +83,14 @@ def families(facts: Facts) -> list[Metric]:
     listener = GaugeMetricFamily(
         "kanotify_listener_running", "1 when a kanotify listen serves this state_dir.",
         value=1.0 if facts.listener else 0.0)
-    return [info, state, transitions, duration, repairs, interrupted, up, weight, sync, listener]
+    fingerprint = GaugeMetricFamily(
+        "kanotify_ipvs_fingerprint",
+        "The first 48 bits of the fingerprint of each managed IPVS service (scheduler, flags, destinations in the "
+        "kernel's order with their weights): directors behind ECMP must show the same value.",
+        labels=["service"])
+    for service, bits in facts.fingerprints:
+        fingerprint.add_metric([service], float(bits))
+    return [info, state, transitions, duration, repairs, interrupted, up, weight, sync, listener, fingerprint]
 
 
 class FactsCollector(Collector):

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Callable, Collection, Iterator, Mapping, 
 from .. import __version__
 from ..errors import KanotifyError
 from ..actions import ActionStatus
+from ..fingerprint import fingerprints, metric_value
 from ..journal import Journal, RecordKind, kind_of, pair_runs, process_alive
 from ..model import SYNC_STATES, Observed, Outcome, RealKey, Scope, ServiceKey, State, SyncDaemon, format_hostport
 from ..procinfo import ticket_fields
@@ -304,6 +305,8 @@ class Facts:
     sync_daemons: tuple[tuple[str, bool], ...] = ()
     listener: bool = False
     version: str = __version__
+    #: (service, first 48 bits of its fingerprint) of each managed service observed (kanotify.fingerprint)
+    fingerprints: tuple[tuple[str, int], ...] = ()
 
 
 def instance_states(config: Config, saved: SavedStates) -> tuple[tuple[str, State | None], ...]:
@@ -342,6 +345,19 @@ def weight_rows(config: Config, observed: Mapping[str, Observed]) -> tuple[tuple
     return tuple(rows)
 
 
+def fingerprint_rows(config: Config, observed: Mapping[str, Observed]) -> tuple[tuple[str, int], ...]:
+    """(service, metric value of its fingerprint) of the managed services, as ``observed[instance]`` saw them."""
+    rows: dict[str, int] = {}
+    for inst in config.instances:
+        seen = observed.get(inst.name)
+        if seen is None or seen.services is None:
+            continue
+        keys = [spec.service.key for spec in inst.services]
+        for key, value in fingerprints(config, seen.services, keys).items():
+            rows[str(key)] = metric_value(value)
+    return tuple(sorted(rows.items()))
+
+
 def daemon_rows(config: Config, daemons: Sequence[SyncDaemon] | None) -> tuple[tuple[str, bool], ...]:
     if config.sync_daemon is None or daemons is None:
         return ()
@@ -368,6 +384,7 @@ class ListenerMetrics:
         # which the worker wants too); rebuilt when the config or an observation changes
         self._labels: tuple[Config, tuple[tuple[ServiceKey, RealKey, str, str], ...]] | None = None
         self._weights: tuple[Config, tuple[tuple[str, Observed], ...], tuple[tuple[str, str, int], ...]] | None = None
+        self._fingerprints: tuple[Config, tuple[tuple[str, Observed], ...], tuple[tuple[str, int], ...]] | None = None
 
     def on_result(self, result: RunResult) -> None:
         """``Engine(on_result=...)``: count the run, keep what it observed.  Never raises."""
@@ -417,13 +434,21 @@ class ListenerMetrics:
         if health is not None:
             up = tuple((service, real, not health.is_down(s, r)) for s, r, service, real in self._checked(config))
         return Facts(instance_states(config, saved), self.tally.counts(), up, self._weight_rows(config, observed),
-                     daemon_rows(config, daemons), listener=True)
+                     daemon_rows(config, daemons), listener=True, fingerprints=self._fingerprint_rows(config, observed))
 
     def _checked(self, config: Config) -> tuple[tuple[ServiceKey, RealKey, str, str], ...]:
         memo = self._labels
         if memo is None or memo[0] is not config:
             memo = self._labels = (config, tuple((s, r, str(s), format_hostport(*r)) for s, r in checked_reals(config)))
         return memo[1]
+
+    def _fingerprint_rows(self, config: Config, observed: Mapping[str, Observed]) -> tuple[tuple[str, int], ...]:
+        seen = tuple(observed.items())
+        memo = self._fingerprints
+        if memo is None or memo[0] is not config or len(memo[1]) != len(seen) or any(
+                a[0] != b[0] or a[1] is not b[1] for a, b in zip(memo[1], seen)):
+            memo = self._fingerprints = (config, seen, fingerprint_rows(config, observed))
+        return memo[2]
 
     def _weight_rows(self, config: Config, observed: Mapping[str, Observed]) -> tuple[tuple[str, str, int], ...]:
         seen = tuple(observed.items())
@@ -466,7 +491,8 @@ def collect_facts(config: Config, backend_factory: Callable[[], Backend] | None 
         observed = {name: seen for name in config.instance_names}
         daemons = seen.daemons
     facts = Facts(instance_states(config, saved), counts, up, weight_rows(config, observed),
-                  daemon_rows(config, daemons), listener=listener is not None)
+                  daemon_rows(config, daemons), listener=listener is not None,
+                  fingerprints=fingerprint_rows(config, observed))
     return facts, warnings
 
 
