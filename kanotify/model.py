@@ -76,6 +76,8 @@ SCHEDULERS = (
 #: Service flags kanotify manages, by their ipvsadm names.  ``mh-*`` and ``sh-*`` are the same two
 #: kernel bits (IP_VS_SVC_F_SCHED1/2); each scheduler speaks its own names (:func:`scheduler_flags`).
 SERVICE_FLAGS = ("one-packet", "sh-fallback", "sh-port", "mh-fallback", "mh-port")
+#: ``[sync_daemon] mode``: follow one instance's VRRP state, or run master and backup daemons always
+SYNC_MODES = ("follow", "both")
 #: schedulers whose table is built from the order and weights of the destination list
 HASH_SCHEDULERS = ("mh", "sh")
 
@@ -508,20 +510,34 @@ class SyncDaemonSpec:
     ()
     """
 
-    instance: str
+    instance: str | None  # None with mode "both": no instance drives them
     interface: str
     sync_id: int = 0
     maxlen: int | None = None
     group: IPAddress = SYNC_DEFAULT_GROUP
     port: int = SYNC_DEFAULT_PORT
     ttl: int = SYNC_DEFAULT_TTL
+    #: "follow": the daemons follow ``instance``'s state; "both": master and backup always (active-active)
+    mode: str = "follow"
 
     def daemon(self, state: str) -> SyncDaemon:
-        """The ``"master"`` or ``"backup"`` daemon with these parameters."""
-        return SyncDaemon(state, self.interface, self.sync_id, self.maxlen, self.group, self.port, self.ttl)
+        """The ``"master"`` or ``"backup"`` daemon with these parameters.
+
+        In mode ``both`` the backup daemon listens with sync id 0, which accepts the
+        messages of every master (each director's master sends with ``sync_id``).
+        """
+        sync_id = 0 if self.mode == "both" and state == "backup" else self.sync_id
+        return SyncDaemon(state, self.interface, sync_id, self.maxlen, self.group, self.port, self.ttl)
 
     def daemons(self, state: State) -> tuple[SyncDaemon, ...]:
-        """The daemons that run while the instance is in ``state``."""
+        """The daemons that run while the instance is in ``state`` (in mode ``both``: in every state).
+
+        >>> [str(d) for d in SyncDaemonSpec(None, "eth1", 7, mode="both").daemons(State.BACKUP)]
+        ['master sync daemon (mcast=eth1, syncid=7, group=224.0.0.81, port=8848, ttl=1)', \
+'backup sync daemon (mcast=eth1, syncid=0, group=224.0.0.81, port=8848, ttl=1)']
+        """
+        if self.mode == "both":
+            return (self.daemon("master"), self.daemon("backup"))
         if state is State.MASTER:
             return (self.daemon("master"),)
         if state in (State.BACKUP, State.FAULT):

@@ -131,7 +131,9 @@ def desired_for(
     another instance leaves them alone.
     """
     names = set(config.instance_names if instances is None else instances)
-    sync = config.sync_daemon if config.sync_daemon is not None and config.sync_daemon.instance in names else None
+    sync = config.sync_daemon
+    if sync is not None and sync.mode != "both" and sync.instance not in names:
+        sync = None  # they follow another instance: left alone (in mode both every run keeps them running)
     scoped = [inst for inst in config.instances if inst.name in names]
     vips: list[VipSpec] = []
     services: list[ServiceSpec] = []
@@ -153,7 +155,7 @@ def desired_for(
         ),
         ipvs_exclusive=config.settings.ipvs_exclusive,
         down=down,
-        sync_daemons=sync.daemons(states.get(sync.instance, State.BACKUP)) if sync is not None else (),
+        sync_daemons=sync.daemons(states.get(sync.instance or "", State.BACKUP)) if sync is not None else (),
         manage_sync_daemons=sync is not None,
     )
 

@@ -120,8 +120,9 @@ def _sync_daemons(
     have = {d.state: d for d in running or ()}
     return {
         "managed": spec is not None,
+        "mode": spec.mode if spec else None,
         "instance": spec.instance if spec else None,
-        "state": states[spec.instance].value if spec else None,
+        "state": states[spec.instance].value if spec and spec.instance else None,
         "available": running is not None,
         "daemons": [
             {
@@ -204,7 +205,9 @@ def format_status(report: dict[str, Any], verbose: int = 0) -> str:
 
 
 def _format_sync(sync: dict[str, Any], error: str | None) -> list[str]:
-    if sync["managed"]:
+    if sync["managed"] and sync["mode"] == "both":
+        head = "sync daemons (mode both: master and backup always):"
+    elif sync["managed"]:
         head = f"sync daemons (follow {sync['instance']}, {sync['state']}):"
     else:
         head = "sync daemons (not managed: no [sync_daemon]; never touched):"

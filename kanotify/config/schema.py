@@ -40,6 +40,7 @@ from ..model import (
     SYNC_DEFAULT_GROUP,
     SYNC_DEFAULT_PORT,
     SYNC_DEFAULT_TTL,
+    SYNC_MODES,
     Group,
     HealthCheck,
     Instance,
@@ -257,7 +258,7 @@ _CHECK_KEY_TYPES = {
     "verify": ("https",), "command": ("command",),
 }
 _GROUP_KEYS = ("name", "instances")
-_SYNC_DAEMON_KEYS = ("interface", "instance", "sync_id", "maxlen", "group", "port", "ttl")
+_SYNC_DAEMON_KEYS = ("interface", "instance", "mode", "sync_id", "maxlen", "group", "port", "ttl")
 #: a backup daemon's smallest maxlen: the one [sync_daemon] serves both states
 _SYNC_MAXLEN_MIN = 1024
 _HOOK_RESERVED = field_keys(HookSettings)  # every other key is the plugin's
@@ -813,7 +814,14 @@ class _ConfigReader:
         t = Table(self.problems, "sync_daemon", data, _SYNC_DAEMON_KEYS)
         mark = self.problems.mark()
         interface = t.text("interface", "an interface name", required=True, check=_check_dev)
-        instance = self.sync_instance(t)
+        mode = t.choice("mode", SYNC_MODES, default="follow")
+        instance: str | None = None
+        if mode == "both":
+            if t.has("instance"):
+                t.problem("instance", 'expected no instance with mode = "both": the master and backup daemons run '
+                                      "on every director in every state, no VRRP instance drives them")
+        else:
+            instance = self.sync_instance(t)
         sync_id = t.integer("sync_id", 0, 255, default=0)
         group: IPAddress | None = SYNC_DEFAULT_GROUP
         text = t.text("group", "a multicast address")
@@ -835,10 +843,10 @@ class _ConfigReader:
                 t.problem("maxlen", f"expected an integer {_SYNC_MAXLEN_MIN}..{high} (bytes of a sync message; "
                                     f"a backup daemon takes no less than {_SYNC_MAXLEN_MIN}), got {maxlen}")
         t.done()
-        if (self.problems.since(mark) or interface is None or instance is None or sync_id is None or group is None
-                or port is None or ttl is None):
+        if (self.problems.since(mark) or interface is None or mode is None or (instance is None and mode != "both")
+                or sync_id is None or group is None or port is None or ttl is None):
             return None
-        return SyncDaemonSpec(instance, interface, sync_id, maxlen, group, port, ttl)
+        return SyncDaemonSpec(instance, interface, sync_id, maxlen, group, port, ttl, mode)
 
     def sync_instance(self, t: Table) -> str | None:
         """``sync_daemon.instance``: a declared instance; optional when the file declares one."""

@@ -400,7 +400,7 @@ class ListenerMetrics:
                     self._observed[name] = observed
                 if observed.daemons is not None:
                     self._daemons = observed.daemons
-                elif observed.ipvs_error and sync is not None and sync.instance in ctx.instances:
+                elif observed.ipvs_error and sync is not None and (sync.mode == "both" or sync.instance in ctx.instances):
                     self._daemons = None  # it tried and could not read them: unknown now
         except Exception:  # noqa: BLE001 - metrics must never fail a run
             log.exception("kanotify listen: metrics could not count a run")

@@ -217,6 +217,7 @@ OBSERVED: dict[tuple[str, str], Callable[[], Any]] = {
     ("[instance.service.check]", "on_failure"): lambda: _check().on_failure,
     ("[instance.service.check]", "verify"): lambda: _check().verify,
     ("[instance.service.check]", "initial"): lambda: _check().initial,
+    ("[sync_daemon]", "mode"): lambda: _sync().mode,
     ("[sync_daemon]", "sync_id"): lambda: _sync().sync_id,
     ("[sync_daemon]", "group"): lambda: str(_sync().group),
     ("[sync_daemon]", "port"): lambda: _sync().port,
