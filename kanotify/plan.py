@@ -395,12 +395,13 @@ def _plan_order(
     the real servers kept in place.  Returns (desired real servers there, of them up to date)."""
     key = spec.service.key
     found = same = 0
-    first = next(iter(spec.reals[len(redo):]), None)
-    before = f" before {format_hostport(*first.key)}" if first is not None else ""
-    for rs in reversed(spec.reals[:len(redo)]):
+    for n in range(len(redo) - 1, -1, -1):
+        rs = spec.reals[n]
         current = have.reals.get(rs.key)
         if current is not None:
             found += 1
+            after = spec.reals[n + 1] if n + 1 < len(spec.reals) else None
+            before = f" before {format_hostport(*after.key)}" if after is not None else ""
             out.append(DeleteReal(key, current[0], f"re-added{before}: the kernel lists the config's order "
                                                    f"(scheduler {spec.service.scheduler})"))
         out.extend(_add(spec, rs))

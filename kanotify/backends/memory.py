@@ -217,6 +217,9 @@ class ServiceState:
         self.reals: dict[tuple[IPAddress, int], tuple[RealServer, RealServerStats]] = dict(
             reversed(list((reals or {}).items())))
         self.trash: dict[tuple[IPAddress, int], RealServerStats] = {}
+        #: each destination's last non-zero weight (the kernel's last_weight, which mh builds its table from;
+        #: set by every add, even at 0, and by an edit to a weight above 0)
+        self.last_weights: dict[tuple[IPAddress, int], int] = {key: rs.weight for key, (rs, _) in self.reals.items()}
 
     @classmethod
     def from_observed(cls, observed: ObservedService) -> ServiceState:
@@ -315,6 +318,8 @@ def _add_real(host: MemoryBackend, action: AddReal) -> bool:
     if current is not None and current[0] == action.real:
         return False  # already there
     stats = current[1] if current is not None else state.trash.pop(action.real.key, RealServerStats())
+    if current is None or action.real.weight:
+        state.last_weights[action.real.key] = action.real.weight
     state.reals[action.real.key] = (action.real, stats)  # new (at the head of the kernel's list), or edited in place
     return True
 
@@ -328,6 +333,8 @@ def _edit_real(host: MemoryBackend, action: EditReal) -> bool:
     if current[0] == action.new:
         return False
     state.reals[action.new.key] = (action.new, current[1])
+    if action.new.weight:
+        state.last_weights[action.new.key] = action.new.weight
     return True
 
 
