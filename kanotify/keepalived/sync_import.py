@@ -177,7 +177,8 @@ def import_sync_daemon(conf: KeepalivedConf, instance: str) -> tuple[ImportedSyn
             lines.append(chosen.lines["sync_id"])
         lines += [chosen.lines[key] for key in ("maxlen", "port", "ttl", "group") if key in chosen.lines]
         comments = ["IPVS sync daemons: master and backup on this director at all times, as keepalived's "
-                    f"{s.keyword} without an instance ran them (the backup hears every director's master).",
+                    f"{s.keyword} without an instance ran them; the backup listens with sync id 0 (keepalived's "
+                    "with the master's), which hears every director's master.",
                     f"Delete {s.keyword} from keepalived.conf when kanotify runs them (two drivers restart each "
                     "other's daemons)."]
         return _checked_sync_daemon(ImportedSyncDaemon(s.where, s.keyword, tuple(lines), tuple(comments)), notes)
