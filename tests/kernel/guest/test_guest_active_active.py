@@ -16,6 +16,7 @@ too) are sent through A, then through B, and the two tables are compared flow by
 
 from __future__ import annotations
 
+import json
 import secrets
 import socket
 import struct
@@ -237,6 +238,20 @@ def mapped(fabric: Fabric, first_port: int) -> tuple[dict[int, str], dict[int, s
     return tables[0], tables[1]
 
 
+def doctor(here: Director, peer: Director, config: Config) -> tuple[str, str]:
+    """``kanotify doctor --peer-fingerprints`` on ``here`` with ``peer``'s saved ``status --json``: the row."""
+    saved = here.tmp / f"peer-{peer.name}.json"
+    saved.write_text(json.dumps(collect_status(config, lambda: SystemBackend(netns=peer.ns))))
+    conf = here.tmp / "keepalived.conf"
+    conf.write_text("vrrp_instance ANYCAST {\n  interface eth0\n  virtual_router_id 51\n}\n")
+    done = subprocess.run(["ip", "netns", "exec", here.ns, str(Path(sys.executable).with_name("kanotify")),
+                           "--allow-insecure", "--config", str(here.tmp / "kanotify.toml"), "--json", "doctor",
+                           "--keepalived-conf", str(conf), "--peer-fingerprints", str(saved)],
+                          capture_output=True, text=True, timeout=120)
+    (row,) = [r for r in json.loads(done.stdout)["rows"] if r["check"] == "fingerprint"]
+    return row["status"], row["what"].split(" here")[0]
+
+
 def differ(a: dict[int, str], b: dict[int, str]) -> int:
     return sum(a[port] != b[port] for port in a)
 
@@ -272,6 +287,7 @@ def test_a_long_history_and_a_fresh_director_map_every_flow_alike(fabric: Fabric
     fa, fb = a.fingerprints(final_a), b.fingerprints(final_a)
     print(f"\nfingerprints: A {fa['udp 192.0.2.100:53']}  B {fb['udp 192.0.2.100:53']}")
     assert fa == fb
+    assert doctor(a, b, final_a) == ("pass", "udp 192.0.2.100:53: " + fa["udp 192.0.2.100:53"])
     on_a, on_b = mapped(fabric, 20000)
     print(f"flows: {len(on_a)}, mapped differently: {differ(on_a, on_b)}, "
           f"real servers used: {len(set(on_a.values()))}")
@@ -283,6 +299,7 @@ def test_a_long_history_and_a_fresh_director_map_every_flow_alike(fabric: Fabric
     b.ipvsadm("-a", "-u", f"{VIP}:53", "-r", r[4], "-g", "-w", "1")
     assert b.listed(53)[0] == f"{r[4]} 1"
     assert b.fingerprints(final_a) != fa
+    assert doctor(a, b, final_a)[0] == "fail"
     on_a, on_b = mapped(fabric, 22000)
     print(f"another order on B: mapped differently: {differ(on_a, on_b)} of {len(on_a)}")
     assert differ(on_a, on_b) > 0
