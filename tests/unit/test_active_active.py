@@ -286,3 +286,39 @@ def test_doctor_peer_file_not_a_status(tmp_path: Path) -> None:
     bad.write_text('{"vips": []}')
     with pytest.raises(UsageError, match="status --json"):
         parse_peer_options([], [str(bad)])
+
+
+def test_the_docs_alert_fires_when_directors_disagree_and_only_then(tmp_path: Path) -> None:
+    """docs/metrics.md's IpvsDirectorsDisagree rule, run by promtool on two directors' series."""
+    import shutil
+    import subprocess
+
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: scripts/setup installs Debian's prometheus package"
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
+    block = docs.split("- alert: IpvsDirectorsDisagree", 1)[1].split("- alert:", 1)[0]
+    expr = block.split("expr:", 1)[1].splitlines()[0].strip()
+    (tmp_path / "rules.yml").write_text(
+        "groups:\n  - name: t\n    rules:\n      - alert: IpvsDirectorsDisagree\n"
+        f"        expr: {expr}\n        for: 2m\n")
+    series = 'kanotify_ipvs_fingerprint{{instance="{d}",service="tcp 192.0.2.10:80"}}'
+    (tmp_path / "test.yml").write_text(f"""rule_files: [rules.yml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: '{series.format(d="dir-a")}'
+        values: '5 5 5 5 5 5 5 5'
+      - series: '{series.format(d="dir-b")}'
+        values: '5 5 5 5 7 7 7 7'
+    alert_rule_test:
+      - eval_time: 3m
+        alertname: IpvsDirectorsDisagree
+        exp_alerts: []
+      - eval_time: 7m
+        alertname: IpvsDirectorsDisagree
+        exp_alerts:
+          - exp_labels: {{service: "tcp 192.0.2.10:80"}}
+""")
+    done = subprocess.run([promtool, "test", "rules", "test.yml"], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
