@@ -475,3 +475,33 @@ def test_packets_lost_while_a_real_server_is_deleted_and_re_added(fabric: Fabric
         assert a.conns()[next(iter(a.conns()))] == rs1  # the stream's connection stayed on rs1 all along
     finally:
         receiver.close()
+
+
+# --------------------------------------------------------------------------- the twin lists like the kernel
+
+
+def test_the_memory_twin_lists_destinations_in_the_kernels_order(ipvs: IpvsBackend) -> None:
+    """The same adds, deletes (a re-add comes back at the head) and edits on the kernel and on the twin."""
+    import ipaddress
+
+    from kanotify.actions import AddReal, AddService, DeleteReal, EditReal
+    from kanotify.backends.memory import MemoryBackend
+    from kanotify.model import RealServer, ServiceKey, VirtualService
+
+    key = ServiceKey.inet("tcp", ipaddress.ip_address(VIP), 80)
+    reals = [RealServer(ipaddress.ip_address(f"198.51.100.{n}"), 80) for n in range(1, 6)]
+    drained = RealServer(reals[0].address, 80, weight=0)
+    steps = [AddService(VirtualService(key, "mh")), *(AddReal(key, rs) for rs in reals),
+             DeleteReal(key, reals[2]), AddReal(key, reals[2]), EditReal(key, reals[0], drained),
+             DeleteReal(key, reals[4]), AddReal(key, reals[4])]
+    twin = MemoryBackend()
+    for step in steps:
+        ipvs.apply(step)
+        twin.apply(step)
+    kernel = [(str(rs.address), rs.weight) for rs, _ in ipvs.observe()[key].reals.values()]
+    listed = [(w[1].rsplit(":", 1)[0], int(w[3])) for w in (line.split() for line in run(
+        ["ipvsadm", "-Ln", "--nosort", "-t", f"{VIP}:80"]).splitlines()) if len(w) >= 4 and w[0] == "->"
+        and w[1] != "RemoteAddress:Port"]
+    mine = [(str(rs.address), rs.weight) for rs, _ in twin.services[key].observed().reals.values()]
+    assert kernel == listed == mine
+    assert [a for a, _ in kernel] == ["198.51.100.5", "198.51.100.3", "198.51.100.4", "198.51.100.2", "198.51.100.1"]
