@@ -608,7 +608,7 @@ def cmd_doctor(s: Session, g: Globals, keepalived_conf: str, config_id: str | No
     from .config.prescan import config_path
     from .keepalived.conf import read_config
     from .keepalived.doctor import CHECKS, FAIL, PASS, WARN, Context, Row, format_rows, run_checks
-    from .keepalived.doctor_active import check_peer_fingerprints, check_sloppy_tcp, parse_peer_options
+    from .keepalived.doctor_active import check_peer_fingerprints, check_sloppy_tcp, check_sync_mode, parse_peer_options
     from .keepalived.hostfacts import SystemHost
 
     peers = parse_peer_options(peer_fingerprint, peer_fingerprints)
@@ -646,7 +646,7 @@ def cmd_doctor(s: Session, g: Globals, keepalived_conf: str, config_id: str | No
     def check_fingerprint(c: Context) -> list[Row]:
         return check_peer_fingerprints(c, peers, mine if loaded is not None else None)
 
-    rows = run_checks(ctx, (*CHECKS, check_sloppy_tcp, check_fingerprint))
+    rows = run_checks(ctx, (*CHECKS, check_sloppy_tcp, check_sync_mode, check_fingerprint))
     if g.json:
         s.out(json.dumps({
             "keepalived_conf": keepalived_conf,

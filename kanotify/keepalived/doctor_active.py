@@ -85,6 +85,24 @@ def check_sloppy_tcp(ctx: Context) -> list[Row]:
                 f'add "{key}" = 1 under [sysctl] (docs/ipvs.md, active-active)', ctx.config_path or "")]
 
 
+def check_sync_mode(ctx: Context) -> list[Row]:
+    """What ``[sync_daemon] mode`` does for directors behind ECMP."""
+    config = ctx.config
+    sync = config.sync_daemon if config is not None else None
+    if config is None or sync is None:
+        return []
+    if sync.mode == "both":
+        return [Row(PASS, "sync mode", f"mode both: master (sync id {sync.sync_id}) and backup (sync id 0) daemons "
+                    "always, so a connection ECMP moves here is known here")]
+    hashed = any(spec.service.scheduler in HASH_SCHEDULERS for inst in config.instances for spec in inst.services)
+    if hashed:
+        return [Row(WARN, "sync mode", f"mode follow with mh/sh services: the daemons follow {sync.instance}, so "
+                    "directors active at once behind ECMP do not share connections (fine for an active/passive "
+                    "pair)", 'with several directors active at once: mode = "both" in [sync_daemon]',
+                    ctx.config_path or "")]
+    return [Row(PASS, "sync mode", f"mode follow: the daemons follow {sync.instance}'s VRRP state")]
+
+
 def check_peer_fingerprints(ctx: Context, peers: list[PeerFingerprints],
                             mine: Callable[[], Mapping[str, str]] | None) -> list[Row]:
     """This director's fingerprint of each service equals every peer's."""
@@ -117,4 +135,4 @@ def check_peer_fingerprints(ctx: Context, peers: list[PeerFingerprints],
     return rows
 
 
-__all__ = ["PeerFingerprints", "check_peer_fingerprints", "check_sloppy_tcp", "parse_peer_options"]
+__all__ = ["PeerFingerprints", "check_peer_fingerprints", "check_sloppy_tcp", "check_sync_mode", "parse_peer_options"]
