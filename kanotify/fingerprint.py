@@ -39,14 +39,14 @@ def added_weights(config: Config) -> dict[ServiceKey, dict[RealKey, int]]:
 
 
 def _tunnel(real: RealServer) -> str:
-    """The tunnel fields of a destination, ``""`` without them.
+    """The tunnel fields of a ``tun`` destination (``tun_type``/``tun_port``/``tun_flags``), ``""`` for others.
 
-    TUNNEL FIELDS GO HERE: ``tun_type``, ``tun_port`` and ``tun_flags`` (forward
-    = "tun", kernel 5.2+) change where packets go, so they belong in the hash once
-    :class:`~kanotify.model.RealServer` carries them, e.g.
-    ``f"{real.tun_type}/{real.tun_port}/{real.tun_flags}"``.
+    They decide how packets reach the real server, so two directors that differ
+    there do not serve a flow alike; for dr and nat the kernel ignores them.
     """
-    return ""
+    if real.forward != "tun":
+        return ""
+    return f"{real.tun_type}/{real.tun_port}/{real.tun_flags}"
 
 
 def fingerprint(service: ObservedService, added: Mapping[RealKey, int] | None = None) -> str:

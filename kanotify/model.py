@@ -70,6 +70,10 @@ class Outcome(enum.StrEnum):
 
 PROTOCOLS = ("tcp", "udp", "sctp")
 FORWARDS = ("dr", "nat", "tun")
+#: Tunnel encapsulations of ``forward = "tun"`` (the kernel's IP_VS_CONN_F_TUNNEL_TYPE_*, 5.2+; gre 5.3+).
+TUN_TYPES = ("ipip", "gue", "gre")
+#: Tunnel checksum options, one per real server as ipvsadm sets them (IP_VS_TUNNEL_ENCAP_FLAG_*).
+TUN_FLAGS = ("nocsum", "csum", "remcsum")
 SCHEDULERS = (
     "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos",
 )
@@ -251,13 +255,33 @@ class RealServer:
     weight: int = 1
     u_threshold: int = 0
     l_threshold: int = 0
+    #: the tunnel of ``forward = "tun"`` (the defaults: plain IPIP, what the kernel reports for the others too)
+    tun_type: str = "ipip"  # ipip | gue | gre
+    tun_port: int = 0  # gue's UDP destination port; 0 otherwise
+    tun_flags: str = "nocsum"  # nocsum | csum (gue, gre) | remcsum (gue)
 
     @property
     def key(self) -> tuple[IPAddress, int]:
         return (self.address, self.port)
 
+    @property
+    def tunnel(self) -> str:
+        """``gue port 6080 csum``: the tunnel as keepalived's ``lvs_method TUN`` writes it; "" for plain IPIP.
+
+        >>> RealServer(ipaddress.ip_address("192.0.2.21"), 80, "tun", tun_type="gue", tun_port=6080).tunnel
+        'gue port 6080'
+        """
+        if self.tun_type == "ipip" and not self.tun_port and self.tun_flags == "nocsum":
+            return ""
+        text = self.tun_type + (f" port {self.tun_port}" if self.tun_port else "")
+        return text + (f" {self.tun_flags}" if self.tun_flags != "nocsum" else "")
+
     def __str__(self) -> str:
-        text = f"{format_hostport(self.address, self.port)} {self.forward} weight {self.weight}"
+        text = f"{format_hostport(self.address, self.port)} {self.forward}"
+        tunnel = self.tunnel
+        if tunnel:
+            text += f" {tunnel}"
+        text += f" weight {self.weight}"
         if self.u_threshold or self.l_threshold:
             text += f" thresholds {self.l_threshold}-{self.u_threshold}"
         return text

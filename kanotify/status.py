@@ -9,6 +9,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+from . import __version__
 from .backends import system
 from .backends.base import ArpPolicy, Backend
 from .config.values import Config
@@ -76,6 +77,7 @@ def collect_status(config: Config, backend_factory: Callable[[], Backend] | None
             ],
         })
     return {
+        "version": __version__,  # kanotify's: the same as `kanotify --version` and the metrics' kanotify_build_info
         "config": config.path,
         "instances": [
             {

@@ -189,6 +189,8 @@ class MemoryBackend(OneAtATime):
     def _thresholds(real: RealServer, action: Action) -> None:
         if real.l_threshold > real.u_threshold:
             raise ApplyError(f"{action}: the lower threshold is above the upper threshold", errno.ERANGE)
+        if real.tun_type == "gue" and not real.tun_port:  # ip_vs_add_dest/ip_vs_edit_dest: "tunnel port is zero"
+            raise ApplyError(f"{action}: Invalid argument (a gue tunnel without a port)", errno.EINVAL)
 
     def _mixed_families(self) -> bool:
         """Does a service have a real server of the other address family (which the sync protocol cannot carry)?"""

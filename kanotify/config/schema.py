@@ -57,6 +57,7 @@ from ..model import (
     format_hostport,
     normalize_sysctl,
 )
+from .tunnel import real_tunnel
 from .values import Config, HookSettings, Settings, ip_or_none
 from .tomlcheck import (
     Problems,
@@ -249,7 +250,8 @@ _SERVICE_KEYS = (
     "protocol", "address", "port", "fwmark", "family", "scheduler", "persistence",
     "persistence_netmask", "flags", "states", "real", "check",
 )
-_REAL_KEYS = ("address", "port", "forward", "weight", "drain", "upper_threshold", "lower_threshold", "check")
+_REAL_KEYS = ("address", "port", "forward", "weight", "drain", "upper_threshold", "lower_threshold", "check",
+              "tun_type", "tun_port", "tun_flags")
 _CHECK_KEYS = ("type", "port", "path", "status", "host", "command", "interval", "timeout", "retry",
                "retry_delay", "on_failure", "verify", "initial")
 #: keys that mean something for some check types only
@@ -639,6 +641,7 @@ class _ConfigReader:
         upper = t.integer("upper_threshold", 0, 65535, default=0)
         lower = t.integer("lower_threshold", 0, 65535, default=0)
         t.boolean("drain", False)  # read by service(): weight 0 in the kernel, added at ``weight`` first
+        tunnel = real_tunnel(t, forward)
         t.done()
         if upper is not None and lower is not None and lower > upper:
             # the kernel refuses it (ERANGE) even when upper is 0, "no limit": lower only means something below it
@@ -649,9 +652,9 @@ class _ConfigReader:
             t.problem("port", f"expected {service.port} (the service's port): with forward = {literal(forward)} "
                               f"IPVS cannot rewrite ports; use forward = \"nat\" to map {service.port} to {port}")
         if (self.problems.since(mark) or address is None or port is None or forward is None or weight is None
-                or upper is None or lower is None):
+                or upper is None or lower is None or tunnel is None):
             return None
-        return RealServer(address, port, forward, weight, upper, lower)
+        return RealServer(address, port, forward, weight, upper, lower, *tunnel)
 
     # -- health checks: [instance.service.check] and [instance.service.real.check]
 

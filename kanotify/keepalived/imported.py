@@ -159,6 +159,7 @@ class VSBlock:
     protocol: str | None = None
     scheduler: str | None = None
     forward: str | None = None
+    tunnel: tuple[str, int, str] | None = None  # lvs_method TUN type ... port ... csum
     persistence: int | None = None
     granularity: str | None = None
     granularity_where: Where | None = None
@@ -177,6 +178,7 @@ class RSBlock:
     port: int
     weight: int | None = None
     forward: str | None = None
+    tunnel: tuple[str, int, str] | None = None
     upper: int = 0
     lower: int = 0
     cascade: dict[str, CheckerOption] = field(default_factory=dict)

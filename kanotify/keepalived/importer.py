@@ -61,6 +61,51 @@ DEFAULT_PERSISTENCE = 360  # IPVS_SVC_PERSISTENT_TIMEOUT
 MAX_PERSISTENCE = 86400 * 31
 MAX_GROUP_RANGE = 256  # addresses per virtual_server_group entry that import expands
 FORWARDS = {"DR": "dr", "NAT": "nat", "TUN": "tun"}
+#: keepalived's tunnel when ``lvs_method TUN`` names none: plain IPIP
+IPIP = ("ipip", 0, "nocsum")
+
+
+def _tunnel(s: Statement) -> tuple[tuple[str, int, str] | None, str]:
+    """The options after ``lvs_method TUN`` as keepalived's svr_forwarding_handler reads them
+    (``type ipip|gue|gre``, ``port N``, ``nocsum|csum|remcsum``, in any order, the last one winning):
+    ``((type, port, flags), "")``, or ``(None, why keepalived rejects them)``."""
+    kind, port, csum = IPIP
+    words = s.args[1:]
+    i = 0
+    while i < len(words):
+        word, value = words[i], words[i + 1] if i + 1 < len(words) else None
+        if word == "type":
+            if value not in ("ipip", "gue", "gre"):
+                return None, "missing tunnel type" if value is None else f"unknown tunnel type {value}"
+            kind, i = value, i + 2
+        elif word == "port":
+            number = uint_in(value, 1, 65535)
+            if number is None:
+                return None, "missing port for the gue tunnel" if value is None else f"invalid gue tunnel port {value}"
+            port, i = number, i + 2
+        elif word in ("nocsum", "csum", "remcsum"):
+            csum, i = word, i + 1
+        else:
+            return None, f"invalid tunnel option {word}"
+    if (kind == "gue") != (port != 0):
+        return None, "gue tunnels require port, otherwise cannot have port"
+    if kind == "ipip" and csum != "nocsum":
+        return None, "ipip tunnels do not support checksum option"
+    if kind == "gre" and csum == "remcsum":
+        return None, "gre tunnels do not support remote checksum option"
+    return (kind, port, csum), ""
+
+
+def _method_tunnel(s: Statement, forward: str, notes: list[Note]) -> tuple[str, int, str] | None:
+    """The tunnel an ``lvs_method`` line sets (None: it sets none), with a note where keepalived rejects it."""
+    if forward != "tun":
+        if len(s.args) > 1:
+            notes.append(note_at(s, "tunnel options mean something with TUN only; kanotify ignores them"))
+        return None
+    tunnel, why = _tunnel(s)
+    if tunnel is None:
+        notes.append(note_at(s, f"keepalived rejects the tunnel options ({why}) and keeps the tunnel it had"))
+    return tunnel
 
 
 # -- virtual_server keywords: one function per keyword
@@ -81,8 +126,7 @@ def _vs_method(vs: VSBlock, s: Statement) -> None:
         vs.notes.append(note_at(s, "keepalived knows DR, NAT and TUN only; it ignores this line"))
         return
     vs.forward = forward
-    if len(s.args) > 1:
-        vs.notes.append(note_at(s, "tunnel options (type gue/gre, port, csum): kanotify configures plain IPIP tunnels"))
+    vs.tunnel = _method_tunnel(s, forward, vs.notes) or vs.tunnel
 
 
 def _vs_protocol(vs: VSBlock, s: Statement) -> None:
@@ -206,8 +250,7 @@ def _rs_method(vs: VSBlock, rs: RSBlock, s: Statement) -> None:
         rs.notes.append(note_at(s, "keepalived knows DR, NAT and TUN only; it ignores this line"))
         return
     rs.forward = forward
-    if len(s.args) > 1:
-        rs.notes.append(note_at(s, "tunnel options (type gue/gre, port, csum): kanotify configures plain IPIP tunnels"))
+    rs.tunnel = _method_tunnel(s, forward, rs.notes) or rs.tunnel
 
 
 def _rs_threshold(attr: str) -> Callable[[VSBlock, RSBlock, Statement], None]:
@@ -531,7 +574,8 @@ def _service(vs: VSBlock, target: _Target, first: bool) -> ImportedService | Not
                 rnotes.append(note_at(rs.stmt, f"weight 0 with lvs_sched {scheduler}: kanotify adds it at weight 1 "
                                              "and drains it (drain = true); added at 0 it would get no slots in "
                                              "the table and directors would disagree"))
-        real = RealServer(rs.address, port, forward, weight, rs.upper, lower)
+        tunnel = (rs.tunnel or vs.tunnel or IPIP) if forward == "tun" else IPIP
+        real = RealServer(rs.address, port, forward, weight, rs.upper, lower, *tunnel)
         check, cnotes, runs, sources = checks_of(vs, rs, real)
         checkers.extend(runs)
         if first:
@@ -623,6 +667,12 @@ def render(result: ImportResult) -> str:
             out.append(f"    address = {toml_str(str(real.address))}")
             out.append(f"    port = {real.port}")
             out.append(f"    forward = {toml_str(real.forward)}")
+            if real.tun_type != "ipip":
+                out.append(f"    tun_type = {toml_str(real.tun_type)}")
+            if real.tun_port:
+                out.append(f"    tun_port = {real.tun_port}")
+            if real.tun_flags != "nocsum":
+                out.append(f"    tun_flags = {toml_str(real.tun_flags)}")
             out.append(f"    weight = {real.weight}")
             if imported.drain:
                 out.append("    drain = true")

@@ -322,3 +322,28 @@ tests:
 """)
     done = subprocess.run([promtool, "test", "rules", "test.yml"], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_fingerprint_sees_the_tunnel_and_a_drain_keeps_it() -> None:
+    from dataclasses import replace
+
+    from kanotify.model import ObservedService, RealServerStats, VirtualService
+
+    gue = RealServer(ip(REALS[0]), 80, "tun", 1, tun_type="gue", tun_port=6080)
+    ipip = replace(gue, tun_type="ipip", tun_port=0)
+
+    def one(real: RealServer) -> str:
+        return fingerprint(ObservedService(VirtualService(KEY, "mh"), {real.key: (real, RealServerStats())}))
+
+    assert one(gue) != one(ipip) != one(replace(ipip, forward="dr"))
+    text = ('[[instance]]\nname = "ANYCAST"\n[[instance.service]]\nprotocol = "tcp"\naddress = "192.0.2.10"\n'
+            f'port = 80\nscheduler = "mh"\n[[instance.service.real]]\naddress = "{REALS[0]}"\nforward = "tun"\n'
+            'tun_type = "gue"\ntun_port = 6080\nweight = 3\ndrain = true\n')
+    backend = MemoryBackend()
+    applied = converge(backend, parse_config(text))
+    assert applied[1:] == [
+        f"add real server {REALS[0]}:80 tun gue port 6080 weight 3 to tcp 192.0.2.10:80",
+        f"edit real server {REALS[0]}:80 of tcp 192.0.2.10:80: weight 3 -> 0 (drain: added at weight 3 first)",
+    ]
+    (drained, _), = backend.services[KEY].reals.values()
+    assert (drained.forward, drained.tun_type, drained.tun_port, drained.weight) == ("tun", "gue", 6080, 0)

@@ -209,6 +209,10 @@ OBSERVED: dict[tuple[str, str], Callable[[], Any]] = {
         lambda: _first(REAL).instances[0].services[0].reals[0].u_threshold,
     ("[[instance.service.real]]", "lower_threshold"):
         lambda: _first(REAL).instances[0].services[0].reals[0].l_threshold,
+    ("[[instance.service.real]]", "tun_type"):
+        lambda: _first(REAL + 'forward = "tun"\n').instances[0].services[0].reals[0].tun_type,
+    ("[[instance.service.real]]", "tun_flags"):
+        lambda: _first(REAL + 'forward = "tun"\ntun_type = "gre"\n').instances[0].services[0].reals[0].tun_flags,
     ("[instance.service.check]", "path"): lambda: _check().path,
     ("[instance.service.check]", "interval"): lambda: _check().interval,
     ("[instance.service.check]", "timeout"): lambda: _check().timeout,
@@ -269,6 +273,9 @@ PROSE: dict[tuple[str, str], tuple[str, Callable[[], bool]]] = {
     ("[[instance.service.real]]", "port"): ("the service's port (0 for fwmark services)", lambda: (
         _first(REAL).instances[0].services[0].reals[0].port == 80
         and _first(FWMARK).instances[0].services[0].reals[0].port == 0)),
+    ("[[instance.service.real]]", "tun_port"): ("none", lambda: (
+        _first(REAL + 'forward = "tun"\n').instances[0].services[0].reals[0].tun_port == 0
+        and _required(REAL + 'forward = "tun"\ntun_type = "gue"\n', "instance[0].service[0].real[0].tun_port"))),
     ("[[group]]", "name"): ("—", lambda: _required(BASE + '[[group]]\ninstances = ["VI_1"]\n', "group[0].name")),
     ("[[group]]", "instances"): ("—", lambda: _required(BASE + '[[group]]\nname = "G"\n', "group[0].instances")),
     ("[hooks.NAME]", "timeout"): ("`settings.hook_timeout`", lambda: _first(HOOK).hooks["x"].timeout is None),

@@ -53,7 +53,7 @@ CONFIGS = Path(__file__).resolve().parents[2] / "unit" / "keepalived_configs"
 ROUND_TRIP = [
     "seed004.conf", "dr_basic.conf", "fwmark.conf", "group.conf", "includes/main.conf", "conditional.conf",
     "definitions.conf", "seq.conf", "comments_quotes.conf", "legacy.conf", "nat_ipv6.conf", "sync_fifo.conf",
-    "sync_defaults.conf",
+    "sync_defaults.conf", "tunnels.conf",
 ]
 #: configs with a sync daemon, and the instance to import them for (None: the file's first)
 SYNC_ROUND_TRIP = [("sync_fifo.conf", None), ("legacy.conf", None), ("sync_defaults.conf", "VI_2")]
