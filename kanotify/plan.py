@@ -345,9 +345,9 @@ def _plan_sync_daemons(desired: Desired, observed: Observed) -> list[Action]:
 def _add(spec: ServiceSpec, real: RealServer) -> list[Action]:
     """Add ``real``; one desired at weight 0 is added at its configured weight and then drained.
 
-    The kernel keeps a destination's last non-zero weight, and mh/sh build their
-    table from it: one added at weight 0 gets no slots, and the table differs from
-    that of a director where it was drained after being added.
+    The kernel keeps a destination's last non-zero weight, and mh builds its table
+    from it: one added at weight 0 gets no slots, and the table differs from that of
+    a director where it was drained after being added.
     """
     weight = spec.add_weight(real)
     if real.weight or not weight:

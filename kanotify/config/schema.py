@@ -571,11 +571,12 @@ class _ConfigReader:
                            add_weights=tuple(drained))
 
     def hash_scheduler_reals(self, path: str, data: dict[str, Any], scheduler: str | None) -> None:
-        """mh and sh build their table from each destination's last non-zero weight: no weight 0, no remove."""
+        """mh and sh build their table from the order and weights of the destinations: no weight 0, no remove."""
         if scheduler not in HASH_SCHEDULERS:
             return
-        why = (f"scheduler {scheduler} builds its table from the order and the last non-zero weights of the "
-               "real servers, and every director must build the same one")
+        weights = "the last non-zero weights" if scheduler == "mh" else "the weights"
+        why = (f"scheduler {scheduler} builds its table from the order and {weights} of the real servers, and every "
+               "director must build the same one")
         checks = [(f"{path}.check", data.get("check"))]
         for i, real in enumerate(data.get("real") or ()):
             if not isinstance(real, dict):
