@@ -194,9 +194,16 @@ def doctor_cmd(
         None, "--config-id", metavar="ID", help="keepalived's -i: which @ID lines apply [default: short host name]."
     ),
     sysctl_root: str = typer.Option("/", "--sysctl-root", hidden=True, help="Root of the sysctl.d search (tests)."),
+    peer_fingerprint: Optional[list[str]] = typer.Option(
+        None, "--peer-fingerprint", metavar="SERVICE=HEX",
+        help="Another director's fingerprint of a service (from its kanotify status); repeatable."),
+    peer_fingerprints: Optional[list[str]] = typer.Option(
+        None, "--peer-fingerprints", metavar="PATH",
+        help="Another director's `kanotify status --json` saved in PATH; repeatable (one file per director)."),
 ) -> None:
     """Check keepalived.conf and this host for LVS pitfalls; exit 1 on any fail."""
-    _call(ctx, commands.cmd_doctor, keepalived_conf, config_id, sysctl_root)
+    _call(ctx, commands.cmd_doctor, keepalived_conf, config_id, sysctl_root, peer_fingerprint or [],
+          peer_fingerprints or [])
 
 
 @app.command("import")

@@ -600,14 +600,18 @@ def cmd_sysctl(s: Session, g: Globals, persist: bool, path: str | None) -> NoRet
     raise Exit(EXIT_OK)
 
 
-def cmd_doctor(s: Session, g: Globals, keepalived_conf: str, config_id: str | None, sysctl_root: str = "/") -> NoReturn:
-    """``kanotify doctor [--keepalived-conf PATH] [--config-id ID]``: the checks' rows, as a table or JSON."""
+def cmd_doctor(s: Session, g: Globals, keepalived_conf: str, config_id: str | None, sysctl_root: str = "/",
+               peer_fingerprint: Sequence[str] = (), peer_fingerprints: Sequence[str] = ()) -> NoReturn:
+    """``kanotify doctor [--keepalived-conf PATH] [--config-id ID] [--peer-fingerprint(s) ...]``: the checks' rows."""
     from dataclasses import asdict
 
     from .config.prescan import config_path
     from .keepalived.conf import read_config
-    from .keepalived.doctor import FAIL, PASS, WARN, Context, format_rows, run_checks
+    from .keepalived.doctor import CHECKS, FAIL, PASS, WARN, Context, Row, format_rows, run_checks
+    from .keepalived.doctor_active import check_peer_fingerprints, check_sloppy_tcp, check_sync_mode, parse_peer_options
     from .keepalived.hostfacts import SystemHost
+
+    peers = parse_peer_options(peer_fingerprint, peer_fingerprints)
 
     path = config_path(g.config)
     given = bool(g.config or os.environ.get("KANOTIFY_CONFIG"))
@@ -621,7 +625,28 @@ def cmd_doctor(s: Session, g: Globals, keepalived_conf: str, config_id: str | No
     kconf = read_config(keepalived_conf, config_id)
     ctx = Context(kconf, config, SystemHost(), path if (given or os.path.exists(path)) else None,
                   problems, sysctl_root, bool(g.config), config_id)
-    rows = run_checks(ctx)
+    loaded = config
+
+    def mine() -> dict[str, str]:
+        from .fingerprint import fingerprints
+        from .backends.system import system_backend
+        from .model import Scope
+
+        assert loaded is not None
+        keys = frozenset(spec.service.key for inst in loaded.instances for spec in inst.services)
+        backend = system_backend()
+        try:
+            observed = backend.observe(Scope(services=keys, ipvs=True))
+        finally:
+            backend.close()
+        if observed.services is None:
+            raise KanotifyError(observed.ipvs_error or "IPVS not available")
+        return {str(key): value for key, value in fingerprints(loaded, observed.services).items()}
+
+    def check_fingerprint(c: Context) -> list[Row]:
+        return check_peer_fingerprints(c, peers, mine if loaded is not None else None)
+
+    rows = run_checks(ctx, (*CHECKS, check_sloppy_tcp, check_sync_mode, check_fingerprint))
     if g.json:
         s.out(json.dumps({
             "keepalived_conf": keepalived_conf,

@@ -77,8 +77,23 @@ TUN_FLAGS = ("nocsum", "csum", "remcsum")
 SCHEDULERS = (
     "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos",
 )
-#: Service flags kanotify manages, by their ipvsadm names.
-SERVICE_FLAGS = ("one-packet", "sh-fallback", "sh-port")
+#: Service flags kanotify manages, by their ipvsadm names.  ``mh-*`` and ``sh-*`` are the same two
+#: kernel bits (IP_VS_SVC_F_SCHED1/2); each scheduler speaks its own names (:func:`scheduler_flags`).
+SERVICE_FLAGS = ("one-packet", "sh-fallback", "sh-port", "mh-fallback", "mh-port")
+#: ``[sync_daemon] mode``: follow one instance's VRRP state, or run master and backup daemons always
+SYNC_MODES = ("follow", "both")
+#: schedulers whose table is built from the order and weights of the destination list
+HASH_SCHEDULERS = ("mh", "sh")
+
+
+def scheduler_flags(scheduler: str, flags: frozenset[str]) -> frozenset[str]:
+    """``flags`` under ``scheduler``'s own names: ``mh-port`` with mh, ``sh-port`` with every other one.
+
+    >>> sorted(scheduler_flags("mh", frozenset({"sh-port", "one-packet"})))
+    ['mh-port', 'one-packet']
+    """
+    prefix = "mh-" if scheduler == "mh" else "sh-"
+    return frozenset(prefix + f[3:] if f[:3] in ("sh-", "mh-") else f for f in flags)
 
 
 def normalize_sysctl(value: str) -> str:
@@ -522,6 +537,18 @@ class ServiceSpec:
     checks: tuple[tuple[RealKey, HealthCheck], ...] = ()
     #: keepalived's service quorum (:class:`Quorum`); None: keepalived's default (1, no hysteresis, no VIP withdrawal)
     quorum: "Quorum | None" = None
+    #: the weight a real server desired at weight 0 (``drain = true``, a health drain) is added at
+    #: before it is drained: mh and sh give a destination added at weight 0 no slots
+    add_weights: tuple[tuple[RealKey, int], ...] = ()
+
+    def add_weight(self, real: RealServer) -> int:
+        """The weight to add ``real`` at: its own, or for one desired at 0, its configured weight."""
+        if real.weight:
+            return real.weight
+        for key, weight in self.add_weights:
+            if key == real.key:
+                return weight
+        return 0
 
     def check_for(self, real: RealKey) -> HealthCheck | None:
         return self._checks_by_real.get(real)
@@ -561,20 +588,34 @@ class SyncDaemonSpec:
     ()
     """
 
-    instance: str
+    instance: str | None  # None with mode "both": no instance drives them
     interface: str
     sync_id: int = 0
     maxlen: int | None = None
     group: IPAddress = SYNC_DEFAULT_GROUP
     port: int = SYNC_DEFAULT_PORT
     ttl: int = SYNC_DEFAULT_TTL
+    #: "follow": the daemons follow ``instance``'s state; "both": master and backup always (active-active)
+    mode: str = "follow"
 
     def daemon(self, state: str) -> SyncDaemon:
-        """The ``"master"`` or ``"backup"`` daemon with these parameters."""
-        return SyncDaemon(state, self.interface, self.sync_id, self.maxlen, self.group, self.port, self.ttl)
+        """The ``"master"`` or ``"backup"`` daemon with these parameters.
+
+        In mode ``both`` the backup daemon listens with sync id 0, which accepts the
+        messages of every master (each director's master sends with ``sync_id``).
+        """
+        sync_id = 0 if self.mode == "both" and state == "backup" else self.sync_id
+        return SyncDaemon(state, self.interface, sync_id, self.maxlen, self.group, self.port, self.ttl)
 
     def daemons(self, state: State) -> tuple[SyncDaemon, ...]:
-        """The daemons that run while the instance is in ``state``."""
+        """The daemons that run while the instance is in ``state`` (in mode ``both``: in every state).
+
+        >>> [str(d) for d in SyncDaemonSpec(None, "eth1", 7, mode="both").daemons(State.BACKUP)]
+        ['master sync daemon (mcast=eth1, syncid=7, group=224.0.0.81, port=8848, ttl=1)', \
+'backup sync daemon (mcast=eth1, syncid=0, group=224.0.0.81, port=8848, ttl=1)']
+        """
+        if self.mode == "both":
+            return (self.daemon("master"), self.daemon("backup"))
         if state is State.MASTER:
             return (self.daemon("master"),)
         if state in (State.BACKUP, State.FAULT):

@@ -48,11 +48,13 @@ from .actions import (
 )
 from .config.values import Config
 from .model import (
+    HASH_SCHEDULERS,
     SYNC_STATES,
     Desired,
     IPAddress,
     Link,
     Observed,
+    ObservedService,
     RealKey,
     RealServer,
     RealServerStats,
@@ -141,7 +143,9 @@ def desired_for(
     another instance leaves them alone.
     """
     names = set(config.instance_names if instances is None else instances)
-    sync = config.sync_daemon if config.sync_daemon is not None and config.sync_daemon.instance in names else None
+    sync = config.sync_daemon
+    if sync is not None and sync.mode != "both" and sync.instance not in names:
+        sync = None  # they follow another instance: left alone (in mode both every run keeps them running)
     scoped = [inst for inst in config.instances if inst.name in names]
     vips: list[VipSpec] = []
     services: list[ServiceSpec] = []
@@ -173,7 +177,7 @@ def desired_for(
         ),
         ipvs_exclusive=config.settings.ipvs_exclusive,
         down=down,
-        sync_daemons=sync.daemons(states.get(sync.instance, State.BACKUP)) if sync is not None else (),
+        sync_daemons=sync.daemons(states.get(sync.instance or "", State.BACKUP)) if sync is not None else (),
         manage_sync_daemons=sync is not None,
         links=(Link(config.bgp.interface),) if config.bgp is not None else (),
     )
@@ -183,6 +187,7 @@ def _healthy(spec: ServiceSpec, health: HealthView, down: dict[tuple[ServiceKey,
     """``spec`` with its DOWN real servers drained (weight 0) or left out, as their checks say."""
     key = spec.service.key
     reals: list[RealServer] = []
+    added: list[tuple[RealKey, int]] = []
     for real in spec.reals:
         check = spec.check_for(real.key)
         if check is None or not health.is_down(key, real.key):
@@ -191,7 +196,9 @@ def _healthy(spec: ServiceSpec, health: HealthView, down: dict[tuple[ServiceKey,
         down[(key, real.key)] = check.on_failure
         if check.on_failure == "drain":
             reals.append(replace(real, weight=0))
-    return replace(spec, reals=tuple(reals))
+            if real.weight:  # added (after a restart, a flush) at its weight, then drained: mh/sh keep its slots
+                added.append((real.key, real.weight))
+    return replace(spec, reals=tuple(reals), add_weights=spec.add_weights + tuple(added))
 
 
 def _sorry(spec: ServiceSpec, quorum_lost: bool, down: dict[tuple[ServiceKey, RealKey], str]) -> ServiceSpec:
@@ -303,7 +310,7 @@ def _plan_ipvs(desired: Desired, observed: Observed, options: PlanOptions) -> li
             actions.append(Noop(f"ipvs service {key} absent (IPVS not available)"))
         for spec in _sorted_specs(wanted.values()):
             actions.append(AddService(spec.service))
-            actions.extend(AddReal(spec.service.key, rs) for rs in spec.reals)
+            actions.extend(_add_all(spec))
         return actions
 
     adds: list[Action] = []
@@ -318,16 +325,17 @@ def _plan_ipvs(desired: Desired, observed: Observed, options: PlanOptions) -> li
         have = observed.services.get(key)
         if have is None:
             adds.append(AddService(spec.service))
-            real_changes.extend(AddReal(key, rs) for rs in spec.reals)
+            real_changes.extend(_add_all(spec))
             continue
         service_same = have.service.same_config(spec.service)
         if not service_same:
             edits.append(EditService(have.service, spec.service))
+        reorder = _reordered(spec, have) if spec.service.scheduler in HASH_SCHEDULERS else {}
         reals_same = found = 0
-        for rs in spec.reals:
+        for rs in spec.reals if not reorder else ():
             current = have.reals.get(rs.key)
             if current is None:
-                real_changes.append(AddReal(key, rs))
+                real_changes.extend(_add(spec, rs))
                 continue
             found += 1
             if current[0] == rs:
@@ -335,6 +343,8 @@ def _plan_ipvs(desired: Desired, observed: Observed, options: PlanOptions) -> li
             else:
                 why = "health check: DOWN" if (key, rs.key) in desired.down else ""
                 real_changes.append(EditReal(key, current[0], rs, why))
+        if reorder:
+            found, reals_same = _plan_order(spec, have, reorder, desired, real_changes)
         # One no-op per service, not per real server: 1000 services x 10 reals must not
         # make an 11,000-entry journal line on every reconcile.
         if service_same or reals_same:
@@ -394,6 +404,80 @@ def _plan_sync_daemons(desired: Desired, observed: Observed) -> list[Action]:
             stops.append(StopSyncDaemon(have, RESTART_REASON))
             starts.append(StartSyncDaemon(want, replaces=have))
     return noops + stops + starts
+
+
+def _add(spec: ServiceSpec, real: RealServer) -> list[Action]:
+    """Add ``real``; one desired at weight 0 is added at its configured weight and then drained.
+
+    The kernel keeps a destination's last non-zero weight, and mh builds its table
+    from it: one added at weight 0 gets no slots, and the table differs from that of
+    a director where it was drained after being added.
+    """
+    weight = spec.add_weight(real)
+    if real.weight or not weight:
+        return [AddReal(spec.service.key, real)]
+    added = replace(real, weight=weight)
+    return [AddReal(spec.service.key, added),
+            EditReal(spec.service.key, added, real, f"drain: added at weight {weight} first")]
+
+
+def _add_all(spec: ServiceSpec) -> list[Action]:
+    """Add the real servers of a new service; for mh/sh from the end of the list (the kernel adds at the head)."""
+    reals = reversed(spec.reals) if spec.service.scheduler in HASH_SCHEDULERS else spec.reals
+    return [action for rs in reals for action in _add(spec, rs)]
+
+
+def _reordered(spec: ServiceSpec, have: ObservedService) -> dict[RealKey, int]:
+    """The real servers of an mh/sh service to (re-)add, by config position: empty when none is missing
+    and the kernel lists them in the config's order.
+
+    The kernel inserts a new destination at the head of the list, and mh/sh build
+    their table from that order: a real server that must go before others already
+    there is added by deleting and re-adding those others.  What is kept is the
+    longest tail of the config's list that the kernel already lists in that order
+    (other destinations in between, being drained, do not matter); everything
+    before it is (re-)added from its end.
+    """
+    wanted = [rs.key for rs in spec.reals]
+    position = {rkey: n for n, rkey in enumerate(have.reals)}
+    last = len(position)
+    keep = len(wanted)
+    while keep > 0:
+        n = position.get(wanted[keep - 1])
+        if n is None or n >= last:
+            break
+        last = n
+        keep -= 1
+    return {wanted[i]: i for i in range(keep)}
+
+
+def _plan_order(
+    spec: ServiceSpec, have: ObservedService, redo: Mapping[RealKey, int], desired: Desired, out: list[Action],
+) -> tuple[int, int]:
+    """Plan an mh/sh service whose kernel list must change: (re-)adds from the end of ``redo`` (each
+    delete right before its re-add: the gap of a connection is one netlink message), then the edits of
+    the real servers kept in place.  Returns (desired real servers there, of them up to date)."""
+    key = spec.service.key
+    found = same = 0
+    for n in range(len(redo) - 1, -1, -1):
+        rs = spec.reals[n]
+        current = have.reals.get(rs.key)
+        if current is not None:
+            found += 1
+            after = spec.reals[n + 1] if n + 1 < len(spec.reals) else None
+            before = f" before {format_hostport(*after.key)}" if after is not None else ""
+            out.append(DeleteReal(key, current[0], f"re-added{before}: the kernel lists the config's order "
+                                                   f"(scheduler {spec.service.scheduler})"))
+        out.extend(_add(spec, rs))
+    for rs in spec.reals[len(redo):]:
+        current = have.reals[rs.key]
+        found += 1
+        if current[0] == rs:
+            same += 1
+        else:
+            why = "health check: DOWN" if (key, rs.key) in desired.down else ""
+            out.append(EditReal(key, current[0], rs, why))
+    return found, same
 
 
 def _drain(service: ServiceKey, real: RealServer, stats: RealServerStats, options: PlanOptions) -> Action:

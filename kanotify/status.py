@@ -14,7 +14,8 @@ from .backends import system
 from .backends.base import ArpPolicy, Backend
 from .config.values import Config
 from .daemon.healthreport import read_report
-from .model import SYNC_STATES, Link, State, SyncDaemon
+from .fingerprint import added_weights, fingerprint
+from .model import HASH_SCHEDULERS, SYNC_STATES, Link, State, SyncDaemon
 from .plan import PlanOptions, desired_for, plan
 from .store import StateStore, listener_pid
 
@@ -64,13 +65,18 @@ def collect_status(config: Config, backend_factory: Callable[[], Backend] | None
     bound = {vip.key: vip for vip in observed.vips}
     owner = {spec.vip.key: inst.name for inst in config.instances for spec in inst.vips}
     services = []
+    added = added_weights(config)
     for key, svc in sorted((observed.services or {}).items(), key=lambda kv: str(kv[0])):
+        # mh/sh: in the kernel's order, which their table is built from (docs/ipvs.md)
+        listed = (svc.reals.values() if svc.service.scheduler in HASH_SCHEDULERS
+                  else sorted(svc.reals.values(), key=lambda x: str(x[0])))
         services.append({
             "service": str(svc.service),
             "managed": key in desired.protected_services,
+            "fingerprint": fingerprint(svc, added.get(key)),
             "reals": [
                 {"real": str(rs), "active": st.active_conns, "inactive": st.inactive_conns}
-                for rs, st in sorted(svc.reals.values(), key=lambda x: str(x[0]))
+                for rs, st in listed
             ],
             # the listener's judgement of its quorum (keepalived's): {"quorum": Q, "up_weight": W, "up": bool, ...}
             "quorum": reported.quorum_of(str(key)) if reported is not None else None,
@@ -147,8 +153,9 @@ def _sync_daemons(
     have = {d.state: d for d in running or ()}
     return {
         "managed": spec is not None,
+        "mode": spec.mode if spec else None,
         "instance": spec.instance if spec else None,
-        "state": states[spec.instance].value if spec else None,
+        "state": states[spec.instance].value if spec and spec.instance else None,
         "available": running is not None,
         "daemons": [
             {
@@ -191,7 +198,8 @@ def format_status(report: dict[str, Any], verbose: int = 0) -> str:
         quorum = svc.get("quorum")
         held = "" if not quorum else (f"  quorum {'UP' if quorum['up'] else 'LOST'}: up weight {quorum['up_weight']}"
                                       f" (quorum {quorum['quorum']}, hysteresis {quorum['hysteresis']})")
-        lines.append(f"  {'managed' if svc['managed'] else 'foreign'} {svc['service']}{held}")
+        lines.append(f"  {'managed' if svc['managed'] else 'foreign'} {svc['service']} "
+                     f"(fingerprint {svc['fingerprint']}){held}")
         for rs in svc["reals"]:
             lines.append(f"    -> {rs['real']} active {rs['active']} inactive {rs['inactive']}")
     if report["sysctls"]:
@@ -235,7 +243,9 @@ def format_status(report: dict[str, Any], verbose: int = 0) -> str:
 
 
 def _format_sync(sync: dict[str, Any], error: str | None) -> list[str]:
-    if sync["managed"]:
+    if sync["managed"] and sync["mode"] == "both":
+        head = "sync daemons (mode both: master and backup always):"
+    elif sync["managed"]:
         head = f"sync daemons (follow {sync['instance']}, {sync['state']}):"
     else:
         head = "sync daemons (not managed: no [sync_daemon]; never touched):"

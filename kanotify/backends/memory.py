@@ -213,21 +213,34 @@ class MemoryBackend(OneAtATime):
 
 
 class ServiceState:
-    """Mutable IPVS service record inside :class:`MemoryBackend`."""
+    """Mutable IPVS service record inside :class:`MemoryBackend`.
+
+    Like the kernel, a new destination goes to the head of the list (mh and sh
+    build their table from that order): ``reals`` holds them in the order they
+    were added, and :meth:`observed` lists them as the kernel does, newest first.
+    ``trash`` is the kernel's dest trash: the counters of a deleted destination
+    come back when it is added again.
+    """
 
     def __init__(
         self, service: VirtualService,
         reals: Mapping[tuple[IPAddress, int], tuple[RealServer, RealServerStats]] | None = None,
     ) -> None:
         self.service = service
-        self.reals: dict[tuple[IPAddress, int], tuple[RealServer, RealServerStats]] = dict(reals or {})
+        #: in the order added (the kernel's list reversed); ``reals`` given are in the kernel's order
+        self.reals: dict[tuple[IPAddress, int], tuple[RealServer, RealServerStats]] = dict(
+            reversed(list((reals or {}).items())))
+        self.trash: dict[tuple[IPAddress, int], RealServerStats] = {}
+        #: each destination's last non-zero weight (the kernel's last_weight, which mh builds its table from;
+        #: set by every add, even at 0, and by an edit to a weight above 0)
+        self.last_weights: dict[tuple[IPAddress, int], int] = {key: rs.weight for key, (rs, _) in self.reals.items()}
 
     @classmethod
     def from_observed(cls, observed: ObservedService) -> ServiceState:
         return cls(observed.service, observed.reals)
 
     def observed(self) -> ObservedService:
-        return ObservedService(self.service, dict(self.reals))
+        return ObservedService(self.service, dict(reversed(self.reals.items())))
 
 
 # --------------------------------------------------------------------------- the handlers
@@ -342,8 +355,10 @@ def _add_real(host: MemoryBackend, action: AddReal) -> bool:
     current = state.reals.get(action.real.key)
     if current is not None and current[0] == action.real:
         return False  # already there
-    stats = current[1] if current is not None else RealServerStats()
-    state.reals[action.real.key] = (action.real, stats)  # new, or edited in place
+    stats = current[1] if current is not None else state.trash.pop(action.real.key, RealServerStats())
+    if current is None or action.real.weight:
+        state.last_weights[action.real.key] = action.real.weight
+    state.reals[action.real.key] = (action.real, stats)  # new (at the head of the kernel's list), or edited in place
     return True
 
 
@@ -356,6 +371,8 @@ def _edit_real(host: MemoryBackend, action: EditReal) -> bool:
     if current[0] == action.new:
         return False
     state.reals[action.new.key] = (action.new, current[1])
+    if action.new.weight:
+        state.last_weights[action.new.key] = action.new.weight
     return True
 
 
@@ -364,7 +381,10 @@ def _delete_real(host: MemoryBackend, action: DeleteReal) -> bool:
     state = host.services.get(action.service)
     if state is None:
         return False  # the service is gone, and its real servers with it
-    return state.reals.pop(action.real.key, None) is not None
+    gone = state.reals.pop(action.real.key, None)
+    if gone is not None and gone[1].connections:
+        state.trash[action.real.key] = gone[1]  # its connections go on when it is added back
+    return gone is not None
 
 
 def _as_reported(daemon: SyncDaemon) -> SyncDaemon:

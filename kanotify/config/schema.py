@@ -24,7 +24,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -32,6 +32,7 @@ from ..errors import ConfigError, Problem
 from ..model import (
     CHECK_TYPES,
     FORWARDS,
+    HASH_SCHEDULERS,
     ON_FAILURE,
     PROTOCOLS,
     SCHEDULERS,
@@ -39,12 +40,12 @@ from ..model import (
     SYNC_DEFAULT_GROUP,
     SYNC_DEFAULT_PORT,
     SYNC_DEFAULT_TTL,
+    SYNC_MODES,
     Group,
     HealthCheck,
     Instance,
     IPAddress,
     IPInterface,
-    Quorum,
     RealServer,
     ServiceKey,
     ServiceSpec,
@@ -57,6 +58,8 @@ from ..model import (
     normalize_sysctl,
 )
 from .bgp import read_bgp
+from .quorum import read_quorum
+from .hashsched import hash_scheduler_reals
 from .tunnel import real_tunnel
 from .values import Config, HookSettings, Settings, ip_or_none
 from .tomlcheck import (
@@ -251,8 +254,7 @@ _SERVICE_KEYS = (
     "persistence_netmask", "flags", "states", "real", "check", "quorum", "hysteresis", "quorum_withdraw",
     "sorry_server",
 )
-_SORRY_KEYS = ("address", "port", "forward", "weight", "inhibit")
-_REAL_KEYS = ("address", "port", "forward", "weight", "upper_threshold", "lower_threshold", "check",
+_REAL_KEYS = ("address", "port", "forward", "weight", "drain", "upper_threshold", "lower_threshold", "check",
               "tun_type", "tun_port", "tun_flags")
 _CHECK_KEYS = ("type", "port", "path", "status", "host", "command", "interval", "timeout", "retry",
                "retry_delay", "on_failure", "verify", "initial")
@@ -262,7 +264,7 @@ _CHECK_KEY_TYPES = {
     "verify": ("https",), "command": ("command",),
 }
 _GROUP_KEYS = ("name", "instances")
-_SYNC_DAEMON_KEYS = ("interface", "instance", "sync_id", "maxlen", "group", "port", "ttl")
+_SYNC_DAEMON_KEYS = ("interface", "instance", "mode", "sync_id", "maxlen", "group", "port", "ttl")
 #: a backup daemon's smallest maxlen: the one [sync_daemon] serves both states
 _SYNC_MAXLEN_MIN = 1024
 _HOOK_RESERVED = field_keys(HookSettings)  # every other key is the plugin's
@@ -284,6 +286,14 @@ def _check_url_path(value: str) -> str | None:
     if not value.startswith("/") or any(c.isspace() or ord(c) < 32 for c in value):
         return f'expected a URL path starting with "/" without spaces, got {literal(value)}'
     return None
+
+
+def _scheduler_flag_problem(flag: str, scheduler: str) -> str:
+    """Why ``flag`` (sh-* or mh-*) is wrong with ``scheduler``: each scheduler has its own (ipvsadm's) names."""
+    if scheduler in HASH_SCHEDULERS:
+        return (f"expected {literal(scheduler + flag[2:])} with scheduler {scheduler} (ipvsadm's name; the same "
+                f"kernel bit as {literal(flag)}), got {literal(flag)}")
+    return f"expected scheduler {flag[:2]} for flag {literal(flag)}, got scheduler {literal(scheduler)}"
 
 
 def _check_host(value: str) -> str | None:
@@ -531,16 +541,20 @@ class _ConfigReader:
                               "its address and must be persistent (as keepalived and ipvsadm -p)")
         flags = t.words("flags", SERVICE_FLAGS, f"an array of flags ({', '.join(SERVICE_FLAGS)})")
         for i, flag in enumerate(flags or ()):
-            if flag.startswith("sh-") and scheduler is not None and scheduler not in ("sh", "mh"):
-                self.problems.add(f"{t.at('flags')}[{i}]", f"expected scheduler sh or mh for flag {literal(flag)}, "
-                                                            f"got scheduler {literal(scheduler)}")
+            if flag[:3] in ("sh-", "mh-") and scheduler is not None and scheduler != flag[:2]:
+                self.problems.add(f"{t.at('flags')}[{i}]", _scheduler_flag_problem(flag, scheduler))
         states = _states(t)
         service_check = self.check_table(t, "instance.service.check")
         reals: list[RealServer | None] = []
         checks: list[tuple[tuple[IPAddress, int], HealthCheck]] = []
         seen: dict[tuple[IPAddress, int], str] = {}
+        drained: list[tuple[tuple[IPAddress, int], int]] = []
+        hash_scheduler_reals(self.problems, path, data, scheduler)
         for rpath, rdata in t.tables("real", "instance.service.real"):
             real = self.real(rpath, rdata, sid)
+            if real is not None and rdata.get("drain") is True:
+                drained.append((real.key, real.weight))  # added at its weight, then drained (docs/ipvs.md)
+                real = replace(real, weight=0)
             real_check = self.check_table(Table(self.problems, rpath, rdata, _REAL_KEYS),
                                           "instance.service.real.check")
             if real is not None:
@@ -553,7 +567,7 @@ class _ConfigReader:
             if real is not None and check is not None:
                 checks.append((real.key, check))
             reals.append(real)
-        quorum = self.quorum(t, sid, scheduler, [r for r in reals if r is not None])
+        quorum = read_quorum(t, [r for r in reals if r is not None], lambda at, plain: self.real(at, plain, sid))
         t.done()
 
         if self.problems.since(mark) or key is None or scheduler is None or persistence is None or states is None:
@@ -563,39 +577,8 @@ class _ConfigReader:
             return None
         self.services[key] = path
         service = VirtualService(key, scheduler, persistence, netmask, frozenset(flags or ()))
-        return ServiceSpec(service, tuple(r for r in reals if r is not None), states, tuple(checks), quorum)
-
-    def quorum(self, t: Table, sid: _ServiceId, scheduler: str | None, reals: list[RealServer]) -> Quorum | None:
-        """``quorum``, ``hysteresis`` and ``[instance.service.sorry_server]`` (keepalived's); None: none given."""
-        if not (t.has("quorum") or t.has("hysteresis") or t.has("sorry_server") or t.has("quorum_withdraw")):
-            return None
-        quorum = t.integer("quorum", 1, 2**32 - 1, default=1)
-        hysteresis = t.integer("hysteresis", 0, 2**32 - 1, default=0)
-        if quorum is not None and hysteresis is not None and hysteresis >= quorum:
-            # keepalived (check_data.c) lowers it to quorum - 1 with an error; kanotify's config says so instead
-            t.problem("hysteresis", f"expected hysteresis < quorum ({quorum}), got {hysteresis}")
-            hysteresis = None
-        sorry = None
-        inhibit = False
-        data = t.table("sorry_server", "instance.service.sorry_server")
-        if data is not None:
-            path = t.at("sorry_server")
-            st = Table(self.problems, path, data, _SORRY_KEYS)
-            inhibit = bool(st.boolean("inhibit", False))
-            st.done()
-            plain = {k: v for k, v in data.items() if k in _SORRY_KEYS and k != "inhibit"}
-            sorry = self.real(path, plain, sid)
-            if sorry is not None and any(r.key == sorry.key for r in reals):
-                st.problem("address", f"expected a server that is not one of the service's real servers, got "
-                                      f"{format_hostport(sorry.address, sorry.port)} (a real server of it)")
-            if sorry is not None and sorry.weight == 0:
-                st.problem("weight", "expected a weight 1..65535: the sorry server takes the traffic when the "
-                                     "quorum is lost (sorry_server_inhibit sets 0 while it holds)")
-        # a sorry server answers for the service: its VIPs stay (keepalived's behaviour) unless asked
-        withdraw = t.boolean("quorum_withdraw", t.has("quorum") and data is None)
-        if quorum is None or hysteresis is None or withdraw is None:
-            return None
-        return Quorum(quorum, hysteresis, withdraw, sorry, inhibit)
+        return ServiceSpec(service, tuple(r for r in reals if r is not None), states, tuple(checks), quorum,
+                           add_weights=tuple(drained))
 
     def service_id(self, t: Table) -> _ServiceId:
         """``fwmark`` (+ ``family``) or ``protocol``/``address``/``port``."""
@@ -647,6 +630,7 @@ class _ConfigReader:
         weight = t.integer("weight", 0, 65535, default=1)
         upper = t.integer("upper_threshold", 0, 65535, default=0)
         lower = t.integer("lower_threshold", 0, 65535, default=0)
+        t.boolean("drain", False)  # read by service(): weight 0 in the kernel, added at ``weight`` first
         tunnel = real_tunnel(t, forward)
         t.done()
         if upper is not None and lower is not None and lower > upper:
@@ -823,7 +807,14 @@ class _ConfigReader:
         t = Table(self.problems, "sync_daemon", data, _SYNC_DAEMON_KEYS)
         mark = self.problems.mark()
         interface = t.text("interface", "an interface name", required=True, check=_check_dev)
-        instance = self.sync_instance(t)
+        mode = t.choice("mode", SYNC_MODES, default="follow")
+        instance: str | None = None
+        if mode == "both":
+            if t.has("instance"):
+                t.problem("instance", 'expected no instance with mode = "both": the master and backup daemons run '
+                                      "on every director in every state, no VRRP instance drives them")
+        else:
+            instance = self.sync_instance(t)
         sync_id = t.integer("sync_id", 0, 255, default=0)
         group: IPAddress | None = SYNC_DEFAULT_GROUP
         text = t.text("group", "a multicast address")
@@ -845,10 +836,10 @@ class _ConfigReader:
                 t.problem("maxlen", f"expected an integer {_SYNC_MAXLEN_MIN}..{high} (bytes of a sync message; "
                                     f"a backup daemon takes no less than {_SYNC_MAXLEN_MIN}), got {maxlen}")
         t.done()
-        if (self.problems.since(mark) or interface is None or instance is None or sync_id is None or group is None
-                or port is None or ttl is None):
+        if (self.problems.since(mark) or interface is None or mode is None or (instance is None and mode != "both")
+                or sync_id is None or group is None or port is None or ttl is None):
             return None
-        return SyncDaemonSpec(instance, interface, sync_id, maxlen, group, port, ttl)
+        return SyncDaemonSpec(instance, interface, sync_id, maxlen, group, port, ttl, mode)
 
     def sync_instance(self, t: Table) -> str | None:
         """``sync_daemon.instance``: a declared instance; optional when the file declares one."""

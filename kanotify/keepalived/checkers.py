@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
 
-from ..model import RealServer
+from ..model import HASH_SCHEDULERS, RealServer
 from .conf import ALIASES, CHECKER_ALIASES, Statement, Where, script_argv, split_script
 from .imported import (CheckerOption, CheckLine, ImportedCheck, Note, RSBlock, VSBlock, clean, note_at, toml_str,
                        uint_in)
@@ -352,7 +352,11 @@ def _map_checker(vs: VSBlock, rs: RSBlock, s: Statement, real: RealServer) -> _M
             value, origin = str(_LIMITS[key]), f"{origin}: {value}, above kanotify's maximum {_LIMITS[key]}"
         lines.append(CheckLine(key, value, origin))
     inhibit, origin = pick("inhibit_on_failure")
-    if inhibit is None:
+    if vs.scheduler in HASH_SCHEDULERS and inhibit != "on":
+        # kanotify's config refuses "remove" there: a removal reshuffles the table of every director
+        lines.append(CheckLine("on_failure", '"drain"', f"lvs_sched {vs.scheduler}: keepalived would remove a "
+                                                        "failed real server and reshuffle the others' flows"))
+    elif inhibit is None:
         lines.append(CheckLine("on_failure", '"remove"', "no inhibit_on_failure: keepalived removes a failed real "
                                                          "server"))
     else:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..model import IPAddress, RealServer, ServiceKey, ServiceSpec, State, VirtualService
@@ -43,6 +43,7 @@ class ImportedReal:
     where: Where
     notes: tuple[Note, ...] = ()
     check: "ImportedCheck | None" = None  # from its keepalived checkers
+    drain: bool = False  # keepalived's weight 0 in an mh/sh service: ``weight`` is then the one it is added at
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,9 @@ class ImportedService:
 
     @property
     def spec(self) -> ServiceSpec:
-        return ServiceSpec(self.service, tuple(r.real for r in self.reals), frozenset({State.MASTER}))
+        reals = tuple(replace(r.real, weight=0) if r.drain else r.real for r in self.reals)
+        add_weights = tuple((r.real.key, r.real.weight) for r in self.reals if r.drain)
+        return ServiceSpec(self.service, reals, frozenset({State.MASTER}), add_weights=add_weights)
 
     @property
     def shared_check(self) -> "ImportedCheck | None":

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import ConfigError, KanotifyError, Problem
-from ..model import IPAddress, RealServer, ServiceKey, VirtualService
+from ..model import HASH_SCHEDULERS, IPAddress, RealServer, ServiceKey, VirtualService, scheduler_flags
 from .checkers import CASCADE, CHECKERS, canonical, cascade_option, checks_of, table_lines
 from .conf import KeepalivedConf, Statement, Where, read_config
 from .imported import (CheckerOption, ImportedReal, ImportedService, ImportResult, Note, RSBlock, VSBlock, clean,
@@ -212,8 +212,8 @@ VS_KEYWORDS: dict[str, Callable[[VSBlock, Statement], None]] = {
     "ops": _vs_flag("one-packet"),
     "sh-port": _vs_flag("sh-port", ("sh",)),
     "sh-fallback": _vs_flag("sh-fallback", ("sh",)),
-    "mh-port": _vs_flag("sh-port", ("mh",)),  # the same kernel bit (IP_VS_SVC_F_SCHED2)
-    "mh-fallback": _vs_flag("sh-fallback", ("mh",)),  # IP_VS_SVC_F_SCHED1
+    "mh-port": _vs_flag("mh-port", ("mh",)),  # the same kernel bit as sh-port (IP_VS_SVC_F_SCHED2)
+    "mh-fallback": _vs_flag("mh-fallback", ("mh",)),  # IP_VS_SVC_F_SCHED1
     "flag-1": _vs_flag("sh-fallback"),
     "flag-2": _vs_flag("sh-port"),
     "flag-3": _vs_flag(None),
@@ -517,7 +517,8 @@ def _service(vs: VSBlock, target: _Target, first: bool) -> ImportedService | Not
         persistence = DEFAULT_PERSISTENCE
         comments.append(f"port 0 (every port): keepalived makes it persistent ({DEFAULT_PERSISTENCE} s): "
                         "\"zero port only valid for persistent services\"")
-    service = VirtualService(key, scheduler, persistence, netmask, frozenset(flags))
+    # keepalived's mh-port and flag-2 are one kernel bit: kanotify's config names it as the scheduler does
+    service = VirtualService(key, scheduler, persistence, netmask, scheduler_flags(scheduler, frozenset(flags)))
     reals: list[ImportedReal] = []
     checkers: list[Where] = []
     used: set[Where] = set()  # the lines the checks took values from
@@ -560,6 +561,13 @@ def _service(vs: VSBlock, target: _Target, first: bool) -> ImportedService | Not
             rnotes.append(note_at(rs.stmt, "lthreshold without a uthreshold above it: the kernel refuses that "
                                          "(ERANGE), kanotify's config too"))
         weight = rs.weight if rs.weight is not None else vs.weight
+        drain = weight == 0 and scheduler in HASH_SCHEDULERS
+        if drain:
+            weight = 1
+            if first:
+                rnotes.append(note_at(rs.stmt, f"weight 0 with lvs_sched {scheduler}: kanotify adds it at weight 1 "
+                                             "and drains it (drain = true); added at 0 it would get no slots in "
+                                             "the table and directors would disagree"))
         tunnel = (rs.tunnel or vs.tunnel or IPIP) if forward == "tun" else IPIP
         real = RealServer(rs.address, port, forward, weight, rs.upper, lower, *tunnel)
         check, cnotes, runs, sources = checks_of(vs, rs, real)
@@ -568,7 +576,7 @@ def _service(vs: VSBlock, target: _Target, first: bool) -> ImportedService | Not
             used |= sources
             rnotes.extend(cnotes)
             rnotes.extend(_unused(rs.cascade, sources))
-        reals.append(ImportedReal(real, rs.stmt.where, tuple(rnotes), check))
+        reals.append(ImportedReal(real, rs.stmt.where, tuple(rnotes), check, drain))
     if first:
         notes.extend(_unused(vs.cascade, used))
     if not reals:
@@ -664,6 +672,8 @@ def render(result: ImportResult) -> str:
             if real.tun_flags != "nocsum":
                 out.append(f"    tun_flags = {toml_str(real.tun_flags)}")
             out.append(f"    weight = {real.weight}")
+            if imported.drain:
+                out.append("    drain = true")
             if real.u_threshold:
                 out.append(f"    upper_threshold = {real.u_threshold}")
             if real.l_threshold:

@@ -168,10 +168,20 @@ def import_sync_daemon(conf: KeepalivedConf, instance: str) -> tuple[ImportedSyn
     s, name = chosen.stmt, chosen.instance
     vrrp = {block.arg(0): block for block in conf.top("vrrp_instance")}
     if name is None:
-        notes.append(note_at(s, "no VRRP instance (inst NAME): keepalived's checker process runs the master and the "
-                              "backup daemon at once, whatever the VRRP state (check_daemon.c); kanotify's "
-                              f"[sync_daemon] follows one instance's state: add inst {instance} to import it"))
-        return None, notes
+        # keepalived's checker process runs the master and the backup daemon at once, whatever the VRRP state
+        # (check_daemon.c): kanotify's mode "both" (its backup listens with sync id 0, hearing every master)
+        lines = [CheckLine("interface", toml_str(chosen.interface)),
+                 CheckLine("mode", '"both"', "no VRRP instance (inst NAME): keepalived runs the master and the "
+                                             "backup daemon at once, whatever the VRRP state")]
+        if "sync_id" in chosen.lines:
+            lines.append(chosen.lines["sync_id"])
+        lines += [chosen.lines[key] for key in ("maxlen", "port", "ttl", "group") if key in chosen.lines]
+        comments = ["IPVS sync daemons: master and backup on this director at all times, as keepalived's "
+                    f"{s.keyword} without an instance ran them; the backup listens with sync id 0 (keepalived's "
+                    "with the master's), which hears every director's master.",
+                    f"Delete {s.keyword} from keepalived.conf when kanotify runs them (two drivers restart each "
+                    "other's daemons)."]
+        return _checked_sync_daemon(ImportedSyncDaemon(s.where, s.keyword, tuple(lines), tuple(comments)), notes)
     if name not in vrrp:
         notes.append(note_at(s, f"there is no vrrp_instance {name!r}: keepalived drops the sync daemon (\"Unable to "
                               "find vrrp instance\")"))
@@ -240,7 +250,8 @@ def _sync_problems(table: ImportedSyncDaemon) -> list[Problem]:
     from ..config.schema import build_config
 
     try:
-        build_config({"instance": [{"name": table.table["instance"]}], "sync_daemon": table.table}, "<sync_daemon>")
+        build_config({"instance": [{"name": table.table.get("instance", "VI_1")}], "sync_daemon": table.table},
+                     "<sync_daemon>")
     except ConfigError as exc:
         return exc.problems
     return []

@@ -90,7 +90,15 @@ def families(facts: Facts) -> list[Metric]:
         labels=["service"])
     for service, held in facts.quorum_up:
         quorum.add_metric([service], 1.0 if held else 0.0)
-    return [info, state, transitions, duration, repairs, interrupted, up, weight, sync, listener, quorum]
+    fingerprint = GaugeMetricFamily(
+        "kanotify_ipvs_fingerprint",
+        "The first 48 bits of the fingerprint of each managed IPVS service (scheduler, flags, destinations in the "
+        "kernel's order with their weights): directors behind ECMP must show the same value.",
+        labels=["service"])
+    for service, bits in facts.fingerprints:
+        fingerprint.add_metric([service], float(bits))
+    return [info, state, transitions, duration, repairs, interrupted, up, weight, sync, listener, quorum,
+            fingerprint]
 
 
 class FactsCollector(Collector):

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Callable, Collection, Iterator, Mapping, 
 from .. import __version__
 from ..errors import KanotifyError
 from ..actions import ActionStatus
+from ..fingerprint import fingerprints, metric_value
 from ..journal import Journal, RecordKind, kind_of, pair_runs, process_alive
 from ..model import SYNC_STATES, Observed, Outcome, RealKey, Scope, ServiceKey, State, SyncDaemon, format_hostport
 from ..procinfo import ticket_fields
@@ -306,6 +307,8 @@ class Facts:
     version: str = __version__
     #: (service, quorum up) of each service whose quorum the listener keeps (keepalived's quorum)
     quorum_up: tuple[tuple[str, bool], ...] = ()
+    #: (service, first 48 bits of its fingerprint) of each managed service observed (kanotify.fingerprint)
+    fingerprints: tuple[tuple[str, int], ...] = ()
 
 
 def instance_states(config: Config, saved: SavedStates) -> tuple[tuple[str, State | None], ...]:
@@ -354,6 +357,19 @@ def weight_rows(config: Config, observed: Mapping[str, Observed]) -> tuple[tuple
     return tuple(rows)
 
 
+def fingerprint_rows(config: Config, observed: Mapping[str, Observed]) -> tuple[tuple[str, int], ...]:
+    """(service, metric value of its fingerprint) of the managed services, as ``observed[instance]`` saw them."""
+    rows: dict[str, int] = {}
+    for inst in config.instances:
+        seen = observed.get(inst.name)
+        if seen is None or seen.services is None:
+            continue
+        keys = [spec.service.key for spec in inst.services]
+        for key, value in fingerprints(config, seen.services, keys).items():
+            rows[str(key)] = metric_value(value)
+    return tuple(sorted(rows.items()))
+
+
 def daemon_rows(config: Config, daemons: Sequence[SyncDaemon] | None) -> tuple[tuple[str, bool], ...]:
     if config.sync_daemon is None or daemons is None:
         return ()
@@ -380,6 +396,7 @@ class ListenerMetrics:
         # which the worker wants too); rebuilt when the config or an observation changes
         self._labels: tuple[Config, tuple[tuple[ServiceKey, RealKey, str, str], ...]] | None = None
         self._weights: tuple[Config, tuple[tuple[str, Observed], ...], tuple[tuple[str, str, int], ...]] | None = None
+        self._fingerprints: tuple[Config, tuple[tuple[str, Observed], ...], tuple[tuple[str, int], ...]] | None = None
 
     def on_result(self, result: RunResult) -> None:
         """``Engine(on_result=...)``: count the run, keep what it observed.  Never raises."""
@@ -395,7 +412,7 @@ class ListenerMetrics:
                     self._observed[name] = observed
                 if observed.daemons is not None:
                     self._daemons = observed.daemons
-                elif observed.ipvs_error and sync is not None and sync.instance in ctx.instances:
+                elif observed.ipvs_error and sync is not None and (sync.mode == "both" or sync.instance in ctx.instances):
                     self._daemons = None  # it tried and could not read them: unknown now
         except Exception:  # noqa: BLE001 - metrics must never fail a run
             log.exception("kanotify listen: metrics could not count a run")
@@ -431,13 +448,22 @@ class ListenerMetrics:
         lost = getattr(health, "quorum_lost", None)
         quorum = tuple((str(s), not lost(s)) for s in quorum_services(config)) if lost is not None else ()
         return Facts(instance_states(config, saved), self.tally.counts(), up, self._weight_rows(config, observed),
-                     daemon_rows(config, daemons), listener=True, quorum_up=quorum)
+                     daemon_rows(config, daemons), listener=True, quorum_up=quorum,
+                     fingerprints=self._fingerprint_rows(config, observed))
 
     def _checked(self, config: Config) -> tuple[tuple[ServiceKey, RealKey, str, str], ...]:
         memo = self._labels
         if memo is None or memo[0] is not config:
             memo = self._labels = (config, tuple((s, r, str(s), format_hostport(*r)) for s, r in checked_reals(config)))
         return memo[1]
+
+    def _fingerprint_rows(self, config: Config, observed: Mapping[str, Observed]) -> tuple[tuple[str, int], ...]:
+        seen = tuple(observed.items())
+        memo = self._fingerprints
+        if memo is None or memo[0] is not config or len(memo[1]) != len(seen) or any(
+                a[0] != b[0] or a[1] is not b[1] for a, b in zip(memo[1], seen)):
+            memo = self._fingerprints = (config, seen, fingerprint_rows(config, observed))
+        return memo[2]
 
     def _weight_rows(self, config: Config, observed: Mapping[str, Observed]) -> tuple[tuple[str, str, int], ...]:
         seen = tuple(observed.items())
@@ -480,7 +506,8 @@ def collect_facts(config: Config, backend_factory: Callable[[], Backend] | None 
         observed = {name: seen for name in config.instance_names}
         daemons = seen.daemons
     facts = Facts(instance_states(config, saved), counts, up, weight_rows(config, observed),
-                  daemon_rows(config, daemons), listener=listener is not None, quorum_up=quorum)
+                  daemon_rows(config, daemons), listener=listener is not None, quorum_up=quorum,
+                  fingerprints=fingerprint_rows(config, observed))
     return facts, warnings
 
 

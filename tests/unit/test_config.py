@@ -173,7 +173,7 @@ def test_ipv6_and_fwmark_services() -> None:
         MIN
         + '[[instance.service]]\nprotocol = "udp"\naddress = "2001:db8::100"\nport = 53\nscheduler = "sh"\n'
         + 'flags = ["sh-port", "sh-fallback"]\npersistence = 300\npersistence_netmask = 64\nstates = ["master", "backup"]\n'
-        + real('address = "2001:db8::21"\nforward = "nat"\nport = 5353\nweight = 0\n'
+        + real('address = "2001:db8::21"\nforward = "nat"\nport = 5353\nweight = 3\ndrain = true\n'
                "upper_threshold = 100\nlower_threshold = 50\n")
         + '[[instance.service]]\nfwmark = 7\nfamily = "inet6"\npersistence = 60\npersistence_netmask = 128\n'
         + real('address = "2001:db8::22"\n')
@@ -184,7 +184,8 @@ def test_ipv6_and_fwmark_services() -> None:
     assert udp.service == VirtualService(
         ServiceKey.inet("udp", ip("2001:db8::100"), 53), "sh", 300, 64, frozenset({"sh-port", "sh-fallback"})
     )
-    assert udp.reals == (RealServer(ip("2001:db8::21"), 5353, "nat", 0, 100, 50),)
+    assert udp.reals == (RealServer(ip("2001:db8::21"), 5353, "nat", 0, 100, 50),)  # drained
+    assert udp.add_weight(udp.reals[0]) == 3  # added at its weight first: sh gives one added at 0 no slots
     assert udp.states == frozenset({State.MASTER, State.BACKUP})
     # a full-length netmask is stored as None: what the kernel reports back
     assert mark6.service == VirtualService(ServiceKey.mark(7, 6), "wlc", 60, None)
@@ -363,7 +364,21 @@ BROKEN: list[tuple[str, str, str, str, int]] = [
      "instance[0].service[0].persistence_netmask", "0..32", 1),
     ("flag-unknown", service(TCP80 + 'flags = ["ops"]\n'), "instance[0].service[0].flags[0]", "one-packet", 1),
     ("flag-sh-with-wrr", service(TCP80 + 'scheduler = "wrr"\nflags = ["sh-port"]\n'),
-     "instance[0].service[0].flags[0]", "sh or mh", 1),
+     "instance[0].service[0].flags[0]", "scheduler sh", 1),
+    ("flag-sh-with-mh", service(TCP80 + 'scheduler = "mh"\nflags = ["sh-port"]\n'),
+     "instance[0].service[0].flags[0]", '"mh-port" with scheduler mh', 1),
+    ("flag-mh-with-sh", service(TCP80 + 'scheduler = "sh"\nflags = ["mh-fallback"]\n'),
+     "instance[0].service[0].flags[0]", '"sh-fallback" with scheduler sh', 1),
+    ("mh-weight-zero", service(TCP80 + 'scheduler = "mh"\n', REAL21 + real('address = "192.0.2.22"\nweight = 0\n')),
+     "instance[0].service[0].real[1].weight", "drain = true", 1),
+    ("sh-on-failure-remove", service(TCP80 + 'scheduler = "sh"\n[instance.service.check]\ntype = "tcp"\n'
+                                     'on_failure = "remove"\n', REAL21),
+     "instance[0].service[0].check.on_failure", "reshuffle", 1),
+    ("mh-real-on-failure-remove", service(TCP80 + 'scheduler = "mh"\n', REAL21 + '[instance.service.real.check]\n'
+                                          'type = "tcp"\non_failure = "remove"\n'),
+     "instance[0].service[0].real[0].check.on_failure", "drain", 1),
+    ("drain-not-boolean", service(TCP80, real('address = "192.0.2.22"\ndrain = 1\n')),
+     "instance[0].service[0].real[0].drain", "true or false", 1),
     ("flag-duplicate", service(TCP80 + 'flags = ["one-packet", "one-packet"]\n'), "instance[0].service[0].flags[1]",
      "duplicate", 1),
     ("service-duplicate-across-instances",

@@ -18,6 +18,7 @@ import typer.main
 
 from kanotify.config import schema as config_module
 from kanotify.config import bgp as bgp_module
+from kanotify.config import quorum as quorum_module
 from kanotify.cli import app
 from kanotify.options import lookup
 from kanotify.config.schema import parse_config
@@ -218,6 +219,7 @@ OBSERVED: dict[tuple[str, str], Callable[[], Any]] = {
     ("[instance.service.sorry_server]", "inhibit"): lambda: _first(SORRY).instances[0].services[0].quorum.sorry_inhibit,
     ("[[instance.service.real]]", "forward"): lambda: _first(REAL).instances[0].services[0].reals[0].forward,
     ("[[instance.service.real]]", "weight"): lambda: _first(REAL).instances[0].services[0].reals[0].weight,
+    ("[[instance.service.real]]", "drain"): lambda: _first(REAL).instances[0].services[0].add_weights != (),
     ("[[instance.service.real]]", "upper_threshold"):
         lambda: _first(REAL).instances[0].services[0].reals[0].u_threshold,
     ("[[instance.service.real]]", "lower_threshold"):
@@ -235,6 +237,7 @@ OBSERVED: dict[tuple[str, str], Callable[[], Any]] = {
     ("[instance.service.check]", "verify"): lambda: _check().verify,
     ("[instance.service.check]", "initial"): lambda: _check().initial,
     ("[bgp]", "daemon"): lambda: _first(BGP).bgp.daemon,  # type: ignore[union-attr]
+    ("[sync_daemon]", "mode"): lambda: _sync().mode,
     ("[sync_daemon]", "sync_id"): lambda: _sync().sync_id,
     ("[sync_daemon]", "group"): lambda: str(_sync().group),
     ("[sync_daemon]", "port"): lambda: _sync().port,
@@ -329,7 +332,7 @@ CODE_KEYS = {
     "[[instance.service]]": config_module._SERVICE_KEYS,
     "[[instance.service.real]]": config_module._REAL_KEYS,
     "[instance.service.check]": config_module._CHECK_KEYS,
-    "[instance.service.sorry_server]": config_module._SORRY_KEYS,
+    "[instance.service.sorry_server]": quorum_module._SORRY_KEYS,
     "[[group]]": config_module._GROUP_KEYS,
     "[sync_daemon]": config_module._SYNC_DAEMON_KEYS,
     "[bgp]": bgp_module._BGP_KEYS,

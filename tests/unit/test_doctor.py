@@ -431,3 +431,30 @@ def test_checks_without_a_listener_warn() -> None:
     # no checks: nothing to run
     assert status(rows(doctor.check_health_listener, ctx(INSTANCE, SERVICE_CONFIG))) == PASS
     assert status(rows(doctor.check_health_listener, ctx(INSTANCE))) == PASS
+
+
+def test_sloppy_tcp_with_mh_services() -> None:
+    from kanotify.keepalived.doctor_active import check_sloppy_tcp
+
+    mh = CONFIG + ('[[instance.service]]\nprotocol = "tcp"\naddress = "192.0.2.10"\nport = 80\nscheduler = "mh"\n'
+                   '[[instance.service.real]]\naddress = "192.0.2.21"\n')
+    assert rows(check_sloppy_tcp, ctx(INSTANCE, CONFIG)) == []  # no mh/sh service: nothing to say
+    found = rows(check_sloppy_tcp, ctx(INSTANCE, mh, FakeHost(sysctls={"net.ipv4.vs.sloppy_tcp": "0"})))
+    assert status(found) == WARN and "reset" in found[0].what and "[sysctl]" in found[0].fix
+    fixed = '[sysctl]\n"net.ipv4.vs.sloppy_tcp" = 1\n' + mh
+    assert status(rows(check_sloppy_tcp, ctx(INSTANCE, fixed, FakeHost(sysctls={"net.ipv4.vs.sloppy_tcp": "0"})))) == PASS
+    assert status(rows(check_sloppy_tcp, ctx(INSTANCE, mh, FakeHost(sysctls={"net.ipv4.vs.sloppy_tcp": "1"})))) == PASS
+
+
+def test_sync_mode_row() -> None:
+    from kanotify.keepalived.doctor_active import check_sync_mode
+
+    mh = CONFIG + ('[[instance.service]]\nprotocol = "tcp"\naddress = "192.0.2.10"\nport = 80\nscheduler = "mh"\n'
+                   '[[instance.service.real]]\naddress = "192.0.2.21"\n')
+    assert rows(check_sync_mode, ctx(INSTANCE, mh)) == []  # no [sync_daemon]
+    follow = mh + '[sync_daemon]\ninterface = "eth0"\n'
+    found = rows(check_sync_mode, ctx(INSTANCE, follow))
+    assert status(found) == WARN and 'mode = "both"' in found[0].fix
+    assert status(rows(check_sync_mode, ctx(INSTANCE, CONFIG + '[sync_daemon]\ninterface = "eth0"\n'))) == PASS
+    both = rows(check_sync_mode, ctx(INSTANCE, mh + '[sync_daemon]\ninterface = "eth0"\nmode = "both"\n'))
+    assert status(both) == PASS and "backup (sync id 0)" in both[0].what

@@ -123,7 +123,11 @@ def test_dr_basic_persistence_thresholds_flags_and_checks() -> None:
         RealServer(ip("192.0.2.21"), 80, "dr", 3, 1000, 100), RealServer(ip("192.0.2.22"), 80, "dr", 1)]
     tls = by_key[ServiceKey.inet("tcp", ip("192.0.2.100"), 443)]
     assert tls.service.flags == frozenset({"sh-port", "sh-fallback"}) and tls.service.scheduler == "sh"
-    assert [r.real.weight for r in tls.reals] == [1, 0] and {r.real.forward for r in tls.reals} == {"tun"}
+    # keepalived's weight 0 with sh: added at 1 and drained (an sh/mh destination added at 0 gets no slots)
+    assert [(r.real.weight, r.drain) for r in tls.reals] == [(1, False), (1, True)]
+    assert {r.real.forward for r in tls.reals} == {"tun"}
+    assert "drain = true" in text and [r.weight for r in tls.spec.reals] == [1, 0]
+    assert tls.spec.add_weight(tls.spec.reals[1]) == 1
     checks = dict(parse_config(text).instances[0].services[0].checks)
     assert checks == {
         (ip("192.0.2.21"), 80): HealthCheck("tcp", interval=10, timeout=4, retry=2, retry_delay=2, on_failure="remove"),

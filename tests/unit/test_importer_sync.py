@@ -115,11 +115,9 @@ def test_the_daemon_of_another_instance_says_how_to_import_it() -> None:
     assert "'VI/2' is not a kanotify instance name" in reasons(odd)
 
 
-def test_what_keepalived_drops_is_not_imported() -> None:
+def test_without_an_instance_it_is_mode_both_and_what_keepalived_drops_is_not_imported() -> None:
     result, _, spec = imported(globals_("lvs_sync_daemon eth0 id 9"))
-    assert spec is None
-    assert "keepalived's checker process runs the master and the backup daemon at once" in reasons(result)
-    assert "add inst VI_1 to import it" in reasons(result)
+    assert spec == SyncDaemonSpec(None, "eth0", 9, mode="both")  # both daemons always, as keepalived runs them
     result, _, spec = imported(globals_("lvs_sync_daemon eth0 inst VI_9"))
     assert spec is None and "there is no vrrp_instance 'VI_9': keepalived drops the sync daemon" in reasons(result)
     result, _, spec = imported(globals_("lvs_sync_daemon eth0 inst"))

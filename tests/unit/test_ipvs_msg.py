@@ -18,7 +18,9 @@ from pyroute2.netlink.generic import ipvs as pr
 
 from kanotify.backends.netlink import ipvs_msg as m
 from kanotify.backends.netlink import framing as nl
-from kanotify.model import FORWARDS, SCHEDULERS, SERVICE_FLAGS, RealServer, RealServerStats, ServiceKey, VirtualService
+from kanotify.model import (
+    FORWARDS, SCHEDULERS, SERVICE_FLAGS, RealServer, RealServerStats, ServiceKey, VirtualService, scheduler_flags,
+)
 
 ip = ipaddress.ip_address
 FAMILY = 0x1234  # any generic netlink family id
@@ -49,7 +51,8 @@ SERVICES = [
         ServiceKey.inet("tcp", ip("192.0.2.100"), 443), "sh", 300, 24, frozenset({"sh-fallback", "sh-port"})
     ),
     VirtualService(ServiceKey.inet("udp", ip("198.51.100.1"), 53), "rr", flags=frozenset({"one-packet"})),
-    VirtualService(ServiceKey.inet("sctp", ip("203.0.113.5"), 5060), "mh"),
+    VirtualService(ServiceKey.inet("sctp", ip("203.0.113.5"), 5060), "mh", flags=frozenset({"mh-port"})),
+    VirtualService(ServiceKey.inet("tcp", ip("203.0.113.5"), 80), "mh", flags=frozenset({"mh-fallback", "mh-port"})),
     VirtualService(ServiceKey.inet("tcp", ip("2001:db8::100"), 80), "lc", 60, 64),
     VirtualService(ServiceKey.mark(5), "wlc"),
     VirtualService(ServiceKey.mark(6, 6), "rr", 30),
@@ -81,7 +84,10 @@ def test_service_request_reads_back_in_pyroute2(service: VirtualService) -> None
     assert bool(flags["flags"] & m.IP_VS_SVC_F_PERSISTENT) == bool(service.persistence)
     assert not flags["flags"] & m.IP_VS_SVC_F_HASHED
     for name, bit in m.FLAG_BITS.items():
-        assert bool(flags["flags"] & bit) == (name in service.flags)
+        if name[:3] in ("sh-", "mh-"):  # the same two bits under each scheduler's names
+            assert bool(flags["flags"] & bit) == bool({"sh-" + name[3:], "mh-" + name[3:]} & service.flags)
+        else:
+            assert bool(flags["flags"] & bit) == (name in service.flags)
     netmask = svc.get("IPVS_SVC_ATTR_NETMASK")
     if key.family == 4:
         assert netmask == str(ipaddress.IPv4Network(f"0.0.0.0/{service.effective_netmask}").netmask)
@@ -227,12 +233,14 @@ def services(draw: st.DrawFn) -> VirtualService:
         address = draw(ADDR4 if family == 4 else ADDR6)
         key = ServiceKey.inet(draw(st.sampled_from(["tcp", "udp", "sctp"])), address, draw(PORT))
     full = 32 if family == 4 else 128
+    scheduler = draw(st.sampled_from(SCHEDULERS))
     return VirtualService(
         key=key,
-        scheduler=draw(st.sampled_from(SCHEDULERS)),
+        scheduler=scheduler,
         persistence=draw(st.integers(0, 2**31)),
         netmask=draw(st.none() | st.integers(1, full - 1)),
-        flags=frozenset(draw(st.sets(st.sampled_from(SERVICE_FLAGS)))),
+        # each scheduler reads the two scheduler bits back under its own names (mh-port with mh)
+        flags=scheduler_flags(scheduler, frozenset(draw(st.sets(st.sampled_from(SERVICE_FLAGS))))),
     )
 
 

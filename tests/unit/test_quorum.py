@@ -334,4 +334,5 @@ def test_status_shows_the_listener_s_quorum_and_a_withdrawn_vip_is_not_drift(tmp
     assert report["drift"] == []  # the withdrawn VIP and the drained real servers are what is wanted
     text = format_status(report)
     assert [line for line in text.splitlines() if "quorum" in line] == [
-        f"  managed {service['service']}  quorum LOST: up weight 1 (quorum 4, hysteresis 0)"]
+        f"  managed {service['service']} (fingerprint {service['fingerprint']})  quorum LOST: up weight 1 "
+        "(quorum 4, hysteresis 0)"]

@@ -72,7 +72,7 @@ def test_status_shows_the_sync_daemons_their_parameters_and_drift(tmp_path: Path
     report = collect_status(config, lambda: backend)
     running = "master sync daemon (mcast=eth0, syncid=51, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)"
     assert report["sync_daemons"] == {
-        "managed": True, "instance": "VI_1", "state": "master", "available": True, "daemons": [
+        "managed": True, "mode": "follow", "instance": "VI_1", "state": "master", "available": True, "daemons": [
             {"state": "master", "running": running,
              "wanted": "master sync daemon (mcast=eth0, syncid=51, group=224.0.0.81, port=8848, ttl=1)", "ok": True},
             {"state": "backup", "running": None, "wanted": None, "ok": True},

@@ -58,6 +58,7 @@ from ...model import (
     ServiceKey,
     SyncDaemon,
     VirtualService,
+    scheduler_flags,
 )
 from .framing import NLA_TYPE_MASK, NLM_F_ACK, NLM_F_REQUEST, DecodeError, nla, nlmsg, parse_attrs
 
@@ -141,6 +142,8 @@ FLAG_BITS: Mapping[str, int] = {
     "one-packet": IP_VS_SVC_F_ONEPACKET,
     "sh-fallback": IP_VS_SVC_F_SCHED1,
     "sh-port": IP_VS_SVC_F_SCHED2,
+    "mh-fallback": IP_VS_SVC_F_SCHED1,
+    "mh-port": IP_VS_SVC_F_SCHED2,
 }
 
 IP_VS_CONN_F_FWD_MASK = 0x7
@@ -407,7 +410,7 @@ def decode_service(attrs: Mapping[int, bytes]) -> VirtualService:
         key = ServiceKey.inet(name, _address(attrs.get(IPVS_SVC_ATTR_ADDR), af), _be16(attrs, IPVS_SVC_ATTR_PORT))
     raw_flags = attrs.get(IPVS_SVC_ATTR_FLAGS)
     bits = struct.unpack("=I", raw_flags[:4])[0] if raw_flags else 0
-    flags = frozenset(name for name, bit in FLAG_BITS.items() if bits & bit)
+    flags = frozenset(name for name, bit in FLAG_BITS.items() if bits & bit and not name.startswith("mh-"))
     timeout = _u32(attrs, IPVS_SVC_ATTR_TIMEOUT)
     persistence = timeout if bits & IP_VS_SVC_F_PERSISTENT else 0
     raw_mask = attrs.get(IPVS_SVC_ATTR_NETMASK)
@@ -419,6 +422,8 @@ def decode_service(attrs: Mapping[int, bytes]) -> VirtualService:
     else:
         prefix = struct.unpack("=I", raw_mask[:4])[0]
     sched = attrs.get(IPVS_SVC_ATTR_SCHED_NAME, b"").split(b"\0", 1)[0].decode(errors="replace")
+    if sched == "mh" and flags:
+        flags = scheduler_flags(sched, flags)  # ipvsadm's names: the same bits are mh-port/mh-fallback
     return VirtualService(
         key=key,
         scheduler=sched,

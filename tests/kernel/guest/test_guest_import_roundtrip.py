@@ -416,15 +416,15 @@ def test_keepalived_and_the_imported_sync_daemon_run_the_same_daemon(
 def test_lvs_sync_daemon_without_an_instance_is_both_daemons_in_keepalived_s_checker(
     sync_namespaces: tuple[str, str], tmp_path: Path
 ) -> None:
-    """What import does not map, and says why: keepalived's checker runs master and backup at once."""
-    ka, _ = sync_namespaces
+    """keepalived's checker runs master and backup at once: imported as mode = "both", which kanotify runs the
+    same way, except that its backup listens with sync id 0 (hearing every director's master)."""
+    ka, kn = sync_namespaces
     conf = tmp_path / "keepalived.conf"
     conf.write_text("global_defs {\n    lvs_sync_daemon eth1 id 9\n}\n"
                     "vrrp_instance VI_1 {\n    interface eth0\n    virtual_router_id 51\n    priority 100\n}\n"
                     "virtual_server 192.0.2.150 80 {\n    protocol TCP\n    real_server 192.0.2.21 80 {\n    }\n}\n")
     result, text = import_file(str(conf))
-    assert result.sync_daemon is None and not re.search(r"^\[sync_daemon\]", text, re.M)
-    assert any("runs the master and the backup daemon at once" in n.reason for n in result.notes)
+    assert result.sync_daemon is not None and re.search(r'^mode = "both"', text, re.M), text
     proc = subprocess.Popen(
         ["ip", "netns", "exec", ka, "keepalived", "-n", "-l", "-D", "-C", "-f", str(conf),
          "-p", str(tmp_path / "keepalived.pid"), "-c", str(tmp_path / "checkers.pid")],
@@ -439,6 +439,16 @@ def test_lvs_sync_daemon_without_an_instance_is_both_daemons_in_keepalived_s_che
         _stop(proc)
     assert listed == ["master sync daemon (mcast=eth1, syncid=9, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)",
                       "backup sync daemon (mcast=eth1, syncid=9, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)"]
+    config = _config(tmp_path, text)
+    kanotify = ["ip", "netns", "exec", kn, KANOTIFY, "--allow-insecure", "--config", str(config), "--json"]
+    for state in ("fault", "master", "backup"):  # in every state, twice: the second run changes nothing
+        records = []
+        for _ in range(2):
+            done = subprocess.run([*kanotify, state, result.instance], capture_output=True, text=True, timeout=300)
+            assert done.returncode == 0, done.stdout + done.stderr
+            records.append(json.loads(done.stdout))
+        assert all(a["status"] == "noop" for a in records[1]["actions"]), records[1]["actions"]
+        assert _daemons(kn) == [listed[0], listed[1].replace("syncid=9", "syncid=0")], state
 
 
 def test_doctor_ip_vs_passes_where_the_kernel_has_it(tmp_path: Path) -> None:

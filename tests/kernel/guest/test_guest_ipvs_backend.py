@@ -46,10 +46,10 @@ ROUND_TRIP: list[tuple[VirtualService, tuple[RealServer, ...], list[str]]] = [
         ],
     ),
     (
-        VirtualService(SCTP, "mh", flags=frozenset({"sh-port"})),
+        VirtualService(SCTP, "mh", flags=frozenset({"mh-port", "mh-fallback"})),  # ipvsadm's names, read back
         (RealServer(ip("198.51.100.21"), 5060, "nat", 1),),
         [
-            "-A --sctp-service 198.51.100.7:5060 -s mh -b mh-port",
+            "-A --sctp-service 198.51.100.7:5060 -s mh -b mh-fallback,mh-port",
             "-a --sctp-service 198.51.100.7:5060 -r 198.51.100.21:5060 -m -w 1",
         ],
     ),
