@@ -287,7 +287,10 @@ def test_a_stopped_real_server_is_drained_under_traffic_and_comes_back(net: Net)
         # confirmed conntrack entry (ip_vs loads nf_conntrack; whether the one-way DR flow's entry is still
         # there varies): the client's retransmission, one initial RTO (1 s) later, is then the one scheduled
         # anew. Seen here about once in six runs as a 1.00 s timeout; so this request waits for one retransmission.
-        assert request(net.ns["cl"], reused[1], errors, timeout=3.0) == "rs2", errors
+        before = net.exec("dir", "ipvsadm", "-Lnc", check=False)
+        assert request(net.ns["cl"], reused[1], errors, timeout=3.0) == "rs2", (
+            errors, reused[1], before, net.exec("dir", "ipvsadm", "-Lnc", check=False),
+            net.exec("dir", "cat", "/proc/net/nf_conntrack", check=False))
         # the backup director: the same health, nothing written to its IPVS
         assert _wait(lambda: net.health("dir2") == {"192.0.2.21": False, "192.0.2.22": True}, 10) is not None
         assert net.exec("dir2", "ipvsadm-save", "-n").strip() == ""
