@@ -48,9 +48,13 @@ class FakeHealth:
 
     def __init__(self) -> None:
         self.down: set[tuple[ServiceKey, RealKey]] = set()
+        self.weights: dict[tuple[ServiceKey, RealKey], int] = {}
 
     def is_down(self, service: ServiceKey, real: RealKey) -> bool:
         return (service, real) in self.down
+
+    def weight_of(self, service: ServiceKey, real: RealKey) -> int | None:
+        return self.weights.get((service, real))
 
 
 def setup(tmp: Path) -> tuple[Engine, MemoryBackend, FakeHealth]:
