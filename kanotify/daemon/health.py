@@ -578,7 +578,7 @@ class Health:
                 "last_error": t.last_error,
                 "last_check": t.last_check,
                 "checks": t.checks,
-                "weight": self._weights.get(t.key),
+                **({"weight": self._weights[t.key]} if t.key in self._weights else {}),
             }
             for t in self._sorted()
         ]
@@ -657,7 +657,7 @@ def _entry(t: Target, weight: int | None) -> str:
     error = "null" if t.last_error is None else json.dumps(t.last_error)
     last = "null" if t.last_check is None else repr(t.last_check)
     return (f'{t.static}"up":{"true" if t.up else "false"},"since":{t.since!r},"last_error":{error},'
-            f'"last_check":{last},"checks":{t.checks},"weight":{"null" if weight is None else weight}}}')
+            f'"last_check":{last},"checks":{t.checks}' + ("" if weight is None else f',"weight":{weight}') + "}")
 
 
 def _default_host(target: Target) -> str:

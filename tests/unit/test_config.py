@@ -441,7 +441,7 @@ BROKEN: list[tuple[str, str, str, str, int]] = [
     ("check-unknown-key", svc_check('type = "tcp"\nintervall = 2\n'), "instance[0].service[0].check.intervall",
      "interval", 1),
     ("check-no-type", svc_check("interval = 2\n"), "instance[0].service[0].check.type", "missing", 1),
-    ("check-type-unknown", svc_check('type = "ping"\n'), "instance[0].service[0].check.type", "tcp", 1),
+    ("check-type-unknown", svc_check('type = "ldap"\n'), "instance[0].service[0].check.type", "tcp", 1),
     ("check-interval-zero", svc_check('type = "tcp"\ninterval = 0\n'), "instance[0].service[0].check.interval",
      "> 0", 1),
     ("check-timeout-string", svc_check('type = "tcp"\ntimeout = "3s"\n'), "instance[0].service[0].check.timeout",
