@@ -43,6 +43,7 @@ class ImportedReal:
     where: Where
     notes: tuple[Note, ...] = ()
     check: "ImportedCheck | None" = None  # from its keepalived checkers
+    more_checks: tuple["ImportedCheck", ...] = ()  # its other checks: UP only while all pass
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,8 @@ class ImportedService:
         """The check every real server has the same of (written once, as ``[instance.service.check]``)."""
         checks = [r.check for r in self.reals]
         first = checks[0] if checks else None
+        if any(r.more_checks for r in self.reals):
+            return None  # several checks: each real server writes its own array
         if first is None or any(c is None or c.table != first.table for c in checks):
             return None
         return first
@@ -165,6 +168,7 @@ class VSBlock:
     cascade: dict[str, CheckerOption] = field(default_factory=dict)
     notes: list[Note] = field(default_factory=list)
     reals: list["RSBlock"] = field(default_factory=list)
+    track_files: dict[str, Statement] = field(default_factory=dict)  # the config's track_file blocks, by name
 
 
 @dataclass
