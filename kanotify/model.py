@@ -405,8 +405,13 @@ class HealthCheck:
 
     ``type`` is ``tcp`` (a connect), ``http``/``https`` (a GET of ``path``,
     answered with one of ``status``, default 200..299, ``host`` as the Host
-    header; https verifies the certificate only with ``verify``) or ``command``
-    (``command`` run without a shell: exit 0 is up, it is killed at ``timeout``).
+    header, the body's MD5 ``digest`` if given; https verifies the certificate
+    only with ``verify``), ``command`` (``command`` run without a shell: exit 0
+    is up, with ``dynamic`` 2..255 too, setting the weight; killed at
+    ``timeout``), or keepalived's ``dns``, ``udp``, ``ping``, ``smtp`` and
+    ``file`` checkers (:mod:`kanotify.daemon.checks`).  ``address``,
+    ``source`` and ``source_port`` are keepalived's connect_ip, bindto and
+    bind_port.
     ``port`` 0 means the real server's port.  The real server is DOWN after
     1 + ``retry`` consecutive failures ``retry_delay`` seconds apart, UP again
     after one success; checks run every ``interval`` seconds.  ``initial``

@@ -176,7 +176,7 @@ def checks_of(vs: VSBlock, rs: RSBlock, real: RealServer) -> tuple[list[Imported
     notes: list[Note] = []
     runs: list[Where] = []
     sources: set[Where] = set()
-    for s in rs.checkers:
+    for s in [one for checker in rs.checkers for one in _smtp_hosts(checker)]:
         mapped = _map_checker(vs, rs, s, real)
         sources |= mapped.sources
         if mapped.runs:
@@ -184,6 +184,29 @@ def checks_of(vs: VSBlock, rs: RSBlock, real: RealServer) -> tuple[list[Imported
         used.extend(mapped.checks)
         notes.extend(mapped.notes)
     return used, notes, runs, sources
+
+
+#: the connection options an SMTP_CHECK ``host`` block gives its own checker
+_HOST_OPTIONS = ("connect_ip", "connect_port", "bindto", "bind_port", "bind_if", "connect_timeout", "fwmark")
+
+
+def _smtp_hosts(s: Statement) -> list[Statement]:
+    """An SMTP_CHECK with (deprecated) ``host`` blocks as the checkers keepalived makes of it (check_smtp.c).
+
+    Each ``host`` is a checker of its own with the block's other options and
+    the host's connection options; the SMTP_CHECK's own connection is checked
+    too when it sets any connection option, or has no host.
+    """
+    hosts = [h for h in s.children("host") if h.block is not None]
+    if s.keyword != "SMTP_CHECK" or not hosts:
+        return [s]
+    common = tuple(o for o in s.block or () if o.keyword != "host" and o.keyword not in _HOST_OPTIONS)
+    own = tuple(o for o in s.block or () if o.keyword in _HOST_OPTIONS)
+    made = [Statement(s.words, s.where, s.text, common + own, s.end)] if own else []
+    for h in hosts:
+        made.append(Statement(s.words, h.where, s.text,
+                              common + tuple(o for o in h.block or () if o.keyword in _HOST_OPTIONS), h.end))
+    return made
 
 
 def _map_checker(vs: VSBlock, rs: RSBlock, s: Statement, real: RealServer) -> _Mapped:

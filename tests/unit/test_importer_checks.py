@@ -415,3 +415,13 @@ def test_misc_path_relative_and_from_path() -> None:
     assert "keepalived runs it from its working directory, /" in toml
     assert checks["192.0.2.22:80"].command[0] in ("/usr/bin/true", "/bin/true")
     assert "keepalived searches PATH; found as" in toml
+
+
+def test_smtp_host_blocks_are_checkers_of_their_own() -> None:
+    text = vs("", rs("192.0.2.21", "  SMTP_CHECK {\n   helo_name d.example\n   host {\n    connect_ip 192.0.2.31\n"
+                                   "    connect_port 25\n   }\n   host {\n    connect_ip 192.0.2.32\n"
+                                   "    connect_port 587\n   }\n  }\n"))
+    _, toml, _ = imported(text)
+    every = every_check(toml, "192.0.2.21:80")
+    assert [(str(c.address), c.port, c.helo_name) for c in every] == [
+        ("192.0.2.31", 25, "d.example"), ("192.0.2.32", 587, "d.example")]
