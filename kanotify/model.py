@@ -500,7 +500,14 @@ class ServiceSpec:
 
     def checks_for(self, real: RealKey) -> tuple[HealthCheck, ...]:
         """Every check of ``real``: UP only while all pass (keepalived's checkers of one real server)."""
-        return tuple(check for key, check in self.checks if key == real) if real in self._checks_by_real else ()
+        return self._all_checks_by_real.get(real, ())
+
+    @functools.cached_property
+    def _all_checks_by_real(self) -> dict[RealKey, tuple[HealthCheck, ...]]:
+        found: dict[RealKey, list[HealthCheck]] = {}
+        for key, check in self.checks:
+            found.setdefault(key, []).append(check)
+        return {key: tuple(checks) for key, checks in found.items()}
 
     @functools.cached_property
     def _checks_by_real(self) -> dict[RealKey, HealthCheck]:
