@@ -65,7 +65,8 @@ PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 
 def serve(kind: str, services: int) -> None:
     """``--serve KIND``: answer on FIRST_PORT.. (every address); ``count`` on stdin answers the counts."""
-    resource.setrlimit(resource.RLIMIT_NOFILE, (65536, 65536))
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     epoll = select.epoll()
     listeners: dict[int, socket.socket] = {}
     conns: dict[int, tuple[socket.socket, bytes]] = {}
@@ -263,7 +264,7 @@ def run_type(kind: str, layout: Layout, args: argparse.Namespace, tmp: Path) -> 
         work = tmp / kind
         (work / "state").mkdir(parents=True)
         config = write_private(work / "kanotify.toml", kanotify_config(work, layout, kind, args))
-        listener = Listener.start(work, config)
+        listener = Listener.start(work, config, profile=work / "profile" if args.profile else None)
         try:
             pid = int(subprocess.run(["pgrep", "-P", str(listener.proc.pid)], capture_output=True, text=True)
                       .stdout.split()[0]) if _is_wrapper(listener.proc.pid) else listener.proc.pid
@@ -271,6 +272,13 @@ def run_type(kind: str, layout: Layout, args: argparse.Namespace, tmp: Path) -> 
             result["kanotify"]["down"] = down_count(work / "state")
         finally:
             listener.stop()
+        if args.profile:
+            from health_scale import print_profile
+
+            print_profile(work / "profile")
+        if args.native:
+            result["keepalived"] = {"cpu": float("nan"), "checks_s": float("nan"), "us_per_check": float("nan")}
+            return result
         conf = write_private(work / "keepalived.conf", keepalived_config(layout, kind, args))
         ka = Keepalived.start(work, conf)
         try:
@@ -313,6 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--window", type=float, default=30.0)
     parser.add_argument("--guest", action="store_true", help="boot a user-mode Linux guest and run it there")
     parser.add_argument("--mem", default="2G")
+    parser.add_argument("--native", action="store_true", help="the host kernel, kanotify alone (no IPVS)")
+    parser.add_argument("--profile", action="store_true", help="run the listener under cProfile, print its top")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
@@ -327,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                           kernel_args=("seccomp=on",))
     if os.geteuid() != 0:
         raise SystemExit("run as root (it creates network namespaces)")
-    if not os.path.exists("/proc/net/ip_vs"):
+    if not args.native and not os.path.exists("/proc/net/ip_vs"):
         raise SystemExit("no IPVS in this kernel (keepalived's checker needs it): use --guest")
     layout = Layout(args.services, args.reals)
     results: dict[str, dict[str, Any]] = {}

@@ -33,6 +33,7 @@ apply to every check that connects.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import itertools
 import os
@@ -53,6 +54,11 @@ DIGEST_LIMIT = 1 << 22
 
 Outcome = tuple[str | None, int | None]
 _sequence = itertools.count(1)
+
+
+#: errors that are this host's problem (no descriptor, no memory, no such local address): raised, so that the
+#: health engine does not count them against the real server (its LOCAL_ERRORS, as for tcp)
+LOCAL_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.EADDRNOTAVAIL})
 
 
 def _errno_text(exc: OSError) -> str:
@@ -115,6 +121,8 @@ async def http(address: IPAddress, port: int, check: HealthCheck, tls: ssl.SSLCo
     except ssl.SSLError as exc:
         error = f"TLS: {exc.reason or exc}"
     except OSError as exc:
+        if exc.errno in LOCAL_ERRORS:
+            raise
         error = exc.strerror or str(exc)
     except ValueError:  # readline() past the stream's limit: not left unhandled, or the target stays busy
         error = "not an HTTP answer: no line end in the first 64 KiB"
@@ -174,6 +182,8 @@ async def dns(address: IPAddress, port: int, check: HealthCheck) -> Outcome:
     try:
         sock = _udp_socket(address, port, check)
     except OSError as exc:
+        if exc.errno in LOCAL_ERRORS:
+            raise
         return f"socket: {_errno_text(exc)}", None
     try:
         async with asyncio.timeout(check.timeout):
@@ -190,6 +200,8 @@ async def dns(address: IPAddress, port: int, check: HealthCheck) -> Outcome:
     except TimeoutError:
         return f"no answer within {check.timeout:g}s", None
     except OSError as exc:
+        if exc.errno in LOCAL_ERRORS:
+            raise
         return _errno_text(exc), None
     finally:
         sock.close()
@@ -203,6 +215,8 @@ async def udp(address: IPAddress, port: int, check: HealthCheck) -> Outcome:
     try:
         sock = _udp_socket(address, port, check)
     except OSError as exc:
+        if exc.errno in LOCAL_ERRORS:
+            raise
         return f"socket: {_errno_text(exc)}", None
     try:
         async with asyncio.timeout(check.timeout):
@@ -215,6 +229,8 @@ async def udp(address: IPAddress, port: int, check: HealthCheck) -> Outcome:
         # layer4.c udp_socket_state: silence is success unless a reply is required
         return (f"no reply within {check.timeout:g}s" if check.require_reply else None), None
     except OSError as exc:
+        if exc.errno in LOCAL_ERRORS:
+            raise
         return _errno_text(exc), None
     finally:
         sock.close()
@@ -249,6 +265,8 @@ async def ping(address: IPAddress, check: HealthCheck) -> Outcome:
     try:
         sock, raw = _ping_socket(family)
     except OSError as exc:
+        if exc.errno in LOCAL_ERRORS:
+            raise
         return f"socket: {_errno_text(exc)}", None
     try:
         if check.source is not None:
@@ -275,6 +293,8 @@ async def ping(address: IPAddress, check: HealthCheck) -> Outcome:
     except TimeoutError:
         return f"no echo reply within {check.timeout:g}s", None
     except OSError as exc:
+        if exc.errno in LOCAL_ERRORS:
+            raise
         return _errno_text(exc), None
     finally:
         sock.close()
@@ -301,6 +321,8 @@ async def smtp(address: IPAddress, port: int, check: HealthCheck) -> Outcome:
     except TimeoutError:
         return f"no answer within {check.timeout:g}s", None
     except OSError as exc:
+        if exc.errno in LOCAL_ERRORS:
+            raise
         return _errno_text(exc), None
     except ValueError:
         return "not an SMTP answer: no line end in the first 64 KiB", None

@@ -348,6 +348,12 @@ class Health:
                     continue
                 self._tcp(target, now, started)
             else:
+                if not self._max_connecting:
+                    self._max_connecting = max(16, _raise_open_files() - FD_RESERVE)
+                if len(self._tasks) + len(self._connecting) >= self._max_connecting:
+                    target.busy = False  # descriptors run short: a little later, not a failure
+                    self._schedule(target, TICK, started)
+                    continue
                 task = self.loop.create_task(self._guarded(target))
                 self._tasks[(*target.key, target.index)] = task
         if count:
@@ -389,7 +395,7 @@ class Health:
         if epoll is None:
             epoll = self._epoll = select.epoll()
             self.loop.add_reader(epoll.fileno(), self._connected)
-            self._max_connecting = max(16, _raise_open_files() - FD_RESERVE)
+            self._max_connecting = self._max_connecting or max(16, _raise_open_files() - FD_RESERVE)
         # one-shot: no epoll_ctl to take it out again, close() does that
         epoll.register(fd, select.EPOLLOUT | select.EPOLLONESHOT)
         self._connecting[fd] = (target, sock)
@@ -465,6 +471,10 @@ class Health:
         except asyncio.CancelledError:
             target.busy = False
             raise
+        except OSError as exc:
+            if exc.errno not in LOCAL_ERRORS:
+                raise
+            self._not_checked(target, f"socket: {exc.strerror}")  # this host's shortage, as for tcp
         except Exception as exc:  # noqa: BLE001 -- a bug or a surprise of one check must not stop it for good
             self._result(target, f"check failed: {type(exc).__name__}: {exc}")
         finally:
