@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
 """Benchmark the failover path: ``kanotify master``/``backup`` vs a plain notify.sh.
 
-Run as root: ``.venv/bin/python benchmarks/notify_path.py [--rounds N]``.
+Run as root: ``.venv/bin/python benchmarks/notify_path.py [--rounds N] [--installed /usr/bin/kanotify]``.
+
+``--installed PATH`` times another kanotify beside the venv's, in the same rounds and the
+same namespace, with a config and state of its own: the Debian package's ``/usr/bin/kanotify``
+(scripts/build-deb), to show that the packaged one starts and converges as fast.
 
 Both sides do the same job inside a throw-away network namespace (a veth end
 named eth0, documentation addresses only): on MASTER bind 192.0.2.100/24 on
@@ -91,7 +95,11 @@ def timed(argv: list[str]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20, help="master+backup pairs per contender")
+    parser.add_argument("--installed", metavar="PATH",
+                        help="also time this kanotify (e.g. the Debian package's /usr/bin/kanotify)")
     args = parser.parse_args()
+    if args.installed and not os.access(args.installed, os.X_OK):
+        raise SystemExit(f"--installed {args.installed}: not an executable (install the package first)")
     if os.geteuid() != 0:
         raise SystemExit("run as root (it creates a network namespace)")
 
@@ -100,6 +108,12 @@ def main() -> None:
     conf = Path(tmp) / "kanotify.toml"
     conf.write_text(CONFIG.format(tmp=tmp))
     os.chmod(conf, 0o600)
+    # the installed one: its own state, journal and config cache (another build may key it differently)
+    other = Path(tmp) / "installed"
+    other.mkdir()
+    conf2 = other / "kanotify.toml"
+    conf2.write_text(CONFIG.format(tmp=other))
+    os.chmod(conf2, 0o600)
     script = Path(tmp) / "notify.sh"
     script.write_text(SHELL)
     os.chmod(script, 0o700)
@@ -112,14 +126,27 @@ def main() -> None:
         results: dict[str, list[float]] = {"kanotify": [], "notify.sh": [], "kanotify (no-op)": [],
                                            "no-op, no launcher": [], "python -c pass": [],
                                            "ip netns exec true": []}
+        installed_python = ""
+        if args.installed:
+            results["installed"] = []
+            results["installed (no-op)"] = []
+            results["its python -c pass"] = []  # the interpreter the installed launcher execs
+            installed_python = os.path.join(os.path.dirname(os.path.realpath(args.installed)), "python3")
         # the interpreter started directly, as bin/kanotify does after its shell: the launcher's own cost
         direct = [sys.executable, "-P", "-c", "import sys; sys.argv[0] = sys.argv.pop(1); "
                   "from kanotify.__main__ import main; main()", KANOTIFY]
         timed([*inns, KANOTIFY, "--config", str(conf), "backup"])  # warm caches
+        if args.installed:
+            timed([*inns, args.installed, "--config", str(conf2), "backup"])
         for _ in range(args.rounds):
             for state in ("master", "backup"):
                 results["kanotify"].append(timed([*inns, KANOTIFY, "--config", str(conf), state]))
             results["kanotify (no-op)"].append(timed([*inns, KANOTIFY, "--config", str(conf), "backup"]))
+            if args.installed:
+                for state in ("master", "backup"):
+                    results["installed"].append(timed([*inns, args.installed, "--config", str(conf2), state]))
+                results["installed (no-op)"].append(timed([*inns, args.installed, "--config", str(conf2), "backup"]))
+                results["its python -c pass"].append(timed([*inns, installed_python, "-c", "pass"]))
             results["no-op, no launcher"].append(timed([*inns, *direct, "--config", str(conf), "backup"]))
             for state in ("master", "backup"):
                 results["notify.sh"].append(timed([*inns, str(script), state]))
@@ -139,6 +166,13 @@ def main() -> None:
     print(f"ratio kanotify / notify.sh (median transition): {k / s:.2f}x")
     noop = statistics.median(results["kanotify (no-op)"])
     print(f"ratio kanotify no-op / notify.sh: {noop / s:.2f}x")
+    if args.installed:
+        print(f"installed = {args.installed} -> {os.path.realpath(args.installed)} "
+              f"(python {os.path.realpath(installed_python)}); venv = {KANOTIFY} (python {os.path.realpath(sys.executable)})")
+        for what, venv_key, inst_key in (("transition", "kanotify", "installed"),
+                                         ("no-op (start-up)", "kanotify (no-op)", "installed (no-op)")):
+            v, i = statistics.median(results[venv_key]), statistics.median(results[inst_key])
+            print(f"ratio installed / venv, {what}: {i / v:.2f}x ({i * 1000:.1f} vs {v * 1000:.1f} ms median)")
     print(f"the shell launcher (bin/kanotify): +{(noop - statistics.median(results['no-op, no launcher'])) * 1000:.1f} ms"
           f" a start ({noop / statistics.median(results['no-op, no launcher']):.3f}x)")
 

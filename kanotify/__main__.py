@@ -128,6 +128,11 @@ def _hand_over(argv: list[str], stop: bool, ticket: tuple[str, int, int] | None)
 
 def main() -> None:
     argv = sys.argv[1:]
+    if argv == ["--version"]:  # without typer's start-up; the same line as kanotify.cli's --version
+        from . import __version__
+
+        sys.stdout.write(f"kanotify {__version__}\n")
+        sys.exit(0)
     stop = _is_stop_notification(argv)
     detached = os.environ.get("KANOTIFY_LAUNCHED") == "detached"  # bin/kanotify left keepalived's group
     if detached:

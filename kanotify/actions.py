@@ -15,7 +15,7 @@ import enum
 from dataclasses import dataclass, field, fields
 from typing import Callable, ClassVar
 
-from .model import RealServer, ServiceKey, SyncDaemon, Vip, VirtualService, format_hostport
+from .model import Link, RealServer, ServiceKey, SyncDaemon, Vip, VirtualService, format_hostport
 
 
 class ActionStatus(enum.StrEnum):
@@ -250,6 +250,42 @@ class StopSyncDaemon(Action):
     def __str__(self) -> str:
         text = f"stop {self.daemon}"
         return f"{text} ({self.reason})" if self.reason else text
+
+
+# --------------------------------------------------------------------------- links
+
+
+@dataclass(frozen=True)
+class AddLink(Action):
+    """Create a link (the ``[bgp]`` dummy link): ``ip link add kav0 type dummy; ip link set kav0 up arp off``.
+
+    >>> str(AddLink(Link("kav0")))
+    'create dummy link kav0 (up, no ARP)'
+    """
+
+    domain: ClassVar[str] = "link"
+    link: Link
+
+    def __str__(self) -> str:
+        return f"create {self.link}"
+
+
+@dataclass(frozen=True)
+class SetLink(Action):
+    """Set an existing link's flags (up, ARP off); its kind is never changed and it is never deleted.
+
+    >>> str(SetLink(Link("kav0", up=False, noarp=False), Link("kav0")))
+    'set link kav0 up, ARP off (was down, ARP on)'
+    """
+
+    domain: ClassVar[str] = "link"
+    old: Link
+    new: Link
+
+    def __str__(self) -> str:
+        want = f"{'up' if self.new.up else 'down'}, ARP {'off' if self.new.noarp else 'on'}"
+        was = f"{'up' if self.old.up else 'down'}, ARP {'off' if self.old.noarp else 'on'}"
+        return f"set link {self.new.name} {want} (was {was})"
 
 
 # --------------------------------------------------------------------------- hooks

@@ -15,7 +15,7 @@ from typing import Any, Callable, NoReturn, Optional, Sequence
 
 import typer
 
-from . import commands
+from . import __version__, commands
 from .commands import Globals, Session
 from .errors import EXIT_OK
 from .model import State
@@ -45,9 +45,19 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"kanotify {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
 @app.callback()
 def _globals(
     ctx: typer.Context,
+    _version: bool = typer.Option(
+        False, "--version", is_eager=True, expose_value=False, callback=_print_version,
+        help="Print kanotify's version and exit.",
+    ),
     config: Optional[str] = _global("config", None),
     dry_run: bool = _global("dry_run", False),
     json: bool = _global("json", False),

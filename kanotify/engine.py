@@ -138,6 +138,7 @@ class Engine:
         services: Iterable[ServiceKey] | None = None,
         ticket: Ticket | None = None,
         health: HealthView | None = None,
+        quorum: Sequence[tuple[ServiceKey, bool]] = (),
     ) -> RunResult:
         """Converge to the saved states (or to ``state``, which is then saved, with ``ticket``).
 
@@ -148,7 +149,8 @@ class Engine:
         forced = {n: state for n in scope} if state is not None else None
         return self.run(Request(kind, scope, tuple(argv), forced, persist=state is not None, dry_run=dry_run,
                                 ticket=ticket if state is not None else None, warnings=tuple(warnings), quiet=quiet,
-                                services=frozenset(services) if services is not None else None, health=health))
+                                services=frozenset(services) if services is not None else None, health=health,
+                                quorum=tuple(quorum)))
 
     def ignored(
         self, *, argv: Sequence[str], kind: RunKind, command: str = "", note: str, name: str | None = None
@@ -251,7 +253,11 @@ class Engine:
         scope = desired.scope
         if run.request.services is not None:
             # a health run: the services whose real servers changed, read and planned alone (not 10,000 reals)
-            scope = Scope(services=run.request.services & desired.managed_services, ipvs=True, services_only=True)
+            services = run.request.services & desired.managed_services
+            # a quorum change binds or unbinds the VIPs on those services' addresses too
+            addresses = {key.address for key, _up in run.request.quorum} if run.request.quorum else set()
+            scope = Scope(vips=frozenset(v for v in desired.managed_vips if v.address.ip in addresses),
+                          services=services, ipvs=True, services_only=True)
             desired = desired.restricted(scope)
         options = PlanOptions(
             garp_count=self.config.settings.garp_count,
@@ -369,6 +375,9 @@ class Engine:
             record["traceback"] = traceback_text
         result = RunResult(run.ctx, results, outcome, record, list(verify or ()), observed=observed)
         if after_hooks:
+            if not run.request.dry_run:
+                for service, up in run.request.quorum:  # after the apply: a lost quorum's VIPs are unbound by now
+                    run.hooks.quorum_changed(service, up)
             run.hooks.after_transition(result)
             problems = run.hooks.problems  # the record was built before after_transition ran
             if problems:

@@ -72,6 +72,7 @@ from .hookspecs import HOOK_NAMES, PROJECT, HookSpecs, Options
 
 if TYPE_CHECKING:
     from .config.values import Config
+    from .model import ServiceKey
     from .run import RunContext, RunResult
 
 ENTRY_POINT_GROUP = "kanotify.hooks"
@@ -482,6 +483,14 @@ class HookRun:
             if self.ctx.dry_run and getattr(impl.function, _DRY_RUN_SAFE, False) is not True:
                 continue
             self._call(name, impl, AFTER, {"ctx": self.ctx, "result": result, "options": self.manager.options(name)})
+
+    def quorum_changed(self, service: ServiceKey, up: bool) -> None:
+        """``kanotify_quorum_up`` or ``kanotify_quorum_down`` of every plugin, for ``service``."""
+        hook = "kanotify_quorum_up" if up else "kanotify_quorum_down"
+        spec = self.ctx.config.service_spec(service) if self.ctx.config is not None else None
+        for name, impl in self.manager.impls(hook):
+            self._call(name, impl, hook.removeprefix("kanotify_"), {
+                "ctx": self.ctx, "service": str(service), "spec": spec, "options": self.manager.options(name)})
 
     def action_failed(self, action: Action, error: BaseException) -> None:
         for name, impl in self.manager.impls("kanotify_action_failed"):

@@ -30,6 +30,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from .actions import Action, HookAction, Noop
+    from .model import ServiceSpec
     from .run import RunContext, RunResult
 
 PROJECT = "kanotify"
@@ -102,6 +103,29 @@ class HookSpecs:
         return value is ignored; an exception is a problem (exit 1) and changes
         nothing else.
         """
+
+    @hookspec
+    def kanotify_quorum_down(self, ctx: RunContext, service: str, spec: ServiceSpec | None, options: Options) -> None:
+        """A service lost its quorum (keepalived's ``quorum_down`` script, without a shell).
+
+        Called by ``kanotify listen`` in the health run (command ``health``) that
+        acts on the loss, after its actions were applied (the sorry server is
+        in, the VIPs on the service's address are unbound when the config gives
+        ``quorum``) and before ``kanotify_after_transition``.
+
+        :param ctx: the health run (see :func:`kanotify_before_transition`).
+        :param service: the service as kanotify writes it (``tcp 192.0.2.100:80``; the metrics' label).
+        :param spec: its config (``spec.service.key``, ``spec.quorum``, ``spec.reals``), None if it left it.
+        :param options: the plugin's ``[hooks.NAME]`` options.
+
+        The return value is ignored; an exception (or a timeout) is a problem
+        recorded in the run's journal line.  A plugin bounds what it runs
+        (:func:`kanotify.plugin.remaining_time`).
+        """
+
+    @hookspec
+    def kanotify_quorum_up(self, ctx: RunContext, service: str, spec: ServiceSpec | None, options: Options) -> None:
+        """A service gained its quorum again (keepalived's ``quorum_up`` script); as :func:`kanotify_quorum_down`."""
 
 
 #: The hook names, for messages about unknown ones.

@@ -70,6 +70,10 @@ class Outcome(enum.StrEnum):
 
 PROTOCOLS = ("tcp", "udp", "sctp")
 FORWARDS = ("dr", "nat", "tun")
+#: Tunnel encapsulations of ``forward = "tun"`` (the kernel's IP_VS_CONN_F_TUNNEL_TYPE_*, 5.2+; gre 5.3+).
+TUN_TYPES = ("ipip", "gue", "gre")
+#: Tunnel checksum options, one per real server as ipvsadm sets them (IP_VS_TUNNEL_ENCAP_FLAG_*).
+TUN_FLAGS = ("nocsum", "csum", "remcsum")
 SCHEDULERS = (
     "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos",
 )
@@ -236,13 +240,33 @@ class RealServer:
     weight: int = 1
     u_threshold: int = 0
     l_threshold: int = 0
+    #: the tunnel of ``forward = "tun"`` (the defaults: plain IPIP, what the kernel reports for the others too)
+    tun_type: str = "ipip"  # ipip | gue | gre
+    tun_port: int = 0  # gue's UDP destination port; 0 otherwise
+    tun_flags: str = "nocsum"  # nocsum | csum (gue, gre) | remcsum (gue)
 
     @property
     def key(self) -> tuple[IPAddress, int]:
         return (self.address, self.port)
 
+    @property
+    def tunnel(self) -> str:
+        """``gue port 6080 csum``: the tunnel as keepalived's ``lvs_method TUN`` writes it; "" for plain IPIP.
+
+        >>> RealServer(ipaddress.ip_address("192.0.2.21"), 80, "tun", tun_type="gue", tun_port=6080).tunnel
+        'gue port 6080'
+        """
+        if self.tun_type == "ipip" and not self.tun_port and self.tun_flags == "nocsum":
+            return ""
+        text = self.tun_type + (f" port {self.tun_port}" if self.tun_port else "")
+        return text + (f" {self.tun_flags}" if self.tun_flags != "nocsum" else "")
+
     def __str__(self) -> str:
-        text = f"{format_hostport(self.address, self.port)} {self.forward} weight {self.weight}"
+        text = f"{format_hostport(self.address, self.port)} {self.forward}"
+        tunnel = self.tunnel
+        if tunnel:
+            text += f" {tunnel}"
+        text += f" weight {self.weight}"
         if self.u_threshold or self.l_threshold:
             text += f" thresholds {self.l_threshold}-{self.u_threshold}"
         return text
@@ -486,6 +510,48 @@ class HealthCheck:
 
 
 @dataclass(frozen=True)
+class Quorum:
+    """A service's quorum (keepalived 2.2.7's ``quorum``, ``hysteresis``, ``sorry_server``; ipwrapper.c).
+
+    The quorum is the sum of the weights of the service's UP real servers (a
+    real server without a check is always UP).  It is lost when that sum is 0
+    or below ``quorum - hysteresis``, gained again at ``quorum + hysteresis``
+    or more (and, in kanotify, once every checked real server of the service
+    has been checked since it was lost: a full round).  While it is lost, a
+    ``sorry`` server is put in the service and the real servers still UP are
+    drained or removed (their check's ``on_failure``); ``sorry_inhibit`` keeps
+    the sorry server in the service at weight 0 while the quorum holds.
+    ``withdraw`` (the config gave ``quorum``): while it is lost, the VIPs of
+    the instance whose address is the service's address are unbound.
+
+    >>> str(Quorum(2, 1))
+    'quorum 2, hysteresis 1'
+    """
+
+    quorum: int = 1
+    hysteresis: int = 0
+    withdraw: bool = False
+    sorry: RealServer | None = None
+    sorry_inhibit: bool = False
+
+    def lost(self, up_weight: int, was_up: bool) -> bool:
+        """Is the quorum down with ``up_weight``, when it was ``was_up`` before? (keepalived's thresholds)"""
+        if was_up:
+            return up_weight == 0 or up_weight < self.quorum - self.hysteresis
+        return up_weight == 0 or up_weight < self.quorum + self.hysteresis
+
+    def __str__(self) -> str:
+        text = f"quorum {self.quorum}, hysteresis {self.hysteresis}"
+        if self.sorry is not None:
+            text += f", sorry server {format_hostport(self.sorry.address, self.sorry.port)}"
+        return text
+
+
+#: keepalived's default quorum: 1, no hysteresis, no sorry server (and no VIP withdrawal)
+DEFAULT_QUORUM = Quorum()
+
+
+@dataclass(frozen=True)
 class ServiceSpec:
     """An ``[[instance.service]]`` entry with its real servers (and how each is health-checked)."""
 
@@ -493,6 +559,8 @@ class ServiceSpec:
     reals: tuple[RealServer, ...] = ()
     states: frozenset[State] = frozenset({State.MASTER})
     checks: tuple[tuple[RealKey, HealthCheck], ...] = ()
+    #: keepalived's service quorum (:class:`Quorum`); None: keepalived's default (1, no hysteresis, no VIP withdrawal)
+    quorum: "Quorum | None" = None
 
     def check_for(self, real: RealKey) -> HealthCheck | None:
         """The first check of ``real`` (its ``on_failure`` is every one's: the config reader makes sure)."""
@@ -508,6 +576,15 @@ class ServiceSpec:
         for key, check in self.checks:
             found.setdefault(key, []).append(check)
         return {key: tuple(checks) for key, checks in found.items()}
+    @property
+    def quorum_rule(self) -> "Quorum":
+        """The quorum this service is judged by (keepalived's default 1 when the config gives none)."""
+        return self.quorum if self.quorum is not None else DEFAULT_QUORUM
+
+    @property
+    def quorum_tracked(self) -> bool:
+        """Can its quorum change, or does it act on it? (checked real servers, or a quorum/sorry server set)"""
+        return bool(self.checks) or self.quorum is not None
 
     @functools.cached_property
     def _checks_by_real(self) -> dict[RealKey, HealthCheck]:
@@ -597,6 +674,8 @@ class Desired:
     #: ... when they are managed at all: ``[sync_daemon]`` is configured and its
     #: instance is in this scope.  Otherwise running daemons are not even observed.
     manage_sync_daemons: bool = False
+    #: links that must exist as given (``[bgp] interface``): created or set, never deleted
+    links: tuple[Link, ...] = ()
 
     @property
     def needs_ipvs(self) -> bool:
@@ -622,6 +701,7 @@ class Desired:
             down=self.down,
             sync_daemons=self.sync_daemons if scope.sync_daemons else (),
             manage_sync_daemons=self.manage_sync_daemons and scope.sync_daemons,
+            links=tuple(link for link in self.links if link.name in scope.links),
         )
 
     @property
@@ -633,7 +713,29 @@ class Desired:
             services=self.managed_services,
             ipvs=self.needs_ipvs,
             sync_daemons=self.manage_sync_daemons,
+            links=tuple(link.name for link in self.links),
         )
+
+
+@dataclass(frozen=True)
+class Link:
+    """A network link kanotify makes sure of: the ``[bgp]`` dummy link, up, without ARP.
+
+    Created when missing, never deleted.  ``kind`` is the kernel's
+    ``IFLA_INFO_KIND`` ("dummy"; "" for a link without one, such as ``lo``).
+
+    >>> str(Link("kav0"))
+    'dummy link kav0 (up, no ARP)'
+    """
+
+    name: str
+    kind: str = "dummy"
+    up: bool = True
+    noarp: bool = True
+
+    def __str__(self) -> str:
+        return (f"{self.kind or 'plain'} link {self.name} "
+                f"({'up' if self.up else 'down'}, {'no ARP' if self.noarp else 'ARP on'})")
 
 
 @dataclass(frozen=True)
@@ -654,6 +756,8 @@ class Scope:
     ipvs: bool = False
     sync_daemons: bool = False
     services_only: bool = False
+    #: names of the links to read (``[bgp] interface``)
+    links: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------- observed state
@@ -687,3 +791,5 @@ class Observed:
     services: Mapping[ServiceKey, ObservedService] | None = None
     ipvs_error: str | None = None
     daemons: tuple[SyncDaemon, ...] | None = None
+    #: the links asked for by name that exist (a missing one is absent)
+    links: Mapping[str, Link] = field(default_factory=dict)

@@ -29,6 +29,7 @@ from typing import Iterable, Iterator, Mapping, Protocol
 
 from .actions import (
     Action,
+    AddLink,
     AddReal,
     AddService,
     BindVip,
@@ -39,6 +40,7 @@ from .actions import (
     RESTART_REASON,
     Noop,
     SendGarp,
+    SetLink,
     SetSysctl,
     StartSyncDaemon,
     StopSyncDaemon,
@@ -49,6 +51,7 @@ from .model import (
     SYNC_STATES,
     Desired,
     IPAddress,
+    Link,
     Observed,
     RealKey,
     RealServer,
@@ -116,6 +119,12 @@ class HealthView(Protocol):
         """The weight a dynamic check (a ``command`` with ``dynamic``, a ``file``) set; None: the configured one."""
 
 
+class QuorumView(Protocol):
+    """A :class:`HealthView` that also knows the services whose quorum is lost (the listener's, health.json)."""
+
+    def quorum_lost(self, service: ServiceKey) -> bool: ...
+
+
 def desired_for(
     config: Config, states: Mapping[str, State], instances: Iterable[str] | None = None,
     health: HealthView | None = None,
@@ -127,7 +136,10 @@ def desired_for(
     on a guess.  With ``health``, a real server its check found DOWN is desired
     at weight 0 (``on_failure = "drain"``) or not at all (``"remove"``);
     without it (no listener runs the checks), every real server has its
-    configured weight.  The sync daemons follow ``[sync_daemon].instance`` and are
+    configured weight.  A service whose quorum ``health`` says is lost
+    (:class:`QuorumView`; keepalived's ``quorum``) gets its sorry server instead
+    of its real servers, and, when the config gives ``quorum``, the instance's
+    VIPs on the service's address are not desired.  The sync daemons follow ``[sync_daemon].instance`` and are
     managed only when that instance is in the scope: a notification for
     another instance leaves them alone.
     """
@@ -137,12 +149,22 @@ def desired_for(
     vips: list[VipSpec] = []
     services: list[ServiceSpec] = []
     down: dict[tuple[ServiceKey, RealKey], str] = {}
+    lost = getattr(health, "quorum_lost", None)
     for inst in scoped:
         state = states.get(inst.name, State.BACKUP)
-        vips.extend(spec for spec in inst.vips if state in spec.states)
+        withdrawn: set[IPAddress] = set()
         for spec in inst.services:
             if state in spec.states:
-                services.append(_healthy(spec, health, down) if health is not None and spec.checks else spec)
+                quorum_lost = lost is not None and spec.quorum_tracked and bool(lost(spec.service.key))
+                if quorum_lost and spec.quorum is not None and spec.quorum.withdraw and spec.service.key.address:
+                    withdrawn.add(spec.service.key.address)
+                if health is not None and spec.checks:
+                    spec = _healthy(spec, health, down)
+                if spec.quorum is not None and spec.quorum.sorry is not None:
+                    spec = _sorry(spec, quorum_lost, down)
+                services.append(spec)
+        vips.extend(spec for spec in inst.vips if state in spec.states
+                    and (not withdrawn or spec.vip.address.ip not in withdrawn))
     return Desired(
         sysctls=config.sysctls,
         vips=tuple(vips),
@@ -156,6 +178,7 @@ def desired_for(
         down=down,
         sync_daemons=sync.daemons(states.get(sync.instance, State.BACKUP)) if sync is not None else (),
         manage_sync_daemons=sync is not None,
+        links=(Link(config.bgp.interface),) if config.bgp is not None else (),
     )
 
 
@@ -175,16 +198,55 @@ def _healthy(spec: ServiceSpec, health: HealthView, down: dict[tuple[ServiceKey,
     return replace(spec, reals=tuple(reals))
 
 
+def _sorry(spec: ServiceSpec, quorum_lost: bool, down: dict[tuple[ServiceKey, RealKey], str]) -> ServiceSpec:
+    """keepalived's sorry server: in the service while its quorum is lost, its real servers then drained or
+    removed (as their checks' ``on_failure`` says; drained without a check); at weight 0 while the quorum holds
+    with ``sorry_inhibit``, else not there."""
+    rule = spec.quorum
+    assert rule is not None and rule.sorry is not None
+    if not quorum_lost:
+        return replace(spec, reals=spec.reals + (replace(rule.sorry, weight=0),)) if rule.sorry_inhibit else spec
+    key = spec.service.key
+    reals: list[RealServer] = []
+    for real in spec.reals:
+        check = spec.check_for(real.key)
+        how = down.get((key, real.key)) or (check.on_failure if check is not None else "drain")
+        if (key, real.key) not in down:
+            down[(key, real.key)] = how
+        if how == "drain":
+            reals.append(real if real.weight == 0 else replace(real, weight=0))
+    return replace(spec, reals=tuple(reals) + (rule.sorry,))
+
+
 # --------------------------------------------------------------------------- planner
 
 
 def plan(desired: Desired, observed: Observed, options: PlanOptions = PlanOptions()) -> Plan:
     """Compute the ordered actions that take ``observed`` to ``desired``."""
     sysctls = _plan_sysctls(desired, observed)
+    links = _plan_links(desired, observed)
     removals, binds, garps = _plan_vips(desired, observed, options)
     ipvs = _plan_ipvs(desired, observed, options)
     daemons = _plan_sync_daemons(desired, observed)
-    return Plan(tuple(sysctls + removals + ipvs + daemons + binds + garps))
+    return Plan(tuple(sysctls + links + removals + ipvs + daemons + binds + garps))
+
+
+def _plan_links(desired: Desired, observed: Observed) -> list[Action]:
+    """The ``[bgp]`` dummy link: created when missing, set up and ARP off when not; never deleted.
+
+    A link of that name but of another kind is the operator's: only its flags are set
+    (``doctor`` says it is not a dummy).
+    """
+    actions: list[Action] = []
+    for want in desired.links:
+        have = observed.links.get(want.name)
+        if have is None:
+            actions.append(AddLink(want))
+        elif (have.up, have.noarp) == (want.up, want.noarp):
+            actions.append(Noop(f"{have} already there"))
+        else:
+            actions.append(SetLink(have, replace(want, kind=have.kind)))
+    return actions
 
 
 def _plan_sysctls(desired: Desired, observed: Observed) -> list[Action]:
@@ -208,6 +270,8 @@ def _plan_vips(
     binds: list[Action] = []
     noops: list[Action] = []
     garps: list[Action] = []
+    # on a [bgp] dummy link the BGP daemon announces: no neighbours, nothing to send GARP to
+    quiet = {link.name for link in desired.links}
     for vip in sorted(desired.managed_vips, key=lambda v: (v.family, v)):  # IPv4 and IPv6 do not compare
         have = bound.get(vip.key)
         spec = wanted.get(vip.key)
@@ -217,7 +281,7 @@ def _plan_vips(
             else:
                 removals.append(UnbindVip(have))
             continue
-        announce = spec.garp and spec.vip.dev != "lo" and options.garp_count > 0
+        announce = spec.garp and spec.vip.dev != "lo" and spec.vip.dev not in quiet and options.garp_count > 0
         if have == spec.vip:
             noops.append(Noop(f"{vip} already bound"))
             if announce and options.announce:
@@ -388,4 +452,4 @@ def next_draining(
     return result
 
 
-__all__ = ["DrainKey", "HealthView", "Plan", "PlanOptions", "desired_for", "drain_key", "next_draining", "plan"]
+__all__ = ["DrainKey", "HealthView", "Plan", "QuorumView", "PlanOptions", "desired_for", "drain_key", "next_draining", "plan"]

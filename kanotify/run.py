@@ -107,6 +107,8 @@ class Request:
     warnings: tuple[str, ...] = ()
     quiet: bool = False
     services: frozenset[ServiceKey] | None = None
+    #: a health run: the services whose quorum was lost (False) or gained (True), in order (quorum hooks)
+    quorum: tuple[tuple[ServiceKey, bool], ...] = ()
     #: the listener's health checks as they were when it queued the request (None: no checks run)
     health: HealthView | None = None
     command: str = ""
@@ -215,6 +217,10 @@ class HookRun(Protocol):
 
     def after_transition(self, result: RunResult) -> None: ...
 
+    def quorum_changed(self, service: ServiceKey, up: bool) -> None:
+        """``kanotify_quorum_up`` / ``kanotify_quorum_down`` for ``service``."""
+        ...
+
 
 class Hooks(Protocol):
     """What the engine asks of the hook plugins: a :class:`HookRun` per run."""
@@ -241,6 +247,9 @@ class _NoHookRun:
         pass
 
     def after_transition(self, result: RunResult) -> None:
+        pass
+
+    def quorum_changed(self, service: ServiceKey, up: bool) -> None:
         pass
 
 

@@ -7,16 +7,19 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from . import __version__
 from .backends import system
 from .backends.base import ArpPolicy, Backend
 from .config.values import Config
 from .daemon.healthreport import read_report
-from .model import SYNC_STATES, State, SyncDaemon
+from .model import SYNC_STATES, Link, State, SyncDaemon
 from .plan import PlanOptions, desired_for, plan
 from .store import StateStore, listener_pid
 
+if TYPE_CHECKING:
+    from .backends.bgpd import Runner
 
 #: The IPVS sysctls that decide what happens to connections on drain and failover (docs/ipvs.md).
 #: There is no ``sync_period`` key: the period is the second number of ``sync_threshold``.
@@ -42,7 +45,8 @@ def collect_status(config: Config, backend_factory: Callable[[], Backend] | None
         health = {"listener": listener, "written": reported.written if reported else None,
                   "reals": [r.to_json() for r in reported.reals] if reported else []}
     # the drift is judged with the listener's health: a drained DOWN real server is not drift
-    desired = desired_for(config, states, health=reported if reported is not None and reported.reals else None)
+    desired = desired_for(config, states,
+                          health=reported if reported is not None and (reported.reals or reported.quorum) else None)
     # Foreign IPVS services and sync daemons are shown too (read, never touched), and the
     # IPVS sysctls whether configured or not.
     scope = replace(desired.scope, ipvs=True, sync_daemons=True,
@@ -68,8 +72,11 @@ def collect_status(config: Config, backend_factory: Callable[[], Backend] | None
                 {"real": str(rs), "active": st.active_conns, "inactive": st.inactive_conns}
                 for rs, st in sorted(svc.reals.values(), key=lambda x: str(x[0]))
             ],
+            # the listener's judgement of its quorum (keepalived's): {"quorum": Q, "up_weight": W, "up": bool, ...}
+            "quorum": reported.quorum_of(str(key)) if reported is not None else None,
         })
     return {
+        "version": __version__,  # kanotify's: the same as `kanotify --version` and the metrics' kanotify_build_info
         "config": config.path,
         "instances": [
             {
@@ -102,7 +109,33 @@ def collect_status(config: Config, backend_factory: Callable[[], Backend] | None
         "drift": [str(a) for a in drift.changes],
         "health": health,
         "warnings": warnings,
+        **({"bgp": collect_bgp(config, observed.links)} if config.bgp is not None else {}),
     }
+
+
+def collect_bgp(config: Config, links: Mapping[str, Link], runner: Runner | None = None) -> dict[str, Any]:
+    """``[bgp]``: the dummy link and the daemon's sessions, read-only (``status --json``'s ``bgp``).
+
+    ``{"daemon": "bird", "interface": {...}, "sessions": [{"name", "state", "since"}], "error": None}``
+    """
+    from .backends.bgpd import BgpReader, BgpReadError
+
+    spec = config.bgp
+    assert spec is not None
+    link = links.get(spec.interface)
+    report: dict[str, Any] = {
+        "daemon": spec.daemon,
+        "interface": {"name": spec.interface, "exists": link is not None,
+                      "kind": link.kind if link else None, "up": link.up if link else None,
+                      "noarp": link.noarp if link else None},
+        "sessions": [],
+        "error": None,
+    }
+    try:
+        report["sessions"] = [s.to_json() for s in BgpReader(spec, runner).sessions()]
+    except BgpReadError as exc:
+        report["error"] = str(exc)
+    return report
 
 
 def _sync_daemons(
@@ -155,7 +188,10 @@ def format_status(report: dict[str, Any], verbose: int = 0) -> str:
     ipvs = report["ipvs"]
     lines.append("ipvs:" + ("" if ipvs["available"] else f" not available ({ipvs['error']})"))
     for svc in ipvs["services"]:
-        lines.append(f"  {'managed' if svc['managed'] else 'foreign'} {svc['service']}")
+        quorum = svc.get("quorum")
+        held = "" if not quorum else (f"  quorum {'UP' if quorum['up'] else 'LOST'}: up weight {quorum['up_weight']}"
+                                      f" (quorum {quorum['quorum']}, hysteresis {quorum['hysteresis']})")
+        lines.append(f"  {'managed' if svc['managed'] else 'foreign'} {svc['service']}{held}")
         for rs in svc["reals"]:
             lines.append(f"    -> {rs['real']} active {rs['active']} inactive {rs['inactive']}")
     if report["sysctls"]:
@@ -193,6 +229,8 @@ def format_status(report: dict[str, Any], verbose: int = 0) -> str:
                 # several checks of one real server: say which (it is DOWN while any is)
                 which = f" ({real.get('check')})" if seen[(real.get("service"), real.get("real"))] > 1 else ""
                 lines.append(f"  {mark} {real.get('real')} of {real.get('service')}{which} since {since}{weight}{error}")
+    if "bgp" in report:
+        lines.extend(_format_bgp(report["bgp"]))
     if report["drift"]:
         lines.append("drift (what reconcile would change):")
         lines.extend(f"  + {line}" for line in report["drift"])
@@ -226,6 +264,23 @@ def _format_sync(sync: dict[str, Any], error: str | None) -> list[str]:
             lines.append(f"  DRIFT {item['state']} sync daemon not running (want {item['wanted']})")
     if len(lines) == 1:
         lines[0] += " none running"
+    return lines
+
+
+def _format_bgp(bgp: dict[str, Any]) -> list[str]:
+    link = bgp["interface"]
+    if link["exists"]:
+        flags = f"{link['kind'] or 'not a dummy'}, {'up' if link['up'] else 'DOWN'}, " \
+                f"{'no ARP' if link['noarp'] else 'ARP on'}"
+    else:
+        flags = "missing"
+    lines = [f"bgp ({bgp['daemon']}, read-only; VIPs on {link['name']}: {flags}):"]
+    if bgp["error"]:
+        lines.append(f"  sessions not readable: {bgp['error']}")
+    elif not bgp["sessions"]:
+        lines.append("  no BGP sessions configured")
+    for session in bgp["sessions"]:
+        lines.append(f"  {session['name']:<16} {session['state']:<12} since {session['since']}")
     return lines
 
 

@@ -166,6 +166,7 @@ class Harness:
     hooks: HookManager
     engine: Engine
     results: list[RunResult] = field(default_factory=list)
+    _lost: set[Any] = field(default_factory=set)  # the services whose quorum :meth:`quorum` lost
 
     def transition(
         self, instance: str = "VI_1", state: State | str = "master", *, dry_run: bool = False,
@@ -196,6 +197,26 @@ class Harness:
         self.results.append(result)
         return result
 
+    def quorum(self, service: str, up: bool) -> RunResult:
+        """The listener's health run after ``service`` (``"tcp 192.0.2.100:80"``) lost (``up`` False) or gained
+        its quorum: planned with the quorum lost or held (sorry server, VIPs), then ``kanotify_quorum_down`` /
+        ``kanotify_quorum_up`` called, as ``kanotify listen`` does (no checks run, no root needed)."""
+        from .run import RunKind
+
+        key = next((spec.service.key for inst in self.config.instances for spec in inst.services
+                    if str(spec.service.key) == service), None)
+        if key is None:
+            raise ValueError(f"no service {service!r} in the config")
+        if up:
+            self._lost.discard(key)
+        else:
+            self._lost.add(key)
+        result = self.engine.reconcile(argv=["kanotify", "listen", f"health: quorum of {service}"],
+                                       kind=RunKind.HEALTH, services=[key], health=_Quorums(set(self._lost)),
+                                       quorum=[(key, up)])
+        self.results.append(result)
+        return result
+
     def plan(self, state: State | str | None = None) -> RunResult:
         """``kanotify plan [--state STATE]``: nothing is applied."""
         return self.reconcile(state, dry_run=True)
@@ -219,6 +240,22 @@ class Harness:
     def problems(self) -> list[HookProblem]:
         """The hook problems of the last run (before any run: the plugins' load problems)."""
         return list(self.results[-1].problems) if self.results else list(self.hooks.load_problems)
+
+
+@dataclass(frozen=True)
+class _Quorums:
+    """The health a :meth:`Harness.quorum` run carries: no real server DOWN, these services' quorum lost."""
+
+    lost: set[Any]
+
+    def is_down(self, service: Any, real: Any) -> bool:
+        return False
+
+    def weight_of(self, service: Any, real: Any) -> int | None:
+        return None
+
+    def quorum_lost(self, service: Any) -> bool:
+        return service in self.lost
 
 
 def make_engine(

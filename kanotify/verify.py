@@ -21,6 +21,7 @@ from typing import Iterable
 
 from .actions import (
     Action,
+    AddLink,
     AddReal,
     AddService,
     BindVip,
@@ -29,6 +30,7 @@ from .actions import (
     EditReal,
     EditService,
     SendGarp,
+    SetLink,
     SetSysctl,
     StartSyncDaemon,
     StopSyncDaemon,
@@ -48,6 +50,7 @@ def touched_scope(desired: Desired, actions: Iterable[Action]) -> Scope:
     vip_keys: set[tuple[str, str]] = set()
     services: set[ServiceKey] = set()
     daemons = False
+    links: set[str] = set()
     last: ServiceKey | None = None  # a service's real servers come one after the other: hash its key once
     for action in actions:
         if action.is_noop or isinstance(action, SendGarp):  # an announcement changes no state
@@ -66,6 +69,10 @@ def touched_scope(desired: Desired, actions: Iterable[Action]) -> Scope:
             services.add(action.new.key)
         elif isinstance(action, (StartSyncDaemon, StopSyncDaemon)):
             daemons = True
+        elif isinstance(action, AddLink):
+            links.add(action.link.name)
+        elif isinstance(action, SetLink):
+            links.add(action.new.name)
         else:
             return desired.scope  # a hook's action, or one this module does not know
     wanted = set(dict.fromkeys(sysctls))
@@ -76,6 +83,7 @@ def touched_scope(desired: Desired, actions: Iterable[Action]) -> Scope:
         ipvs=bool(services),
         sync_daemons=daemons and desired.manage_sync_daemons,
         services_only=True,
+        links=tuple(link.name for link in desired.links if link.name in links),
     )
 
 
@@ -102,6 +110,7 @@ def merged(before: Observed, again: Observed, scope: Scope) -> Observed:
         services=services,
         ipvs_error=again.ipvs_error if scope.ipvs or scope.sync_daemons else before.ipvs_error,
         daemons=again.daemons if scope.sync_daemons else before.daemons,
+        links={**before.links, **again.links},
     )
 
 

@@ -41,12 +41,12 @@ TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
 GUEST_INIT = TESTS_DIR / "guest-init.sh"
 
-#: What IPVS tests need: ip_vs with every scheduler this kernel ships, plus veth and bridge.
+#: What IPVS tests need: ip_vs with every scheduler this kernel ships, plus veth, bridge and dummy ([bgp]).
 IPVS_MODULES: tuple[str, ...] = (
     "ip_vs",
     "ip_vs_rr", "ip_vs_wrr", "ip_vs_lc", "ip_vs_wlc", "ip_vs_lblc", "ip_vs_lblcr",
     "ip_vs_dh", "ip_vs_sh", "ip_vs_sed", "ip_vs_nq", "ip_vs_fo", "ip_vs_ovf", "ip_vs_mh",
-    "veth", "bridge",
+    "veth", "bridge", "dummy",
 )
 
 #: Environment variables passed from the host to the guest command unless overridden.

@@ -74,7 +74,12 @@ class AddressWatch:
                 try:
                     dev = socket.if_indextoname(found.index)
                 except OSError:
-                    continue  # the device itself is gone, and every address with it
+                    # The device itself is gone (``ip link del``), every address with it.  An IPv4
+                    # address names its device in its label ("kav0", "eth0:0"): a deleted [bgp]
+                    # dummy link is drift that kanotify repairs (it creates the link again).
+                    if not found.label:
+                        continue
+                    dev = found.label.split(":", 1)[0]
                 removed.append(Removed(dev, found.interface.with_prefixlen))
 
     def close(self) -> None:

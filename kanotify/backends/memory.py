@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from ..actions import (
     Action,
+    AddLink,
     AddReal,
     AddService,
     BindVip,
@@ -29,6 +30,7 @@ from ..actions import (
     EditService,
     HookAction,
     SendGarp,
+    SetLink,
     SetSysctl,
     StartSyncDaemon,
     StopSyncDaemon,
@@ -39,6 +41,7 @@ from ..model import (
     SCHEDULERS,
     SYNC_STATES,
     IPAddress,
+    Link,
     Observed,
     ObservedService,
     RealServer,
@@ -103,6 +106,9 @@ class MemoryBackend(OneAtATime):
         self.writes: list[Action] = []
         self.garps: list[SendGarp] = []
         self.fail: dict[str, int] = {}
+        #: kind and flags of the devices that have them set (created by AddLink, or by a test);
+        #: any other device is reported as the kernel has lo or an ethernet: no kind, up
+        self.links: dict[str, Link] = {}
 
     # ------------------------------------------------------------------ the Backend protocol
 
@@ -123,7 +129,13 @@ class MemoryBackend(OneAtATime):
                 }
         if scope.sync_daemons and self.ipvs_available:
             daemons = tuple(self.daemons[state] for state in SYNC_STATES if state in self.daemons)
-        return Observed(sysctls=sysctls, vips=vips, services=services, ipvs_error=ipvs_error, daemons=daemons)
+        links = {name: self.link(name) for name in scope.links if name in self.devices}
+        return Observed(sysctls=sysctls, vips=vips, services=services, ipvs_error=ipvs_error, daemons=daemons,
+                        links=links)
+
+    def link(self, name: str) -> Link:
+        """A device's kind and flags, as the link backend reads them (the device must exist)."""
+        return self.links.get(name) or Link(name, "", up=True, noarp=False)
 
     def apply(self, action: Action) -> None:
         code = self.fail.get(str(action))
@@ -189,6 +201,8 @@ class MemoryBackend(OneAtATime):
     def _thresholds(real: RealServer, action: Action) -> None:
         if real.l_threshold > real.u_threshold:
             raise ApplyError(f"{action}: the lower threshold is above the upper threshold", errno.ERANGE)
+        if real.tun_type == "gue" and not real.tun_port:  # ip_vs_add_dest/ip_vs_edit_dest: "tunnel port is zero"
+            raise ApplyError(f"{action}: Invalid argument (a gue tunnel without a port)", errno.EINVAL)
 
     def _mixed_families(self) -> bool:
         """Does a service have a real server of the other address family (which the sync protocol cannot carry)?"""
@@ -260,6 +274,30 @@ def _send_garp(host: MemoryBackend, action: SendGarp) -> bool:
     host._device(action.vip.dev, action)
     host.garps.append(action)
     return False  # sends packets, changes no state
+
+
+def _add_link(host: MemoryBackend, action: AddLink) -> bool:
+    link = action.link
+    if link.kind != "dummy":
+        raise ApplyError(f"{action}: kanotify creates dummy links only", errno.EINVAL)
+    if link.name in host.devices:  # EEXIST: the kernel backend then makes sure of the flags
+        return _set_link(host, SetLink(host.link(link.name), link))
+    host.devices.add(link.name)
+    host.links[link.name] = link
+    for name in _ARP_KEYS:  # the kernel creates conf/<dev>/ with the link
+        host.sysctls[f"net.ipv4.conf.{link.name}.{name}"] = "0"
+    return True
+
+
+def _set_link(host: MemoryBackend, action: SetLink) -> bool:
+    name = action.new.name
+    if name not in host.devices:
+        raise ApplyError(f"{action}: no such link", errno.ENODEV)
+    have = host.link(name)
+    if (have.up, have.noarp) == (action.new.up, action.new.noarp):
+        return False
+    host.links[name] = Link(name, have.kind, action.new.up, action.new.noarp)
+    return True
 
 
 def _hook_action(host: MemoryBackend, action: HookAction) -> bool:
@@ -362,6 +400,8 @@ def _stop_sync_daemon(host: MemoryBackend, action: StopSyncDaemon) -> bool:
 #: action type -> how the kernel answers it (the handler returns whether anything changed)
 _HANDLERS: dict[type[Action], Callable[[MemoryBackend, Any], bool]] = {
     SetSysctl: _set_sysctl,
+    AddLink: _add_link,
+    SetLink: _set_link,
     BindVip: _bind_vip,
     UnbindVip: _unbind_vip,
     SendGarp: _send_garp,

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from .address import AddressBackend
     from .garp import Repeater
     from .ipvs import IpvsBackend
+    from .link import LinkBackend
 
 
 def system_backend(
@@ -53,6 +54,7 @@ class SystemBackend:
         self._sysctl = SysctlBackend()  # plain file I/O: costs nothing to create
         self._address: AddressBackend | None = None
         self._ipvs: IpvsBackend | None = None
+        self._link: LinkBackend | None = None
         self._others: dict[str, DomainBackend] = {}
 
     # The factories import their modules lazily: start-up cost matters on the notify path.
@@ -71,6 +73,13 @@ class SystemBackend:
             self._ipvs = IpvsBackend(netns=self.netns, memo=self.long_lived)
         return self._ipvs
 
+    def link(self) -> LinkBackend:
+        if self._link is None:
+            from .link import LinkBackend
+
+            self._link = LinkBackend(netns=self.netns)
+        return self._link
+
     def _domain(self, domain: str) -> DomainBackend:
         if domain == "sysctl":
             return self._sysctl
@@ -78,6 +87,8 @@ class SystemBackend:
             return self.address()
         if domain == "ipvs":
             return self.ipvs()
+        if domain == "link":
+            return self.link()
         if domain == "sync":  # the sync daemons are IPVS commands too: same backend, same socket
             return _SyncDaemons(self.ipvs())
         backend = self._others.get(domain)
@@ -97,6 +108,7 @@ class SystemBackend:
 
     def observe(self, scope: Scope) -> Observed:
         sysctls = self._sysctl.read_many(scope.sysctls) if scope.sysctls else {}
+        links = self.link().observe(scope.links) if scope.links else {}
         vips: frozenset[Vip] = self.address().observe(scope.vips) if scope.vips else frozenset()
         services = None
         daemons: tuple[SyncDaemon, ...] | None = None
@@ -111,7 +123,8 @@ class SystemBackend:
                 daemons = self.ipvs().daemons()
             except (ApplyError, OSError, ImportError) as exc:
                 ipvs_error = str(exc)
-        return Observed(sysctls=sysctls, vips=vips, services=services, ipvs_error=ipvs_error, daemons=daemons)
+        return Observed(sysctls=sysctls, vips=vips, services=services, ipvs_error=ipvs_error, daemons=daemons,
+                        links=links)
 
     def effective_arp(self) -> ArpPolicy:
         """Per interface, the ARP policy the kernel really uses: max(all, interface)."""
@@ -134,10 +147,10 @@ class SystemBackend:
         return results
 
     def close(self) -> None:
-        for backend in (self._address, self._ipvs, *self._others.values()):
+        for backend in (self._address, self._ipvs, self._link, *self._others.values()):
             if backend is not None:
                 backend.close()
-        self._address = self._ipvs = None
+        self._address = self._ipvs = self._link = None
         self._others.clear()
 
 

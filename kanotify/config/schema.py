@@ -45,6 +45,7 @@ from ..model import (
     Instance,
     IPAddress,
     IPInterface,
+    Quorum,
     RealServer,
     ServiceKey,
     ServiceSpec,
@@ -56,6 +57,8 @@ from ..model import (
     format_hostport,
     normalize_sysctl,
 )
+from .bgp import read_bgp
+from .tunnel import real_tunnel
 from .values import Config, HookSettings, Settings, ip_or_none
 from .checkkeys import (_BROKEN, CHECK_KEY_TYPES_MORE, CHECK_KEYS_MORE, _CheckKeys, check_keys_more, check_tables,
                         health_checks)
@@ -242,15 +245,18 @@ def _states(t: Table, name: str = "states") -> frozenset[State] | None:
 # --------------------------------------------------------------------------- the file
 
 
-_TOP_KEYS = ("settings", "sysctl", "instance", "group", "hooks", "sync_daemon")
+_TOP_KEYS = ("settings", "sysctl", "instance", "group", "hooks", "sync_daemon", "bgp")
 _SETTINGS_KEYS = field_keys(Settings)
 _INSTANCE_KEYS = ("name", "vip", "service")
 _VIP_KEYS = ("address", "dev", "label", "states", "garp")
 _SERVICE_KEYS = (
     "protocol", "address", "port", "fwmark", "family", "scheduler", "persistence",
-    "persistence_netmask", "flags", "states", "real", "check",
+    "persistence_netmask", "flags", "states", "real", "check", "quorum", "hysteresis", "quorum_withdraw",
+    "sorry_server",
 )
-_REAL_KEYS = ("address", "port", "forward", "weight", "upper_threshold", "lower_threshold", "check")
+_SORRY_KEYS = ("address", "port", "forward", "weight", "inhibit")
+_REAL_KEYS = ("address", "port", "forward", "weight", "upper_threshold", "lower_threshold", "check",
+              "tun_type", "tun_port", "tun_flags")
 _CHECK_KEYS = ("type", "port", "path", "status", "host", "command", "interval", "timeout", "retry",
                "retry_delay", "on_failure", "verify", "initial", *CHECK_KEYS_MORE)
 #: keys that mean something for some check types only
@@ -326,6 +332,7 @@ class _ConfigReader:
         groups = self.groups(top)
         hooks = self.hooks(top)
         sync_daemon = self.sync_daemon(top)
+        bgp = read_bgp(self.problems, top, _check_dev)
         top.done()
         if self.problems.items or settings is None:
             return None
@@ -337,6 +344,7 @@ class _ConfigReader:
             groups=groups,
             hooks=MappingProxyType(hooks),
             sync_daemon=sync_daemon,
+            bgp=bgp,
         )
 
     def address(self, text: str) -> IPAddress | str:
@@ -520,6 +528,9 @@ class _ConfigReader:
                                                  "clients of a persistent service")
             if netmask == full:
                 netmask = None  # what the kernel reports back for "per client"
+        if not sid.fwmark and sid.port == 0 and persistence == 0:
+            t.problem("port", "expected a port 1..65535, or persistence > 0: a port-0 service takes every port of "
+                              "its address and must be persistent (as keepalived and ipvsadm -p)")
         flags = t.words("flags", SERVICE_FLAGS, f"an array of flags ({', '.join(SERVICE_FLAGS)})")
         for i, flag in enumerate(flags or ()):
             if flag.startswith("sh-") and scheduler is not None and scheduler not in ("sh", "mh"):
@@ -544,6 +555,7 @@ class _ConfigReader:
                 assert real is not None
                 checks.append((real.key, check))
             reals.append(real)
+        quorum = self.quorum(t, sid, scheduler, [r for r in reals if r is not None])
         t.done()
 
         if self.problems.since(mark) or key is None or scheduler is None or persistence is None or states is None:
@@ -553,7 +565,39 @@ class _ConfigReader:
             return None
         self.services[key] = path
         service = VirtualService(key, scheduler, persistence, netmask, frozenset(flags or ()))
-        return ServiceSpec(service, tuple(r for r in reals if r is not None), states, tuple(checks))
+        return ServiceSpec(service, tuple(r for r in reals if r is not None), states, tuple(checks), quorum)
+
+    def quorum(self, t: Table, sid: _ServiceId, scheduler: str | None, reals: list[RealServer]) -> Quorum | None:
+        """``quorum``, ``hysteresis`` and ``[instance.service.sorry_server]`` (keepalived's); None: none given."""
+        if not (t.has("quorum") or t.has("hysteresis") or t.has("sorry_server") or t.has("quorum_withdraw")):
+            return None
+        quorum = t.integer("quorum", 1, 2**32 - 1, default=1)
+        hysteresis = t.integer("hysteresis", 0, 2**32 - 1, default=0)
+        if quorum is not None and hysteresis is not None and hysteresis >= quorum:
+            # keepalived (check_data.c) lowers it to quorum - 1 with an error; kanotify's config says so instead
+            t.problem("hysteresis", f"expected hysteresis < quorum ({quorum}), got {hysteresis}")
+            hysteresis = None
+        sorry = None
+        inhibit = False
+        data = t.table("sorry_server", "instance.service.sorry_server")
+        if data is not None:
+            path = t.at("sorry_server")
+            st = Table(self.problems, path, data, _SORRY_KEYS)
+            inhibit = bool(st.boolean("inhibit", False))
+            st.done()
+            plain = {k: v for k, v in data.items() if k in _SORRY_KEYS and k != "inhibit"}
+            sorry = self.real(path, plain, sid)
+            if sorry is not None and any(r.key == sorry.key for r in reals):
+                st.problem("address", f"expected a server that is not one of the service's real servers, got "
+                                      f"{format_hostport(sorry.address, sorry.port)} (a real server of it)")
+            if sorry is not None and sorry.weight == 0:
+                st.problem("weight", "expected a weight 1..65535: the sorry server takes the traffic when the "
+                                     "quorum is lost (sorry_server_inhibit sets 0 while it holds)")
+        # a sorry server answers for the service: its VIPs stay (keepalived's behaviour) unless asked
+        withdraw = t.boolean("quorum_withdraw", t.has("quorum") and data is None)
+        if quorum is None or hysteresis is None or withdraw is None:
+            return None
+        return Quorum(quorum, hysteresis, withdraw, sorry, inhibit)
 
     def service_id(self, t: Table) -> _ServiceId:
         """``fwmark`` (+ ``family``) or ``protocol``/``address``/``port``."""
@@ -578,7 +622,7 @@ class _ConfigReader:
                 t.problem("address", parsed)
             else:
                 address = parsed
-        port = t.integer("port", 1, 65535, required=True)
+        port = t.integer("port", 0, 65535, required=True)  # 0: every port of the address (persistent only)
         key = None
         if protocol is not None and address is not None and port is not None:
             key = ServiceKey.inet(protocol, address, port)
@@ -600,11 +644,12 @@ class _ConfigReader:
                                      f"({service.name}), got IPv{parsed.version} address {parsed}")
             else:
                 address = parsed
-        port = t.integer("port", 0 if service.fwmark else 1, 65535, default=service.port)
+        port = t.integer("port", 0 if service.fwmark or service.port == 0 else 1, 65535, default=service.port)
         forward = t.choice("forward", FORWARDS, default="dr")
         weight = t.integer("weight", 0, 65535, default=1)
         upper = t.integer("upper_threshold", 0, 65535, default=0)
         lower = t.integer("lower_threshold", 0, 65535, default=0)
+        tunnel = real_tunnel(t, forward)
         t.done()
         if upper is not None and lower is not None and lower > upper:
             # the kernel refuses it (ERANGE) even when upper is 0, "no limit": lower only means something below it
@@ -615,9 +660,9 @@ class _ConfigReader:
             t.problem("port", f"expected {service.port} (the service's port): with forward = {literal(forward)} "
                               f"IPVS cannot rewrite ports; use forward = \"nat\" to map {service.port} to {port}")
         if (self.problems.since(mark) or address is None or port is None or forward is None or weight is None
-                or upper is None or lower is None):
+                or upper is None or lower is None or tunnel is None):
             return None
-        return RealServer(address, port, forward, weight, upper, lower)
+        return RealServer(address, port, forward, weight, upper, lower, *tunnel)
 
     # -- health checks: [instance.service.check] and [instance.service.real.check]
 
@@ -721,7 +766,7 @@ class _ConfigReader:
             wrong.extend(_family_problems(merged, server))
             if kind in PORT_CHECKS and "port" not in merged and server.port == 0:
                 wrong.append((f"{table}.port", "missing required key: expected a port 1..65535 to check (the real "
-                                               "server of a fwmark service has none)"))
+                                               "server of a fwmark or port-0 service has none)"))
         for at, message in wrong:
             if (at, message) not in self.problems.items:  # one problem, however many real servers inherit it
                 self.problems.add(at, message)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from ..model import Group, Instance, IPAddress, SyncDaemonSpec, format_hostport
+from ..model import Group, Instance, IPAddress, ServiceKey, ServiceSpec, SyncDaemonSpec, format_hostport
 from .tomlcheck import Boolean, Integer, Number, Rule, Table, Text, literal, setting
 
 def ip_or_none(text: str) -> IPAddress | None:
@@ -135,6 +135,26 @@ class Settings:
     keepalived_pidfile: str = setting("/run/keepalived.pid", _ABS_PATH)
 
 
+#: the BGP daemons ``[bgp] daemon`` names (what doctor and status read, never change)
+BGP_DAEMONS = ("bird", "frr")
+
+
+@dataclass(frozen=True)
+class BgpSpec:
+    """``[bgp]``: binding is announcing.  The VIPs go on the dummy link ``interface``,
+    which the director's BGP daemon (``daemon``: bird or frr) exports; ``control`` is
+    that daemon's control socket (``birdc -s`` / ``vtysh --vty_socket``), ``None`` for
+    its default.
+
+    >>> BgpSpec("kav0").daemon
+    'bird'
+    """
+
+    interface: str
+    daemon: str = "bird"
+    control: str | None = None
+
+
 @dataclass(frozen=True)
 class Config:
     """A whole, valid config file."""
@@ -146,11 +166,20 @@ class Config:
     groups: tuple[Group, ...] = ()
     hooks: Mapping[str, HookSettings] = field(default_factory=lambda: MappingProxyType({}))
     sync_daemon: SyncDaemonSpec | None = None  # [sync_daemon]: None leaves sync daemons alone
+    bgp: BgpSpec | None = None  # [bgp]: the dummy link a BGP daemon exports; None: no BGP wiring
 
     def instance(self, name: str) -> Instance | None:
         for inst in self.instances:
             if inst.name == name:
                 return inst
+        return None
+
+    def service_spec(self, key: ServiceKey) -> ServiceSpec | None:
+        """The first ``[[instance.service]]`` of ``key``."""
+        for inst in self.instances:
+            for spec in inst.services:
+                if spec.service.key == key:
+                    return spec
         return None
 
     def group(self, name: str) -> Group | None:

@@ -45,6 +45,7 @@ from . import checks as _checks
 from ..atomic import replace_file
 from ..config.values import Config
 from .healthreport import HEALTH_FILE
+from .quorum import QuorumBook, QuorumChange
 from ..model import HealthCheck, IPAddress, RealKey, ServiceKey, format_hostport
 
 #: how often health.json is rewritten at most while only errors and times change (state changes: at once)
@@ -94,6 +95,7 @@ class Target:
     checked: bool = True  # False once it left the config (or the checks stopped): results are dropped
     sockaddr: tuple[str, int] | None = None  # what connect() takes, made once
     bind: tuple[str, int] | None = None  # what bind() takes (source, source_port), None: no bind
+    quorum: bool = False  # its service's quorum is tracked (:class:`~kanotify.daemon.quorum.QuorumBook`)
     static: str = ""  # its health.json entry's fields that change only with the config
     entry: str | None = None  # its whole health.json entry as last encoded (None: changed since)
 
@@ -111,6 +113,10 @@ class Change:
     why: str
     weight: int | None = None  # a dynamic weight (a command's exit status, a file's number): the new weight
 
+    @property
+    def service(self) -> ServiceKey:
+        return self.key[0]
+
     def __str__(self) -> str:
         service, (address, port) = self.key
         state = "UP" if self.up else "DOWN"
@@ -127,12 +133,16 @@ class DownSet:
 
     down: frozenset[Key] = frozenset()
     weights: tuple[tuple[Key, int], ...] = ()  # real servers whose dynamic checks set their weight
+    lost: frozenset[ServiceKey] = frozenset()  # the services whose quorum is lost
 
     def is_down(self, service: ServiceKey, real: RealKey) -> bool:
         return bool(self.down) and (service, real) in self.down
 
     def weight_of(self, service: ServiceKey, real: RealKey) -> int | None:
         return dict(self.weights).get((service, real)) if self.weights else None
+
+    def quorum_lost(self, service: ServiceKey) -> bool:
+        return bool(self.lost) and service in self.lost
 
 
 #: nothing DOWN: the snapshot of most moments, shared
@@ -147,9 +157,11 @@ class Health:
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, on_change: Callable[[list[Change]], None],
-                 state_dir: str, clock: Callable[[], float] = time.time) -> None:
+                 state_dir: str, clock: Callable[[], float] = time.time,
+                 on_quorum: Callable[[list[QuorumChange]], None] | None = None) -> None:
         self.loop = loop
         self.on_change = on_change
+        self.on_quorum = on_quorum  # a service's quorum was lost or gained (after the real server's change)
         self.state_dir = state_dir
         self.clock = clock
         self.targets: dict[CheckKey, Target] = {}
@@ -157,6 +169,7 @@ class Health:
         self._down: dict[ServiceKey, dict[RealKey, int]] = {}
         self._weights: dict[Key, int] = {}  # the weights dynamic checks set (the real server's own otherwise)
         self._by_real: dict[Key, list[Target]] = {}  # every real server's checks
+        self.quorum = QuorumBook()
         self._order: list[Target] | None = None  # health.json's order, None: to sort again
         self._dirty = False
         self._writer: asyncio.TimerHandle | None = None  # the next write of counters and errors
@@ -180,14 +193,18 @@ class Health:
 
     def down_now(self) -> DownSet:
         """The DOWN real servers now, frozen (in the loop's thread: it owns the checks' state)."""
-        if not self._down and not self._weights:
+        lost = self.quorum.lost
+        if not self._down and not self._weights and not lost:
             return NONE_DOWN
         return DownSet(frozenset((service, real) for service, reals in self._down.items() for real in reals),
-                       tuple(self._weights.items()))
+                       tuple(self._weights.items()), lost)
 
     def weight_of(self, service: ServiceKey, real: RealKey) -> int | None:
         """The weight the dynamic checks of a real server set (None: its configured one)."""
         return self._weights.get((service, real)) if self._weights else None
+
+    def quorum_lost(self, service: ServiceKey) -> bool:
+        return service in self.quorum.lost
 
     def is_down(self, service: ServiceKey, real: RealKey) -> bool:
         """The live answer (the loop's thread; another thread takes a :meth:`down_now` there and reads it)."""
@@ -277,6 +294,12 @@ class Health:
                 del self._weights[real_key]
         for real_key in self._by_real:
             self._note_weight(real_key)
+        changes = self.quorum.configure(config, self.is_down, now)
+        tracked = self.quorum.services
+        for target in self.targets.values():
+            target.quorum = target.key[0] in tracked
+        if changes and self.on_quorum is not None:  # one that starts without its quorum: journaled, hooks told
+            self.loop.call_soon(self.on_quorum, changes)
         self._order = None
         self._dirty = True
         self._write()
@@ -565,15 +588,21 @@ class Health:
         else:
             self._schedule(target, delay, at)
         self._note_state(target, was_down)
+        flipped = self._real_down(target.key) != real_was_down  # the real server itself went UP or DOWN
         if change is not None:
-            if self._real_down(target.key) == real_was_down and (change.weight is None or real_was_down):
+            if not flipped and (change.weight is None or real_was_down):
                 change = None  # another check of the real server keeps it DOWN: nothing changes for IPVS
             else:
                 for other in self._by_real.get(target.key, ()):
                     other.entry = None  # every entry of the real server shows its weight
-        self._mark_dirty(now=change is not None)
+        # the quorum counts configured weights of UP real servers: only a real server's own UP/DOWN moves it
+        lost = self.quorum.checked(target.key[0], target.key[1], flipped, self.is_down, now) \
+            if target.quorum else None
+        self._mark_dirty(now=change is not None or lost is not None)
         if change is not None:
             self.on_change([change])
+        if lost is not None and self.on_quorum is not None:
+            self.on_quorum([lost])
 
     # ------------------------------------------------------------------ health.json
 
@@ -627,7 +656,9 @@ class Health:
                 t.entry = _entry(t, self._weights.get(t.key) if self._weights else None)
         reals = ",".join([t.entry for t in order])  # type: ignore[misc]  # every entry was just made
         late = ",".join(f'"{label}":{n}' for label, n in zip(_LATE_LABELS, self.late))
-        data = f'{{"pid":{os.getpid()},"written":{self.clock()!r},"late":{{{late}}},"reals":[{reals}]}}\n'.encode()
+        quorum = json.dumps(self.quorum.snapshot())
+        data = (f'{{"pid":{os.getpid()},"written":{self.clock()!r},"late":{{{late}}},"reals":[{reals}],'
+                f'"quorum":{quorum}}}\n').encode()
         try:
             # not durable: rewritten every few seconds, and a crash of the machine loses the checks' state anyway
             replace_file(os.path.join(self.state_dir, HEALTH_FILE), data, durable=False)

@@ -54,6 +54,24 @@ class HealthReport:
     written: float | None
     late: tuple[tuple[str, int], ...]
     reals: tuple[RealHealth, ...]
+    #: each tracked service's quorum: {"service", "quorum", "hysteresis", "up_weight", "up", "since", "pending"}
+    quorum: tuple[dict[str, Any], ...] = ()
+
+    @cached_property
+    def lost(self) -> frozenset[str]:
+        """The services (as written) whose quorum is lost."""
+        return frozenset(str(q.get("service")) for q in self.quorum if q.get("up") is False)
+
+    def quorum_lost(self, service: ServiceKey) -> bool:
+        return str(service) in self.lost
+
+    def quorum_of(self, service: str) -> dict[str, Any] | None:
+        """``status --json``'s ``quorum`` of ``service``: ``{"quorum": Q, "up_weight": W, "up": bool}``."""
+        for q in self.quorum:
+            if q.get("service") == service:
+                return {"quorum": q.get("quorum"), "hysteresis": q.get("hysteresis"), "up_weight": q.get("up_weight"),
+                        "up": q.get("up"), "since": q.get("since"), "pending": q.get("pending")}
+        return None
 
     @cached_property
     def down(self) -> frozenset[tuple[str, str]]:
@@ -96,13 +114,15 @@ def parse_report(data: object) -> HealthReport | None:
     """The report in ``health.json``'s decoded JSON; None when it is not an object."""
     if not isinstance(data, dict):
         return None
-    pid, late, listed = data.get("pid"), data.get("late"), data.get("reals")
+    pid, late, listed, quorum = data.get("pid"), data.get("late"), data.get("reals"), data.get("quorum")
     reals = tuple(r for e in listed if (r := _real(e)) is not None) if isinstance(listed, list) else ()
     return HealthReport(
         pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
         _number(data.get("written")),
         tuple((str(k), v) for k, v in late.items() if isinstance(v, int)) if isinstance(late, dict) else (),
         reals,
+        tuple(q for q in quorum if isinstance(q, dict) and isinstance(q.get("up"), bool))
+        if isinstance(quorum, list) else (),
     )
 
 

@@ -57,7 +57,7 @@ import os
 import signal
 import threading
 import time
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from ..backends.base import Backend
 from ..backends.system import system_backend
@@ -78,6 +78,7 @@ from . import control
 from .controlserver import ControlServer
 from .fifo import FifoReader, LvsEvent, PriorityEvent, Unparsed, VrrpEvent, parse_line
 from .health import NONE_DOWN, Change, DownSet, Health
+from .quorum import QuorumChange
 from .keepalived_watch import Gone, KeepalivedWatch
 from .metricskeeper import MetricsKeeper
 from .workqueue import WorkQueue, unique
@@ -260,7 +261,7 @@ class Listener:
         old = self.engine
         if self.health is None:
             assert self.store is not None
-            self.health = Health(self.loop, self._on_health, self.store.dir)
+            self.health = Health(self.loop, self._on_health, self.store.dir, on_quorum=self._on_health)
         self.health.configure(config)  # real servers that stay keep their health
         self.down = self.health.down_now()
         self.engine = Engine(config, hooks=self.hooks_for(config), backend_factory=self.backend_factory,
@@ -430,12 +431,13 @@ class Listener:
 
     # ------------------------------------------------------------------ health checks
 
-    def _on_health(self, changes: list[Change]) -> None:
+    def _on_health(self, changes: Sequence[Change | QuorumChange]) -> None:
         assert self.health is not None
         self.down = self.health.down_now()
         for change in changes:
             say(f"health: {change}")
-        self._submit("health", HealthRun([str(c) for c in changes], {c.key[0] for c in changes}))
+        self._submit("health", HealthRun([str(c) for c in changes], {c.service for c in changes},
+                                         quorum=[(c.service, c.up) for c in changes if isinstance(c, QuorumChange)]))
 
     # ------------------------------------------------------------------ metrics
 

@@ -22,7 +22,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Protocol, TextIO
+from typing import TYPE_CHECKING, Callable, Mapping, Protocol, TextIO
 
 from ..errors import ConfigError
 from ..journal import summary_line, syslog_line
@@ -108,6 +108,20 @@ class HealthRun:
     changes: list[str]
     services: set[ServiceKey]  # whose real servers changed: the run reads and plans only these
     health: HealthView | None = None
+    quorum: list[tuple[ServiceKey, bool]] = field(default_factory=list)  # quorum changes, in order: (service, up)
+
+
+def driven_by_keepalived(config: Config, recorded: Mapping[str, State]) -> tuple[str, ...]:
+    """The instances a dead keepalived leaves behind: recorded in a state other than STOP, except
+    those whose VIPs are all on the ``[bgp]`` link -- no keepalived drives those (``reconcile --state
+    master --instance ANYCAST`` at boot), and withdrawing a healthy director because a VRRP pair
+    on the same host lost its keepalived would be wrong."""
+    anycast = config.bgp.interface if config.bgp is not None else None
+    return tuple(
+        inst.name for inst in config.instances
+        if recorded.get(inst.name) not in (None, State.STOP)
+        and not (anycast is not None and inst.vips and all(spec.vip.dev == anycast for spec in inst.vips))
+    )
 
 
 @dataclass
@@ -140,6 +154,7 @@ def merge(queued: Work, new: Work) -> Work | None:
     elif isinstance(new, HealthRun) and isinstance(queued, HealthRun):
         new.changes = queued.changes + new.changes
         new.services = queued.services | new.services
+        new.quorum = queued.quorum + new.quorum
     elif isinstance(new, (Repair, Reload)):
         return None
     return new
@@ -251,7 +266,8 @@ class Worker:
         elif isinstance(work, HealthRun):
             reason = "health: " + "; ".join(work.changes)
             self._report(engine.reconcile(argv=["kanotify", "listen", reason[:2000]], kind=RunKind.HEALTH,
-                                          quiet=True, services=work.services, health=work.health))
+                                          quiet=not work.quorum, services=work.services, health=work.health,
+                                          quorum=work.quorum))
         elif isinstance(work, KeepalivedGone):
             self._run_keepalived_gone(engine, work)
         elif isinstance(work, Failure):
@@ -260,8 +276,7 @@ class Worker:
     def _run_keepalived_gone(self, engine: Engine, work: KeepalivedGone) -> None:
         """STOP for every instance keepalived drove: those recorded in a state other than STOP."""
         saved, _warnings = engine.store.load(repair=False)  # the run itself reads them again under the lock
-        recorded = saved.states()
-        names = tuple(n for n in engine.config.instance_names if recorded.get(n) not in (None, State.STOP))
+        names = driven_by_keepalived(engine.config, saved.states())
         if not names:
             say(f"{work.gone.why}: no instance to release (each is STOP already, or was never notified)")
             return

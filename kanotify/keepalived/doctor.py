@@ -31,6 +31,7 @@ from .scripts import (Script, find_in_path, is_executable, kanotify_command, res
                       scripts, uid_gid)
 
 if TYPE_CHECKING:
+    from .doctor_bgp import BgpFacts
     from .imported import ImportResult
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
@@ -68,6 +69,8 @@ class Context:
     sysctl_root: str = "/"
     config_given: bool = False
     config_id: str | None = None
+    #: the [bgp] link and daemon (None: this host's, :class:`~kanotify.keepalived.doctor_bgp.SystemBgpFacts`)
+    bgp_facts: "BgpFacts | None" = None
     _imported: "ImportResult | None" = None
 
     def imported(self) -> "ImportResult":
@@ -739,6 +742,14 @@ def check_persisted(ctx: Context) -> list[Row]:
     return rows
 
 
+def check_bgp(ctx: Context) -> list[Row]:
+    """The ``[bgp]`` wiring (:mod:`kanotify.keepalived.doctor_bgp`): link, daemon exports, no graceful
+    restart, BFD, sloppy_tcp with mh/sh, the sync daemon's mode."""
+    from .doctor_bgp import bgp_rows
+
+    return [Row(*row) for row in bgp_rows(ctx.config, ctx.host, ctx.bgp_facts)]
+
+
 CHECKS: tuple[Callable[[Context], list[Row]], ...] = (
     check_keepalived_conf,
     check_kanotify_config,
@@ -758,6 +769,7 @@ CHECKS: tuple[Callable[[Context], list[Row]], ...] = (
     check_ip_vs,
     check_sync_daemon,
     check_persisted,
+    check_bgp,
 )
 
 

@@ -57,6 +57,7 @@ class ImportedService:
     notes: tuple[Note, ...] = ()
     comments: tuple[str, ...] = ()  # keepalived defaults applied, and the like
     checkers: tuple[Where, ...] = ()  # every health checker keepalived runs on its real servers
+    quorum: "ImportedQuorum | None" = None  # quorum, hysteresis, sorry_server (:mod:`.quorum_import`)
 
     @property
     def spec(self) -> ServiceSpec:
@@ -147,6 +148,40 @@ class ImportedSyncDaemon:
 
 
 @dataclass
+class QuorumBlock:
+    """What a virtual_server said about its quorum, as read so far."""
+
+    quorum: int | None = None
+    quorum_where: Where | None = None
+    hysteresis: int | None = None
+    hysteresis_where: Where | None = None
+    sorry: tuple[IPAddress, int, str, Where] | None = None  # address, port (0: none), forward, where
+    inhibit: Where | None = None
+    method: Where | None = None  # sorry_server_lvs_method
+    scripts: list[Statement] = field(default_factory=list)
+    omega: Where | None = None
+
+
+@dataclass(frozen=True)
+class ImportedQuorum:
+    """The service keys (and sorry server table) one virtual_server's quorum keywords become."""
+
+    lines: tuple[tuple[str, str, str], ...]  # (key, TOML value, origin)
+    sorry: tuple[tuple[str, str, str], ...] = ()  # the [instance.service.sorry_server] keys
+    comments: tuple[str, ...] = ()
+
+    def toml(self) -> list[str]:
+        out = [f"  # {c}" for c in self.comments]
+        out += [f"  {k} = {v}" + (f"    # {o}" if o else "") for k, v, o in self.lines]
+        if self.sorry:
+            out += ["", "    [instance.service.sorry_server]"]
+            out += [f"    {k} = {v}" + (f"    # {o}" if o else "") for k, v, o in self.sorry]
+        return out
+
+
+
+
+@dataclass
 class CheckerOption:
     value: str
     where: Where
@@ -159,6 +194,7 @@ class VSBlock:
     protocol: str | None = None
     scheduler: str | None = None
     forward: str | None = None
+    tunnel: tuple[str, int, str] | None = None  # lvs_method TUN type ... port ... csum
     persistence: int | None = None
     granularity: str | None = None
     granularity_where: Where | None = None
@@ -169,6 +205,7 @@ class VSBlock:
     notes: list[Note] = field(default_factory=list)
     reals: list["RSBlock"] = field(default_factory=list)
     track_files: dict[str, Statement] = field(default_factory=dict)  # the config's track_file blocks, by name
+    quorum: QuorumBlock = field(default_factory=QuorumBlock)  # quorum, hysteresis, sorry_server (quorum_import)
 
 
 @dataclass
@@ -178,6 +215,7 @@ class RSBlock:
     port: int
     weight: int | None = None
     forward: str | None = None
+    tunnel: tuple[str, int, str] | None = None
     upper: int = 0
     lower: int = 0
     cascade: dict[str, CheckerOption] = field(default_factory=dict)

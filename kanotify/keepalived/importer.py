@@ -52,6 +52,7 @@ from .checkers import CASCADE, CHECKERS, canonical, cascade_option, checks_of, t
 from .conf import KeepalivedConf, Statement, Where, read_config
 from .imported import (CheckerOption, ImportedReal, ImportedService, ImportResult, Note, RSBlock, VSBlock, clean,
                        note_at, parse_ip, toml_str, uint_in)
+from .quorum_import import QUORUM_KEYWORDS, service_quorum
 from .sync_import import import_sync_daemon
 
 #: keepalived's lvs_schedulers (check_parser.c)
@@ -61,6 +62,51 @@ DEFAULT_PERSISTENCE = 360  # IPVS_SVC_PERSISTENT_TIMEOUT
 MAX_PERSISTENCE = 86400 * 31
 MAX_GROUP_RANGE = 256  # addresses per virtual_server_group entry that import expands
 FORWARDS = {"DR": "dr", "NAT": "nat", "TUN": "tun"}
+#: keepalived's tunnel when ``lvs_method TUN`` names none: plain IPIP
+IPIP = ("ipip", 0, "nocsum")
+
+
+def _tunnel(s: Statement) -> tuple[tuple[str, int, str] | None, str]:
+    """The options after ``lvs_method TUN`` as keepalived's svr_forwarding_handler reads them
+    (``type ipip|gue|gre``, ``port N``, ``nocsum|csum|remcsum``, in any order, the last one winning):
+    ``((type, port, flags), "")``, or ``(None, why keepalived rejects them)``."""
+    kind, port, csum = IPIP
+    words = s.args[1:]
+    i = 0
+    while i < len(words):
+        word, value = words[i], words[i + 1] if i + 1 < len(words) else None
+        if word == "type":
+            if value not in ("ipip", "gue", "gre"):
+                return None, "missing tunnel type" if value is None else f"unknown tunnel type {value}"
+            kind, i = value, i + 2
+        elif word == "port":
+            number = uint_in(value, 1, 65535)
+            if number is None:
+                return None, "missing port for the gue tunnel" if value is None else f"invalid gue tunnel port {value}"
+            port, i = number, i + 2
+        elif word in ("nocsum", "csum", "remcsum"):
+            csum, i = word, i + 1
+        else:
+            return None, f"invalid tunnel option {word}"
+    if (kind == "gue") != (port != 0):
+        return None, "gue tunnels require port, otherwise cannot have port"
+    if kind == "ipip" and csum != "nocsum":
+        return None, "ipip tunnels do not support checksum option"
+    if kind == "gre" and csum == "remcsum":
+        return None, "gre tunnels do not support remote checksum option"
+    return (kind, port, csum), ""
+
+
+def _method_tunnel(s: Statement, forward: str, notes: list[Note]) -> tuple[str, int, str] | None:
+    """The tunnel an ``lvs_method`` line sets (None: it sets none), with a note where keepalived rejects it."""
+    if forward != "tun":
+        if len(s.args) > 1:
+            notes.append(note_at(s, "tunnel options mean something with TUN only; kanotify ignores them"))
+        return None
+    tunnel, why = _tunnel(s)
+    if tunnel is None:
+        notes.append(note_at(s, f"keepalived rejects the tunnel options ({why}) and keeps the tunnel it had"))
+    return tunnel
 
 
 # -- virtual_server keywords: one function per keyword
@@ -81,8 +127,7 @@ def _vs_method(vs: VSBlock, s: Statement) -> None:
         vs.notes.append(note_at(s, "keepalived knows DR, NAT and TUN only; it ignores this line"))
         return
     vs.forward = forward
-    if len(s.args) > 1:
-        vs.notes.append(note_at(s, "tunnel options (type gue/gre, port, csum): kanotify configures plain IPIP tunnels"))
+    vs.tunnel = _method_tunnel(s, forward, vs.notes) or vs.tunnel
 
 
 def _vs_protocol(vs: VSBlock, s: Statement) -> None:
@@ -174,14 +219,7 @@ VS_KEYWORDS: dict[str, Callable[[VSBlock, Statement], None]] = {
     "flag-3": _vs_flag(None),
     "hashed": _vs_hashed,
     **{name: _vs_cascade for name in CASCADE},
-    "sorry_server": _reason("kanotify has no sorry server (a real server used only when all others are down)"),
-    "sorry_server_inhibit": _reason("kanotify has no sorry server"),
-    "sorry_server_lvs_method": _reason("kanotify has no sorry server"),
-    "quorum": _reason("kanotify has no service quorum"),
-    "quorum_up": _reason("kanotify has no service quorum scripts (a hook plugin can do it)"),
-    "quorum_down": _reason("kanotify has no service quorum scripts (a hook plugin can do it)"),
-    "hysteresis": _reason("kanotify has no service quorum"),
-    "omega": _reason("kanotify has no service quorum scripts"),
+    **QUORUM_KEYWORDS,  # quorum, hysteresis, sorry_server*, quorum_up/down, omega
     "ha_suspend": _reason("kanotify loads a service only in the states it lists (states = [...]) instead"),
     "smtp_alert": _reason("kanotify sends no mail; its journal and syslog record every change"),
     "snmp_name": _reason("kanotify has no SNMP agent"),
@@ -206,8 +244,7 @@ def _rs_method(vs: VSBlock, rs: RSBlock, s: Statement) -> None:
         rs.notes.append(note_at(s, "keepalived knows DR, NAT and TUN only; it ignores this line"))
         return
     rs.forward = forward
-    if len(s.args) > 1:
-        rs.notes.append(note_at(s, "tunnel options (type gue/gre, port, csum): kanotify configures plain IPIP tunnels"))
+    rs.tunnel = _method_tunnel(s, forward, rs.notes) or rs.tunnel
 
 
 def _rs_threshold(attr: str) -> Callable[[VSBlock, RSBlock, Statement], None]:
@@ -362,9 +399,6 @@ def _expand(vs: VSBlock, groups: dict[str | None, Statement]) -> tuple[list[Impo
         port = uint_in(stmt.arg(1, "0"), 0, 65535)
         if address is None or port is None:
             return [], [Note(stmt.where, title, "keepalived skips a virtual_server with an invalid address or port")]
-        if port == 0:
-            return [], [Note(stmt.where, title, "a port-0 (all ports, persistent) service: kanotify's config needs "
-                                                "a port 1..65535 or a fwmark")]
         protocol = _protocol(vs)
         targets.append(_Target(ServiceKey.inet(protocol, address, port), port, title))
     services = []
@@ -405,8 +439,6 @@ def _group_entry(vs: VSBlock, entry: Statement) -> tuple[list[_Target], str | No
     port = uint_in(entry.arg(0, "0"), 0, 65535)
     if port is None:
         return [], "keepalived skips an entry with an invalid port"
-    if port == 0:
-        return [], "a port-0 (all ports, persistent) entry: kanotify's config needs a port 1..65535"
     addresses = _range(entry.keyword)
     if isinstance(addresses, str):
         return [], addresses
@@ -482,7 +514,12 @@ def _service(vs: VSBlock, target: _Target, first: bool) -> ImportedService | Not
     netmask, bad = _granularity(vs, key.family)
     if bad is not None and first:
         notes.append(bad)
-    service = VirtualService(key, scheduler, vs.persistence or 0, netmask, frozenset(flags))
+    persistence = vs.persistence or 0
+    if not key.is_fwmark and key.port == 0 and not persistence:
+        persistence = DEFAULT_PERSISTENCE
+        comments.append(f"port 0 (every port): keepalived makes it persistent ({DEFAULT_PERSISTENCE} s): "
+                        "\"zero port only valid for persistent services\"")
+    service = VirtualService(key, scheduler, persistence, netmask, frozenset(flags))
     reals: list[ImportedReal] = []
     checkers: list[Where] = []
     used: set[Where] = set()  # the lines the checks took values from
@@ -525,7 +562,8 @@ def _service(vs: VSBlock, target: _Target, first: bool) -> ImportedService | Not
             rnotes.append(note_at(rs.stmt, "lthreshold without a uthreshold above it: the kernel refuses that "
                                          "(ERANGE), kanotify's config too"))
         weight = rs.weight if rs.weight is not None else vs.weight
-        real = RealServer(rs.address, port, forward, weight, rs.upper, lower)
+        tunnel = (rs.tunnel or vs.tunnel or IPIP) if forward == "tun" else IPIP
+        real = RealServer(rs.address, port, forward, weight, rs.upper, lower, *tunnel)
         found, cnotes, runs, sources = checks_of(vs, rs, real)
         checkers.extend(runs)
         if first:
@@ -540,8 +578,10 @@ def _service(vs: VSBlock, target: _Target, first: bool) -> ImportedService | Not
     if not first:
         comments.append(f"one of the services of {' '.join(vs.stmt.words)} ({vs.stmt.where}): its keepalived "
                         "options not imported are listed under the first")
+    quorum, qnotes = service_quorum(vs, key, target.port, {r.real.key for r in reals}, first)
+    notes.extend(qnotes)
     return ImportedService(service, tuple(reals), vs.stmt.where, target.title, tuple(notes), tuple(comments),
-                           tuple(checkers))
+                           tuple(checkers), quorum)
 
 
 def _unused(options: dict[str, CheckerOption], used: set[Where]) -> list[Note]:
@@ -606,6 +646,8 @@ def render(result: ImportResult) -> str:
         out.append('  states = ["master"]')
         for note in svc.notes:
             out.extend(note.lines("  "))
+        if svc.quorum is not None:
+            out.extend(svc.quorum.toml())
         shared = svc.shared_check
         if shared is not None:
             out.append("")
@@ -617,6 +659,12 @@ def render(result: ImportResult) -> str:
             out.append(f"    address = {toml_str(str(real.address))}")
             out.append(f"    port = {real.port}")
             out.append(f"    forward = {toml_str(real.forward)}")
+            if real.tun_type != "ipip":
+                out.append(f"    tun_type = {toml_str(real.tun_type)}")
+            if real.tun_port:
+                out.append(f"    tun_port = {real.tun_port}")
+            if real.tun_flags != "nocsum":
+                out.append(f"    tun_flags = {toml_str(real.tun_flags)}")
             out.append(f"    weight = {real.weight}")
             if real.u_threshold:
                 out.append(f"    upper_threshold = {real.u_threshold}")

@@ -83,7 +83,14 @@ def families(facts: Facts) -> list[Metric]:
     listener = GaugeMetricFamily(
         "kanotify_listener_running", "1 when a kanotify listen serves this state_dir.",
         value=1.0 if facts.listener else 0.0)
-    return [info, state, transitions, duration, repairs, interrupted, up, weight, sync, listener]
+
+    quorum = GaugeMetricFamily(
+        "kanotify_service_quorum_up",
+        "1 while the service's quorum holds (sum of the weights of its UP real servers), 0 when lost.",
+        labels=["service"])
+    for service, held in facts.quorum_up:
+        quorum.add_metric([service], 1.0 if held else 0.0)
+    return [info, state, transitions, duration, repairs, interrupted, up, weight, sync, listener, quorum]
 
 
 class FactsCollector(Collector):

@@ -304,6 +304,8 @@ class Facts:
     sync_daemons: tuple[tuple[str, bool], ...] = ()
     listener: bool = False
     version: str = __version__
+    #: (service, quorum up) of each service whose quorum the listener keeps (keepalived's quorum)
+    quorum_up: tuple[tuple[str, bool], ...] = ()
 
 
 def instance_states(config: Config, saved: SavedStates) -> tuple[tuple[str, State | None], ...]:
@@ -318,6 +320,16 @@ def checked_reals(config: Config) -> Iterator[tuple[ServiceKey, RealKey]]:
             for real in spec.reals:
                 if spec.check_for(real.key) is not None:
                     yield spec.service.key, real.key
+
+
+def quorum_services(config: Config) -> Iterator[ServiceKey]:
+    """The services whose quorum the listener keeps (:attr:`~kanotify.model.ServiceSpec.quorum_tracked`)."""
+    seen: set[ServiceKey] = set()
+    for inst in config.instances:
+        for spec in inst.services:
+            if spec.quorum_tracked and spec.service.key not in seen:
+                seen.add(spec.service.key)
+                yield spec.service.key
 
 
 def weight_rows(config: Config, observed: Mapping[str, Observed]) -> tuple[tuple[str, str, int], ...]:
@@ -416,8 +428,10 @@ class ListenerMetrics:
         up: tuple[tuple[str, str, bool], ...] = ()
         if health is not None:
             up = tuple((service, real, not health.is_down(s, r)) for s, r, service, real in self._checked(config))
+        lost = getattr(health, "quorum_lost", None)
+        quorum = tuple((str(s), not lost(s)) for s in quorum_services(config)) if lost is not None else ()
         return Facts(instance_states(config, saved), self.tally.counts(), up, self._weight_rows(config, observed),
-                     daemon_rows(config, daemons), listener=True)
+                     daemon_rows(config, daemons), listener=True, quorum_up=quorum)
 
     def _checked(self, config: Config) -> tuple[tuple[ServiceKey, RealKey, str, str], ...]:
         memo = self._labels
@@ -446,7 +460,7 @@ def collect_facts(config: Config, backend_factory: Callable[[], Backend] | None 
     counts, problems = count_journal(config)
     warnings.extend(problems)
     listener = listener_pid(store.dir)
-    up = _reported_health(config, store.dir, listener)
+    up, quorum = _reported_health(config, store.dir, listener)
     observed: dict[str, Observed] = {}
     daemons: tuple[SyncDaemon, ...] | None = None
     managed = frozenset(spec.service.key for inst in config.instances for spec in inst.services)
@@ -466,19 +480,20 @@ def collect_facts(config: Config, backend_factory: Callable[[], Backend] | None 
         observed = {name: seen for name in config.instance_names}
         daemons = seen.daemons
     facts = Facts(instance_states(config, saved), counts, up, weight_rows(config, observed),
-                  daemon_rows(config, daemons), listener=listener is not None)
+                  daemon_rows(config, daemons), listener=listener is not None, quorum_up=quorum)
     return facts, warnings
 
 
-def _reported_health(config: Config, state_dir: str, listener: int | None) -> tuple[tuple[str, str, bool], ...]:
-    """The running listener's health checks, from its ``health.json``; none without a listener."""
+def _reported_health(config: Config, state_dir: str, listener: int | None
+                     ) -> tuple[tuple[tuple[str, str, bool], ...], tuple[tuple[str, bool], ...]]:
+    """The running listener's health checks and quorums, from its ``health.json``; none without a listener."""
     if listener is None:
-        return ()
+        return (), ()
     from ..daemon.healthreport import read_report
 
     report = read_report(state_dir)
     if report is None or (listener and not report.written_by(listener)):
-        return ()  # not written by the listener that runs now
+        return (), ()  # not written by the listener that runs now
     reported = {(r.service, r.real): r.up for r in report.reals}
     rows = []
     for service, real in checked_reals(config):
@@ -486,7 +501,9 @@ def _reported_health(config: Config, state_dir: str, listener: int | None) -> tu
         value = reported.get(key)
         if isinstance(value, bool):
             rows.append((key[0], key[1], value))
-    return tuple(rows)
+    kept = {str(q.get("service")): q.get("up") for q in report.quorum}
+    quorum = tuple((str(s), kept[str(s)]) for s in quorum_services(config) if isinstance(kept.get(str(s)), bool))
+    return tuple(rows), quorum  # type: ignore[return-value]  # filtered to bool just above
 
 
 @dataclass(frozen=True)

@@ -157,6 +157,24 @@ GARP_CASES = [
     Case("announce on a device that does not exist", Host(), SendGarp(ON_MISSING_DEV, count=1), errno.ENODEV),
 ]
 
+RS_IPIP = replace(RS, forward="tun")
+RS_GUE = replace(RS_IPIP, tun_type="gue", tun_port=6080, tun_flags="remcsum")
+RS_GRE = replace(RS_IPIP, tun_type="gre", tun_flags="csum")
+TUNNEL_CASES = [
+    Case("add a gue real server", Host(services=_table((SVC, ()))), AddReal(SVC.key, RS_GUE),
+         then=Host(services=_table((SVC, (RS_GUE,))))),
+    Case("add a gre real server", Host(services=_table((SVC, ()))), AddReal(SVC.key, RS_GRE),
+         then=Host(services=_table((SVC, (RS_GRE,))))),
+    Case("edit a real server's tunnel: ipip to gue", Host(services=_table((SVC, (RS_IPIP,)))),
+         EditReal(SVC.key, RS_IPIP, RS_GUE), then=Host(services=_table((SVC, (RS_GUE,))))),
+    Case("edit a real server's tunnel: gue to gre", Host(services=_table((SVC, (RS_GUE,)))),
+         EditReal(SVC.key, RS_GUE, RS_GRE), then=Host(services=_table((SVC, (RS_GRE,))))),
+    Case("edit a real server's tunnel back to plain ipip", Host(services=_table((SVC, (RS_GRE,)))),
+         EditReal(SVC.key, RS_GRE, RS_IPIP), then=Host(services=_table((SVC, (RS_IPIP,))))),
+    Case("add a gue real server without a port", Host(services=_table((SVC, ()))),
+         AddReal(SVC.key, replace(RS_GUE, tun_port=0)), errno.EINVAL),
+]
+
 IPVS_CASES = [
     Case("add a service", Host(), AddService(SVC), then=Host(services=_table((SVC, ())))),
     Case("add a service that exists as it is", Host(services=_table((SVC, (RS,)))), AddService(SVC)),
@@ -189,6 +207,7 @@ IPVS_CASES = [
          then=Host(services=_table((SVC, ())))),
     Case("delete a real server already gone", Host(services=_table((SVC, ()))), DeleteReal(SVC.key, RS)),
     Case("delete a real server of a service that does not exist", Host(), DeleteReal(SVC.key, RS)),
+    *TUNNEL_CASES,
 ]
 
 MASTER = SyncDaemon("master", "eth0", 51)

@@ -481,6 +481,8 @@ def order_of_servers(records: list[dict[str, Any]], n: int = 8) -> str:
 #: how keepalived reaches kanotify: notify scripts (one-shots), its notify FIFO (kanotify listen as
 #: vrrp_notify_fifo_script), or notify scripts handing over to a listener started beside keepalived
 MODES = ("notify", "fifo", "handover")
+#: names the kanotify to test instead of the venv's (an absolute path; the launcher or a link to it)
+E2E_BIN_ENV = "KANOTIFY_E2E_BIN"
 
 
 class Cluster:
@@ -492,7 +494,9 @@ class Cluster:
         self.listeners: dict[str, subprocess.Popen[bytes]] = {}
         self.work = workdir
         self.log = log
-        self.kanotify = Path(sys.executable).parent / "kanotify"
+        # the kanotify keepalived's notify lines run: this venv's, or the one KANOTIFY_E2E_BIN names
+        # (tests/package: the Debian package's /usr/bin/kanotify)
+        self.kanotify = Path(os.environ.get(E2E_BIN_ENV) or Path(sys.executable).parent / "kanotify")
         #: topology "sync": False renders the directors' config without its [sync_daemon] table
         self.sync_daemon = sync_daemon
         if topology in ("dedicated", "sync"):
@@ -572,6 +576,7 @@ class Cluster:
 
     def build(self) -> None:
         self.begin(f"build: {self.topology} topology")
+        self.log(f"kanotify: {self.kanotify} ({os.path.realpath(self.kanotify)})")
         self.check_script_security()
         sh("ip", "netns", "add", NS_PREFIX + "lan")
         lan = NS_PREFIX + "lan"

@@ -4,6 +4,7 @@ Used by ``test_cluster.py`` and by ``scripts/demo``::
 
     python tests/e2e/e2e_runner.py [dedicated|two-node|all]
     python tests/e2e/e2e_runner.py sync [--without-sync-daemon]     # issue 13: a connection through failovers
+    python tests/e2e/e2e_runner.py bgp [--connections N]            # issue 23: directors behind BGP/ECMP
 
 streams the guest's log while it runs (the guest appends it to a file on the
 host filesystem, which UML shares) and exits non-zero when a check failed.
@@ -29,8 +30,10 @@ from uml import GuestResult, run_in_guest  # noqa: E402
 
 TOPOLOGIES = ("dedicated", "two-node")
 #: run by name only (not part of "all"): the held-connection scenarios of the sync daemon
-OTHER_TOPOLOGIES = ("sync",)
+OTHER_TOPOLOGIES = ("sync", "bgp")
 CLUSTER = E2E_DIR / "cluster.py"
+#: issue 23: directors behind a BGP/ECMP router (its own driver: no keepalived, no topology option)
+BGP_CLUSTER = E2E_DIR / "bgp_cluster.py"
 
 
 def run_cluster(
@@ -51,9 +54,10 @@ def run_cluster(
         follower = threading.Thread(target=_follow, args=(logfile, stream, done), daemon=True)
         follower.start()
     try:
+        script, option = (BGP_CLUSTER, "") if topology == "bgp" else (CLUSTER, f"--topology {topology} ")
         argv = [
             "/bin/sh", "-c",
-            f'exec {sys.executable} {CLUSTER} run --topology {topology} --log {logfile} '
+            f'exec {sys.executable} {script} run {option}--log {logfile} '
             f'--result "$KANOTIFY_GUEST_DIR/e2e-result.json" ' + " ".join(extra_args),
         ]
         guest = run_in_guest(argv, timeout=timeout, keep=True, env=env)

@@ -18,6 +18,7 @@ import typer.main
 
 from kanotify.daemon import checks
 from kanotify.config import schema as config_module
+from kanotify.config import bgp as bgp_module
 from kanotify.cli import app
 from kanotify.options import lookup
 from kanotify.config.schema import parse_config
@@ -175,6 +176,7 @@ def _check(text: str = CHECKED) -> Any:
     spec = _first(text).instances[0].services[0]
     return spec.check_for(spec.reals[0].key)
 SYNC = BASE + '[sync_daemon]\ninterface = "eth0"\n'
+BGP = BASE + '[bgp]\ninterface = "kav0"\n'
 
 
 def _states(states: frozenset[State]) -> list[str]:
@@ -183,6 +185,13 @@ def _states(states: frozenset[State]) -> list[str]:
 
 def _first(text: str) -> Config:
     return parse_config(text)
+
+
+SORRY = SERVICE + '[instance.service.sorry_server]\naddress = "192.0.2.99"\n'
+
+
+def _sorry() -> Any:
+    return _first(SORRY).instances[0].services[0].quorum.sorry
 
 
 def _sync() -> SyncDaemonSpec:
@@ -203,12 +212,21 @@ OBSERVED: dict[tuple[str, str], Callable[[], Any]] = {
     ("[[instance.service]]", "flags"): lambda: sorted(_first(SERVICE).instances[0].services[0].service.flags),
     ("[[instance.service]]", "states"): lambda: _states(_first(SERVICE).instances[0].services[0].states),
     ("[[instance.service]]", "real"): lambda: list(_first(SERVICE).instances[0].services[0].reals),
+    ("[[instance.service]]", "quorum"): lambda: _first(SERVICE).instances[0].services[0].quorum_rule.quorum,
+    ("[[instance.service]]", "hysteresis"): lambda: _first(SERVICE).instances[0].services[0].quorum_rule.hysteresis,
+    ("[instance.service.sorry_server]", "forward"): lambda: _sorry().forward,
+    ("[instance.service.sorry_server]", "weight"): lambda: _sorry().weight,
+    ("[instance.service.sorry_server]", "inhibit"): lambda: _first(SORRY).instances[0].services[0].quorum.sorry_inhibit,
     ("[[instance.service.real]]", "forward"): lambda: _first(REAL).instances[0].services[0].reals[0].forward,
     ("[[instance.service.real]]", "weight"): lambda: _first(REAL).instances[0].services[0].reals[0].weight,
     ("[[instance.service.real]]", "upper_threshold"):
         lambda: _first(REAL).instances[0].services[0].reals[0].u_threshold,
     ("[[instance.service.real]]", "lower_threshold"):
         lambda: _first(REAL).instances[0].services[0].reals[0].l_threshold,
+    ("[[instance.service.real]]", "tun_type"):
+        lambda: _first(REAL + 'forward = "tun"\n').instances[0].services[0].reals[0].tun_type,
+    ("[[instance.service.real]]", "tun_flags"):
+        lambda: _first(REAL + 'forward = "tun"\ntun_type = "gre"\n').instances[0].services[0].reals[0].tun_flags,
     ("[instance.service.check]", "path"): lambda: _check().path,
     ("[instance.service.check]", "interval"): lambda: _check().interval,
     ("[instance.service.check]", "timeout"): lambda: _check().timeout,
@@ -222,6 +240,7 @@ OBSERVED: dict[tuple[str, str], Callable[[], Any]] = {
     ("[instance.service.check]", "weight"): lambda: _check().weight,
     ("[instance.service.check]", "reverse"): lambda: _check().reverse,
     ("[instance.service.check]", "dynamic"): lambda: _check().dynamic,
+    ("[bgp]", "daemon"): lambda: _first(BGP).bgp.daemon,  # type: ignore[union-attr]
     ("[sync_daemon]", "sync_id"): lambda: _sync().sync_id,
     ("[sync_daemon]", "group"): lambda: str(_sync().group),
     ("[sync_daemon]", "port"): lambda: _sync().port,
@@ -273,11 +292,23 @@ PROSE: dict[tuple[str, str], tuple[str, Callable[[], bool]]] = {
     ("[[instance.service.real]]", "port"): ("the service's port (0 for fwmark services)", lambda: (
         _first(REAL).instances[0].services[0].reals[0].port == 80
         and _first(FWMARK).instances[0].services[0].reals[0].port == 0)),
+    ("[[instance.service.real]]", "tun_port"): ("none", lambda: (
+        _first(REAL + 'forward = "tun"\n').instances[0].services[0].reals[0].tun_port == 0
+        and _required(REAL + 'forward = "tun"\ntun_type = "gue"\n', "instance[0].service[0].real[0].tun_port"))),
     ("[[group]]", "name"): ("—", lambda: _required(BASE + '[[group]]\ninstances = ["VI_1"]\n', "group[0].name")),
     ("[[group]]", "instances"): ("—", lambda: _required(BASE + '[[group]]\nname = "G"\n', "group[0].instances")),
     ("[hooks.NAME]", "timeout"): ("`settings.hook_timeout`", lambda: _first(HOOK).hooks["x"].timeout is None),
     ("[[instance.service]]", "check"): ("none", lambda: _first(REAL).instances[0].services[0].checks == ()),
     ("[[instance.service.real]]", "check"): ("the service's `check`", lambda: _check() is not None),
+    ("[instance.service.sorry_server]", "port"): ("the service's port", lambda: _sorry().port == 80),
+    ("[[instance.service]]", "quorum_withdraw"): (
+        "true when `quorum` is given and there is no `sorry_server`",
+        lambda: _first(SERVICE.replace("port = 80\n", "port = 80\nquorum = 2\n")).instances[0].services[0].quorum.withdraw
+        and _first(SORRY.replace("port = 80\n", "port = 80\nquorum = 2\n")).instances[0].services[0].quorum.withdraw
+        is False and _first(SERVICE).instances[0].services[0].quorum_rule.withdraw is False),
+    ("[[instance.service]]", "sorry_server"): ("none", lambda: _first(REAL).instances[0].services[0].quorum is None),
+    ("[instance.service.sorry_server]", "address"): ("—", lambda: _required(
+        SERVICE + "[instance.service.sorry_server]\n", "instance[0].service[0].sorry_server.address")),
     ("[instance.service.check]", "type"): ("—", lambda: _required(
         SERVICE + "[instance.service.check]\ninterval = 2\n[[instance.service.real]]\naddress = \"192.0.2.21\"\n",
         "instance[0].service[0].check.type")),
@@ -304,6 +335,8 @@ PROSE: dict[tuple[str, str], tuple[str, Callable[[], bool]]] = {
         _sync().instance == "VI_1"
         and _required(SYNC + '[[instance]]\nname = "VI_2"\n', "sync_daemon.instance"))),
     ("[sync_daemon]", "maxlen"): ("the kernel's (from the MTU)", lambda: _sync().maxlen is None),
+    ("[bgp]", "interface"): ("—", lambda: _required(BASE + '[bgp]\ndaemon = "bird"\n', "bgp.interface")),
+    ("[bgp]", "control"): ("the daemon's default", lambda: _first(BGP).bgp.control is None),  # type: ignore[union-attr]
     ("[settings]", "metrics"): ("none (off)", lambda: _first(BASE).settings.metrics is None),
 }
 
@@ -315,8 +348,10 @@ CODE_KEYS = {
     "[[instance.service]]": config_module._SERVICE_KEYS,
     "[[instance.service.real]]": config_module._REAL_KEYS,
     "[instance.service.check]": config_module._CHECK_KEYS,
+    "[instance.service.sorry_server]": config_module._SORRY_KEYS,
     "[[group]]": config_module._GROUP_KEYS,
     "[sync_daemon]": config_module._SYNC_DAEMON_KEYS,
+    "[bgp]": bgp_module._BGP_KEYS,
     "[hooks.NAME]": config_module._HOOK_RESERVED,
 }
 

@@ -235,18 +235,21 @@ def test_dr_ignores_the_real_servers_port_and_says_so() -> None:
 def test_what_keepalived_would_not_create_is_noted() -> None:
     conf = parse_text(
         "virtual_server 192.0.2.1 80 {\n protocol TCP\n}\n"  # no real server
-        "virtual_server 192.0.2.1 0 {\n protocol TCP\n real_server 192.0.2.2 80 {\n }\n}\n"  # port 0
+        "virtual_server 192.0.2.1 0 {\n protocol TCP\n real_server 192.0.2.2 80 {\n }\n}\n"  # port 0: imported
         "virtual_server group NOPE {\n real_server 192.0.2.2 80 {\n }\n}\n"
         "virtual_server 192.0.2.3 80 {\n protocol TCP\n real_server 192.0.2.2 80 {\n }\n"
         " real_server 192.0.2.2 80 {\n }\n real_server 2001:db8::2 80 {\n }\n sorry_server 192.0.2.9 80\n}\n"
         "virtual_server 192.0.2.3 80 {\n protocol TCP\n real_server 192.0.2.4 80 {\n }\n}\n", "n.conf")
     result = import_conf(conf)
-    assert [str(s.service.key) for s in result.services] == ["tcp 192.0.2.3:80"]
+    # port 0 (every port) is imported now, made persistent as keepalived does
+    assert [str(s.service.key) for s in result.services] == ["tcp 192.0.2.1:0", "tcp 192.0.2.3:80"]
+    assert result.services[0].service.persistence == 360
     reasons = " | ".join(n.reason for n in result.notes) + " | " + " | ".join(
-        n.reason for n in result.services[0].notes)
-    for fragment in ("no real servers", "port-0", "no virtual_server_group 'NOPE'", "duplicate of the real server",
-                     "address family differs", "no sorry server", "the same IPVS service"):
+        n.reason for n in result.services[1].notes)
+    for fragment in ("no real servers", "no virtual_server_group 'NOPE'", "duplicate of the real server",
+                     "address family differs", "the same IPVS service"):
         assert fragment in reasons
+    assert 'address = "192.0.2.9"' in render(result)  # the sorry server is imported now
     parse_config(render(result))
 
 

@@ -27,7 +27,15 @@ Wire facts (Linux ``ip_vs_ctl.c``, checked against a 6.1 kernel):
 * sync daemon (checked against Linux 7.2): ``MCAST_PORT`` is a u16 in *host*
   order while ``MCAST_GROUP`` is an ``in_addr`` in network order; a start needs
   state, interface and sync id; the dump reports every field, ``maxlen``
-  included (the kernel's computed default when none was given).
+  included (the kernel's computed default when none was given);
+* tunnels (Linux 5.2: ``TUN_TYPE`` u8 and ``TUN_PORT``; 5.3: ``TUN_FLAGS`` u16, and
+  the gre type): ``TUN_PORT`` is a ``__be16`` (``nla_get_be16`` in
+  ``ip_vs_genl_parse_dest``), network order like the dest's own port, while
+  pyroute2 0.9 declares it ``uint16`` (host order); an absent attribute is 0
+  to the kernel (it zeroes the request first), so plain IPIP sends none of
+  them and a kernel older than 5.2 still takes it; add and edit refuse a gue
+  tunnel with port 0 (EINVAL) and nothing else; ``ip_vs_genl_fill_dest``
+  reports all three on every dest.
 """
 
 from __future__ import annotations
@@ -104,6 +112,9 @@ IPVS_DEST_ATTR_ACTIVE_CONNS = 7
 IPVS_DEST_ATTR_INACT_CONNS = 8
 IPVS_DEST_ATTR_PERSIST_CONNS = 9
 IPVS_DEST_ATTR_ADDR_FAMILY = 11
+IPVS_DEST_ATTR_TUN_TYPE = 13  # u8: IP_VS_CONN_F_TUNNEL_TYPE_* (Linux 5.2)
+IPVS_DEST_ATTR_TUN_PORT = 14  # be16: NETWORK order (Linux 5.2)
+IPVS_DEST_ATTR_TUN_FLAGS = 15  # u16: IP_VS_TUNNEL_ENCAP_FLAG_* (Linux 5.3)
 
 # Inside IPVS_CMD_ATTR_DAEMON; the kernel's ip_vs_daemon_policy in brackets.
 IPVS_DAEMON_ATTR_STATE = 1  # u32: 1 master, 2 backup (new and del need it)
@@ -136,6 +147,14 @@ IP_VS_CONN_F_FWD_MASK = 0x7
 #: forwarding method names <-> IP_VS_CONN_F_* values
 FORWARD_CODES: Mapping[str, int] = {"nat": 0, "local": 1, "tun": 2, "dr": 3, "bypass": 4}
 _FORWARD_NAMES = {code: name for name, code in FORWARD_CODES.items()}
+
+#: tunnel type names (model.TUN_TYPES) <-> IP_VS_CONN_F_TUNNEL_TYPE_* values
+TUN_TYPE_CODES: Mapping[str, int] = {"ipip": 0, "gue": 1, "gre": 2}
+_TUN_TYPE_NAMES = {code: name for name, code in TUN_TYPE_CODES.items()}
+#: tunnel checksum options (model.TUN_FLAGS) <-> IP_VS_TUNNEL_ENCAP_FLAG_* values (one per dest, as ipvsadm
+#: and keepalived set them; the kernel stores any u16 and reads bit 0 csum, bit 1 remcsum)
+TUN_FLAG_CODES: Mapping[str, int] = {"nocsum": 0, "csum": 1, "remcsum": 2}
+_TUN_FLAG_NAMES = {code: name for name, code in TUN_FLAG_CODES.items()}
 
 PROTOCOL_NUMBERS: Mapping[str, int] = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP, "sctp": 132}
 _PROTOCOL_NAMES = {num: name for name, num in PROTOCOL_NUMBERS.items()}
@@ -253,7 +272,28 @@ def dest_attrs(real: RealServer) -> bytes:
         8, IPVS_DEST_ATTR_WEIGHT, real.weight,
         8, IPVS_DEST_ATTR_U_THRESH, real.u_threshold,
         8, IPVS_DEST_ATTR_L_THRESH, real.l_threshold,
-    )
+    ) + tunnel_attrs(real)
+
+
+def tunnel_attrs(real: RealServer) -> bytes:
+    """``TUN_TYPE``, ``TUN_PORT`` (network order) and ``TUN_FLAGS`` of a tunnelled real server; nothing for
+    plain IPIP and the other forwarding methods (the kernel reads absent ones as 0: ipip, no port, nocsum).
+
+    Refused (``ValueError``) before sending: an unknown type or option, a gue tunnel without a port (the
+    kernel's EINVAL), a port out of range.
+    """
+    if real.tun_type == "ipip" and not real.tun_port and real.tun_flags == "nocsum":
+        return b""
+    try:
+        kind = TUN_TYPE_CODES[real.tun_type]
+        flags = TUN_FLAG_CODES[real.tun_flags]
+    except KeyError:
+        raise ValueError(f"real server {real}: unknown tunnel {real.tun_type!r} {real.tun_flags!r}") from None
+    if not 0 <= real.tun_port <= 0xFFFF or (real.tun_type == "gue" and not real.tun_port):
+        raise ValueError(f"real server {real}: tunnel port {real.tun_port}: expected 1..65535 for gue")
+    return (nla(IPVS_DEST_ATTR_TUN_TYPE, struct.pack("=B", kind))
+            + nla(IPVS_DEST_ATTR_TUN_PORT, struct.pack("!H", real.tun_port))
+            + nla(IPVS_DEST_ATTR_TUN_FLAGS, struct.pack("=H", flags)))
 
 
 def service_request(family: int, cmd: int, seq: int, service: VirtualService | ServiceKey, flags: int) -> bytes:
@@ -280,9 +320,12 @@ def dest_request(
     """new/set (``full``) or del (key only) of a real server; ``real=None`` for a dest dump."""
     attrs = service_nest(service)
     if real is not None and full:  # the bulk of a big sync: header and attributes packed at once
+        inner = dest_attrs(real)
+        if len(inner) != _DEST_ATTRS.size:  # a tunnel's attributes follow: the nest and message are longer
+            return genlmsg(family, cmd, flags, seq, attrs + nla(IPVS_CMD_ATTR_DEST, inner))
         length = _REQUEST_HEADER.size + len(attrs) + len(_DEST_NEST) + _DEST_ATTRS.size
         return (_REQUEST_HEADER.pack(length, family, flags, seq, 0, cmd, IPVS_GENL_VERSION, 0)
-                + attrs + _DEST_NEST + dest_attrs(real))
+                + attrs + _DEST_NEST + inner)
     if real is not None:
         attrs += nla(IPVS_CMD_ATTR_DEST, dest_key_attrs(real))
     return genlmsg(family, cmd, flags, seq, attrs)
@@ -385,10 +428,22 @@ def decode_service(attrs: Mapping[int, bytes]) -> VirtualService:
     )
 
 
+def _tun_type_name(code: int) -> str:
+    return _TUN_TYPE_NAMES.get(code, f"tun-{code}")
+
+
+def _tun_flags_name(code: int) -> str:
+    return _TUN_FLAG_NAMES.get(code, f"flags-{code:#x}")
+
+
 def decode_dest(attrs: Mapping[int, bytes], service_family: int) -> tuple[RealServer, RealServerStats]:
-    """Normalize the attributes of ``IPVS_CMD_ATTR_DEST`` into a real server and its counters."""
+    """Normalize the attributes of ``IPVS_CMD_ATTR_DEST`` into a real server and its counters.
+
+    A kernel older than 5.2 reports no tunnel: plain IPIP, as it forwards.
+    """
     af = _u16(attrs, IPVS_DEST_ATTR_ADDR_FAMILY, _AF[service_family])
     fwd = _u32(attrs, IPVS_DEST_ATTR_FWD_METHOD) & IP_VS_CONN_F_FWD_MASK
+    raw_type = attrs.get(IPVS_DEST_ATTR_TUN_TYPE)
     real = RealServer(
         address=_address(attrs.get(IPVS_DEST_ATTR_ADDR), af),
         port=_be16(attrs, IPVS_DEST_ATTR_PORT),
@@ -396,6 +451,9 @@ def decode_dest(attrs: Mapping[int, bytes], service_family: int) -> tuple[RealSe
         weight=_u32(attrs, IPVS_DEST_ATTR_WEIGHT),
         u_threshold=_u32(attrs, IPVS_DEST_ATTR_U_THRESH),
         l_threshold=_u32(attrs, IPVS_DEST_ATTR_L_THRESH),
+        tun_type=_tun_type_name(raw_type[0] if raw_type else 0),
+        tun_port=_be16(attrs, IPVS_DEST_ATTR_TUN_PORT),
+        tun_flags=_tun_flags_name(_u16(attrs, IPVS_DEST_ATTR_TUN_FLAGS)),
     )
     stats = RealServerStats(
         active_conns=_u32(attrs, IPVS_DEST_ATTR_ACTIVE_CONNS),
@@ -437,8 +495,14 @@ _LAYOUT_FIELDS: Mapping[int, int] = {
     IPVS_DEST_ATTR_ACTIVE_CONNS: 4,
     IPVS_DEST_ATTR_INACT_CONNS: 4,
 }
-#: struct codes of those fields (the port, big-endian, as two bytes)
-_LAYOUT_CODES: Mapping[int, str] = {IPVS_DEST_ATTR_ADDR: "16s", IPVS_DEST_ATTR_PORT: "BB", IPVS_DEST_ATTR_ADDR_FAMILY: "H"}
+#: The tunnel's attributes (Linux 5.3+ puts all three in every reply; an older kernel none): read by offset
+#: too when all three are there, else the replies are parsed one by one (Linux 5.2 has two of them)
+_LAYOUT_TUNNEL: Mapping[int, int] = {IPVS_DEST_ATTR_TUN_TYPE: 1, IPVS_DEST_ATTR_TUN_PORT: 2, IPVS_DEST_ATTR_TUN_FLAGS: 2}
+#: struct codes of those fields (the ports, big-endian, as two bytes)
+_LAYOUT_CODES: Mapping[int, str] = {
+    IPVS_DEST_ATTR_ADDR: "16s", IPVS_DEST_ATTR_PORT: "BB", IPVS_DEST_ATTR_ADDR_FAMILY: "H",
+    IPVS_DEST_ATTR_TUN_TYPE: "B", IPVS_DEST_ATTR_TUN_PORT: "BB", IPVS_DEST_ATTR_TUN_FLAGS: "H",
+}
 _NLA_HEADER = struct.Struct("=HH").unpack_from
 _GENL_AND_NLMSG = 20  # nlmsghdr (16) + genlmsghdr (4): where a dest reply's attributes start
 #: caches are cleared when they grow past this (a director has far fewer distinct values)
@@ -462,7 +526,8 @@ class _DestLayout:
                  offset: int) -> None:
         self.unpack = struct.Struct(fmt).unpack_from
         self.headers = itemgetter(*headers)
-        #: what a real server is made of: address, family, port (high, low byte), forwarding, weight, thresholds
+        #: what a real server is made of: address, family, port (high, low byte), forwarding, weight, thresholds,
+        #: then, if the kernel reports them, tunnel type, tunnel port (high, low byte), tunnel flags
         self.config = itemgetter(*config)
         self.counters = itemgetter(*counters)  # active, inactive connections
         self.expected = self.headers(self.unpack(sample, offset))
@@ -495,7 +560,7 @@ def _learn_layout(buf: bytes, offset: int, length: int) -> _DestLayout | None:
             first = add("HH", 2)
             headers.extend((first, first + 1))
             atype &= NLA_TYPE_MASK
-            size = _LAYOUT_FIELDS.get(atype) if nested else None
+            size = (_LAYOUT_FIELDS.get(atype) or _LAYOUT_TUNNEL.get(atype)) if nested else None
             if not nested and atype == IPVS_CMD_ATTR_DEST:
                 if seen_dest or not walk(pos + 4, pos + alen, True):
                     return False
@@ -512,7 +577,10 @@ def _learn_layout(buf: bytes, offset: int, length: int) -> _DestLayout | None:
             pos += aligned
         return pos == end
 
-    if not walk(offset + _GENL_AND_NLMSG, offset + length, False) or len(found) != len(_LAYOUT_FIELDS):
+    if not walk(offset + _GENL_AND_NLMSG, offset + length, False) or any(t not in found for t in _LAYOUT_FIELDS):
+        return None
+    tunnel = [t for t in _LAYOUT_TUNNEL if t in found]
+    if tunnel and len(tunnel) != len(_LAYOUT_TUNNEL):
         return None
     if struct.calcsize("".join(fmt)) != length:
         return None
@@ -520,10 +588,15 @@ def _learn_layout(buf: bytes, offset: int, length: int) -> _DestLayout | None:
     config = [found[IPVS_DEST_ATTR_ADDR], found[IPVS_DEST_ATTR_ADDR_FAMILY], port, port + 1] + [
         found[t] for t in (IPVS_DEST_ATTR_FWD_METHOD, IPVS_DEST_ATTR_WEIGHT, IPVS_DEST_ATTR_U_THRESH,
                            IPVS_DEST_ATTR_L_THRESH)]
+    if tunnel:
+        tun_port = found[IPVS_DEST_ATTR_TUN_PORT]
+        config += [found[IPVS_DEST_ATTR_TUN_TYPE], tun_port, tun_port + 1, found[IPVS_DEST_ATTR_TUN_FLAGS]]
     counters = [found[IPVS_DEST_ATTR_ACTIVE_CONNS], found[IPVS_DEST_ATTR_INACT_CONNS]]
     return _DestLayout("".join(fmt), headers, config, counters, buf, offset)
 
 
+#: the tunnel fields of a layout's values for plain IPIP (type 0, port 0 as two bytes, flags 0)
+_NO_TUNNEL = (0, 0, 0, 0)
 #: learned layouts by reply length; None: replies of that length are not plain, always parsed one by one
 _LAYOUTS: dict[int, _DestLayout | None] = {}
 #: addresses by what they were read from (a director often has a few behind many services), counters alike
@@ -559,7 +632,7 @@ def decode_dests(
                 config = layout.config(values)
                 known = memo.get(config) if memo is not None else None
                 if known is None:
-                    raw, af, high, low, fwd, weight, upper, lower = config
+                    raw, af, high, low, fwd, weight, upper, lower = config[:8]
                     address = addresses.get((raw, af))
                     if address is None:
                         if len(addresses) >= _CACHE_MAX:
@@ -567,7 +640,12 @@ def decode_dests(
                         address = addresses[(raw, af)] = _address(raw, af)  # DecodeError: unknown family
                     fwd &= IP_VS_CONN_F_FWD_MASK
                     port = high << 8 | low
-                    real = RealServer(address, port, _FORWARD_NAMES.get(fwd, f"fwd-{fwd}"), weight, upper, lower)
+                    if len(config) > 8 and config[8:] != _NO_TUNNEL:
+                        kind, tun_high, tun_low, tun_flags = config[8:]
+                        real = RealServer(address, port, _FORWARD_NAMES.get(fwd, f"fwd-{fwd}"), weight, upper, lower,
+                                          _tun_type_name(kind), tun_high << 8 | tun_low, _tun_flags_name(tun_flags))
+                    else:  # no tunnel reported, or plain IPIP: the model's defaults
+                        real = RealServer(address, port, _FORWARD_NAMES.get(fwd, f"fwd-{fwd}"), weight, upper, lower)
                     known = (real, (address, port))
                     if memo is not None:
                         if len(memo) >= _CACHE_MAX:

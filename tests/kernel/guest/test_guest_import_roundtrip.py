@@ -53,7 +53,7 @@ CONFIGS = Path(__file__).resolve().parents[2] / "unit" / "keepalived_configs"
 ROUND_TRIP = [
     "seed004.conf", "dr_basic.conf", "fwmark.conf", "group.conf", "includes/main.conf", "conditional.conf",
     "definitions.conf", "seq.conf", "comments_quotes.conf", "legacy.conf", "nat_ipv6.conf", "sync_fifo.conf",
-    "sync_defaults.conf",
+    "sync_defaults.conf", "tunnels.conf", "quorum.conf", "port0.conf",
 ]
 #: configs with a sync daemon, and the instance to import them for (None: the file's first)
 SYNC_ROUND_TRIP = [("sync_fifo.conf", None), ("legacy.conf", None), ("sync_defaults.conf", "VI_2")]
@@ -129,7 +129,9 @@ def test_keepalived_and_the_imported_toml_load_the_same_ipvs_table(
     conf = CONFIGS / name
     result, text = import_file(str(conf), None, CONFIG_ID)
     assert result.services, f"{name} has no virtual_server to compare"
-    n_reals = sum(len(s.reals) for s in result.services)
+    # an inhibited sorry server is in the service from the start, at weight 0 (keepalived's init_service_vs)
+    n_reals = sum(len(s.reals) for s in result.services) + sum(
+        1 for s in result.services if s.quorum is not None and ("inhibit", "true") in [l[:2] for l in s.quorum.sorry])
 
     proc = subprocess.Popen(
         ["ip", "netns", "exec", ka, "keepalived", "-n", "-l", "-D", "-C", "-f", str(conf), "-i", CONFIG_ID,
@@ -187,17 +189,18 @@ def _weights(lines: list[str]) -> dict[str, int]:
     return found
 
 
-def _settle(ns: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> tuple[list[str], float]:
-    """ipvsadm-save -n of *ns* once it is :data:`SETTLED` and stays so for two delay_loops; and how long it took."""
+def _settle(ns: str, proc: subprocess.Popen[bytes], timeout: float = 60,
+            settled: dict[str, int] = SETTLED) -> tuple[list[str], float]:
+    """ipvsadm-save -n of *ns* once it is *settled* and stays so for two delay_loops; and how long it took."""
     started = time.monotonic()
     lines: list[str] = []
     while time.monotonic() - started < timeout and proc.poll() is None:
         lines = save(ns)
-        if _weights(lines) == SETTLED:
+        if _weights(lines) == settled:
             took = time.monotonic() - started
             time.sleep(4)  # two delay_loops: nothing flaps
             again = save(ns)
-            assert _weights(again) == SETTLED, again
+            assert _weights(again) == settled, again
             return again, took
         time.sleep(0.2)
     raise AssertionError(f"{ns} did not settle in {timeout}s (exit {proc.poll()}): {_weights(lines)}")
@@ -245,6 +248,74 @@ def test_the_imported_checks_leave_the_table_keepalived_s_checkers_leave(
 
     assert _normalized(kanotify_table) == _normalized(keepalived_table)
     print(f"checkers.conf settled: keepalived's checkers after {keepalived_took:.1f}s, kanotify listen with the "
+          f"imported checks after {kanotify_took:.1f}s")
+
+
+#: quorum.conf once the checkers have decided (keepalived's ipwrapper.c update_quorum_state, perform_quorum_state)
+QUORUM_SETTLED = {
+    # 192.0.2.42 drained (inhibit_on_failure), .43 removed: up weight 1 < 3 - 1, the quorum is lost: the inhibited
+    # sorry server gets its weight, 192.0.2.41 (UP, no inhibit_on_failure) leaves the pool
+    "-t 192.0.2.110:80 192.0.2.42:80": 0,
+    "-t 192.0.2.110:80 192.0.2.99:80": 1,
+    # the quorum (1) holds: the inhibited sorry server stays at weight 0
+    "-t 192.0.2.111:80 192.0.2.51:80": 1,
+    "-t 192.0.2.111:80 192.0.2.52:80": 0,
+    "-t 192.0.2.111:80 192.0.2.98:80": 0,
+    # its only real server removed: the sorry server (NAT, port 8080) added
+    "-t 192.0.2.112:80 192.0.2.97:8080": 1,
+}
+
+
+def test_the_imported_quorum_and_sorry_servers_leave_the_table_keepalived_leaves(
+    namespaces: tuple[str, str], tmp_path: Path
+) -> None:
+    """quorum.conf: the same real servers fail under keepalived's checkers and kanotify listen's imported checks;
+    the drains, removals and sorry servers must be the same."""
+    ka, kn = namespaces
+    conf = CONFIGS / "quorum.conf"
+    result, text = import_file(str(conf), None, CONFIG_ID)
+    assert [s.quorum is not None for s in result.services] == [True, True, True]
+
+    keepalived = subprocess.Popen(
+        ["ip", "netns", "exec", ka, "keepalived", "-n", "-l", "-D", "-C", "-f", str(conf), "-i", CONFIG_ID,
+         "-p", str(tmp_path / "keepalived.pid"), "-c", str(tmp_path / "checkers.pid")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        keepalived_table, keepalived_took = _settle(ka, keepalived, settled=QUORUM_SETTLED)
+    finally:
+        _stop(keepalived)
+
+    config = _config(tmp_path, text)
+    with open(tmp_path / "listen.log", "wb") as log:
+        listener = subprocess.Popen(["ip", "netns", "exec", kn, KANOTIFY, "--allow-insecure", "--config", str(config),
+                                     "listen"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "state" / "control.sock").exists():
+            assert time.monotonic() < deadline and listener.poll() is None, (tmp_path / "listen.log").read_text()
+            time.sleep(0.05)
+        kanotify = [KANOTIFY, "--allow-insecure", "--config", str(config), "--json"]
+        done = subprocess.run(["ip", "netns", "exec", kn, *kanotify, "master", result.instance], capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        kanotify_table, kanotify_took = _settle(kn, listener, settled=QUORUM_SETTLED)
+        again = subprocess.run(["ip", "netns", "exec", kn, *kanotify, "reconcile"], capture_output=True, text=True,
+                               timeout=300)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert all(a["status"] == "noop" for a in json.loads(again.stdout)["actions"]), again.stdout
+        status = json.loads(subprocess.run(["ip", "netns", "exec", kn, *kanotify, "status"], capture_output=True,
+                                           text=True, timeout=300).stdout)
+        quorum = {s["service"].split()[1]: s["quorum"] for s in status["ipvs"]["services"]}
+        assert {k: (q["up"], q["up_weight"]) for k, q in quorum.items()} == {
+            "192.0.2.110:80": (False, 1), "192.0.2.111:80": (True, 1), "192.0.2.112:80": (False, 0)}, quorum
+        journal = (tmp_path / "journal.jsonl").read_text()
+        assert "quorum of tcp 192.0.2.110:80 lost" in journal and "quorum of tcp 192.0.2.112:80 lost" in journal
+    finally:
+        _stop(listener)
+
+    assert _normalized(kanotify_table) == _normalized(keepalived_table)
+    print(f"quorum.conf settled: keepalived's checkers after {keepalived_took:.1f}s, kanotify listen with the "
           f"imported checks after {kanotify_took:.1f}s")
 
 

@@ -193,3 +193,26 @@ def test_status_shows_ipvs(conf: Path) -> None:
     kanotify(conf, "master", "VI_1")
     out = run([sys.executable, "-m", "kanotify", "--config", str(conf), "status"])
     assert "192.0.2.100:80" in out and "2001:db8::100" in out, out
+
+
+def test_tunnels_through_the_cli(conf: Path) -> None:
+    """A gue real server: dry-run text, applied, read back by status, an edit to gre in place, re-runs write nothing."""
+    gue = 'forward = "tun"\n    tun_type = "gue"\n    tun_port = 6080\n    tun_flags = "csum"\n'
+    conf.write_text(conf.read_text().replace('forward = "tun"\n', gue, 1))
+    dry = kanotify(conf, "--dry-run", "master", "VI_1")
+    assert "add real server 192.0.2.22:80 tun gue port 6080 csum weight 1 thresholds 10-100 to tcp 192.0.2.100:80" \
+        in [a["action"] for a in ipvs_actions(dry, "pending")]
+    assert save() == []
+    kanotify(conf, "master", "VI_1")
+    tunnelled = "-a -t 192.0.2.100:80 -r 192.0.2.22:80 -i -w 1 --tun-type gue --tun-port 6080 --tun-csum"
+    assert tunnelled in save()
+    assert ipvs_actions(kanotify(conf, "reconcile"), "applied") == []
+    out = run([sys.executable, "-m", "kanotify", "--config", str(conf), "status"])
+    assert "-> 192.0.2.22:80 tun gue port 6080 csum weight 1 thresholds 10-100" in out and "drift: none" in out, out
+
+    conf.write_text(conf.read_text().replace('tun_type = "gue"\n    tun_port = 6080\n', 'tun_type = "gre"\n'))
+    record = kanotify(conf, "reconcile")
+    assert [a["action"] for a in ipvs_actions(record, "applied")] == [
+        "edit real server 192.0.2.22:80 of tcp 192.0.2.100:80: tun_type gue -> gre, tun_port 6080 -> 0"]
+    assert "-a -t 192.0.2.100:80 -r 192.0.2.22:80 -i -w 1 --tun-type gre --tun-csum" in save()
+    assert ipvs_actions(kanotify(conf, "reconcile"), "applied") == []
