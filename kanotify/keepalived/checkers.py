@@ -204,7 +204,7 @@ def _smtp_hosts(s: Statement) -> list[Statement]:
     own = tuple(o for o in s.block or () if o.keyword in _HOST_OPTIONS)
     made = [Statement(s.words, s.where, s.text, common + own, s.end)] if own else []
     for h in hosts:
-        made.append(Statement(s.words, h.where, s.text,
+        made.append(Statement(s.words, s.where, s.text,
                               common + tuple(o for o in h.block or () if o.keyword in _HOST_OPTIONS), h.end))
     return made
 
