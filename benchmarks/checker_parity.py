@@ -42,7 +42,8 @@ CHECKERS = ("TCP_CHECK", "HTTP_GET", "SSL_GET", "MISC_CHECK", "SMTP_CHECK", "DNS
 MUST_MAP = ("quorum", "hysteresis", "sorry_server", "sorry_server_inhibit", "sorry_server_lvs_method", "connect_ip",
             "bindto", "virtualhost", "digest")
 DEFAULT_CORPUS = Path(__file__).resolve().parents[1] / "tests" / "unit" / "keepalived_corpus"
-_HEADER = re.compile(r"^\s*\[instance\.service(?:\.real)?\.check[^\]]*\]\s*#\s*\S+\s*\((.*)\)\s*$")
+#: a check table's header (``[...check]``, or ``[[...check]]`` for one of several checks) naming its checker
+_HEADER = re.compile(r"^\s*\[\[?instance\.service(?:\.real)?\.check\]\]?\s*#\s*\S+\s*\((.*)\)\s*$")
 
 
 @dataclass

@@ -427,7 +427,11 @@ class VipSpec:
     garp: bool = True
 
 
-CHECK_TYPES = ("tcp", "http", "https", "command")
+CHECK_TYPES = ("tcp", "http", "https", "command", "dns", "udp", "ping", "smtp", "file")
+#: the DNS query types a ``dns`` check may ask (keepalived 2.2.7 check_dns.c DNS_TYPE), with their numbers
+DNS_TYPES = {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "MX": 15, "TXT": 16, "AAAA": 28, "RRSIG": 46, "DNSKEY": 48}
+#: the check types that connect to a port (the real server's, else ``port``)
+PORT_CHECKS = ("tcp", "http", "https", "dns", "udp", "smtp")
 ON_FAILURE = ("drain", "remove")
 
 #: a real server within its service: (address, port)
@@ -440,8 +444,13 @@ class HealthCheck:
 
     ``type`` is ``tcp`` (a connect), ``http``/``https`` (a GET of ``path``,
     answered with one of ``status``, default 200..299, ``host`` as the Host
-    header; https verifies the certificate only with ``verify``) or ``command``
-    (``command`` run without a shell: exit 0 is up, it is killed at ``timeout``).
+    header, the body's MD5 ``digest`` if given; https verifies the certificate
+    only with ``verify``), ``command`` (``command`` run without a shell: exit 0
+    is up, with ``dynamic`` 2..255 too, setting the weight; killed at
+    ``timeout``), or keepalived's ``dns``, ``udp``, ``ping``, ``smtp`` and
+    ``file`` checkers (:mod:`kanotify.daemon.checks`).  ``address``,
+    ``source`` and ``source_port`` are keepalived's connect_ip, bindto and
+    bind_port.
     ``port`` 0 means the real server's port.  The real server is DOWN after
     1 + ``retry`` consecutive failures ``retry_delay`` seconds apart, UP again
     after one success; checks run every ``interval`` seconds.  ``initial``
@@ -466,6 +475,21 @@ class HealthCheck:
     on_failure: str = "drain"
     verify: bool = False
     initial: str = "up"
+    # keepalived's connect_ip, bindto and bind_port: check this address, from this source address and port
+    address: IPAddress | None = None
+    source: IPAddress | None = None
+    source_port: int = 0
+    digest: str | None = None  # http(s): the MD5 of the body (lower-case hex), as keepalived's genhash prints it
+    dns_type: str = "SOA"  # dns: the query's type (DNS_TYPES) and name ("" is the root)
+    dns_name: str = ""
+    payload: bytes = b""  # udp: the datagram sent (b"": keepalived's default, 32 bytes "keepalived check - ...")
+    require_reply: bool = False  # udp: no answer within timeout is a failure (else only an ICMP error is)
+    reply: bytes = b""  # udp: the answer must start with these bytes
+    helo_name: str = "smtpchecker.keepalived.org"  # smtp: the HELO argument (keepalived's default)
+    file: str = ""  # file: the file whose number decides (keepalived's track_file)
+    weight: int = 1  # file: the number times this is added to the weight (0: non-zero means DOWN)
+    reverse: bool = False  # file: the number counts negatively (0 weight: zero means DOWN)
+    dynamic: bool = False  # command: exit 2..255 is UP with weight exit-2 (keepalived's misc_dynamic)
 
     def accepts(self, code: int) -> bool:
         """Is ``code`` an answer that means up?"""
@@ -475,12 +499,27 @@ class HealthCheck:
         if self.type in ("http", "https"):
             codes = ",".join(map(str, self.status)) if self.status else "2xx"
             what = f"{self.type} GET {self.path} ({codes})"
+            if self.digest:
+                what += f" digest {self.digest}"
         elif self.type == "command":
-            what = "command " + " ".join(self.command)
+            what = "command " + " ".join(self.command) + (" (dynamic weight)" if self.dynamic else "")
+        elif self.type == "dns":
+            what = f"dns {self.dns_type} {self.dns_name or '.'}"
+        elif self.type == "udp":
+            what = "udp" + (f" payload {self.payload.hex()}" if self.payload else "") + (
+                f" reply {self.reply.hex() or 'required'}" if self.require_reply else "")
+        elif self.type == "smtp":
+            what = f"smtp HELO {self.helo_name}"
+        elif self.type == "file":
+            what = f"file {self.file} weight {self.weight}" + (" reverse" if self.reverse else "")
         else:
-            what = "tcp connect"
+            what = f"{self.type} connect" if self.type == "tcp" else self.type
+        if self.address is not None:
+            what += f" to {self.address}"
         if self.port:
             what += f" port {self.port}"
+        if self.source is not None or self.source_port:
+            what += f" from {self.source or '*'}" + (f":{self.source_port}" if self.source_port else "")
         return (f"{what} every {self.interval:g}s, timeout {self.timeout:g}s, DOWN after {1 + self.retry} "
                 f"failures {self.retry_delay:g}s apart, then {self.on_failure}")
 
@@ -551,8 +590,19 @@ class ServiceSpec:
         return 0
 
     def check_for(self, real: RealKey) -> HealthCheck | None:
+        """The first check of ``real`` (its ``on_failure`` is every one's: the config reader makes sure)."""
         return self._checks_by_real.get(real)
 
+    def checks_for(self, real: RealKey) -> tuple[HealthCheck, ...]:
+        """Every check of ``real``: UP only while all pass (keepalived's checkers of one real server)."""
+        return self._all_checks_by_real.get(real, ())
+
+    @functools.cached_property
+    def _all_checks_by_real(self) -> dict[RealKey, tuple[HealthCheck, ...]]:
+        found: dict[RealKey, list[HealthCheck]] = {}
+        for key, check in self.checks:
+            found.setdefault(key, []).append(check)
+        return {key: tuple(checks) for key, checks in found.items()}
     @property
     def quorum_rule(self) -> "Quorum":
         """The quorum this service is judged by (keepalived's default 1 when the config gives none)."""

@@ -117,6 +117,9 @@ class HealthView(Protocol):
 
     def is_down(self, service: ServiceKey, real: RealKey) -> bool: ...
 
+    def weight_of(self, service: ServiceKey, real: RealKey) -> int | None:
+        """The weight a dynamic check (a ``command`` with ``dynamic``, a ``file``) set; None: the configured one."""
+
 
 class QuorumView(Protocol):
     """A :class:`HealthView` that also knows the services whose quorum is lost (the listener's, health.json)."""
@@ -191,7 +194,8 @@ def _healthy(spec: ServiceSpec, health: HealthView, down: dict[tuple[ServiceKey,
     for real in spec.reals:
         check = spec.check_for(real.key)
         if check is None or not health.is_down(key, real.key):
-            reals.append(real)
+            weight = None if check is None else health.weight_of(key, real.key)
+            reals.append(real if weight is None else replace(real, weight=weight))
             continue
         down[(key, real.key)] = check.on_failure
         if check.on_failure == "drain":

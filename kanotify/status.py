@@ -225,11 +225,18 @@ def format_status(report: dict[str, Any], verbose: int = 0) -> str:
             lines.append("health checks: not running (they run in kanotify listen; weights are the configured ones)")
         else:
             lines.append(f"health checks (kanotify listen, pid {health['listener']}):")
+            seen: dict[tuple[object, object], int] = {}
+            for real in health["reals"]:
+                key = (real.get("service"), real.get("real"))
+                seen[key] = seen.get(key, 0) + 1
             for real in health["reals"]:
                 mark = "UP  " if real.get("up") else "DOWN"
                 since = _clock(real.get("since"))
                 error = f"; last error: {real['last_error']}" if real.get("last_error") else ""
-                lines.append(f"  {mark} {real.get('real')} of {real.get('service')} since {since}{error}")
+                weight = f"; weight {real['weight']}" if real.get("weight") is not None else ""
+                # several checks of one real server: say which (it is DOWN while any is)
+                which = f" ({real.get('check')})" if seen[(real.get("service"), real.get("real"))] > 1 else ""
+                lines.append(f"  {mark} {real.get('real')} of {real.get('service')}{which} since {since}{weight}{error}")
     if "bgp" in report:
         lines.extend(_format_bgp(report["bgp"]))
     if report["drift"]:

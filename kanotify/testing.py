@@ -251,6 +251,9 @@ class _Quorums:
     def is_down(self, service: Any, real: Any) -> bool:
         return False
 
+    def weight_of(self, service: Any, real: Any) -> int | None:
+        return None
+
     def quorum_lost(self, service: Any) -> bool:
         return service in self.lost
 

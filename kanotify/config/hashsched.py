@@ -28,9 +28,13 @@ def hash_scheduler_reals(problems: Problems, path: str, data: dict[str, Any], sc
         rpath = f"{path}.real[{i}]"
         if real.get("weight") == 0 and not isinstance(real.get("weight"), bool):
             problems.add(f"{rpath}.weight", f"expected a weight 1..65535: {why}; to take this real "
-                                                 "server out of service write drain = true (it keeps its weight)")
+                                            "server out of service write drain = true (it keeps its weight)")
         checks.append((f"{rpath}.check", real.get("check")))
-    for cpath, check in checks:
+    tables: list[tuple[str, Any]] = []
+    for cpath, check in checks:  # a check is a table, or an array of them (several checks)
+        tables.extend([(f"{cpath}[{i}]", c) for i, c in enumerate(check)] if isinstance(check, list)
+                      else [(cpath, check)])
+    for cpath, check in tables:
         if isinstance(check, dict) and check.get("on_failure") == "remove":
             problems.add(f"{cpath}.on_failure", f'expected "drain": {why}; a removed real server '
-                                                     "would reshuffle the flows of the others")
+                                                "would reshuffle the flows of the others")

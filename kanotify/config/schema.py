@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from ..errors import ConfigError, Problem
 from ..model import (
     CHECK_TYPES,
+    PORT_CHECKS,
     FORWARDS,
     HASH_SCHEDULERS,
     ON_FAILURE,
@@ -62,6 +63,8 @@ from .quorum import read_quorum
 from .hashsched import hash_scheduler_reals
 from .tunnel import real_tunnel
 from .values import Config, HookSettings, Settings, ip_or_none
+from .checkkeys import (_BROKEN, CHECK_KEY_TYPES_MORE, CHECK_KEYS_MORE, _CheckKeys, check_keys_more, check_tables,
+                        health_checks)
 from .tomlcheck import (
     Problems,
     Table,
@@ -257,11 +260,11 @@ _SERVICE_KEYS = (
 _REAL_KEYS = ("address", "port", "forward", "weight", "drain", "upper_threshold", "lower_threshold", "check",
               "tun_type", "tun_port", "tun_flags")
 _CHECK_KEYS = ("type", "port", "path", "status", "host", "command", "interval", "timeout", "retry",
-               "retry_delay", "on_failure", "verify", "initial")
+               "retry_delay", "on_failure", "verify", "initial", *CHECK_KEYS_MORE)
 #: keys that mean something for some check types only
 _CHECK_KEY_TYPES = {
     "path": ("http", "https"), "status": ("http", "https"), "host": ("http", "https"),
-    "verify": ("https",), "command": ("command",),
+    "verify": ("https",), "command": ("command",), **CHECK_KEY_TYPES_MORE,
 }
 _GROUP_KEYS = ("name", "instances")
 _SYNC_DAEMON_KEYS = ("interface", "instance", "mode", "sync_id", "maxlen", "group", "port", "ttl")
@@ -270,16 +273,15 @@ _SYNC_MAXLEN_MIN = 1024
 _HOOK_RESERVED = field_keys(HookSettings)  # every other key is the plugin's
 
 
-@dataclass(frozen=True)
-class _CheckKeys:
-    """A ``check`` table's keys, each validated on its own: name -> (value, key path it was written at)."""
-
-    path: str
-    keys: Mapping[str, tuple[object, str]]
-
-
-#: a check table with a problem (reported already)
-_BROKEN = _CheckKeys("", {})
+def _family_problems(merged: Mapping[str, tuple[object, str]], server: RealServer) -> list[tuple[str, str]]:
+    """A check's ``address`` and ``source`` must be of one family (the real server's when no ``address``)."""
+    address = merged.get("address")
+    version = address[0].version if address is not None else server.address.version  # type: ignore[attr-defined]
+    source = merged.get("source")
+    if source is not None and source[0].version != version:  # type: ignore[attr-defined]
+        whose = f"the check's address {address[0]}" if address is not None else f"the real server {server.address}"
+        return [(source[1], f"expected an IPv{version} source address like {whose}, got {source[0]}")]
+    return []
 
 
 def _check_url_path(value: str) -> str | None:
@@ -544,7 +546,7 @@ class _ConfigReader:
             if flag[:3] in ("sh-", "mh-") and scheduler is not None and scheduler != flag[:2]:
                 self.problems.add(f"{t.at('flags')}[{i}]", _scheduler_flag_problem(flag, scheduler))
         states = _states(t)
-        service_check = self.check_table(t, "instance.service.check")
+        service_check = check_tables(self, t, "instance.service.check")
         reals: list[RealServer | None] = []
         checks: list[tuple[tuple[IPAddress, int], HealthCheck]] = []
         seen: dict[tuple[IPAddress, int], str] = {}
@@ -555,16 +557,16 @@ class _ConfigReader:
             if real is not None and rdata.get("drain") is True:
                 drained.append((real.key, real.weight))  # added at its weight, then drained (docs/ipvs.md)
                 real = replace(real, weight=0)
-            real_check = self.check_table(Table(self.problems, rpath, rdata, _REAL_KEYS),
-                                          "instance.service.real.check")
+            real_check = check_tables(self, Table(self.problems, rpath, rdata, _REAL_KEYS),
+                                      "instance.service.real.check")
             if real is not None:
                 first = seen.setdefault(real.key, rpath)
                 if first is not rpath:
                     hostport = format_hostport(real.address, real.port)
                     self.problems.add(rpath, f"duplicate real server {hostport} (also {first})")
                     real = None
-            check = self.health_check(rpath, service_check, real_check, real)
-            if real is not None and check is not None:
+            for check in health_checks(self, rpath, service_check, real_check, real):
+                assert real is not None
                 checks.append((real.key, check))
             reals.append(real)
         quorum = read_quorum(t, [r for r in reals if r is not None], lambda at, plain: self.real(at, plain, sid))
@@ -648,7 +650,7 @@ class _ConfigReader:
 
     # -- health checks: [instance.service.check] and [instance.service.real.check]
 
-    def check_table(self, t: Table, header: str) -> _CheckKeys | None:
+    def check_table(self, t: Table, header: str, at: str | None = None) -> _CheckKeys | None:
         """The keys of a ``check`` table, each validated on its own, with where it was written.
 
         ``None`` when there is no such table; a table with a problem is
@@ -658,7 +660,7 @@ class _ConfigReader:
         data = t.table("check", header)
         if data is None:
             return None
-        ct = Table(self.problems, t.at("check"), data, _CHECK_KEYS)
+        ct = Table(self.problems, at or t.at("check"), data, _CHECK_KEYS)
         mark = self.problems.mark()
         values: dict[str, object] = {}
         if ct.has("type"):
@@ -687,6 +689,7 @@ class _ConfigReader:
             values["verify"] = ct.boolean("verify", None)
         if ct.has("initial"):
             values["initial"] = ct.choice("initial", ("up", "down"))
+        check_keys_more(self, ct, values)
         ct.done()
         if self.problems.since(mark):
             return _BROKEN
@@ -742,7 +745,10 @@ class _ConfigReader:
                                                    f"this check is {kind} ({merged['type'][1]})"))
             if kind == "command" and "command" not in merged:
                 wrong.append((merged["type"][1], "expected a command key too: a command check runs it"))
-            if kind != "command" and "port" not in merged and server.port == 0:
+            if kind == "file" and "file" not in merged:
+                wrong.append((merged["type"][1], "expected a file key too: a file check reads it"))
+            wrong.extend(_family_problems(merged, server))
+            if kind in PORT_CHECKS and "port" not in merged and server.port == 0:
                 wrong.append((f"{table}.port", "missing required key: expected a port 1..65535 to check (the real "
                                                "server of a fwmark or port-0 service has none)"))
         for at, message in wrong:
@@ -751,6 +757,8 @@ class _ConfigReader:
         if wrong:
             return None
         values = {name: value for name, (value, _at) in merged.items()}
+        if values.get("reply") and "require_reply" not in values:
+            values["require_reply"] = True  # keepalived's require_reply <hex>: the reply is required
         return HealthCheck(**values)  # type: ignore[arg-type]  # every value was validated above
 
     # -- [[group]]

@@ -41,6 +41,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from . import checks as _checks
 from ..atomic import replace_file
 from ..config.values import Config
 from .healthreport import HEALTH_FILE
@@ -62,6 +63,8 @@ FD_RESERVE = 256
 LOCAL_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.EADDRNOTAVAIL})
 
 Key = tuple[ServiceKey, RealKey]
+#: one check of a real server: (service, real, its place among the real server's checks)
+CheckKey = tuple[ServiceKey, RealKey, int]
 
 
 @dataclass
@@ -78,6 +81,9 @@ class Target:
     check: HealthCheck
     up: bool
     since: float  # wall clock of the last change (or of the start)
+    index: int = 0  # its place among the checks of its real server (all must pass: keepalived)
+    base: int = 1  # the real server's configured weight
+    offset: int = 0  # what a dynamic command or a file check adds to ``base`` (0: nothing)
     failures: int = 0
     last_error: str | None = None
     last_check: float | None = None
@@ -88,6 +94,7 @@ class Target:
     busy: bool = False
     checked: bool = True  # False once it left the config (or the checks stopped): results are dropped
     sockaddr: tuple[str, int] | None = None  # what connect() takes, made once
+    bind: tuple[str, int] | None = None  # what bind() takes (source, source_port), None: no bind
     quorum: bool = False  # its service's quorum is tracked (:class:`~kanotify.daemon.quorum.QuorumBook`)
     static: str = ""  # its health.json entry's fields that change only with the config
     entry: str | None = None  # its whole health.json entry as last encoded (None: changed since)
@@ -104,6 +111,7 @@ class Change:
     key: Key
     up: bool
     why: str
+    weight: int | None = None  # a dynamic weight (a command's exit status, a file's number): the new weight
 
     @property
     def service(self) -> ServiceKey:
@@ -111,7 +119,10 @@ class Change:
 
     def __str__(self) -> str:
         service, (address, port) = self.key
-        return f"{format_hostport(address, port)} of {service} {'UP' if self.up else 'DOWN'} ({self.why})"
+        state = "UP" if self.up else "DOWN"
+        if self.weight is not None:
+            state += f" weight {self.weight}"
+        return f"{format_hostport(address, port)} of {service} {state} ({self.why})"
 
 
 @dataclass(frozen=True)
@@ -121,10 +132,14 @@ class DownSet:
     carries it to the planner in the engine's thread (:meth:`Health.down_now`)."""
 
     down: frozenset[Key] = frozenset()
+    weights: tuple[tuple[Key, int], ...] = ()  # real servers whose dynamic checks set their weight
     lost: frozenset[ServiceKey] = frozenset()  # the services whose quorum is lost
 
     def is_down(self, service: ServiceKey, real: RealKey) -> bool:
         return bool(self.down) and (service, real) in self.down
+
+    def weight_of(self, service: ServiceKey, real: RealKey) -> int | None:
+        return dict(self.weights).get((service, real)) if self.weights else None
 
     def quorum_lost(self, service: ServiceKey) -> bool:
         return bool(self.lost) and service in self.lost
@@ -149,9 +164,12 @@ class Health:
         self.on_quorum = on_quorum  # a service's quorum was lost or gained (after the real server's change)
         self.state_dir = state_dir
         self.clock = clock
-        self.targets: dict[Key, Target] = {}
+        self.targets: dict[CheckKey, Target] = {}
+        #: the real servers with a check that is DOWN, by service: real -> how many of its checks are DOWN
+        self._down: dict[ServiceKey, dict[RealKey, int]] = {}
+        self._weights: dict[Key, int] = {}  # the weights dynamic checks set (the real server's own otherwise)
+        self._by_real: dict[Key, list[Target]] = {}  # every real server's checks
         self.quorum = QuorumBook()
-        self._down: dict[ServiceKey, set[RealKey]] = {}  # the targets that are DOWN, by service
         self._order: list[Target] | None = None  # health.json's order, None: to sort again
         self._dirty = False
         self._writer: asyncio.TimerHandle | None = None  # the next write of counters and errors
@@ -167,7 +185,7 @@ class Health:
         #: tick -> the connects that time out then, unless done before
         self._deadlines: dict[int, list[tuple[int, socket.SocketType, Target]]] = {}
         #: the HTTP(S) and command checks running, by target: cancelled when it leaves the config or on stop
-        self._tasks: dict[Key, asyncio.Task[None]] = {}
+        self._tasks: dict[CheckKey, asyncio.Task[None]] = {}
         #: checks started, by how late (LATE_BOUNDS), since the start: does the checker keep up?
         self.late = [0] * (len(LATE_BOUNDS) + 1)
 
@@ -176,9 +194,14 @@ class Health:
     def down_now(self) -> DownSet:
         """The DOWN real servers now, frozen (in the loop's thread: it owns the checks' state)."""
         lost = self.quorum.lost
-        if not self._down and not lost:
+        if not self._down and not self._weights and not lost:
             return NONE_DOWN
-        return DownSet(frozenset((service, real) for service, reals in self._down.items() for real in reals), lost)
+        return DownSet(frozenset((service, real) for service, reals in self._down.items() for real in reals),
+                       tuple(self._weights.items()), lost)
+
+    def weight_of(self, service: ServiceKey, real: RealKey) -> int | None:
+        """The weight the dynamic checks of a real server set (None: its configured one)."""
+        return self._weights.get((service, real)) if self._weights else None
 
     def quorum_lost(self, service: ServiceKey) -> bool:
         return service in self.quorum.lost
@@ -190,55 +213,87 @@ class Health:
         reals = self._down.get(service)
         return reals is not None and real in reals
 
-    def _note_state(self, target: Target) -> None:
-        """Keep :attr:`_down` (what :meth:`is_down` reads) in step with ``target.up`` (and its leaving)."""
+    def _note_state(self, target: Target, was_down: bool) -> None:
+        """Keep :attr:`_down` (what :meth:`is_down` reads) in step with ``target.up`` (and its leaving).
+
+        ``was_down``: the target counted as DOWN before (it was DOWN and checked).
+        """
         service, real = target.key
-        reals = self._down.get(service)
-        if target.up or not target.checked:
-            if reals is not None:
-                reals.discard(real)
-                if not reals:
-                    del self._down[service]
-        elif reals is None:
-            self._down[service] = {real}
+        down = not target.up and target.checked
+        if down == was_down:
+            return
+        reals = self._down.setdefault(service, {})
+        count = reals.get(real, 0) + (1 if down else -1)
+        if count > 0:
+            reals[real] = count
         else:
-            reals.add(real)
+            reals.pop(real, None)
+            if not reals:
+                del self._down[service]
+
+    def _real_down(self, key: Key) -> bool:
+        reals = self._down.get(key[0])
+        return reals is not None and key[1] in reals
+
+    def _note_weight(self, key: Key) -> int | None:
+        """The real server's weight from its checks' offsets (kept in :attr:`_weights`); None: its own."""
+        targets = self._by_real.get(key) or []
+        offsets = [t.offset for t in targets if t.checked]
+        if not any(offsets):
+            self._weights.pop(key, None)
+            return None
+        weight = max(0, min(65535, targets[0].base + sum(offsets)))
+        self._weights[key] = weight
+        return weight
 
     # ------------------------------------------------------------------ configuration
 
     def configure(self, config: Config) -> None:
         """Check what ``config`` says; real servers that stay keep their state, removed ones stop."""
-        wanted: dict[Key, tuple[IPAddress, int, HealthCheck]] = {}
+        wanted: dict[CheckKey, tuple[IPAddress, int, HealthCheck, int]] = {}
         for inst in config.instances:
             for spec in inst.services:
+                if not spec.checks:
+                    continue
                 for real in spec.reals:
-                    check = spec.check_for(real.key)
-                    if check is not None:
-                        wanted[(spec.service.key, real.key)] = (real.address, check.port or real.port, check)
+                    for i, check in enumerate(spec.checks_for(real.key)):
+                        wanted[(spec.service.key, real.key, i)] = (real.address, check.port or real.port, check,
+                                                                   real.weight)
         now = self.clock()
         for key in list(self.targets):
             if key not in wanted:
                 gone = self.targets.pop(key)
+                was_down = not gone.up
                 self._forget(gone)
-                self._note_state(gone)
+                self._note_state(gone, was_down)
         spread = 0
-        for key, (address, port, check) in wanted.items():
+        for key, (address, port, check, base) in wanted.items():
             target = self.targets.get(key)
             if target is not None:
+                target.base = base
                 if target.check != check or target.port != port:
                     target.check, target.port = check, port  # same state, new way of checking
                     _prepare(target)
                     self._schedule(target, 0.0)
                 continue
-            target = Target(key, address, port, check, up=check.initial == "up", since=now)
+            target = Target((key[0], key[1]), address, port, check, up=check.initial == "up", since=now, index=key[2],
+                            base=base)
             _prepare(target)
             self.targets[key] = target
-            self._note_state(target)
+            self._note_state(target, False)
             # spread the first checks over the interval: 10,000 real servers must not all connect at once;
             # within 5 s (health known soon after a start) unless that means more than FIRST_RATE a second
             spread += 1
             span = min(check.interval, max(5.0, len(wanted) / FIRST_RATE))
             self._schedule(target, (spread * 0.618034 % 1.0) * span)
+        self._by_real = {}
+        for target in self.targets.values():
+            self._by_real.setdefault(target.key, []).append(target)
+        for real_key in list(self._weights):
+            if real_key not in self._by_real:
+                del self._weights[real_key]
+        for real_key in self._by_real:
+            self._note_weight(real_key)
         changes = self.quorum.configure(config, self.is_down, now)
         tracked = self.quorum.services
         for target in self.targets.values():
@@ -271,7 +326,7 @@ class Health:
     def _forget(self, target: Target) -> None:
         target.due = None
         target.checked = False
-        task = self._tasks.pop(target.key, None)
+        task = self._tasks.pop((*target.key, target.index), None)
         if task is not None:
             task.cancel()  # a command check is killed now, not at its timeout
 
@@ -316,8 +371,14 @@ class Health:
                     continue
                 self._tcp(target, now, started)
             else:
+                if not self._max_connecting:
+                    self._max_connecting = max(16, _raise_open_files() - FD_RESERVE)
+                if len(self._tasks) + len(self._connecting) >= self._max_connecting:
+                    target.busy = False  # descriptors run short: a little later, not a failure
+                    self._schedule(target, TICK, started)
+                    continue
                 task = self.loop.create_task(self._guarded(target))
-                self._tasks[target.key] = task
+                self._tasks[(*target.key, target.index)] = task
         if count:
             self.late[bisect.bisect_left(LATE_BOUNDS, started - tick * TICK)] += count
 
@@ -326,7 +387,7 @@ class Health:
 
         ``now`` is the wall clock, ``started`` the loop's, both read once per tick.
         """
-        family = socket.AF_INET6 if target.address.version == 6 else socket.AF_INET
+        family = socket.AF_INET6 if (target.check.address or target.address).version == 6 else socket.AF_INET
         try:
             # the C socket type itself: socket.socket's Python-level __init__ and close() are a tenth of a check
             sock = socket.SocketType(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
@@ -337,6 +398,13 @@ class Health:
                 self._result(target, f"socket: {exc.strerror}", now, started)
             return
         assert target.sockaddr is not None
+        if target.bind is not None:
+            try:
+                sock.bind(target.bind)
+            except OSError as exc:
+                sock.close()
+                self._not_checked(target, f"bind: {exc.strerror}", started)
+                return
         code = sock.connect_ex(target.sockaddr)
         if code != errno.EINPROGRESS:
             sock.close()
@@ -350,7 +418,7 @@ class Health:
         if epoll is None:
             epoll = self._epoll = select.epoll()
             self.loop.add_reader(epoll.fileno(), self._connected)
-            self._max_connecting = max(16, _raise_open_files() - FD_RESERVE)
+            self._max_connecting = self._max_connecting or max(16, _raise_open_files() - FD_RESERVE)
         # one-shot: no epoll_ctl to take it out again, close() does that
         epoll.register(fd, select.EPOLLOUT | select.EPOLLONESHOT)
         self._connecting[fd] = (target, sock)
@@ -402,77 +470,39 @@ class Health:
         stop): no result.
         """
         try:
-            if target.check.type in ("http", "https"):
-                await self._http(target)
+            check = target.check
+            address = check.address or target.address
+            kind = check.type
+            outcome: _checks.Outcome
+            if kind in ("http", "https"):
+                tls = self._tls(check.verify) if kind == "https" else None
+                outcome = await _checks.http(address, target.port, check, tls, check.host or _default_host(target),
+                                             _status_error)
+            elif kind == "command":
+                outcome = await _checks.command(check)
+            elif kind == "dns":
+                outcome = await _checks.dns(address, target.port, check)
+            elif kind == "udp":
+                outcome = await _checks.udp(address, target.port, check)
+            elif kind == "ping":
+                outcome = await _checks.ping(address, check)
+            elif kind == "smtp":
+                outcome = await _checks.smtp(address, target.port, check)
             else:
-                await self._command(target)
+                outcome = _checks.file(check)
+            self._result(target, outcome[0], weight=outcome[1])
         except asyncio.CancelledError:
             target.busy = False
             raise
+        except OSError as exc:
+            if exc.errno not in LOCAL_ERRORS:
+                raise
+            self._not_checked(target, f"socket: {exc.strerror}")  # this host's shortage, as for tcp
         except Exception as exc:  # noqa: BLE001 -- a bug or a surprise of one check must not stop it for good
             self._result(target, f"check failed: {type(exc).__name__}: {exc}")
         finally:
-            if self._tasks.get(target.key) is asyncio.current_task():
-                del self._tasks[target.key]
-
-    async def _http(self, target: Target) -> None:
-        check = target.check
-        host = check.host or _default_host(target)
-        tls = self._tls(check.verify) if check.type == "https" else None
-        writer = None
-        try:
-            async with asyncio.timeout(check.timeout):
-                reader, writer = await asyncio.open_connection(
-                    str(target.address), target.port, ssl=tls,
-                    server_hostname=(check.host or str(target.address)) if tls else None,
-                )
-                writer.write(f"GET {check.path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: kanotify\r\n"
-                             "Connection: close\r\n\r\n".encode())
-                line = await reader.readline()
-            error = _status_error(line, check)
-        except TimeoutError:
-            error = f"no answer within {check.timeout:g}s"
-        except ssl.SSLCertVerificationError as exc:  # which: self-signed, expired, the wrong name...
-            error = f"TLS: {exc.reason or 'CERTIFICATE_VERIFY_FAILED'}" + (f" ({exc.verify_message.rstrip('.')})"
-                                                                          if exc.verify_message else "")
-        except ssl.SSLError as exc:
-            error = f"TLS: {exc.reason or exc}"
-        except OSError as exc:
-            error = exc.strerror or str(exc)
-        except ValueError:  # readline() past the stream's limit: not left unhandled, or the target stays busy
-            error = "not an HTTP answer: no line end in the first 64 KiB"
-        finally:
-            if writer is not None:
-                writer.close()
-        self._result(target, error)
-
-    async def _command(self, target: Target) -> None:
-        check = target.check
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *check.command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
-            )
-        except OSError as exc:
-            self._result(target, f"{check.command[0]}: {exc.strerror}")
-            return
-        try:
-            code = await asyncio.wait_for(proc.wait(), check.timeout)
-            error = None if code == 0 else f"exit status {code}" if code > 0 else f"killed by signal {-code}"
-        except TimeoutError:
-            try:
-                os.killpg(proc.pid, 9)  # its own session: the whole job, not only the first process
-            except ProcessLookupError:
-                pass
-            await proc.wait()
-            error = f"killed after {check.timeout:g}s"
-        except asyncio.CancelledError:  # the loop ends (the listener stops): the command must not outlive it
-            try:
-                os.killpg(proc.pid, 9)
-            except ProcessLookupError:
-                pass
-            raise
-        self._result(target, error)
+            if self._tasks.get((*target.key, target.index)) is asyncio.current_task():
+                del self._tasks[(*target.key, target.index)]
 
     def _tls(self, verify: bool) -> ssl.SSLContext:
         if verify:
@@ -502,11 +532,15 @@ class Health:
         self._schedule(target, max(target.check.retry_delay, TICK), at)
         self._mark_dirty(now=False)
 
-    def _result(self, target: Target, error: str | None, now: float | None = None, at: float | None = None) -> None:
+    def _result(self, target: Target, error: str | None, now: float | None = None, at: float | None = None,
+                weight: int | None = None) -> None:
         """One check's outcome (``error`` None: passed) through the state machine.
 
         ``now`` is the wall clock and ``at`` the loop's time, when the caller
-        has read them already for a whole batch of results.
+        has read them already for a whole batch of results.  ``weight``: what a
+        passed dynamic command (the weight) or file check (added to the
+        configured weight) says.  The real server is UP while all its checks
+        are: a change of one check is a :class:`Change` only when it changes that.
         """
         target.busy = False
         if self._stopped or not target.checked:
@@ -518,18 +552,28 @@ class Health:
         target.checks += 1
         target.entry = None
         change = None
+        was_down = not target.up
+        real_was_down = self._real_down(target.key)
         if error is None:
             target.failures = 0
             target.passed_once = True
+            offset = 0 if weight is None else weight - target.base if check.type == "command" else weight
+            if offset != target.offset:
+                target.offset = offset
+                new = self._note_weight(target.key)
+                change = Change(target.key, True, f"{check.type} check: weight", target.base if new is None else new)
             if not target.up:
                 target.up, target.since = True, now
-                change = Change(target.key, True, "check passed")
+                change = Change(target.key, True, "check passed", self._weights.get(target.key))
             delay = check.interval
         else:
             target.failures += 1
             target.last_error = error
             if target.up and target.failures >= 1 + check.retry:
                 target.up, target.since = False, now
+                if target.offset:
+                    target.offset = 0  # keepalived: a failed checker's weight share is taken back
+                    self._note_weight(target.key)
                 change = Change(target.key, False, error)
                 delay = check.interval
             elif target.up:
@@ -543,9 +587,16 @@ class Health:
             self._plan(target, max(tick, target.started + max(1, round(check.interval / TICK))))
         else:
             self._schedule(target, delay, at)
+        self._note_state(target, was_down)
+        flipped = self._real_down(target.key) != real_was_down  # the real server itself went UP or DOWN
         if change is not None:
-            self._note_state(target)
-        lost = self.quorum.checked(target.key[0], target.key[1], change is not None, self.is_down, now) \
+            if not flipped and (change.weight is None or real_was_down):
+                change = None  # another check of the real server keeps it DOWN: nothing changes for IPVS
+            else:
+                for other in self._by_real.get(target.key, ()):
+                    other.entry = None  # every entry of the real server shows its weight
+        # the quorum counts configured weights of UP real servers: only a real server's own UP/DOWN moves it
+        lost = self.quorum.checked(target.key[0], target.key[1], flipped, self.is_down, now) \
             if target.quorum else None
         self._mark_dirty(now=change is not None or lost is not None)
         if change is not None:
@@ -566,6 +617,7 @@ class Health:
                 "last_error": t.last_error,
                 "last_check": t.last_check,
                 "checks": t.checks,
+                **({"weight": self._weights[t.key]} if t.key in self._weights else {}),
             }
             for t in self._sorted()
         ]
@@ -573,7 +625,7 @@ class Health:
     def _sorted(self) -> list[Target]:
         if self._order is None:
             self._order = sorted(self.targets.values(), key=lambda t: (str(t.service), t.address.version,
-                                                                       int(t.address), t.key[1][1]))
+                                                                       int(t.address), t.key[1][1], t.index))
         return self._order
 
     def _mark_dirty(self, now: bool) -> None:
@@ -601,7 +653,7 @@ class Health:
         order = self._sorted()
         for t in order:
             if t.entry is None:
-                t.entry = _entry(t)
+                t.entry = _entry(t, self._weights.get(t.key) if self._weights else None)
         reals = ",".join([t.entry for t in order])  # type: ignore[misc]  # every entry was just made
         late = ",".join(f'"{label}":{n}' for label, n in zip(_LATE_LABELS, self.late))
         quorum = json.dumps(self.quorum.snapshot())
@@ -634,18 +686,19 @@ def _raise_open_files(want: int = 65536) -> int:
 
 def _prepare(target: Target) -> None:
     """What every check and every health.json write of ``target`` would otherwise compute again."""
-    target.sockaddr = (str(target.address), target.port)
+    target.sockaddr = (str(target.check.address or target.address), target.port)
+    target.bind = _checks._bind_to(target.check)
     target.static = "{" + ",".join(f"{json.dumps(k)}:{json.dumps(v)}" for k, v in (
         ("service", str(target.service)), ("real", format_hostport(*target.key[1])), ("check", str(target.check)))) + ","
     target.entry = None
 
 
-def _entry(t: Target) -> str:
+def _entry(t: Target, weight: int | None) -> str:
     """``t``'s health.json entry: the JSON of its :meth:`Health.snapshot` item."""
     error = "null" if t.last_error is None else json.dumps(t.last_error)
     last = "null" if t.last_check is None else repr(t.last_check)
     return (f'{t.static}"up":{"true" if t.up else "false"},"since":{t.since!r},"last_error":{error},'
-            f'"last_check":{last},"checks":{t.checks}}}')
+            f'"last_check":{last},"checks":{t.checks}' + ("" if weight is None else f',"weight":{weight}') + "}")
 
 
 def _default_host(target: Target) -> str:

@@ -38,11 +38,12 @@ class RealHealth:
     last_error: str | None = None
     last_check: float | None = None
     checks: int = 0
+    weight: int | None = None  # the weight its dynamic checks set (None: the configured one)
 
     def to_json(self) -> dict[str, Any]:
         return {"service": self.service, "real": self.real, "check": self.check, "up": self.up,
                 "since": self.since, "last_error": self.last_error, "last_check": self.last_check,
-                "checks": self.checks}
+                "checks": self.checks, **({"weight": self.weight} if self.weight is not None else {})}
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,14 @@ class HealthReport:
     def is_down(self, service: ServiceKey, real: RealKey) -> bool:
         return (str(service), format_hostport(*real)) in self.down
 
+    @cached_property
+    def weights(self) -> dict[tuple[str, str], int]:
+        """(service, real) as written -> the weight its dynamic checks set."""
+        return {(r.service, r.real): r.weight for r in self.reals if r.weight is not None}
+
+    def weight_of(self, service: ServiceKey, real: RealKey) -> int | None:
+        return self.weights.get((str(service), format_hostport(*real))) if self.weights else None
+
     def written_by(self, pid: int) -> bool:
         """Was it written by the process ``pid`` (a file without a pid: by anyone)?"""
         return self.pid is None or self.pid == pid
@@ -92,11 +101,12 @@ def _number(value: object) -> float | None:
 def _real(entry: object) -> RealHealth | None:
     if not isinstance(entry, dict) or not isinstance(entry.get("up"), bool):
         return None
-    error, checks = entry.get("last_error"), entry.get("checks")
+    error, checks, weight = entry.get("last_error"), entry.get("checks"), entry.get("weight")
     return RealHealth(
         str(entry.get("service")), str(entry.get("real")), str(entry.get("check", "")), entry["up"],
         _number(entry.get("since")), error if isinstance(error, str) else None, _number(entry.get("last_check")),
         checks if isinstance(checks, int) and not isinstance(checks, bool) else 0,
+        weight if isinstance(weight, int) and not isinstance(weight, bool) else None,
     )
 
 

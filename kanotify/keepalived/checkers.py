@@ -1,4 +1,5 @@
-"""keepalived's health checkers (``TCP_CHECK``, ``HTTP_GET``, ``SSL_GET``, ``MISC_CHECK``) as kanotify checks.
+"""keepalived's health checkers (``TCP_CHECK``, ``HTTP_GET``, ``SSL_GET``, ``MISC_CHECK``, ``DNS_CHECK``,
+``UDP_CHECK``, ``PING_CHECK``, ``SMTP_CHECK``, ``FILE_CHECK``) as kanotify checks.
 
 Each checker becomes the ``[check]`` table of one real server with keepalived's
 cascade resolved (checker, real server, virtual server, keepalived 2.2.7's
@@ -13,11 +14,14 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
+from typing import Callable
 
 from ..model import HASH_SCHEDULERS, RealServer
 from .conf import ALIASES, CHECKER_ALIASES, Statement, Where, script_argv, split_script
+from .checkers_more import checker_lines, connection_lines
 from .imported import (CheckerOption, CheckLine, ImportedCheck, Note, RSBlock, VSBlock, clean, note_at, toml_str,
                        uint_in)
 
@@ -27,14 +31,17 @@ DEFAULT_DELAY_LOOP = "60"  # KEEPALIVED_DEFAULT_DELAY
 DEFAULT_CONNECT_TIMEOUT = "5"  # alloc_vs: connection_to = 5 * TIMER_HZ
 #: checker -> its default (retry, delay_before_retry): queue_checker's 1 and 1 s, except MISC_CHECK
 #: (misc_check_handler: default_retry 0) and HTTP_GET/SSL_GET (http_get_handler: 3 s)
-CHECKER_DEFAULTS = {"TCP_CHECK": ("1", "1"), "HTTP_GET": ("1", "3"), "SSL_GET": ("1", "3"), "MISC_CHECK": ("0", "1")}
+CHECKER_DEFAULTS = {"TCP_CHECK": ("1", "1"), "HTTP_GET": ("1", "3"), "SSL_GET": ("1", "3"), "MISC_CHECK": ("0", "1"),
+                    "SMTP_CHECK": ("1", "1"), "UDP_CHECK": ("1", "1"), "PING_CHECK": ("1", "1"),
+                    # check_dns.c: default_retry 3, default_delay_before_retry 0 (= the delay_loop)
+                    "DNS_CHECK": ("3", "delay_loop"), "FILE_CHECK": ("0", "1")}
 #: options of health checkers that a virtual_server and a real_server may give for all their checkers
 CASCADE = ("delay_loop", "connect_timeout", "retry", "delay_before_retry", "warmup", "alpha", "inhibit_on_failure",
            "virtualhost")
 #: keepalived checker -> kanotify check type (spec.md "Health checks"); None: kanotify has no such check
 CHECKERS: dict[str, str | None] = {
     "TCP_CHECK": "tcp", "HTTP_GET": "http", "SSL_GET": "https", "MISC_CHECK": "command",
-    "SMTP_CHECK": None, "DNS_CHECK": None, "UDP_CHECK": None, "PING_CHECK": None, "FILE_CHECK": None,
+    "SMTP_CHECK": "smtp", "DNS_CHECK": "dns", "UDP_CHECK": "udp", "PING_CHECK": "ping", "FILE_CHECK": "file",
     "BFD_CHECK": None,
 }
 
@@ -56,6 +63,11 @@ CHECKER_KEYWORDS: dict[str, tuple[str, ...]] = {
     "HTTP_GET": _COMMON + _CONNECTION + _HTTP,
     "SSL_GET": _COMMON + _CONNECTION + _HTTP,
     "MISC_CHECK": _COMMON + ("misc_path", "misc_timeout", "misc_dynamic", "user"),
+    "SMTP_CHECK": _COMMON + _CONNECTION + ("helo_name", "host"),
+    "DNS_CHECK": _COMMON + _CONNECTION + ("type", "name"),
+    "UDP_CHECK": _COMMON + _CONNECTION + ("payload", "require_reply", "min_reply_length", "max_reply_length"),
+    "PING_CHECK": _COMMON + _CONNECTION,
+    "FILE_CHECK": ("track_file", "weight"),
 }
 #: the keywords of an HTTP_GET/SSL_GET ``url`` block
 URL_KEYWORDS = ("path", "digest", "status_code", "virtualhost", "regex", "regex_no_match", "regex_options",
@@ -66,14 +78,11 @@ CHECKER_UNSUPPORTED = {
     "warmup": "kanotify has no warmup (keepalived delays a first check by a random time up to it; kanotify spreads "
               "the first checks over at most 5 s)",
     "log_all_failures": "kanotify journals each UP/DOWN change; kanotify status shows the last error",
-    "bindto": "kanotify's checks use the source address the kernel picks",
-    "bind_port": "kanotify's checks use a source port the kernel picks",
     "bind_if": "kanotify's checks do not bind to an interface",
     "fwmark": "kanotify's checks do not mark their packets (SO_MARK)",
     "http_protocol": "kanotify's http checks send HTTP/1.0 requests with Connection: close",
     "enable_sni": "kanotify's https checks always send the host as the TLS server name",
     "fast_recovery": "kanotify checks a DOWN real server again every interval",
-    "digest": "kanotify compares status codes only, not the page's MD5 digest",
     **{name: _CONTENTS for name in URL_KEYWORDS if name.startswith("regex")},
 }
 #: keepalived's check_true_false()
@@ -81,6 +90,8 @@ _BOOL = {"true": "on", "on": "on", "yes": "on", "false": "off", "off": "off", "n
 #: kanotify's limits (config.py check_table), which keepalived's values may exceed
 _LIMITS = {"interval": 86400, "timeout": 3600, "retry": 100, "retry_delay": 3600}
 _SHELLS = ("sh", "bash", "dash", "ash", "ksh", "mksh", "zsh")
+#: the PATH keepalived's scripts are searched in (notify.c: its own environment's, systemd's default)
+_KEEPALIVED_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #: words a shell would interpret: operators, redirections, pipes, command substitution, $VAR
 _SHELL_WORD = re.compile(r"\|\|?|&&?|;;?|[0-9]*(?:>>?|<<?|>&|<&)[0-9]*-?|\(|\)")
 _SHELL_PART = re.compile(r"[|`]|^[<>]|^[0-9]>|;$|\$[A-Za-z_{(0-9?#@*!$-]")
@@ -90,7 +101,7 @@ _SHELL_PART = re.compile(r"[|`]|^[<>]|^[0-9]>|;$|\$[A-Za-z_{(0-9?#@*!$-]")
 class _Mapped:
     """What one keepalived checker became."""
 
-    check: ImportedCheck | None  # None: not imported
+    checks: tuple[ImportedCheck, ...]  # (): not imported; an HTTP_GET with several urls: one each
     notes: list[Note]
     runs: bool  # keepalived runs it (it skips a HTTP_GET without url, a MISC_CHECK without misc_path)
     sources: frozenset[Where] = frozenset()  # the lines its values came from
@@ -152,30 +163,50 @@ def _keep(options: dict[str, CheckerOption], notes: list[Note], name: str, optio
     options[name] = option
 
 
-def checks_of(vs: VSBlock, rs: RSBlock, real: RealServer) -> tuple[ImportedCheck | None, list[Note], list[Where], set[Where]]:
+def checks_of(vs: VSBlock, rs: RSBlock, real: RealServer) -> tuple[list[ImportedCheck], list[Note], list[Where],
+                                                                  set[Where]]:
     """The check of one real server from its keepalived checkers.
 
-    Returns the check (the first checker kanotify can run), the notes, where
-    each checker keepalived runs is, and the lines the values came from.
-    kanotify has one check per real server; keepalived counts a real server
-    UP only while all its checkers pass.
+    Returns the checks (every checker, and every url of an HTTP_GET, is one:
+    the real server is UP only while all pass, in keepalived and kanotify),
+    the notes, where each checker keepalived runs is, and the lines the
+    values came from.
     """
-    used: ImportedCheck | None = None
+    used: list[ImportedCheck] = []
     notes: list[Note] = []
     runs: list[Where] = []
     sources: set[Where] = set()
-    for s in rs.checkers:
+    for s in [one for checker in rs.checkers for one in _smtp_hosts(checker)]:
         mapped = _map_checker(vs, rs, s, real)
         sources |= mapped.sources
         if mapped.runs:
             runs.append(s.where)
-        if mapped.check is not None and used is not None:
-            notes.append(note_at(s, f"kanotify has one check per real server and uses the {used.checker} at "
-                                  f"{used.where}; keepalived ran this one too (UP only while every checker passed)"))
-        elif mapped.check is not None:
-            used = mapped.check
+        used.extend(mapped.checks)
         notes.extend(mapped.notes)
     return used, notes, runs, sources
+
+
+#: the connection options an SMTP_CHECK ``host`` block gives its own checker
+_HOST_OPTIONS = ("connect_ip", "connect_port", "bindto", "bind_port", "bind_if", "connect_timeout", "fwmark")
+
+
+def _smtp_hosts(s: Statement) -> list[Statement]:
+    """An SMTP_CHECK with (deprecated) ``host`` blocks as the checkers keepalived makes of it (check_smtp.c).
+
+    Each ``host`` is a checker of its own with the block's other options and
+    the host's connection options; the SMTP_CHECK's own connection is checked
+    too when it sets any connection option, or has no host.
+    """
+    hosts = [h for h in s.children("host") if h.block is not None]
+    if s.keyword != "SMTP_CHECK" or not hosts:
+        return [s]
+    common = tuple(o for o in s.block or () if o.keyword != "host" and o.keyword not in _HOST_OPTIONS)
+    own = tuple(o for o in s.block or () if o.keyword in _HOST_OPTIONS)
+    made = [Statement(s.words, s.where, s.text, common + own, s.end)] if own else []
+    for h in hosts:
+        made.append(Statement(s.words, s.where, s.text,
+                              common + tuple(o for o in h.block or () if o.keyword in _HOST_OPTIONS), h.end))
+    return made
 
 
 def _map_checker(vs: VSBlock, rs: RSBlock, s: Statement, real: RealServer) -> _Mapped:
@@ -186,12 +217,10 @@ def _map_checker(vs: VSBlock, rs: RSBlock, s: Statement, real: RealServer) -> _M
     virtual_server's, else keepalived's default -- written out even where it
     equals kanotify's default, with where it came from.
     """
-    from ..config.schema import _check_host, _check_url_path
-
     kind = CHECKERS.get(s.keyword)
     if kind is None:
-        return _Mapped(None, [note_at(s, f"kanotify has no {s.keyword} equivalent (its checks: tcp, http, https, "
-                                       "command)")], True)
+        return _Mapped((), [note_at(s, f"kanotify has no {s.keyword} equivalent: keepalived's BFD_CHECK follows "
+                                     "the sessions of its own BFD process, which kanotify does not run")], True)
     http = kind in ("http", "https")
     known = CHECKER_KEYWORDS[s.keyword]
     own: dict[str, CheckerOption] = {}
@@ -236,10 +265,14 @@ def _map_checker(vs: VSBlock, rs: RSBlock, s: Statement, real: RealServer) -> _M
         return None, ""
 
     lines = [CheckLine("type", toml_str(kind))]
-    if kind != "command":
-        if "connect_ip" in raw:
-            blockers.append(f"it checks {raw['connect_ip'].arg(0)} (connect_ip, {raw['connect_ip'].where}); "
-                            "kanotify checks the real server's own address")
+    if kind not in ("command", "file"):
+        lines.extend(connection_lines(kind, raw, real, notes, sources, comments))
+    lines.extend(checker_lines(kind, raw, vs, notes, sources, comments, blockers))
+    if kind in ("command", "file", "ping"):
+        if "connect_port" in own and kind == "ping":
+            notes.append(Note(own["connect_port"].where, "connect_port", "keepalived's PING_CHECK has no port: it "
+                                                                          "ignores it"))
+    else:
         port, port_origin = rs.port, f"the port of real_server ({rs.stmt.where})"
         if "connect_port" in own:
             port, port_origin = int(own["connect_port"].value), f"connect_port ({own['connect_port'].where})"
@@ -254,51 +287,23 @@ def _map_checker(vs: VSBlock, rs: RSBlock, s: Statement, real: RealServer) -> _M
             lines.append(CheckLine("port", str(port), port_origin))
         elif "connect_port" in own:
             comments.append(f"{port_origin}: the real server's port, kanotify's default")
+    per_url: list[list[CheckLine]] = [[]]
     if http:
-        url = _url(urls, notes)
-        if url is None:
-            return _Mapped(None, [note_at(s, f"keepalived skips a {s.keyword} without a url with a path: it runs "
-                                           "no check")] + notes, False)
-        path = [p for p in url.children("path") if p.args][-1]
-        sources.add(path.where)
-        if _check_url_path(path.args[0]):
-            blockers.append(f"path {path.args[0]!r} ({path.where}): kanotify's checks need a path starting with /")
-        lines.append(CheckLine("path", toml_str(path.args[0]), f"url path ({path.where})"))
-        given = url.children("status_code")
-        codes, bad = _status_codes(given)
-        for stmt, word in bad:
-            notes.append(note_at(stmt, f"keepalived skips the status code {word!r} (expected 100..599 or a range "
-                                     "like 200-299)"))
-        sources.update(stmt.where for stmt in given)
-        if codes and codes != list(range(200, 300)):
-            lines.append(CheckLine("status", f"[{', '.join(map(str, codes))}]",
-                                   f"status_code ({', '.join(str(g.where) for g in given)})"))
-        elif given:
-            comments.append(f"status_code 200-299 ({', '.join(str(g.where) for g in given)}): kanotify's default")
-        url_host = url.children("virtualhost")
-        if url_host and url_host[-1].args:
-            host: str | None = url_host[-1].args[0]
-            host_origin = f"url virtualhost ({url_host[-1].where})"
-            sources.add(url_host[-1].where)
-        else:
-            host, host_origin = pick("virtualhost")
-        if host is not None and _check_host(host):
-            notes.append(Note(s.where, f"virtualhost {host}", "kanotify's Host header takes a host name without "
-                                                               "spaces, / or @: the real server's address is sent"))
-        elif host is not None:
-            lines.append(CheckLine("host", toml_str(host), host_origin))
-        if kind == "https":
-            lines.append(CheckLine("verify", "false", "keepalived's SSL_GET does not verify the certificate"))
+        kept = _url(urls, notes)
+        if not kept:
+            return _Mapped((), [note_at(s, f"keepalived skips a {s.keyword} without a url with a path: it runs "
+                                         "no check")] + notes, False)
+        per_url = [_url_lines(kind, s, url, notes, sources, comments, blockers, pick) for url in kept]
     timeout: tuple[str | None, str]
     if kind == "command":
         if "misc_path" not in raw:
-            return _Mapped(None, [note_at(s, "keepalived skips a MISC_CHECK without misc_path: it runs no check")]
+            return _Mapped((), [note_at(s, "keepalived skips a MISC_CHECK without misc_path: it runs no check")]
                            + notes, False)
         misc = raw["misc_path"]
         argv, ignored = script_argv(misc)
         if argv is None:
-            return _Mapped(None, [note_at(misc, "keepalived cannot parse this command (an unclosed quote?) and skips "
-                                              "the MISC_CHECK")] + notes, False)
+            return _Mapped((), [note_at(misc, "keepalived cannot parse this command (an unclosed quote?) and skips "
+                                            "the MISC_CHECK")] + notes, False)
         sources.add(misc.where)
         if ignored:
             comments.append(f"misc_path ({misc.where}): keepalived runs only its first word (quote the whole "
@@ -315,9 +320,9 @@ def _map_checker(vs: VSBlock, rs: RSBlock, s: Statement, real: RealServer) -> _M
             notes.append(note_at(raw["user"], "kanotify runs the command as root, as its listener runs" + (
                 "" if user == "root" else f", not as {user}: make sure only root can change {argv[0]}")))
         if "misc_dynamic" in raw:
-            blockers.append(f"misc_dynamic ({raw['misc_dynamic'].where}): keepalived counts exit codes 2-255 as UP "
-                            "with weight code-2; kanotify counts only exit 0 as UP and would take these real servers "
-                            "DOWN (make the script exit 0 when up, drop misc_dynamic, then use this check)")
+            sources.add(raw["misc_dynamic"].where)
+            lines.append(CheckLine("dynamic", "true", f"misc_dynamic ({raw['misc_dynamic'].where}): exit 2-255 "
+                                                      "is UP with weight exit-2"))
         mt = own.get("misc_timeout")
         if mt is not None and mt.value != "0":
             sources.add(mt.where)
@@ -333,17 +338,86 @@ def _map_checker(vs: VSBlock, rs: RSBlock, s: Statement, real: RealServer) -> _M
                                               f"default {DEFAULT_DELAY_LOOP}"
             if mt is not None:
                 sources.add(mt.where)
+    elif kind == "file":
+        timeout = "1", "a file is read at once"
     else:
         value, origin = pick("connect_timeout")
         timeout = (value, origin) if value is not None else (DEFAULT_CONNECT_TIMEOUT, "keepalived's default")
+    tail = _timing(s, kind, timeout, pick, vs.scheduler)
+    checks = tuple(ImportedCheck(s.keyword, s.where, tuple(lines + extra + tail), tuple(comments)) for extra in per_url)
+    if blockers:
+        head = note_at(s, "; ".join(blockers) + "; it would be:",
+                       tuple(line for check in checks for line in table_lines("[instance.service.real.check]",
+                                                                                [check])))
+        return _Mapped((), [head] + notes, True, frozenset(sources))
+    return _Mapped(checks, notes, True, frozenset(sources))
+
+
+def _url_lines(kind: str, s: Statement, url: Statement, notes: list[Note], sources: set[Where], comments: list[str],
+               blockers: list[str], pick: Callable[[str], tuple[str | None, str]]) -> list[CheckLine]:
+    """One url of an HTTP_GET/SSL_GET: path, status, digest, Host (each url is a check of its own)."""
+    from ..config.schema import _check_host, _check_url_path
+
+    lines: list[CheckLine] = []
+    path = [p for p in url.children("path") if p.args][-1]
+    sources.add(path.where)
+    if _check_url_path(path.args[0]):
+        blockers.append(f"path {path.args[0]!r} ({path.where}): kanotify's checks need a path starting with /")
+    lines.append(CheckLine("path", toml_str(path.args[0]), f"url path ({path.where})"))
+    given = url.children("status_code")
+    codes, bad = _status_codes(given)
+    for stmt, word in bad:
+        notes.append(note_at(stmt, f"keepalived skips the status code {word!r} (expected 100..599 or a range "
+                                 "like 200-299)"))
+    sources.update(stmt.where for stmt in given)
+    if codes and codes != list(range(200, 300)):
+        lines.append(CheckLine("status", f"[{', '.join(map(str, codes))}]",
+                               f"status_code ({', '.join(str(g.where) for g in given)})"))
+    elif given:
+        comments.append(f"status_code 200-299 ({', '.join(str(g.where) for g in given)}): kanotify's default")
+    url_host = url.children("virtualhost")
+    if url_host and url_host[-1].args:
+        host: str | None = url_host[-1].args[0]
+        host_origin = f"url virtualhost ({url_host[-1].where})"
+        sources.add(url_host[-1].where)
+    else:
+        host, host_origin = pick("virtualhost")
+    if host is not None and _check_host(host):
+        notes.append(Note(s.where, f"virtualhost {host}", "kanotify's Host header takes a host name without "
+                                                           "spaces, / or @: the real server's address is sent"))
+    elif host is not None:
+        lines.append(CheckLine("host", toml_str(host), host_origin))
+    digests = [d for d in url.children("digest") if d.args]
+    if digests:
+        d = digests[-1]
+        if not re.fullmatch(r"[0-9A-Fa-f]{32}", d.args[0]):
+            notes.append(note_at(d, "keepalived rejects it: a digest is 32 hex digits"))
+        else:
+            sources.add(d.where)
+            lines.append(CheckLine("digest", toml_str(d.args[0].lower()), f"url digest ({d.where})"))
+    if kind == "https":
+        lines.append(CheckLine("verify", "false", "keepalived's SSL_GET does not verify the certificate"))
+    return lines
+
+
+def _timing(s: Statement, kind: str, timeout: tuple[str | None, str],
+            pick: Callable[[str], tuple[str | None, str]], scheduler: str | None) -> list[CheckLine]:
+    """interval, timeout, retry, retry_delay, on_failure and initial, from the cascade or keepalived's defaults."""
+    lines: list[CheckLine] = []
     default_retry, default_delay = CHECKER_DEFAULTS[s.keyword]
     special = f"keepalived's {s.keyword} default"
+    interval = pick("delay_loop") if kind != "file" else ("1", "keepalived watches the file (inotify): read every "
+                                                               "second")
+    if default_delay == "delay_loop":  # DNS_CHECK: no delay_before_retry means the delay_loop
+        default_delay = interval[0] or DEFAULT_DELAY_LOOP
+        special_delay = f"keepalived's {s.keyword} default: the delay_loop"
+    else:
+        special_delay = special if default_delay != "1" else "keepalived's default"
     for key, (value, origin), default in (
-        ("interval", pick("delay_loop"), (DEFAULT_DELAY_LOOP, "keepalived's default")),
+        ("interval", interval, (DEFAULT_DELAY_LOOP, "keepalived's default")),
         ("timeout", timeout, (None, "")),
         ("retry", pick("retry"), (default_retry, special if default_retry != "1" else "keepalived's default")),
-        ("retry_delay", pick("delay_before_retry"), (default_delay, special if default_delay != "1" else
-                                                     "keepalived's default")),
+        ("retry_delay", pick("delay_before_retry"), (default_delay, special_delay)),
     ):
         if value is None:
             value, origin = default
@@ -352,9 +426,9 @@ def _map_checker(vs: VSBlock, rs: RSBlock, s: Statement, real: RealServer) -> _M
             value, origin = str(_LIMITS[key]), f"{origin}: {value}, above kanotify's maximum {_LIMITS[key]}"
         lines.append(CheckLine(key, value, origin))
     inhibit, origin = pick("inhibit_on_failure")
-    if vs.scheduler in HASH_SCHEDULERS and inhibit != "on":
+    if scheduler in HASH_SCHEDULERS and inhibit != "on":
         # kanotify's config refuses "remove" there: a removal reshuffles the table of every director
-        lines.append(CheckLine("on_failure", '"drain"', f"lvs_sched {vs.scheduler}: keepalived would remove a "
+        lines.append(CheckLine("on_failure", '"drain"', f"lvs_sched {scheduler}: keepalived would remove a "
                                                         "failed real server and reshuffle the others' flows"))
     elif inhibit is None:
         lines.append(CheckLine("on_failure", '"remove"', "no inhibit_on_failure: keepalived removes a failed real "
@@ -364,16 +438,11 @@ def _map_checker(vs: VSBlock, rs: RSBlock, s: Statement, real: RealServer) -> _M
     alpha, origin = pick("alpha")
     if alpha is not None:
         lines.append(CheckLine("initial", '"down"' if alpha == "on" else '"up"', origin))
-    check = ImportedCheck(s.keyword, s.where, tuple(lines), tuple(comments))
-    if blockers:
-        head = note_at(s, "; ".join(blockers) + "; it would be:",
-                     tuple(table_lines("[instance.service.real.check]", [check])))
-        return _Mapped(None, [head] + notes, True, frozenset(sources))
-    return _Mapped(check, notes, True, frozenset(sources))
+    return lines
 
 
-def _url(urls: list[Statement], notes: list[Note]) -> Statement | None:
-    """The url kanotify checks (the first one keepalived keeps); notes for the others."""
+def _url(urls: list[Statement], notes: list[Note]) -> list[Statement]:
+    """The urls keepalived checks (each a check of its own); notes for what it ignores."""
     kept = []
     for url in urls:
         for o in url.block or ():
@@ -388,10 +457,7 @@ def _url(urls: list[Statement], notes: list[Note]) -> Statement | None:
             notes.append(note_at(url, "keepalived ignores a url without a path"))
         else:
             kept.append(url)
-    for more in kept[1:]:
-        notes.append(note_at(more, f"kanotify checks one url per real server (the first, {kept[0].where}); keepalived "
-                                 "also fetched this one, and the real server was UP only while every url passed"))
-    return kept[0] if kept else None
+    return kept
 
 
 def _status_codes(given: list[Statement]) -> tuple[list[int], list[tuple[Statement, str]]]:
@@ -423,20 +489,28 @@ def _command(argv: list[str], line: list[str]) -> tuple[list[str] | None, str]:
     if first.startswith("<") and first[1:].lstrip(" \t").startswith("/"):
         text = " ".join([first] + [f"'{word}'" for word in argv[1:]])  # cmd_str(): the others single-quoted
         return ["/bin/sh", "-c", text], "keepalived runs a misc_path starting with </ (a file test) with /bin/sh -c"
+    comment = ""
     if not (os.path.basename(first) in _SHELLS and argv[1:2] == ["-c"]):
         for word in argv[1:]:
             if _SHELL_WORD.fullmatch(word) or _SHELL_PART.search(word):
-                return None, (f"{word!r} is shell syntax, but keepalived runs misc_path without a shell, so {first} "
-                              f"got it as an argument; kanotify runs commands without a shell too. If a shell was "
-                              f"meant: command = [\"/bin/sh\", \"-c\", {toml_str(written)}]")
+                comment = (f"{word!r} looks like shell syntax, but keepalived runs misc_path without a shell: "
+                           f"{first} gets it as an argument, and so it does here. If a shell was meant: "
+                           f"command = [\"/bin/sh\", \"-c\", {toml_str(written)}]")
+                break
     if "/" not in first:
-        return None, f"{first} is not a path: keepalived searches PATH for it, kanotify runs a command by its " \
-                     "absolute path only"
-    if not os.path.isabs(first):
-        return None, f"{first} is a relative path: kanotify runs a command by its absolute path only"
+        found = shutil.which(first, path=_KEEPALIVED_PATH)
+        if found is None:
+            return None, (f"{first} is not a path and is in none of {_KEEPALIVED_PATH} on this host: keepalived "
+                          "searches PATH for it, kanotify runs a command by its absolute path only")
+        argv = [found, *argv[1:]]
+        comment = "; ".join(filter(None, [f"{first}: keepalived searches PATH; found as {found} on this host",
+                                          comment]))
+    elif not os.path.isabs(first):
+        argv = ["/" + first.removeprefix("./"), *argv[1:]]
+        comment = "; ".join(filter(None, [f"{first}: keepalived runs it from its working directory, /", comment]))
     if any(not word or "\0" in word for word in argv):
         return None, "an empty argument or a NUL byte: kanotify's command words are non-empty strings"
-    return argv, ""
+    return argv, comment
 
 
 def table_lines(header: str, checks: list[ImportedCheck], indent: str = "") -> list[str]:

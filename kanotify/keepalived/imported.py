@@ -44,6 +44,7 @@ class ImportedReal:
     notes: tuple[Note, ...] = ()
     check: "ImportedCheck | None" = None  # from its keepalived checkers
     drain: bool = False  # keepalived's weight 0 in an mh/sh service: ``weight`` is then the one it is added at
+    more_checks: tuple["ImportedCheck", ...] = ()  # its other checks: UP only while all pass
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,8 @@ class ImportedService:
         """The check every real server has the same of (written once, as ``[instance.service.check]``)."""
         checks = [r.check for r in self.reals]
         first = checks[0] if checks else None
+        if any(r.more_checks for r in self.reals):
+            return None  # several checks: each real server writes its own array
         if first is None or any(c is None or c.table != first.table for c in checks):
             return None
         return first
@@ -204,6 +207,7 @@ class VSBlock:
     cascade: dict[str, CheckerOption] = field(default_factory=dict)
     notes: list[Note] = field(default_factory=list)
     reals: list["RSBlock"] = field(default_factory=list)
+    track_files: dict[str, Statement] = field(default_factory=dict)  # the config's track_file blocks, by name
     quorum: QuorumBlock = field(default_factory=QuorumBlock)  # quorum, hysteresis, sorry_server (quorum_import)
 
 

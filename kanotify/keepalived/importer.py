@@ -299,8 +299,10 @@ def import_conf(conf: KeepalivedConf, instance: str | None = None) -> ImportResu
     services: list[ImportedService] = []
     notes: list[Note] = []
     seen: dict[ServiceKey, Where] = {}
+    track_files = {s.arg(0) or "": s for s in conf.top("track_file") + conf.top("vrrp_track_file") if s.arg(0)}
     for stmt in conf.top("virtual_server"):
         vs = _read_vs(stmt)
+        vs.track_files = track_files  # FILE_CHECK's track_file names these
         made, skipped = _expand(vs, groups)
         notes.extend(skipped)
         for svc in made:
@@ -570,13 +572,14 @@ def _service(vs: VSBlock, target: _Target, first: bool) -> ImportedService | Not
                                              "the table and directors would disagree"))
         tunnel = (rs.tunnel or vs.tunnel or IPIP) if forward == "tun" else IPIP
         real = RealServer(rs.address, port, forward, weight, rs.upper, lower, *tunnel)
-        check, cnotes, runs, sources = checks_of(vs, rs, real)
+        found, cnotes, runs, sources = checks_of(vs, rs, real)
         checkers.extend(runs)
         if first:
             used |= sources
             rnotes.extend(cnotes)
             rnotes.extend(_unused(rs.cascade, sources))
-        reals.append(ImportedReal(real, rs.stmt.where, tuple(rnotes), check, drain))
+        reals.append(ImportedReal(real, rs.stmt.where, tuple(rnotes), found[0] if found else None,
+                                  drain=drain, more_checks=tuple(found[1:])))
     if first:
         notes.extend(_unused(vs.cascade, used))
     if not reals:
@@ -680,7 +683,10 @@ def render(result: ImportResult) -> str:
                 out.append(f"    lower_threshold = {real.l_threshold}")
             for note in imported.notes:
                 out.extend(note.lines("    "))
-            if imported.check is not None and shared is None:
+            if imported.check is not None and shared is None and imported.more_checks:
+                for one in (imported.check, *imported.more_checks):  # several checkers: all must pass
+                    out.extend(table_lines("[[instance.service.real.check]]", [one], "      "))
+            elif imported.check is not None and shared is None:
                 out.extend(table_lines("[instance.service.real.check]", [imported.check], "      "))
     return "\n".join(out) + "\n"
 

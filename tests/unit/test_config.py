@@ -377,6 +377,10 @@ BROKEN: list[tuple[str, str, str, str, int]] = [
     ("mh-real-on-failure-remove", service(TCP80 + 'scheduler = "mh"\n', REAL21 + '[instance.service.real.check]\n'
                                           'type = "tcp"\non_failure = "remove"\n'),
      "instance[0].service[0].real[0].check.on_failure", "drain", 1),
+    ("mh-one-of-several-checks-on-failure-remove",
+     service(TCP80 + 'scheduler = "mh"\n[[instance.service.check]]\ntype = "tcp"\non_failure = "remove"\n'
+             '[[instance.service.check]]\ntype = "tcp"\nport = 81\non_failure = "remove"\n', REAL21),
+     "instance[0].service[0].check[0].on_failure", "reshuffle", 2),
     ("drain-not-boolean", service(TCP80, real('address = "192.0.2.22"\ndrain = 1\n')),
      "instance[0].service[0].real[0].drain", "true or false", 1),
     ("flag-duplicate", service(TCP80 + 'flags = ["one-packet", "one-packet"]\n'), "instance[0].service[0].flags[1]",
@@ -456,7 +460,7 @@ BROKEN: list[tuple[str, str, str, str, int]] = [
     ("check-unknown-key", svc_check('type = "tcp"\nintervall = 2\n'), "instance[0].service[0].check.intervall",
      "interval", 1),
     ("check-no-type", svc_check("interval = 2\n"), "instance[0].service[0].check.type", "missing", 1),
-    ("check-type-unknown", svc_check('type = "ping"\n'), "instance[0].service[0].check.type", "tcp", 1),
+    ("check-type-unknown", svc_check('type = "ldap"\n'), "instance[0].service[0].check.type", "tcp", 1),
     ("check-interval-zero", svc_check('type = "tcp"\ninterval = 0\n'), "instance[0].service[0].check.interval",
      "> 0", 1),
     ("check-timeout-string", svc_check('type = "tcp"\ntimeout = "3s"\n'), "instance[0].service[0].check.timeout",

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import pytest
 import typer.main
 
+from kanotify.daemon import checks
 from kanotify.config import schema as config_module
 from kanotify.config import bgp as bgp_module
 from kanotify.config import quorum as quorum_module
@@ -236,6 +237,11 @@ OBSERVED: dict[tuple[str, str], Callable[[], Any]] = {
     ("[instance.service.check]", "on_failure"): lambda: _check().on_failure,
     ("[instance.service.check]", "verify"): lambda: _check().verify,
     ("[instance.service.check]", "initial"): lambda: _check().initial,
+    ("[instance.service.check]", "dns_type"): lambda: _check().dns_type,
+    ("[instance.service.check]", "helo_name"): lambda: _check().helo_name,
+    ("[instance.service.check]", "weight"): lambda: _check().weight,
+    ("[instance.service.check]", "reverse"): lambda: _check().reverse,
+    ("[instance.service.check]", "dynamic"): lambda: _check().dynamic,
     ("[bgp]", "daemon"): lambda: _first(BGP).bgp.daemon,  # type: ignore[union-attr]
     ("[sync_daemon]", "mode"): lambda: _sync().mode,
     ("[sync_daemon]", "sync_id"): lambda: _sync().sync_id,
@@ -314,6 +320,19 @@ PROSE: dict[tuple[str, str], tuple[str, Callable[[], bool]]] = {
         _check().accepts(200) and _check().accepts(299) and not _check().accepts(300))),
     ("[instance.service.check]", "host"): ("the real server's address", lambda: _check().host is None),
     ("[instance.service.check]", "command"): ("—", lambda: _check().command == ()),
+    ("[instance.service.check]", "address"): ("the real server's address", lambda: _check().address is None),
+    ("[instance.service.check]", "source"): ("the kernel's choice", lambda: _check().source is None),
+    ("[instance.service.check]", "source_port"): ("the kernel's choice", lambda: _check().source_port == 0),
+    ("[instance.service.check]", "digest"): ("none", lambda: _check().digest is None),
+    ("[instance.service.check]", "dns_name"): ('`"."` (the root)', lambda: _check().dns_name == ""),
+    ("[instance.service.check]", "payload"): ("keepalived's 32 bytes `keepalived check - ...`", lambda: (
+        _check().payload == b"" and checks.DEFAULT_UDP_PAYLOAD == b"keepalived check - keepalived ch")),
+    ("[instance.service.check]", "require_reply"): ("`false` (`true` with `reply`)", lambda: (
+        _check().require_reply is False and _first(SERVICE + '[instance.service.check]\ntype = "udp"\nreply = "01"\n'
+                                                   '[[instance.service.real]]\naddress = "192.0.2.21"\n')
+        .instances[0].services[0].checks[0][1].require_reply is True)),
+    ("[instance.service.check]", "reply"): ("none", lambda: _check().reply == b""),
+    ("[instance.service.check]", "file"): ("—", lambda: _check().file == ""),
     ("[sync_daemon]", "interface"): ("—", lambda: _required(BASE + "[sync_daemon]\n", "sync_daemon.interface")),
     ("[sync_daemon]", "instance"): ("the only `[[instance]]`", lambda: (
         _sync().instance == "VI_1"

@@ -48,9 +48,13 @@ class FakeHealth:
 
     def __init__(self) -> None:
         self.down: set[tuple[ServiceKey, RealKey]] = set()
+        self.weights: dict[tuple[ServiceKey, RealKey], int] = {}
 
     def is_down(self, service: ServiceKey, real: RealKey) -> bool:
         return (service, real) in self.down
+
+    def weight_of(self, service: ServiceKey, real: RealKey) -> int | None:
+        return self.weights.get((service, real))
 
 
 def setup(tmp: Path) -> tuple[Engine, MemoryBackend, FakeHealth]:
@@ -79,6 +83,23 @@ def test_a_down_real_server_is_drained_or_removed_and_restored_when_up(tmp_path:
     again = engine.reconcile(argv=["t"], kind=RunKind.HEALTH, health=health)
     assert not again.plan.has_changes  # the second run changes nothing
     health.down = set()
+    engine.reconcile(argv=["t"], kind=RunKind.HEALTH, health=health)
+    assert weights(backend) == {"192.0.2.21": 3, "192.0.2.22": 1, "192.0.2.23": 1}
+
+
+def test_a_dynamic_weight_is_applied_and_taken_back(tmp_path: Path) -> None:
+    engine, backend, health = setup(tmp_path)
+    engine.transition(["VI_1"], State.MASTER, argv=["t"], kind=RunKind.MASTER, health=health)
+    health.weights = {(SERVICE, real(23)): 7}  # a misc_dynamic exit 9, or a file check's number
+    result = engine.reconcile(argv=["t"], kind=RunKind.HEALTH, quiet=True, health=health)
+    assert weights(backend) == {"192.0.2.21": 3, "192.0.2.22": 1, "192.0.2.23": 7}
+    assert [str(r.action) for r in result.results if r.status == "applied"] == [
+        "edit real server 192.0.2.23:80 of tcp 192.0.2.100:80: weight 1 -> 7"]
+    assert not engine.reconcile(argv=["t"], kind=RunKind.HEALTH, health=health).plan.has_changes  # idempotent
+    health.down = {(SERVICE, real(23))}  # DOWN wins over its weight
+    engine.reconcile(argv=["t"], kind=RunKind.HEALTH, health=health)
+    assert weights(backend)["192.0.2.23"] == 0
+    health.down, health.weights = set(), {}
     engine.reconcile(argv=["t"], kind=RunKind.HEALTH, health=health)
     assert weights(backend) == {"192.0.2.21": 3, "192.0.2.22": 1, "192.0.2.23": 1}
 

@@ -98,17 +98,20 @@ def test_seed_004_director() -> None:
     notes = all_notes(result)
     where = str(CONFIGS / "seed004.conf")
     assert f"nb_get_retry 3 ({where}:41)" in notes  # keepalived 2.2.7 does not know it there
-    assert f"digest c2e7b1048523a6fc9a1a78d5fd783605 ({where}:48)" in notes
+    assert f"digest c2e7b1048523a6fc9a1a78d5fd783605 ({where}:48)" not in notes  # a check's digest now
+    assert f'digest = "c2e7b1048523a6fc9a1a78d5fd783605"    # url digest ({where}:48' in text
     assert "# not imported: nb_get_retry 3" in text and "not a virtual_server keyword" in text
-    # the three HTTP_GETs are one check: the service's, with the cascaded options and where they come from
-    assert "[instance.service.check]    # HTTP_GET" in text and "[instance.service.real.check]" not in text
+    # each HTTP_GET compares its own page's digest: a check per real server, with the cascaded options
+    assert text.count("[instance.service.real.check]    # HTTP_GET") == 3
     assert f'interval = 6    # virtual_server delay_loop ({where}:35)' in text
     assert f'timeout = 3    # virtual_server connect_timeout ({where}:40)' in text
     assert "retry = 1    # keepalived's default" in text  # nb_get_retry 3 was ignored there
     assert f"retry_delay = 3    # virtual_server delay_before_retry ({where}:42)" in text
     (spec,) = parse_config(text).instances[0].services
     assert {check for _, check in spec.checks} == {
-        HealthCheck("http", path="/", interval=6, timeout=3, retry=1, retry_delay=3, on_failure="remove")}
+        HealthCheck("http", path="/", interval=6, timeout=3, retry=1, retry_delay=3, on_failure="remove", digest=d)
+        for d in ("c2e7b1048523a6fc9a1a78d5fd783605", "e7b87c254505fecdedd3545af2160950",
+                  "09c990685febab223b6dafd74de1f7ec")}
     assert len(spec.checks) == 3
     assert 'states = ["master"]' in text
 
@@ -281,10 +284,10 @@ def test_cli_json_and_errors(tmp_path: Path) -> None:
     assert data["services"] == ["tcp 192.0.2.21:80 scheduler rr"] and data["instance"] == "LVSha"
     assert data["checks"][0] == {"service": "tcp 192.0.2.21:80", "real": "192.0.2.12:80", "checker": "HTTP_GET",
                                  "where": str(CONFIGS / "seed004.conf") + ":45", "check": {
-                                     "type": "http", "path": "/", "interval": 6, "timeout": 3, "retry": 1,
-                                     "retry_delay": 3, "on_failure": "remove"}}
-    assert any(n["keyword"].startswith("digest") and n["where"].endswith("seed004.conf:48")
-               for n in data["not_imported"])
+                                     "type": "http", "path": "/", "digest": "c2e7b1048523a6fc9a1a78d5fd783605",
+                                     "interval": 6, "timeout": 3, "retry": 1, "retry_delay": 3,
+                                     "on_failure": "remove"}}
+    assert not any(n["keyword"].startswith("digest") for n in data["not_imported"])
     missing = subprocess.run([KANOTIFY, "import", str(tmp_path / "nope.conf")], capture_output=True, text=True,
                              timeout=60)
     assert missing.returncode == 78 and "nope.conf" in missing.stderr and "Traceback" not in missing.stderr

@@ -24,8 +24,17 @@ def imported(text: str) -> tuple[ImportResult, str, dict[str, HealthCheck]]:
     result = import_conf(parse_text(text, "k.conf"))
     toml = render(result)
     config = parse_config(toml, "imported.toml")
-    checks = {f"{a}:{p}": check for spec in config.instances[0].services for (a, p), check in spec.checks}
+    checks: dict[str, HealthCheck] = {}
+    for spec in config.instances[0].services:
+        for (a, p), check in spec.checks:
+            checks.setdefault(f"{a}:{p}", check)  # the first; every one: every_check
     return result, toml, checks
+
+
+def every_check(toml: str, real: str) -> list[HealthCheck]:
+    """All the checks the config loader reads for the real server ``real`` ("address:port")."""
+    config = parse_config(toml, "imported.toml")
+    return [check for spec in config.instances[0].services for (a, p), check in spec.checks if f"{a}:{p}" == real]
 
 
 def reasons(result: ImportResult) -> str:
@@ -181,9 +190,11 @@ def test_http_urls_status_codes_host_and_what_is_not_compared() -> None:
     assert checks["192.0.2.24:80"].host == "chk.example"
     why = reasons(result)
     assert "keepalived ignores a url without a path" in why  # the first url has none: keepalived drops it
-    assert f"kanotify checks one url per real server (the first, {at(text, 'url {', 1)})" in why
+    # every url keepalived keeps is a check of its own: UP only while all pass
+    assert [c.path for c in every_check(toml, "192.0.2.21:80")] == ["/health", "/second"]
+    assert "[[instance.service.real.check]]" in toml
     assert "keepalived skips the status code 'abc'" in why
-    assert "not the page's MD5 digest" in why and "not the page's contents" in why
+    assert "not the page's contents" in why
     assert f"status_code 200-299 ({at(text, 'status_code 200-299')}): kanotify's default" in toml
     assert f'host = "rs.example"    # real_server virtualhost ({at(text, "rs.example")})' in toml
     assert f'host = "url.example"    # url virtualhost ({at(text, "url.example")})' in toml
@@ -195,16 +206,17 @@ def test_an_http_check_without_a_url_is_not_run_by_keepalived() -> None:
     assert result.services[0].checkers == ()  # not a checker keepalived runs (for doctor)
 
 
-def test_several_checkers_on_one_real_server_use_the_first_kanotify_can_run() -> None:
+def test_several_checkers_on_one_real_server_are_all_checks() -> None:
     text = vs("", rs("192.0.2.21", "  SMTP_CHECK {\n  }\n  TCP_CHECK {\n   connect_port 8080\n  }\n"
-                                   "  HTTP_GET {\n   url {\n    path /\n   }\n  }\n"))
-    result, _, checks = imported(text)
-    assert checks["192.0.2.21:80"].type == "tcp" and checks["192.0.2.21:80"].port == 8080
-    why = reasons(result)
-    assert "kanotify has no SMTP_CHECK equivalent" in why
-    assert f"HTTP_GET ({at(text, 'HTTP_GET')}): kanotify has one check per real server and uses the TCP_CHECK at " \
-           f"{at(text, 'TCP_CHECK')}" in why
-    assert len(result.services[0].checkers) == 3
+                                   "  HTTP_GET {\n   url {\n    path /\n   }\n  }\n  BFD_CHECK {\n  }\n"),
+              rs("192.0.2.22", TCP))
+    result, toml, _ = imported(text)
+    every = every_check(toml, "192.0.2.21:80")
+    assert [(c.type, c.port) for c in every] == [("smtp", 0), ("tcp", 8080), ("http", 0)]
+    assert toml.count("[[instance.service.real.check]]") == 3  # the other real server: its own one table
+    assert "kanotify has no BFD_CHECK equivalent: keepalived's BFD_CHECK follows the sessions of its own BFD" \
+           in reasons(result)
+    assert len(result.services[0].checkers) == 5  # every checker keepalived runs (for doctor), the TCP_CHECK of .22 too
 
 
 def test_one_service_check_when_every_real_server_has_the_same() -> None:
@@ -237,17 +249,16 @@ def test_misc_path_is_split_as_keepalived_splits_it() -> None:
     assert checks["192.0.2.24:80"].command == ("/bin/sh", "-c", "</etc/hosts")  # keepalived's file test: system()
 
 
-def test_a_misc_path_that_needs_a_shell_stays_a_comment() -> None:
+def test_a_misc_path_with_shell_syntax_runs_as_keepalived_runs_it() -> None:
     for script, word in (('/usr/bin/curl -s http://x/ | grep ok', "|"), ("/usr/bin/check > /tmp/out", ">"),
                          ("/usr/bin/check $HOST", "$HOST"), ("/usr/bin/check a; /bin/false", "a;")):
         text = vs("", rs("192.0.2.21", f'  MISC_CHECK {{\n   misc_path "{script}"\n  }}\n'))
         result, toml, checks = imported(text)
-        assert checks == {}, script
-        why = reasons(result)
-        assert f"misc_path ({at(text, 'misc_path')}): {word!r} is shell syntax, but keepalived runs misc_path without a shell" in why
-        assert f'command = ["/bin/sh", "-c", "{script}"]' in why
-        assert "#   command = [" in toml  # the check it would be, commented out
-        assert result.services[0].checkers  # keepalived does run it: doctor still sees a checker
+        # keepalived execs the words without a shell: the program gets them as arguments, as here
+        assert checks["192.0.2.21:80"].command == tuple(script.split()), script
+        assert f"{word!r} looks like shell syntax, but keepalived runs misc_path without a shell" in toml
+        assert f'command = ["/bin/sh", "-c", "{script}"]' in toml
+        assert result.services[0].checkers
 
 
 def test_misc_paths_kanotify_cannot_run() -> None:
@@ -256,7 +267,7 @@ def test_misc_paths_kanotify_cannot_run() -> None:
                                     rs("192.0.2.23", "  MISC_CHECK {\n   misc_dynamic\n  }\n")))
     assert checks == {}
     why = reasons(result)
-    assert "check-it is not a path: keepalived searches PATH for it" in why
+    assert "check-it is not a path and is in none of /usr/local/sbin:" in why
     assert "keepalived cannot parse this command" in why
     assert "keepalived skips a MISC_CHECK without misc_path" in why
 
@@ -264,10 +275,10 @@ def test_misc_paths_kanotify_cannot_run() -> None:
 def test_misc_dynamic_and_user() -> None:
     text = vs("", rs("192.0.2.21", "  MISC_CHECK {\n   misc_path /usr/local/bin/weight\n   misc_dynamic\n  }\n"),
               rs("192.0.2.22", "  MISC_CHECK {\n   misc_path /usr/local/bin/check\n   user nobody\n  }\n"))
-    result, _, checks = imported(text)
-    assert list(checks) == ["192.0.2.22:80"]  # misc_dynamic: exit codes 2-255 would all be DOWN in kanotify
+    result, toml, checks = imported(text)
+    assert checks["192.0.2.21:80"].dynamic and not checks["192.0.2.22:80"].dynamic
+    assert f"dynamic = true    # misc_dynamic ({at(text, 'misc_dynamic')}): exit 2-255 is UP with weight exit-2" in toml
     why = reasons(result)
-    assert f"misc_dynamic ({at(text, 'misc_dynamic')}): keepalived counts exit codes 2-255 as UP" in why
     assert "kanotify runs the command as root, as its listener runs, not as nobody" in why
 
 
@@ -287,9 +298,18 @@ def test_values_keepalived_ignores_and_kanotifys_limits() -> None:
     assert f"real_server delay_loop ({at(text, '100000')}): 100000, above kanotify's maximum 86400" in toml
 
 
-def test_connect_ip_is_not_the_real_servers_address() -> None:
-    result, toml, checks = imported(vs("", rs("192.0.2.21", "  TCP_CHECK {\n   connect_ip 192.0.2.99\n  }\n")))
-    assert checks == {} and "kanotify checks the real server's own address" in reasons(result)
+def test_connect_ip_bindto_bind_port() -> None:
+    text = vs("", rs("192.0.2.21", "  TCP_CHECK {\n   connect_ip 198.51.100.9\n   bindto 192.0.2.5\n"
+                                   "   bind_port 4000\n  }\n"),
+              rs("192.0.2.22", "  TCP_CHECK {\n   connect_ip 192.0.2.22\n   bindto 2001:db8::5\n  }\n"))
+    result, toml, checks = imported(text)
+    first = checks["192.0.2.21:80"]
+    assert (str(first.address), str(first.source), first.source_port) == ("198.51.100.9", "192.0.2.5", 4000)
+    assert f'address = "198.51.100.9"    # connect_ip ({at(text, "198.51.100.9")})' in toml
+    second = checks["192.0.2.22:80"]
+    assert second.address is None and second.source is None  # its own address: kanotify's default
+    assert "the real server's own address, kanotify's default" in toml
+    assert "an IPv6 source for an IPv4 check: keepalived's bind() fails" in reasons(result)
 
 
 def test_options_no_check_takes_are_noted() -> None:
@@ -346,3 +366,62 @@ def test_random_checker_blocks_always_import_to_a_config_the_loader_accepts() ->
         text = vs("".join(f" {option()}\n" for _ in range(rnd.randint(0, 4))), *reals, head=head)
         checked += len(imported(text)[2])  # imported() loads the TOML with kanotify's config loader
     assert checked > 100  # the generator does reach importable checks
+
+
+def test_dns_udp_ping_smtp_checkers() -> None:
+    text = vs(" delay_loop 10\n",
+              rs("192.0.2.21", "  DNS_CHECK {\n   type aaaa\n   name www.example.com\n  }\n", port=53),
+              rs("192.0.2.22", "  DNS_CHECK {\n   retry 1\n  }\n", port=53),
+              rs("192.0.2.23", "  UDP_CHECK {\n   payload 01 2 0a0b\n   require_reply 6b x1\n"
+                               "   min_reply_length 2\n  }\n", port=53),
+              rs("192.0.2.24", "  PING_CHECK {\n   connect_ip 198.51.100.4\n   bindto 192.0.2.5\n  }\n", port=53),
+              rs("192.0.2.25", "  SMTP_CHECK {\n   helo_name director.example.org\n   connect_port 25\n  }\n",
+                 port=53), head="192.0.2.100 53")
+    result, toml, checks = imported(text)
+    dns = checks["192.0.2.21:53"]
+    assert (dns.type, dns.dns_type, dns.dns_name, dns.retry, dns.retry_delay) == ("dns", "AAAA", "www.example.com", 3, 10)
+    assert "retry_delay = 10    # keepalived's DNS_CHECK default: the delay_loop" in toml
+    assert (checks["192.0.2.22:53"].dns_type, checks["192.0.2.22:53"].dns_name) == ("SOA", "")
+    udp = checks["192.0.2.23:53"]
+    assert (udp.payload, udp.require_reply, udp.reply) == (b"\x01\x02\x0a\x0b", True, b"\x6b")
+    assert "the 1 byte(s) before the first one are compared" in toml
+    assert "min_reply_length 2" in reasons(result)
+    ping = checks["192.0.2.24:53"]
+    assert (ping.type, str(ping.address), str(ping.source), ping.port) == ("ping", "198.51.100.4", "192.0.2.5", 0)
+    smtp = checks["192.0.2.25:53"]
+    assert (smtp.type, smtp.helo_name, smtp.port) == ("smtp", "director.example.org", 25)
+
+
+def test_file_check_reads_its_track_file() -> None:
+    text = ("track_file maint {\n file /run/maint\n weight -10\n}\n"
+            "track_file other {\n file /run/other\n}\n"
+            + vs("", rs("192.0.2.21", "  FILE_CHECK {\n   track_file maint\n  }\n"),
+                 rs("192.0.2.22", "  FILE_CHECK {\n   track_file other\n   weight 0 reverse\n  }\n"),
+                 rs("192.0.2.23", "  FILE_CHECK {\n   track_file nowhere\n  }\n")))
+    result, toml, checks = imported(text)
+    first = checks["192.0.2.21:80"]
+    assert (first.type, first.file, first.weight, first.reverse, first.retry) == ("file", "/run/maint", -10, False, 0)
+    second = checks["192.0.2.22:80"]
+    assert (second.file, second.weight, second.reverse) == ("/run/other", 0, True)
+    assert "192.0.2.23:80" not in checks
+    assert "track_file nowhere" in reasons(result) and "is not defined" in reasons(result)
+
+
+def test_misc_path_relative_and_from_path() -> None:
+    text = vs("", rs("192.0.2.21", '  MISC_CHECK {\n   misc_path "scripts/check.sh -v"\n  }\n'),
+              rs("192.0.2.22", '  MISC_CHECK {\n   misc_path "true --x"\n  }\n'))
+    _, toml, checks = imported(text)
+    assert checks["192.0.2.21:80"].command == ("/scripts/check.sh", "-v")
+    assert "keepalived runs it from its working directory, /" in toml
+    assert checks["192.0.2.22:80"].command[0] in ("/usr/bin/true", "/bin/true")
+    assert "keepalived searches PATH; found as" in toml
+
+
+def test_smtp_host_blocks_are_checkers_of_their_own() -> None:
+    text = vs("", rs("192.0.2.21", "  SMTP_CHECK {\n   helo_name d.example\n   host {\n    connect_ip 192.0.2.31\n"
+                                   "    connect_port 25\n   }\n   host {\n    connect_ip 192.0.2.32\n"
+                                   "    connect_port 587\n   }\n  }\n"))
+    _, toml, _ = imported(text)
+    every = every_check(toml, "192.0.2.21:80")
+    assert [(str(c.address), c.port, c.helo_name) for c in every] == [
+        ("192.0.2.31", 25, "d.example"), ("192.0.2.32", 587, "d.example")]

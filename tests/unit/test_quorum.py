@@ -155,7 +155,7 @@ def test_the_checker_reports_quorum_changes_after_the_real_servers_change(tmp_pa
         quorum: list[Any] = []
         health = Health(loop, changes.extend, str(tmp_path), clock=lambda: 100.0, on_quorum=quorum.extend)
         health.configure(parse_config(config_text("quorum = 2\n  hysteresis = 0", weights=(2, 2))))
-        t21, t22 = (health.targets[(SERVICE, real(n))] for n in (21, 22))
+        t21, t22 = (health.targets[(SERVICE, real(n), 0)] for n in (21, 22))
         for target in (t21, t21, t22):
             health._result(target, "connection refused")  # retry = 1: DOWN after 2 failures
         assert [c.up for c in changes] == [False] and quorum == []  # 2 left: 2 >= 2, held
@@ -185,6 +185,9 @@ class Lost:
 
     def is_down(self, service: ServiceKey, key: RealKey) -> bool:
         return key in self.down
+
+    def weight_of(self, service: ServiceKey, key: RealKey) -> int | None:
+        return None
 
     def quorum_lost(self, service: ServiceKey) -> bool:
         return self.lost and service == SERVICE
@@ -313,7 +316,7 @@ def test_status_shows_the_listener_s_quorum_and_a_withdrawn_vip_is_not_drift(tmp
     try:
         health.configure(config)
         for key in (real(21), real(21), real(22), real(22)):
-            health._result(health.targets[(SERVICE, key)], "connection refused")
+            health._result(health.targets[(SERVICE, key, 0)], "connection refused")
         health._write()
     finally:
         health.stop()
