@@ -13,8 +13,9 @@ ANYCAST`` once, then ``kanotify listen`` for the health checks): no keepalived. 
 LVS-DR real servers echo lines; a client holds a few hundred TCP connections through
 the VIP, each sending a line every 200 ms and checking its echo.
 
-Scenarios, each with fresh client connections (``--sync-daemon``: the IPVS sync daemons in
-mode both on every director; ``--quorum``: ``quorum = 1`` on the service and scenario 3):
+Scenarios, each with fresh client connections (the IPVS sync daemons in mode both on every
+director unless ``--no-sync-daemon``; ``quorum = 1`` on the service and scenario 3 unless
+``--no-quorum``):
 
 1. ``kill``: SIGKILL of one director's BIRD and kanotify; the router's BGP session closes.
 2. ``cut``: that director's link cut at the switch: its link stays up, only BFD notices.
@@ -816,10 +817,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--connections", type=int, default=200)
     p.add_argument("--director-daemon", choices=("bird", "frr"), default="bird")
     p.add_argument("--bfd-interval", type=int, default=BFD_INTERVAL_MS, help="BFD tx/rx interval (ms), x3")
-    p.add_argument("--sync-daemon", action="store_true",
-                   help='[sync_daemon] mode = "both" on the directors (needs issue 22\'s mode key); not in the control run')
-    p.add_argument("--quorum", action="store_true",
-                   help="services with quorum = 1 and the quorum scenario (needs issue 21's quorum keys)")
+    p.add_argument("--sync-daemon", action=argparse.BooleanOptionalAction, default=True,
+                   help='[sync_daemon] mode = "both" on the directors (default); never in the control run')
+    p.add_argument("--quorum", action=argparse.BooleanOptionalAction, default=True,
+                   help="services with quorum = 1 and the quorum scenario (default)")
     p = sub.add_parser("serve")
     p.add_argument("--flags", type=Path, required=True)
     p.add_argument("ports", type=int, nargs="+")
