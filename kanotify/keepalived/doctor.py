@@ -744,7 +744,7 @@ def check_persisted(ctx: Context) -> list[Row]:
 
 def check_bgp(ctx: Context) -> list[Row]:
     """The ``[bgp]`` wiring (:mod:`kanotify.keepalived.doctor_bgp`): link, daemon exports, no graceful
-    restart, BFD, sloppy_tcp with mh/sh, the sync daemon's mode."""
+    restart, BFD, a hashing scheduler (sloppy_tcp and the sync mode: their own rows, doctor_active)."""
     from .doctor_bgp import bgp_rows
 
     return [Row(*row) for row in bgp_rows(ctx.config, ctx.host, ctx.bgp_facts)]

@@ -70,7 +70,9 @@ def _service_key(text: str) -> str:
 
 
 def check_sloppy_tcp(ctx: Context) -> list[Row]:
-    """mh/sh services serve flows that ECMP may move here mid-stream: ``sloppy_tcp`` picks them up."""
+    """mh/sh services serve flows that ECMP may move here mid-stream: ``sloppy_tcp`` picks them up.
+
+    With ``[bgp]`` the director is certainly behind ECMP: not 1 on the host is a fail, with the command."""
     hashed = [str(spec.service.key) for inst in (ctx.config.instances if ctx.config else ())
               for spec in inst.services if spec.service.scheduler in HASH_SCHEDULERS]
     if not hashed:
@@ -78,6 +80,16 @@ def check_sloppy_tcp(ctx: Context) -> list[Row]:
     key = "net.ipv4.vs.sloppy_tcp"
     wanted = dict(ctx.config.sysctls).get(key) if ctx.config else None
     current = ctx.host.sysctl(key)
+    if ctx.config is not None and ctx.config.bgp is not None:
+        if current == "1":
+            return [Row(PASS, "sloppy_tcp", f"{key} = 1 for the mh/sh services ({', '.join(hashed[:3])})")]
+        what = (f"{key} = {current if current is not None else 'missing'}: a flow that ECMP moves to this "
+                f"director mid-stream is dropped and reset instead of picked up ({', '.join(hashed[:3])})")
+        if wanted == "1":  # configured, not applied yet
+            return [Row(FAIL, "sloppy_tcp", what, "kanotify sets it on its next run", ctx.config_path or "",
+                        "kanotify reconcile")]
+        return [Row(FAIL, "sloppy_tcp", what, f'"{key}" = 1 in [sysctl]', ctx.config_path or "",
+                    f"sysctl -w {key}=1")]
     if wanted == "1" or current == "1":
         return [Row(PASS, "sloppy_tcp", f"{key} = 1 for the mh/sh services ({', '.join(hashed[:3])})")]
     return [Row(WARN, "sloppy_tcp", f"{key} is {current if current is not None else 'absent'}: behind ECMP, a "
@@ -86,15 +98,23 @@ def check_sloppy_tcp(ctx: Context) -> list[Row]:
 
 
 def check_sync_mode(ctx: Context) -> list[Row]:
-    """What ``[sync_daemon] mode`` does for directors behind ECMP."""
+    """What ``[sync_daemon] mode`` does for directors behind ECMP (with ``[bgp]`` this director certainly is)."""
     config = ctx.config
     sync = config.sync_daemon if config is not None else None
+    if config is not None and sync is None and config.bgp is not None:
+        return [Row(WARN, "sync mode", "no [sync_daemon] behind ECMP ([bgp]): a moved flow is picked up by "
+                    "sloppy_tcp + mh alone; persistence templates and non-mh services are not shared",
+                    '[sync_daemon] mode = "both"', ctx.config_path or "")]
     if config is None or sync is None:
         return []
     if sync.mode == "both":
         return [Row(PASS, "sync mode", f"mode both: master (sync id {sync.sync_id}) and backup (sync id 0) daemons "
                     "always, so a connection ECMP moves here is known here")]
     hashed = any(spec.service.scheduler in HASH_SCHEDULERS for inst in config.instances for spec in inst.services)
+    if config.bgp is not None:
+        return [Row(WARN, "sync mode", f"mode follow behind ECMP ([bgp]): the daemons follow {sync.instance}, and "
+                    "with every director active each runs only its master daemon: none hears the others",
+                    'mode = "both" in [sync_daemon]', ctx.config_path or "")]
     if hashed:
         return [Row(WARN, "sync mode", f"mode follow with mh/sh services: the daemons follow {sync.instance}, so "
                     "directors active at once behind ECMP do not share connections (fine for an active/passive "

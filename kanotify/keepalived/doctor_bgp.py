@@ -2,9 +2,11 @@
 
 The dummy link exists and is a dummy (up, no ARP); the BGP daemon answers, has sessions and
 exports the VIPs bound on the link (and nothing else); graceful restart is off and BFD is up
-on every session (a dead director is withdrawn at once); ``sloppy_tcp`` is on with mh/sh
-services (a flow that ECMP moves mid-stream is picked up, not reset); the IPVS sync daemon
-runs in mode "both".  Read-only: the daemon is asked through ``birdc -r`` / ``vtysh -c show``.
+on every session (a dead director is withdrawn at once); the services use a scheduler that
+picks the same real server on every director (mh/sh).  ``sloppy_tcp`` and the sync daemon's
+mode have rows of their own (:mod:`kanotify.keepalived.doctor_active`: one row per fact),
+which are stricter with ``[bgp]``.  Read-only: the daemon is asked through ``birdc -r`` /
+``vtysh -c show``.
 
 Returns plain tuples (status, check, what, fix, where, command) that
 :mod:`kanotify.keepalived.doctor` turns into its rows, so this module does not import it.
@@ -22,7 +24,6 @@ if TYPE_CHECKING:
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 CHECK = "bgp"
-SLOPPY = "net.ipv4.vs.sloppy_tcp"
 #: schedulers whose choice two directors make alike (the same table from the same config)
 HASHING = ("mh", "sh")
 
@@ -76,8 +77,7 @@ def bgp_rows(config: Config | None, host: Host, facts: BgpFacts | None = None) -
                          "its control socket", config.path))
     else:
         rows.extend(_daemon_rows(spec, wiring, bound))
-    rows.append(_sloppy_row(config, host))
-    rows.append(_sync_row(config))
+    rows.extend(_scheduler_rows(config))
     return rows
 
 
@@ -151,35 +151,16 @@ def _export_rows(spec: BgpSpec, wiring: dict[str, Any], bound: list[IPInterface]
     return rows
 
 
-def _sloppy_row(config: Config, host: Host) -> RowTuple:
-    hashing = [str(s.service.key) for inst in config.instances for s in inst.services
-               if s.service.scheduler in HASHING]
-    if not hashing:
-        services = [s for inst in config.instances for s in inst.services]
-        if not services:
-            return _row(PASS, "no IPVS service: nothing for ECMP to move")
-        return _row(WARN, "ECMP moves flows between directors, and only mh/sh pick the same real server on every "
-                          "director: a moved flow of another scheduler is reset",
-                    'scheduler = "mh" with flags ["mh-port"] (and sloppy_tcp)', config.path)
-    value = host.sysctl(SLOPPY)
-    if value == "1":
-        return _row(PASS, f"{SLOPPY} = 1 with {', '.join(hashing[:3])}")
-    return _row(FAIL, f"{SLOPPY} = {value if value is not None else 'missing'}: a flow that ECMP moves to this "
-                      "director mid-stream is dropped and reset instead of picked up",
-                f'"{SLOPPY}" = 1 in [sysctl]', config.path, f"sysctl -w {SLOPPY}=1")
-
-
-def _sync_row(config: Config) -> RowTuple:
-    spec = config.sync_daemon
-    if spec is None:
-        return _row(WARN, "no [sync_daemon]: a moved flow is picked up by sloppy_tcp + mh alone; persistence "
-                          "templates and non-mh services are not shared", '[sync_daemon] mode = "both"', config.path)
-    # "mode" arrives with the active-active IPVS work (issue 22); a config without it is "follow"
-    mode = getattr(spec, "mode", "follow")
-    if mode == "both":
-        return _row(PASS, "sync daemon mode both: every director sends and hears every other")
-    return _row(WARN, f"sync daemon mode {mode}: with every director active, each runs only its master "
-                      "daemon and none listens", '[sync_daemon] mode = "both"', config.path)
+def _scheduler_rows(config: Config) -> list[RowTuple]:
+    """Without an mh/sh service, ECMP's moves reset flows (with one, the ``sloppy_tcp`` row says the rest)."""
+    services = [s for inst in config.instances for s in inst.services]
+    if any(s.service.scheduler in HASHING for s in services):
+        return []
+    if not services:
+        return [_row(PASS, "no IPVS service: nothing for ECMP to move")]
+    return [_row(WARN, "ECMP moves flows between directors, and only mh/sh pick the same real server on every "
+                       "director: a moved flow of another scheduler is reset unless the sync daemons share it",
+                 'scheduler = "mh" with flags ["mh-port"] (and sloppy_tcp)', config.path)]
 
 
 __all__ = ["BgpFacts", "SystemBgpFacts", "bgp_rows"]

@@ -13,15 +13,21 @@ ANYCAST`` once, then ``kanotify listen`` for the health checks): no keepalived. 
 LVS-DR real servers echo lines; a client holds a few hundred TCP connections through
 the VIP, each sending a line every 200 ms and checking its echo.
 
-Scenarios, each with fresh client connections:
+Scenarios, each with fresh client connections (the IPVS sync daemons in mode both on every
+director unless ``--no-sync-daemon``; ``quorum = 1`` on the service and scenario 3 unless
+``--no-quorum``):
 
-1. ``kill``: SIGKILL of one director's BIRD and kanotify; BFD tells the router.
+1. ``kill``: SIGKILL of one director's BIRD and kanotify; the router's BGP session closes.
 2. ``cut``: that director's link cut at the switch: its link stays up, only BFD notices.
-3. ``control-kill``: the same kill with ``wlc`` and ``sloppy_tcp = 0`` (no sync daemon):
+3. ``quorum``: every real server refuses that director's health checks: its quorum is lost,
+   kanotify unbinds the VIP (the route is withdrawn); back when the checks pass.  Checked in
+   the router's nexthops, ``status --json``, the metric and the journal.
+4. ``control-kill``: the same kill with ``wlc``, ``sloppy_tcp = 0`` and no sync daemon:
    connections that ECMP moves to another director must break, or the test could not see it.
 
 For each: broken connections among those the survivors carried and among those the dead
-director carried, and the time from the kill until the router has two nexthops.
+director carried (the connections a director carried: origin LOCAL in its
+``/proc/net/ip_vs_conn_sync``), and the time from the kill until the router has two nexthops.
 
 Also the small programs that run inside the namespaces::
 
@@ -62,6 +68,8 @@ MESSAGE_INTERVAL = 0.2
 EXCHANGE_TIMEOUT = 5.0
 #: BFD on every session: the examples' 300 ms x 3 (``--bfd-interval`` changes the interval on every side)
 BFD_INTERVAL_MS, BFD_MULTIPLIER = 300, 3
+#: the directors' drift repair period (s)
+RECONCILE_INTERVAL = 5
 
 
 # --------------------------------------------------------------------------- programs in the namespaces
@@ -105,7 +113,8 @@ def client(count: int, base: int, result: Path, stop: Path) -> None:
     conns: list[dict[str, Any]] = []
 
     async def one(i: int, ready: asyncio.Semaphore) -> None:
-        info: dict[str, Any] = {"i": i, "port": None, "ok": 0, "broken_at": None, "error": None, "max_ms": 0}
+        info: dict[str, Any] = {"i": i, "port": None, "ok": 0, "broken_at": None, "error": None, "max_ms": 0,
+                                "last_ok": None}
         conns.append(info)
         try:
             async with ready:
@@ -126,6 +135,7 @@ def client(count: int, base: int, result: Path, stop: Path) -> None:
                 if answer != line:
                     raise ConnectionError(f"echo {answer!r} for {line!r}")
                 info["ok"] += 1
+                info["last_ok"] = time.time()
                 info["max_ms"] = max(info["max_ms"], round((time.monotonic() - started) * 1000))
                 await asyncio.sleep(MESSAGE_INTERVAL)
         except (OSError, ConnectionError, asyncio.TimeoutError) as exc:
@@ -158,6 +168,11 @@ class Log:
             print(line, flush=True)
             if self.file:
                 self.file.write(line + "\n")
+
+
+def ip_hex(address: str) -> str:
+    """``198.51.100.1`` as the kernel's /proc/net/ip_vs_conn* print it: ``C6336401``."""
+    return "".join(f"{int(octet):02X}" for octet in address.split("."))
 
 
 def sh(*argv: str, check: bool = True, timeout: float = 60) -> str:
@@ -326,10 +341,10 @@ template bgp directors {{
 
     def configure_director(self, d: Director, *, scheduler: str, sloppy: int) -> Path:
         d.dir.mkdir(parents=True, exist_ok=True)
-        flags = '["sh-port"]' if scheduler == "mh" else "[]"  # mh-port: the same kernel bit
-        # issue 21's keys (branch quorum): below 1 UP real server the VIP is unbound, i.e. withdrawn
+        flags = '["mh-port"]' if scheduler == "mh" else "[]"  # hash the client's port too: flows spread
+        # below 1 UP real server the VIP is unbound, i.e. withdrawn (quorum_withdraw: true by default with quorum)
         quorum = "  quorum = 1\n  hysteresis = 0\n" if self.quorum else ""
-        # issue 22's mode (branch mh): master and backup daemons on every director, so each hears the others
+        # master and backup daemons on every director, so each hears the others (docs/ipvs.md, active-active)
         sync = '[sync_daemon]\ninterface = "eth0"\nmode = "both"\n' if self.sync_daemon and sloppy else ""
         reals = "".join(f"""
     [[instance.service.real]]
@@ -348,7 +363,8 @@ template bgp directors {{
 state_dir = "/run/kanotify-bgp/{d.name}"
 journal = "{d.dir}/journal.jsonl"
 syslog = false
-reconcile_interval = 5
+reconcile_interval = {RECONCILE_INTERVAL}
+metrics = "127.0.0.1:9650"
 [sysctl]
 "net.ipv4.vs.sloppy_tcp" = {sloppy}
 {sync}[bgp]
@@ -519,14 +535,26 @@ name = "ANYCAST"
         return all(sessions.get(d.address) == ("Up", timeout) for d in self.directors)
 
     def carried(self, d: Director, ports: range) -> set[int]:
-        """Client source ports (of ``ports``) ESTABLISHED in the director's IPVS connection table."""
+        """Client source ports (of ``ports``) ESTABLISHED in the director's IPVS connection table that the
+        director scheduled itself: origin LOCAL in ``/proc/net/ip_vs_conn_sync`` (with sync daemons in mode
+        both every director also lists the others' connections, origin SYNC)."""
+        client, vip = f"{ip_hex(CLIENT)}", f"{ip_hex(VIP)}"
         found = set()
-        for line in nsx(d.ns, "ipvsadm", "-Lnc").splitlines():
+        for line in nsx(d.ns, "cat", "/proc/net/ip_vs_conn_sync").splitlines()[1:]:
+            # Pro FromIP FPrt ToIP TPrt DestIP DPrt State Origin Expires (addresses and ports in hex)
             parts = line.split()
-            if len(parts) >= 5 and parts[2] == "ESTABLISHED" and parts[3].startswith(f"{CLIENT}:") \
-                    and parts[4] == f"{VIP}:{PORT}" and int(parts[3].rsplit(":", 1)[1]) in ports:
-                found.add(int(parts[3].rsplit(":", 1)[1]))
+            if len(parts) >= 9 and parts[0] == "TCP" and parts[1] == client and parts[3] == vip \
+                    and int(parts[4], 16) == PORT and parts[7] == "ESTABLISHED" and parts[8] == "LOCAL" \
+                    and int(parts[2], 16) in ports:
+                found.add(int(parts[2], 16))
         return found
+
+    def synced(self, d: Director, ports: range) -> int:
+        """How many of ``ports``' connections the director has from another director's sync daemon."""
+        client = ip_hex(CLIENT)
+        return sum(1 for line in nsx(d.ns, "cat", "/proc/net/ip_vs_conn_sync").splitlines()[1:]
+                   if (parts := line.split()) and len(parts) >= 9 and parts[1] == client and parts[8] == "SYNC"
+                   and int(parts[2], 16) in ports)
 
     @staticmethod
     def tail(path: Path, n: int = 30) -> str:
@@ -572,6 +600,15 @@ name = "ANYCAST"
         self.log(f"connections per director: { {k: len(v) for k, v in carried.items()} }")
         self.check(tag, "every director carries connections", all(carried.values()),
                    {k: len(v) for k, v in carried.items()})
+        synced = {d.name: self.synced(d, ports) for d in self.directors} if self.sync_daemon and not expect_breakage \
+            else None
+        if synced is not None:  # every director's master daemon sent its connections to the others' backups
+            synced = wait_for(lambda: (s := {d.name: self.synced(d, ports) for d in self.directors})
+                              and all(s[d.name] >= self.connections - len(carried[d.name]) for d in self.directors)
+                              and s, 10, interval=0.5) or {d.name: self.synced(d, ports) for d in self.directors}
+            self.log(f"connections each director has from the others' sync daemons: {synced}")
+            self.check(tag, "every director has the others' connections from their sync daemons",
+                       all(synced[d.name] >= self.connections - len(carried[d.name]) for d in self.directors), synced)
         time.sleep(2)
         killed_at = time.time()
         t0 = time.monotonic()
@@ -588,11 +625,10 @@ name = "ANYCAST"
         down = self.router_saw_down(victim, killed_at)
         self.log(f"router's BIRD logged {victim.name} down {down:.2f}s after the {how}" if down is not None
                  else f"router's BIRD logged no state change of {victim.name}")
-        time.sleep(6)  # moved connections: a few exchanges each on the other directors
-        after = self.all_carried(ports)
-        survivors = [d.name for d in self.directors if d is not victim]
-        moved_from_dead = {p for name in survivors for p in after[name] & carried[victim.name]}
-        moved_between = {p for name in survivors for p in after[name] - carried[name] - carried[victim.name]}
+        # moved connections: a few exchanges each on the other directors.  ECMP also moves flows between the
+        # survivors (Linux hashes by threshold); a survivor that gets one uses the SYNC entry it has (or
+        # sloppy_tcp makes one): its table cannot tell, the control's broken_survivors counts them
+        time.sleep(6)
         stop.touch()
         proc.wait(timeout=60)
         changes = self.router_changes(started_wall)
@@ -600,14 +636,17 @@ name = "ANYCAST"
         self.check(tag, "the survivors' sessions stayed up", not flaps, changes)
         conns = json.loads(result.read_text())
         dead = carried[victim.name]
+        # went on through a survivor: an echo after the router had stopped sending anything to the dead director
+        rerouted_at = killed_at + (two or 0)
+        moved_from_dead = {c["port"] for c in conns if c["port"] in dead and (c["last_ok"] or 0) > rerouted_at + 1}
         broken = [c for c in conns if c["broken_at"] is not None]
         before = [c for c in broken if c["broken_at"] < killed_at]
         on_dead = [c for c in broken if c["port"] in dead and c["broken_at"] >= killed_at]
         on_survivors = [c for c in broken if c["port"] not in dead and c["broken_at"] >= killed_at]
         numbers = {
             "connections": len(conns), "carried_by_dead": len(dead), "broken_before_kill": len(before),
-            "moved_from_dead": len(moved_from_dead), "moved_between_survivors": len(moved_between),
-            "broken_dead": len(on_dead), "broken_survivors": len(on_survivors),
+            "moved_from_dead": len(moved_from_dead),
+            "synced": synced, "broken_dead": len(on_dead), "broken_survivors": len(on_survivors),
             "two_nexthops_s": round(two, 2) if two else None,
             "router_saw_down_s": round(down, 2) if down is not None else None,
             "max_exchange_ms": max((c["max_ms"] for c in conns), default=0),
@@ -644,23 +683,49 @@ name = "ANYCAST"
         wait_for(lambda: sum(map(len, self.all_carried(range(base, base + self.connections)).values()))
                  >= self.connections, 60, interval=0.5)
         port = CHECK_PORTS[victim.name]
+        carried = self.carried(victim, range(base, base + self.connections))
         refused_at = time.monotonic()
         (self.flags / f"refuse-{port}").touch()
         gone = wait_for(lambda: len(self.nexthops()) == 2 and time.monotonic() - refused_at, bound + 5, interval=0.1)
         self.check(tag, f"{victim.name} withdrawn within interval x (retry + 1) + timeout + 1 = {bound} s",
                    bool(gone) and gone <= bound, f"{gone:.2f}s" if gone else self.nexthops())
+        self.quorum_seen(tag, victim, up=False)
+        # the listener's drift repair (reconcile_interval = 5) must not bind the withdrawn VIP again
+        rebound = wait_for(lambda: len(self.nexthops()) != 2, RECONCILE_INTERVAL + 1, interval=0.2)
+        self.check(tag, f"{victim.name} stays withdrawn through a drift repair ({RECONCILE_INTERVAL + 1} s)",
+                   not rebound, self.nexthops())
         (self.flags / f"refuse-{port}").unlink()
         back_from = time.monotonic()
         back = wait_for(lambda: len(self.nexthops()) == 3 and time.monotonic() - back_from, 30, interval=0.1)
         self.check(tag, f"{victim.name} announced again once its checks pass", bool(back),
                    f"{back:.2f}s" if back else self.nexthops())
+        self.quorum_seen(tag, victim, up=True)
         time.sleep(2)
         stop.touch()
         proc.wait(timeout=60)
         broken = [c for c in json.loads(result.read_text()) if c["broken_at"] is not None]
-        self.numbers[tag] = {"withdrawn_s": round(gone, 2) if gone else None, "bound_s": bound,
-                             "back_s": round(back, 2) if back else None, "broken": len(broken)}
+        self.numbers[tag] = {"carried_by_withdrawn": len(carried), "withdrawn_s": round(gone, 2) if gone else None,
+                             "bound_s": bound, "back_s": round(back, 2) if back else None, "broken": len(broken)}
+        self.log(f"{tag}: {self.numbers[tag]}")
         self.check(tag, "no connection broke", not broken, [c["error"] for c in broken[:3]])
+
+    def quorum_seen(self, tag: str, d: Director, *, up: bool) -> None:
+        """The quorum's state where an operator sees it: status --json, the metric, the journal."""
+        service = f"tcp {VIP}:{PORT}"
+        status = json.loads(nsx(d.ns, str(self.kanotify), "--config", str(d.dir / "kanotify.toml"), "--json",
+                                "status", check=False) or "{}")
+        quorums = [s.get("quorum") for s in status.get("ipvs", {}).get("services", [])
+                   if str(s.get("service", "")).startswith(service)]
+        self.check(tag, f"status --json: quorum up {str(up).lower()}", quorums and quorums[0]
+                   and quorums[0].get("up") is up, quorums)
+        metrics = nsx(d.ns, sys.executable, "-c", "import urllib.request; print(urllib.request.urlopen("
+                      "'http://127.0.0.1:9650/metrics', timeout=5).read().decode())", check=False)
+        lines = [line for line in metrics.splitlines() if line.startswith("kanotify_service_quorum_up{")]
+        self.check(tag, f"metric kanotify_service_quorum_up {int(up)}",
+                   len(lines) == 1 and float(lines[0].rsplit(" ", 1)[1]) == int(up), lines)
+        word = "gained" if up else "lost"
+        journal = (d.dir / "journal.jsonl").read_text(errors="replace")
+        self.check(tag, f"journal: quorum of {service} {word}", f"quorum of {service} {word}" in journal, "")
 
     def revive(self, d: Director, how: str) -> None:
         if how == "kill":
@@ -752,10 +817,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--connections", type=int, default=200)
     p.add_argument("--director-daemon", choices=("bird", "frr"), default="bird")
     p.add_argument("--bfd-interval", type=int, default=BFD_INTERVAL_MS, help="BFD tx/rx interval (ms), x3")
-    p.add_argument("--sync-daemon", action="store_true",
-                   help='[sync_daemon] mode = "both" on the directors (needs issue 22\'s mode key); not in the control run')
-    p.add_argument("--quorum", action="store_true",
-                   help="services with quorum = 1 and the quorum scenario (needs issue 21's quorum keys)")
+    p.add_argument("--sync-daemon", action=argparse.BooleanOptionalAction, default=True,
+                   help='[sync_daemon] mode = "both" on the directors (default); never in the control run')
+    p.add_argument("--quorum", action=argparse.BooleanOptionalAction, default=True,
+                   help="services with quorum = 1 and the quorum scenario (default)")
     p = sub.add_parser("serve")
     p.add_argument("--flags", type=Path, required=True)
     p.add_argument("ports", type=int, nargs="+")

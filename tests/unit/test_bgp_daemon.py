@@ -232,13 +232,7 @@ def test_doctor_bgp_rows_pass_on_the_shipped_wiring() -> None:
         "uplink is sent exactly the VIPs on kav0: 192.0.2.10/32": "pass",
         "graceful restart off": "pass",
         "BFD up on every session": "pass",
-        "net.ipv4.vs.sloppy_tcp = 1 with tcp 192.0.2.10:7": "pass",
-        "no [sync_daemon]: a moved flow is picked up by sloppy_tcp + mh alone; persistence templates and "
-        "non-mh services are not shared": "warn",
-    }
-    assert rows(sync=SimpleNamespace(mode="both"))[
-        "sync daemon mode both: every director sends and hears every other"] == "pass"
-    assert [s for w, s in rows(sync=SimpleNamespace()).items() if w.startswith("sync daemon mode follow")] == ["warn"]
+    }  # sloppy_tcp and the sync mode: rows of their own (test_doctor.py), one row per fact
     assert parse_config('[[instance]]\nname = "A"\n').bgp is None
     assert bgp_rows(parse_config('[[instance]]\nname = "A"\n'), Host({}, []), Facts(None, {})) == []
 
@@ -256,21 +250,10 @@ def test_doctor_bgp_rows_fail_what_breaks_the_promise() -> None:
         "bound on kav0 but not exported to uplink: 192.0.2.11/32"]
     assert fails(rows(link=Link("kav0", "veth", noarp=False)))[0].startswith("kav0 is a veth link, not a dummy")
     assert rows(link=None)["kav0 does not exist yet: kanotify creates it (dummy, up, no ARP) on its next run"] == "warn"
-    assert fails(rows(sloppy="0")) == [
-        "net.ipv4.vs.sloppy_tcp = 0: a flow that ECMP moves to this director mid-stream is dropped and reset "
-        "instead of picked up"]
     assert [s for w, s in rows(scheduler="wlc").items() if w.startswith("ECMP moves flows")] == ["warn"]
     assert fails(rows(wiring=BgpReadError("birdc -r show protocols: Unable to connect"))) == [
         "cannot ask bird: birdc -r show protocols: Unable to connect"]
     assert rows(addrs=[])["no VIP bound on kav0 now: cannot see whether bird exports it"] == "warn"
-
-
-def test_doctor_row_fix_for_sloppy_tcp_is_a_command() -> None:
-    config = parse_config(ANYCAST.format(scheduler="mh"), "kanotify.toml")
-    facts = Facts(Link("kav0"), BgpReader(BgpSpec("kav0"), Daemon(BIRD)).wiring("kav0"))
-    row = next(r for r in bgp_rows(config, Host({"net.ipv4.vs.sloppy_tcp": "0"}, []), facts) if r[0] == "fail")
-    assert row[3] == '"net.ipv4.vs.sloppy_tcp" = 1 in [sysctl]' and row[4] == "kanotify.toml"
-    assert row[5] == "sysctl -w net.ipv4.vs.sloppy_tcp=1"
 
 
 # --------------------------------------------------------------------------- status

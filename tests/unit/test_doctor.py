@@ -446,6 +446,53 @@ def test_sloppy_tcp_with_mh_services() -> None:
     assert status(rows(check_sloppy_tcp, ctx(INSTANCE, mh, FakeHost(sysctls={"net.ipv4.vs.sloppy_tcp": "1"})))) == PASS
 
 
+BGP = '[bgp]\ninterface = "kav0"\n'
+MH = ('[[instance.service]]\nprotocol = "tcp"\naddress = "192.0.2.10"\nport = 80\nscheduler = "mh"\n'
+      '[[instance.service.real]]\naddress = "192.0.2.21"\n')
+
+
+def test_sloppy_tcp_behind_bgp_is_one_row_that_fails_with_the_command() -> None:
+    """With [bgp] the director is behind ECMP for sure: sloppy_tcp off on the host fails (the bgp rows no
+    longer say it a second time); configured but not applied yet: the fix is kanotify's next run."""
+    from kanotify.keepalived.doctor_active import check_sloppy_tcp
+
+    off = FakeHost(sysctls={"net.ipv4.vs.sloppy_tcp": "0"})
+    found = rows(check_sloppy_tcp, ctx(INSTANCE, BGP + CONFIG + MH, off))
+    assert status(found) == FAIL and found[0].command == "sysctl -w net.ipv4.vs.sloppy_tcp=1", found
+    assert found[0].what.startswith("net.ipv4.vs.sloppy_tcp = 0: a flow that ECMP moves")
+    wanted = rows(check_sloppy_tcp, ctx(INSTANCE, '[sysctl]\n"net.ipv4.vs.sloppy_tcp" = 1\n' + BGP + CONFIG + MH, off))
+    assert status(wanted) == FAIL and wanted[0].command == "kanotify reconcile", wanted
+    on = FakeHost(sysctls={"net.ipv4.vs.sloppy_tcp": "1"})
+    assert status(rows(check_sloppy_tcp, ctx(INSTANCE, BGP + CONFIG + MH, on))) == PASS
+
+
+def test_sync_mode_row_behind_bgp() -> None:
+    """The sync daemon's mode is one row (``sync mode``), read from [sync_daemon] mode; with [bgp] no table or
+    mode follow warns whatever the scheduler."""
+    from kanotify.keepalived.doctor_active import check_sync_mode
+    from kanotify.keepalived.doctor_bgp import bgp_rows
+
+    none = rows(check_sync_mode, ctx(INSTANCE, BGP + CONFIG))
+    assert status(none) == WARN and none[0].what.startswith("no [sync_daemon] behind ECMP"), none
+    follow = rows(check_sync_mode, ctx(INSTANCE, BGP + CONFIG + '[sync_daemon]\ninterface = "eth0"\n'))
+    assert status(follow) == WARN and "none hears the others" in follow[0].what, follow
+    both = rows(check_sync_mode, ctx(INSTANCE, BGP + CONFIG + '[sync_daemon]\ninterface = "eth0"\nmode = "both"\n'))
+    assert status(both) == PASS, both
+    # the bgp rows say neither
+    config = ctx(INSTANCE, BGP + CONFIG + MH).config
+    assert config is not None
+
+    class Facts:
+        def link(self, name: str) -> None:
+            return None
+
+        def wiring(self, spec: object) -> dict[str, object]:
+            return {"sessions": [], "exported": {}, "graceful_restart": False, "bfd": {}}
+
+    found = bgp_rows(config, FakeHost(sysctls={"net.ipv4.vs.sloppy_tcp": "0"}), Facts())
+    assert not [r for r in found if "sloppy" in r[2] or "sync" in r[2]], found
+
+
 def test_sync_mode_row() -> None:
     from kanotify.keepalived.doctor_active import check_sync_mode
 

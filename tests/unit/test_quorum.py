@@ -339,3 +339,57 @@ def test_status_shows_the_listener_s_quorum_and_a_withdrawn_vip_is_not_drift(tmp
     assert [line for line in text.splitlines() if "quorum" in line] == [
         f"  managed {service['service']} (fingerprint {service['fingerprint']})  quorum LOST: up weight 1 "
         "(quorum 4, hysteresis 0)"]
+
+
+BGP_MH = """
+[settings]
+state_dir = "{tmp}/state"
+journal = "{tmp}/journal.jsonl"
+syslog = false
+[bgp]
+interface = "kav0"
+[[instance]]
+name = "ANYCAST"
+  [[instance.vip]]
+  address = "192.0.2.100/32"
+  dev = "kav0"
+  [[instance.service]]
+  protocol = "tcp"
+  address = "192.0.2.100"
+  port = 80
+  scheduler = "mh"
+  flags = ["mh-port"]
+  quorum = 1
+""" + "".join(f'    [[instance.service.real]]\n    address = "192.0.2.{21 + i}"\n    [instance.service.real.check]\n'
+              '    type = "tcp"\n' for i in range(3))
+
+
+def test_bgp_mh_quorum_withdraws_the_vip_from_the_dummy_link_and_keeps_the_link_and_the_table(tmp_path: Path) -> None:
+    """[bgp] + mh (issue 23): losing the quorum unbinds the VIP from kav0 (the route is withdrawn) but keeps
+    the link and every destination (drained, never deleted: the mh table stays the peers'); a repair keeps
+    the withdrawal; the quorum back binds the VIP again; each step twice, the second a no-op."""
+    config = parse_config(BGP_MH.format(tmp=tmp_path))
+    backend = MemoryBackend()
+    engine = Engine(config, backend_factory=lambda: backend)
+    held = Lost(lost=False)
+    engine.transition(["ANYCAST"], State.MASTER, argv=["t"], kind=RunKind.MASTER, health=held)
+    assert [(str(a.address), a.dev) for a in backend.addresses] == [("192.0.2.100/32", "kav0")]
+    order = list(backend.services[SERVICE].reals)
+    lost = Lost({real(21), real(22), real(23)})
+    for _ in range(2):
+        result = engine.reconcile(argv=["kanotify", "listen", "health: quorum lost"], kind=RunKind.HEALTH,
+                                  services=[SERVICE], health=lost, quorum=[(SERVICE, False)])
+        assert result.outcome == "converged"
+    assert not result.plan.has_changes  # the second run changes nothing
+    assert not backend.addresses and backend.links["kav0"].kind == "dummy"  # withdrawn; the link stays
+    assert list(backend.services[SERVICE].reals) == order  # drained in place: the same mh table order
+    assert {rs.weight for rs, _ in backend.services[SERVICE].reals.values()} == {0}
+    assert not engine.reconcile(argv=["t"], kind=RunKind.REPAIR, health=lost).plan.has_changes
+    for _ in range(2):
+        back = engine.reconcile(argv=["t"], kind=RunKind.HEALTH, services=[SERVICE], health=held,
+                                quorum=[(SERVICE, True)])
+        assert back.outcome == "converged"
+    assert not back.plan.has_changes
+    assert [(str(a.address), a.dev) for a in backend.addresses] == [("192.0.2.100/32", "kav0")]
+    assert list(backend.services[SERVICE].reals) == order
+    assert {rs.weight for rs, _ in backend.services[SERVICE].reals.values()} == {1}

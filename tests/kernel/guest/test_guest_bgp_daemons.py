@@ -55,7 +55,7 @@ name = "ANYCAST"
   address = "192.0.2.10"
   port = 7
   scheduler = "mh"
-  flags = ["sh-port"]
+  flags = ["mh-port"]
     [[instance.service.real]]
     address = "198.51.100.21"
 """
@@ -239,13 +239,16 @@ def test_bird_and_frr_directors_status_doctor_and_ecmp(lab: Lab) -> None:
         assert f"bgp ({daemon}, read-only; VIPs on kav0: dummy, up, no ARP):" in text, text
         assert wait(lambda: "BFD up" in kanotify(ns, conf, "doctor", "--json", "--keepalived-conf", "/dev/null").stdout,
                     10)
-        rows = [r for r in json.loads(kanotify(ns, conf, "doctor", "--json", "--keepalived-conf", "/dev/null").stdout)
-                ["rows"] if r["check"] == "bgp"]
+        every = json.loads(kanotify(ns, conf, "doctor", "--json", "--keepalived-conf", "/dev/null").stdout)["rows"]
+        rows = [r for r in every if r["check"] == "bgp"]
         by_status = {r["what"]: r["status"] for r in rows}
         assert [w for w, st in by_status.items() if st == "fail"] == [], rows
         assert any(st == "pass" and "exactly the VIPs on kav0: 192.0.2.10/32" in w for w, st in by_status.items()), rows
         assert by_status["graceful restart off"] == "pass" and by_status["BFD up on every session"] == "pass", rows
-        assert by_status["net.ipv4.vs.sloppy_tcp = 1 with tcp 192.0.2.10:7"] == "pass", rows
+        # one row per fact: sloppy_tcp and the sync mode have their own rows, not the bgp ones
+        assert [r["status"] for r in every if r["check"] == "sloppy_tcp"] == ["pass"], every
+        assert [r["status"] for r in every if r["check"] == "sync mode"] == ["warn"], every  # no [sync_daemon]
+        assert not [r for r in rows if "sloppy" in r["what"] or "sync" in r["what"]], rows
 
     # STOP unbinds: both withdraw, and the router has no route left
     for ns, conf in ((bird_ns, bird_conf), (frr_ns, frr_conf)):
