@@ -122,6 +122,16 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
+def _twice(kanotify: list[str], *args: str) -> None:
+    """``kanotify ... --json ARGS`` twice: both succeed, the second changes nothing."""
+    records = []
+    for _ in range(2):
+        done = subprocess.run([*kanotify, *args], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        records.append(json.loads(done.stdout))
+    assert all(a["status"] == "noop" for a in records[1]["actions"]), records[1]["actions"]
+
+
 def _keepalived_checkers(ka: str, conf: Path, tmp_path: Path) -> subprocess.Popen[bytes]:
     """keepalived's checker process (``keepalived -C``) in *ka*, loading *conf*'s ``virtual_server`` blocks."""
     return subprocess.Popen(
@@ -185,13 +195,8 @@ def test_keepalived_and_the_imported_toml_load_the_same_ipvs_table(
     # the imported checks are in what kanotify loads (and apply nothing without a listener)
     checked = sum(len(spec.checks) for spec in parse_config(config.read_text()).instances[0].services)
     assert checked == sum(1 for s in result.services for r in s.reals if r.check is not None)
-    records = []
-    for _ in range(2):
-        done = subprocess.run(["ip", "netns", "exec", kn, KANOTIFY, "--allow-insecure", "--config", str(config),
-                               "--json", "master", result.instance], capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stdout + done.stderr
-        records.append(json.loads(done.stdout))
-    assert all(a["status"] == "noop" for a in records[1]["actions"]), records[1]["actions"]
+    _twice(["ip", "netns", "exec", kn, KANOTIFY, "--allow-insecure", "--config", str(config), "--json"],
+           "master", result.instance)
 
     assert _normalized(save(kn)) == _normalized(keepalived_table)
     assert thresholds(kn) == keepalived_thresholds
@@ -391,12 +396,7 @@ def test_keepalived_and_the_imported_sync_daemon_run_the_same_daemon(
     config = _config(tmp_path, text)
     kanotify = ["ip", "netns", "exec", kn, KANOTIFY, "--allow-insecure", "--config", str(config), "--json"]
     for state, expected in (("fault", keepalived_fault), ("master", keepalived_master)):
-        records = []
-        for _ in range(2):
-            done = subprocess.run([*kanotify, state, result.instance], capture_output=True, text=True, timeout=300)
-            assert done.returncode == 0, done.stdout + done.stderr
-            records.append(json.loads(done.stdout))
-        assert all(a["status"] == "noop" for a in records[1]["actions"]), records[1]["actions"]
+        _twice(kanotify, state, result.instance)
         assert _daemons(kn) == expected, state
     status = subprocess.run([*kanotify, "status"], capture_output=True, text=True, timeout=300)
     assert status.returncode == 0, status.stdout + status.stderr
@@ -435,12 +435,7 @@ def test_lvs_sync_daemon_without_an_instance_is_both_daemons_in_keepalived_s_che
     config = _config(tmp_path, text)
     kanotify = ["ip", "netns", "exec", kn, KANOTIFY, "--allow-insecure", "--config", str(config), "--json"]
     for state in ("fault", "master", "backup"):  # in every state, twice: the second run changes nothing
-        records = []
-        for _ in range(2):
-            done = subprocess.run([*kanotify, state, result.instance], capture_output=True, text=True, timeout=300)
-            assert done.returncode == 0, done.stdout + done.stderr
-            records.append(json.loads(done.stdout))
-        assert all(a["status"] == "noop" for a in records[1]["actions"]), records[1]["actions"]
+        _twice(kanotify, state, result.instance)
         assert _daemons(kn) == [listed[0], listed[1].replace("syncid=9", "syncid=0")], state
 
 
