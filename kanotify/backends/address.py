@@ -33,8 +33,8 @@ from .netlink import framing as nl
 from .netlink import rtaddr as r
 from .base import apply_each
 from .netns import call_in
-from .netlink.nlsock import NetlinkSocket
 from .retry import call_with_retry
+from .rtnl import RtnetlinkBackend
 
 T = TypeVar("T")
 
@@ -57,7 +57,7 @@ class _Found:
         self.flags = flags
 
 
-class AddressBackend:
+class AddressBackend(RtnetlinkBackend):
     """Observe and change managed VIPs in this network namespace (or in ``netns``).
 
     ``device_wait`` bounds how long a bind waits for a missing device to
@@ -67,18 +67,16 @@ class AddressBackend:
     change) something: a converged second run leaves it at 0.
     """
 
+    kind = "address"
+
     def __init__(self, netns: str | None = None, device_wait: float = 1.0) -> None:
-        self.netns = netns
         self.device_wait = device_wait
         self.writes = 0
         self._waited: set[str] = set()
         #: per device, the addresses as last read, while apply_many runs (None: no caching)
         self._cache: dict[int, dict[tuple[int, IPInterface], _Found]] | None = None
-        try:
-            self._sock: NetlinkSocket | None = NetlinkSocket(nl.NETLINK_ROUTE, "rtnetlink", rcvbuf=1 << 20, netns=netns)
-        except ApplyError as exc:
-            where = f"network namespace {netns}" if netns else "rtnetlink"
-            raise ApplyError(f"cannot open {where}: {os.strerror(exc.errno or 0)}", exc.errno) from exc
+        super().__init__(netns, rcvbuf=1 << 20)
+        assert self._sock is not None
         try:
             # the kernel then filters address dumps by device (Linux >= 4.20; older ones send all)
             self._sock.sock.setsockopt(nl.SOL_NETLINK, _NETLINK_GET_STRICT_CHK, 1)
@@ -141,30 +139,6 @@ class AddressBackend:
             return apply_each(self, actions)
         finally:
             self._cache = None
-
-    def close(self) -> None:
-        """Close the netlink socket."""
-        sock, self._sock = self._sock, None
-        if sock is not None:
-            sock.close()
-
-    def _request(self, build: Callable[[int], bytes], what: str, *, retry: bool = True) -> list[nl.Message]:
-        """One request (``build(seq)``), transient errnos retried; ApplyError("what: reason", errno).
-
-        ``retry=False`` for the device lookup: its ENODEV is an answer, not "not there yet".
-        """
-        if self._sock is None:
-            raise ApplyError(f"{what}: the address backend is closed", errno.EBADF)
-        sock = self._sock
-
-        def once() -> list[nl.Message]:
-            seq = sock.next_seq()
-            try:
-                return sock.request(build(seq), seq)
-            except ApplyError as exc:
-                raise ApplyError(f"{what}: {os.strerror(exc.errno or 0)}", exc.errno) from None
-
-        return call_with_retry(once, what=what) if retry else once()
 
     def _bind(self, vip: Vip) -> None:
         what = f"bind {vip}"

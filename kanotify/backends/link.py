@@ -9,17 +9,14 @@ that kind (``kanotify doctor`` says so) and only its flags are set.
 from __future__ import annotations
 
 import errno
-import os
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 from ..actions import Action, AddLink, SetLink
 from ..errors import ApplyError
 from ..model import Link
 from .base import OneAtATime
-from .netlink import framing as nl
 from .netlink import rtlink as r
-from .netlink.nlsock import NetlinkSocket
-from .retry import call_with_retry
+from .rtnl import RtnetlinkBackend
 
 _MASK = r.IFF_UP | r.IFF_NOARP
 
@@ -28,20 +25,17 @@ def _flags(link: Link) -> int:
     return (r.IFF_UP if link.up else 0) | (r.IFF_NOARP if link.noarp else 0)
 
 
-class LinkBackend(OneAtATime):
+class LinkBackend(OneAtATime, RtnetlinkBackend):
     """Observe and create links in this network namespace (or in ``netns``).
 
     ``writes`` counts the requests that changed something: a converged second run leaves it at 0.
     """
 
+    kind = "link"
+
     def __init__(self, netns: str | None = None) -> None:
-        self.netns = netns
+        super().__init__(netns)
         self.writes = 0
-        try:
-            self._sock: NetlinkSocket | None = NetlinkSocket(nl.NETLINK_ROUTE, "rtnetlink", netns=netns)
-        except ApplyError as exc:
-            where = f"network namespace {netns}" if netns else "rtnetlink"
-            raise ApplyError(f"cannot open {where}: {os.strerror(exc.errno or 0)}", exc.errno) from exc
 
     def observe(self, names: Iterable[str]) -> dict[str, Link]:
         """The links of these names that exist, as the kernel has them."""
@@ -65,26 +59,7 @@ class LinkBackend(OneAtATime):
     def apply_many(self, actions: Sequence[Action]) -> list[BaseException | None]:
         return super().apply_many(actions)
 
-    def close(self) -> None:
-        sock, self._sock = self._sock, None
-        if sock is not None:
-            sock.close()
-
     # ------------------------------------------------------------------ helpers
-
-    def _request(self, build: Callable[[int], bytes], what: str, *, retry: bool = True) -> list[nl.Message]:
-        if self._sock is None:
-            raise ApplyError(f"{what}: the link backend is closed", errno.EBADF)
-        sock = self._sock
-
-        def once() -> list[nl.Message]:
-            seq = sock.next_seq()
-            try:
-                return sock.request(build(seq), seq)
-            except ApplyError as exc:
-                raise ApplyError(f"{what}: {os.strerror(exc.errno or 0)}", exc.errno) from None
-
-        return call_with_retry(once, what=what) if retry else once()
 
     def _get(self, name: str) -> r.LinkMessage | None:
         try:

@@ -65,6 +65,13 @@ def _errno_text(exc: OSError) -> str:
     return "connection refused" if isinstance(exc, ConnectionRefusedError) else exc.strerror or str(exc)
 
 
+def _os_error(exc: OSError, prefix: str = "") -> Outcome:
+    """A failed socket call as the check's outcome; this host's own trouble (:data:`LOCAL_ERRORS`) raised instead."""
+    if exc.errno in LOCAL_ERRORS:
+        raise exc
+    return prefix + _errno_text(exc), None
+
+
 def _bind_to(check: HealthCheck) -> tuple[str, int] | None:
     if check.source is None and not check.source_port:
         return None
@@ -182,9 +189,7 @@ async def dns(address: IPAddress, port: int, check: HealthCheck) -> Outcome:
     try:
         sock = _udp_socket(address, port, check)
     except OSError as exc:
-        if exc.errno in LOCAL_ERRORS:
-            raise
-        return f"socket: {_errno_text(exc)}", None
+        return _os_error(exc, "socket: ")
     try:
         async with asyncio.timeout(check.timeout):
             await loop.sock_sendall(sock, dns_query(check, ident))
@@ -200,9 +205,7 @@ async def dns(address: IPAddress, port: int, check: HealthCheck) -> Outcome:
     except TimeoutError:
         return f"no answer within {check.timeout:g}s", None
     except OSError as exc:
-        if exc.errno in LOCAL_ERRORS:
-            raise
-        return _errno_text(exc), None
+        return _os_error(exc)
     finally:
         sock.close()
 
@@ -215,9 +218,7 @@ async def udp(address: IPAddress, port: int, check: HealthCheck) -> Outcome:
     try:
         sock = _udp_socket(address, port, check)
     except OSError as exc:
-        if exc.errno in LOCAL_ERRORS:
-            raise
-        return f"socket: {_errno_text(exc)}", None
+        return _os_error(exc, "socket: ")
     try:
         async with asyncio.timeout(check.timeout):
             await loop.sock_sendall(sock, check.payload or DEFAULT_UDP_PAYLOAD)
@@ -229,9 +230,7 @@ async def udp(address: IPAddress, port: int, check: HealthCheck) -> Outcome:
         # layer4.c udp_socket_state: silence is success unless a reply is required
         return (f"no reply within {check.timeout:g}s" if check.require_reply else None), None
     except OSError as exc:
-        if exc.errno in LOCAL_ERRORS:
-            raise
-        return _errno_text(exc), None
+        return _os_error(exc)
     finally:
         sock.close()
 
@@ -265,9 +264,7 @@ async def ping(address: IPAddress, check: HealthCheck) -> Outcome:
     try:
         sock, raw = _ping_socket(family)
     except OSError as exc:
-        if exc.errno in LOCAL_ERRORS:
-            raise
-        return f"socket: {_errno_text(exc)}", None
+        return _os_error(exc, "socket: ")
     try:
         if check.source is not None:
             sock.bind((str(check.source), 0))
@@ -293,9 +290,7 @@ async def ping(address: IPAddress, check: HealthCheck) -> Outcome:
     except TimeoutError:
         return f"no echo reply within {check.timeout:g}s", None
     except OSError as exc:
-        if exc.errno in LOCAL_ERRORS:
-            raise
-        return _errno_text(exc), None
+        return _os_error(exc)
     finally:
         sock.close()
 
@@ -321,9 +316,7 @@ async def smtp(address: IPAddress, port: int, check: HealthCheck) -> Outcome:
     except TimeoutError:
         return f"no answer within {check.timeout:g}s", None
     except OSError as exc:
-        if exc.errno in LOCAL_ERRORS:
-            raise
-        return _errno_text(exc), None
+        return _os_error(exc)
     except ValueError:
         return "not an SMTP answer: no line end in the first 64 KiB", None
     finally:

@@ -370,6 +370,14 @@ def fingerprint_rows(config: Config, observed: Mapping[str, Observed]) -> tuple[
     return tuple(sorted(rows.items()))
 
 
+def _made_from(memo: tuple[Config, tuple[tuple[str, Observed], ...], object], config: Config,
+               seen: tuple[tuple[str, Observed], ...]) -> bool:
+    """Whether rows memoized as ``(config, seen, rows)`` were made from this very config and these very
+    observations (by identity, namespace by namespace): if so they stand, else they are made again."""
+    return memo[0] is config and len(memo[1]) == len(seen) and all(
+        a[0] == b[0] and a[1] is b[1] for a, b in zip(memo[1], seen))
+
+
 def daemon_rows(config: Config, daemons: Sequence[SyncDaemon] | None) -> tuple[tuple[str, bool], ...]:
     if config.sync_daemon is None or daemons is None:
         return ()
@@ -460,16 +468,14 @@ class ListenerMetrics:
     def _fingerprint_rows(self, config: Config, observed: Mapping[str, Observed]) -> tuple[tuple[str, int], ...]:
         seen = tuple(observed.items())
         memo = self._fingerprints
-        if memo is None or memo[0] is not config or len(memo[1]) != len(seen) or any(
-                a[0] != b[0] or a[1] is not b[1] for a, b in zip(memo[1], seen)):
+        if memo is None or not _made_from(memo, config, seen):
             memo = self._fingerprints = (config, seen, fingerprint_rows(config, observed))
         return memo[2]
 
     def _weight_rows(self, config: Config, observed: Mapping[str, Observed]) -> tuple[tuple[str, str, int], ...]:
         seen = tuple(observed.items())
         memo = self._weights
-        if memo is None or memo[0] is not config or len(memo[1]) != len(seen) or any(
-                a[0] != b[0] or a[1] is not b[1] for a, b in zip(memo[1], seen)):
+        if memo is None or not _made_from(memo, config, seen):
             memo = self._weights = (config, seen, weight_rows(config, observed))
         return memo[2]
 

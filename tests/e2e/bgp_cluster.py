@@ -53,6 +53,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from cluster import Log, nsx, sh  # the e2e drivers' shared plumbing (this directory is on sys.path)
+
 REPO = Path(__file__).resolve().parents[2]
 VIP = "192.0.2.10"
 PORT = 7
@@ -155,35 +157,9 @@ def client(count: int, base: int, result: Path, stop: Path) -> None:
 # --------------------------------------------------------------------------- the driver
 
 
-class Log:
-    def __init__(self, path: str | None) -> None:
-        self.t0 = time.monotonic()
-        self.file = open(path, "a", buffering=1) if path else None
-        self.lines: list[str] = []
-
-    def __call__(self, message: str = "") -> None:
-        for text in message.splitlines() or [""]:
-            line = f"[{time.monotonic() - self.t0:6.1f}s] {text}"
-            self.lines.append(line)
-            print(line, flush=True)
-            if self.file:
-                self.file.write(line + "\n")
-
-
 def ip_hex(address: str) -> str:
     """``198.51.100.1`` as the kernel's /proc/net/ip_vs_conn* print it: ``C6336401``."""
     return "".join(f"{int(octet):02X}" for octet in address.split("."))
-
-
-def sh(*argv: str, check: bool = True, timeout: float = 60) -> str:
-    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr.strip() or proc.stdout.strip()}")
-    return proc.stdout
-
-
-def nsx(ns: str, *argv: str, check: bool = True, timeout: float = 60) -> str:
-    return sh("ip", "netns", "exec", ns, *argv, check=check, timeout=timeout)
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.1) -> Any:

@@ -10,12 +10,11 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
-import sys
 from typing import Iterator
 
 import pytest
 
-from ipvs_guest_support import SERVER, Lan, run
+from ipvs_guest_support import Lan, add_bridge, add_bridged_namespace, dr_real_server, run, start_server
 from kanotify.backends.ipvs import IpvsBackend
 
 if os.environ.get("KANOTIFY_IN_GUEST") != "1":  # pragma: no cover - guarded by the parent conftest
@@ -44,34 +43,14 @@ def lan() -> Iterator[Lan]:
     made: list[str] = []
     host_ends: list[str] = []
     try:
-        run(["ip", "link", "add", bridge, "type", "bridge"])
-        run(["ip", "link", "set", bridge, "addrgenmode", "none"])
-        run(["ip", "link", "set", bridge, "up"])
+        add_bridge(bridge)
         addresses = {"dir": "192.0.2.1", "cl": "192.0.2.10", "rs1": "192.0.2.21", "rs2": "192.0.2.22"}
         for role, ns in names.items():
-            run(["ip", "netns", "add", ns])
-            made.append(ns)
-            host_end = f"kt{tag}{role}"
-            run(["ip", "link", "add", host_end, "type", "veth", "peer", "name", "eth0", "netns", ns])
-            host_ends.append(host_end)
-            # A bridge port needs no address: no IPv6 link-local on the root namespace's side.
-            run(["ip", "link", "set", host_end, "addrgenmode", "none"])
-            run(["ip", "link", "set", host_end, "master", bridge, "up"])
-            run(["ip", "-n", ns, "link", "set", "lo", "up"])
-            run(["ip", "-n", ns, "addr", "add", f"{addresses[role]}/24", "dev", "eth0"])
-            run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+            add_bridged_namespace(ns, f"kt{tag}{role}", bridge, addresses[role], made, host_ends)
         run(["ip", "-n", names["dir"], "addr", "add", "192.0.2.100/32", "dev", "eth0"])
         for role in ("rs1", "rs2"):
-            ns = names[role]
-            for key, value in (("arp_ignore", "1"), ("arp_announce", "2")):
-                run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", f"net.ipv4.conf.all.{key}={value}"])
-            run(["ip", "-n", ns, "addr", "add", "192.0.2.100/32", "dev", "lo"])
-            proc = subprocess.Popen(
-                ["ip", "netns", "exec", ns, sys.executable, "-c", SERVER, role],
-                stdout=subprocess.PIPE,
-            )
-            servers.append(proc)
-            assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready", f"server in {ns}"
+            dr_real_server(names[role], "192.0.2.100")
+            start_server(names[role], role, servers)
         yield Lan(names["dir"], names["cl"], names["rs1"], names["rs2"], bridge)
     finally:
         for proc in servers:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -176,6 +177,44 @@ while True:
     conn, _ = srv.accept()
     threading.Thread(target=serve, args=(conn,), daemon=True).start()
 """
+
+
+def add_bridge(bridge: str) -> None:
+    """A bridge in the guest's root namespace, up, without an IPv6 link-local address of its own."""
+    run(["ip", "link", "add", bridge, "type", "bridge"])
+    run(["ip", "link", "set", bridge, "addrgenmode", "none"])
+    run(["ip", "link", "set", bridge, "up"])
+
+
+def add_bridged_namespace(ns: str, end: str, bridge: str, address: str, made: list[str], ends: list[str]) -> None:
+    """Namespace *ns* with ``lo`` up and ``eth0`` at *address*/24, the veth's root end *end* a port of *bridge*.
+
+    *ns* and *end* go into *made* and *ends* as soon as they exist, for the caller's cleanup.
+    """
+    run(["ip", "netns", "add", ns])
+    made.append(ns)
+    run(["ip", "link", "add", end, "type", "veth", "peer", "name", "eth0", "netns", ns])
+    ends.append(end)
+    # A bridge port needs no address: no IPv6 link-local on the root namespace's side.
+    run(["ip", "link", "set", end, "addrgenmode", "none"])
+    run(["ip", "link", "set", end, "master", bridge, "up"])
+    run(["ip", "-n", ns, "link", "set", "lo", "up"])
+    run(["ip", "-n", ns, "addr", "add", f"{address}/24", "dev", "eth0"])
+    run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+
+
+def dr_real_server(ns: str, vip: str) -> None:
+    """Namespace *ns* as an LVS-DR real server: *vip* on ``lo``, ARP for it neither answered nor announced."""
+    for key, value in (("arp_ignore", "1"), ("arp_announce", "2")):
+        run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", f"net.ipv4.conf.all.{key}={value}"])
+    run(["ip", "-n", ns, "addr", "add", f"{vip}/32", "dev", "lo"])
+
+
+def start_server(ns: str, name: str, servers: list[subprocess.Popen[bytes]]) -> None:
+    """:data:`SERVER` (answering as *name*) in *ns*, listed in *servers* at once (the caller kills them), then ready."""
+    proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", SERVER, name], stdout=subprocess.PIPE)
+    servers.append(proc)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready", f"server in {ns}"
 
 
 def connect_from(ns: str, host: str, port: int) -> socket.socket:

@@ -30,7 +30,7 @@ from typing import Iterator
 
 import pytest
 
-from ipvs_guest_support import SERVER, run
+from ipvs_guest_support import add_bridge, add_bridged_namespace, dr_real_server, run, start_server
 from kanotify.backends.ipvs import IpvsBackend
 from kanotify.backends.netns import call_in
 from kanotify.backends.system import SystemBackend
@@ -149,21 +149,9 @@ def fabric(tmp_path: Path) -> Iterator[Fabric]:
     ends: list[str] = []
     servers: list[subprocess.Popen[bytes]] = []
     try:
-        run(["ip", "link", "add", bridge, "type", "bridge"])
-        run(["ip", "link", "set", bridge, "addrgenmode", "none"])
-        run(["ip", "link", "set", bridge, "up"])
+        add_bridge(bridge)
         for role, address in roles.items():
-            ns = f"kt-{tag}-{role}"
-            run(["ip", "netns", "add", ns])
-            made.append(ns)
-            end = f"kt{tag}{role}"
-            run(["ip", "link", "add", end, "type", "veth", "peer", "name", "eth0", "netns", ns])
-            ends.append(end)
-            run(["ip", "link", "set", end, "addrgenmode", "none"])
-            run(["ip", "link", "set", end, "master", bridge, "up"])
-            run(["ip", "-n", ns, "link", "set", "lo", "up"])
-            run(["ip", "-n", ns, "addr", "add", f"{address}/24", "dev", "eth0"])
-            run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+            add_bridged_namespace(f"kt-{tag}-{role}", f"kt{tag}{role}", bridge, address, made, ends)
         directors = {}
         for name in DIRECTORS:
             ns = f"kt-{tag}-d{name}"
@@ -174,13 +162,8 @@ def fabric(tmp_path: Path) -> Iterator[Fabric]:
         found = {}
         for n, address in enumerate(SERVERS, 1):
             ns = f"kt-{tag}-rs{n}"
-            for key, value in (("arp_ignore", "1"), ("arp_announce", "2")):
-                run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", f"net.ipv4.conf.all.{key}={value}"])
-            run(["ip", "-n", ns, "addr", "add", f"{VIP}/32", "dev", "lo"])
-            proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", SERVER, address],
-                                    stdout=subprocess.PIPE)
-            servers.append(proc)
-            assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready", f"server in {ns}"
+            dr_real_server(ns, VIP)
+            start_server(ns, address, servers)
             found[address] = ns
         fabric = Fabric(f"kt-{tag}-cl", found, directors)
         fabric.via("A")

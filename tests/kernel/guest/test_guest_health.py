@@ -35,7 +35,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from ipvs_guest_support import run
+from ipvs_guest_support import add_bridge, add_bridged_namespace, dr_real_server, run
 from kanotify.backends.netns import call_in
 from nstools import whole_lines
 
@@ -144,24 +144,12 @@ def net(tmp_path: Path) -> Iterator[Net]:
     bridge = f"kh{tag}br"
     ends: list[str] = []
     try:
-        run(["ip", "link", "add", bridge, "type", "bridge"])
-        run(["ip", "link", "set", bridge, "addrgenmode", "none"])
-        run(["ip", "link", "set", bridge, "up"])
+        add_bridge(bridge)
         for role in roles:
-            ns = net.ns[role]
-            run(["ip", "netns", "add", ns])
-            end = f"kh{tag}{role}"
-            run(["ip", "link", "add", end, "type", "veth", "peer", "name", "eth0", "netns", ns])
-            ends.append(end)
-            run(["ip", "link", "set", end, "addrgenmode", "none"])
-            run(["ip", "link", "set", end, "master", bridge, "up"])
-            run(["ip", "-n", ns, "link", "set", "lo", "up"])
-            run(["ip", "-n", ns, "addr", "add", f"{addresses[role]}/24", "dev", "eth0"])
-            run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+            # made: unused, the cleanup deletes every namespace of net.ns
+            add_bridged_namespace(net.ns[role], f"kh{tag}{role}", bridge, addresses[role], [], ends)
         for role in ("rs1", "rs2"):
-            for key, value in (("arp_ignore", "1"), ("arp_announce", "2")):
-                net.exec(role, "sysctl", "-q", "-w", f"net.ipv4.conf.all.{key}={value}")
-            run(["ip", "-n", net.ns[role], "addr", "add", f"{VIP}/32", "dev", "lo"])
+            dr_real_server(net.ns[role], VIP)
             net.start_http(role)
         for role in ("dir", "dir2"):
             (tmp_path / role).mkdir()

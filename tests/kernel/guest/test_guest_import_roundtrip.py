@@ -40,6 +40,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -121,6 +122,56 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
+def _twice(kanotify: list[str], *args: str) -> None:
+    """``kanotify ... --json ARGS`` twice: both succeed, the second changes nothing."""
+    records = []
+    for _ in range(2):
+        done = subprocess.run([*kanotify, *args], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        records.append(json.loads(done.stdout))
+    assert all(a["status"] == "noop" for a in records[1]["actions"]), records[1]["actions"]
+
+
+def _keepalived_checkers(ka: str, conf: Path, tmp_path: Path) -> subprocess.Popen[bytes]:
+    """keepalived's checker process (``keepalived -C``) in *ka*, loading *conf*'s ``virtual_server`` blocks."""
+    return subprocess.Popen(
+        ["ip", "netns", "exec", ka, "keepalived", "-n", "-l", "-D", "-C", "-f", str(conf), "-i", CONFIG_ID,
+         "-p", str(tmp_path / "keepalived.pid"), "-c", str(tmp_path / "checkers.pid")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+
+
+@contextmanager
+def _listening(kn: str, config: Path, tmp_path: Path, instance: str,
+               settled: dict[str, int]) -> Iterator[tuple[list[str], list[str], float]]:
+    """``kanotify listen`` in *kn*, ``master`` run, the table *settled* and a reconcile through the listener a no-op.
+
+    Yields (the kanotify command line, for more commands; the settled table; how long it took to settle); the
+    listener is stopped when the block ends.
+    """
+    with open(tmp_path / "listen.log", "wb") as log:
+        listener = subprocess.Popen(["ip", "netns", "exec", kn, KANOTIFY, "--allow-insecure", "--config", str(config),
+                                     "listen"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "state" / "control.sock").exists():
+            assert time.monotonic() < deadline and listener.poll() is None, (tmp_path / "listen.log").read_text()
+            time.sleep(0.05)
+        kanotify = [KANOTIFY, "--allow-insecure", "--config", str(config), "--json"]
+        done = subprocess.run(["ip", "netns", "exec", kn, *kanotify, "master", instance], capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        table, took = _settle(kn, listener, settled=settled)
+        # converged: a reconcile through the listener changes nothing (the health it knows included)
+        again = subprocess.run(["ip", "netns", "exec", kn, *kanotify, "reconcile"], capture_output=True, text=True,
+                               timeout=300)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert all(a["status"] == "noop" for a in json.loads(again.stdout)["actions"]), again.stdout
+        yield kanotify, table, took
+    finally:
+        _stop(listener)
+
+
 @pytest.mark.parametrize("name", ROUND_TRIP)
 def test_keepalived_and_the_imported_toml_load_the_same_ipvs_table(
     name: str, namespaces: tuple[str, str], tmp_path: Path
@@ -133,11 +184,7 @@ def test_keepalived_and_the_imported_toml_load_the_same_ipvs_table(
     n_reals = sum(len(s.reals) for s in result.services) + sum(
         1 for s in result.services if s.quorum is not None and ("inhibit", "true") in [l[:2] for l in s.quorum.sorry])
 
-    proc = subprocess.Popen(
-        ["ip", "netns", "exec", ka, "keepalived", "-n", "-l", "-D", "-C", "-f", str(conf), "-i", CONFIG_ID,
-         "-p", str(tmp_path / "keepalived.pid"), "-c", str(tmp_path / "checkers.pid")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
+    proc = _keepalived_checkers(ka, conf, tmp_path)
     try:
         keepalived_table = _wait_for_table(ka, len(result.services), n_reals, proc)
         keepalived_thresholds = thresholds(ka)
@@ -148,13 +195,8 @@ def test_keepalived_and_the_imported_toml_load_the_same_ipvs_table(
     # the imported checks are in what kanotify loads (and apply nothing without a listener)
     checked = sum(len(spec.checks) for spec in parse_config(config.read_text()).instances[0].services)
     assert checked == sum(1 for s in result.services for r in s.reals if r.check is not None)
-    records = []
-    for _ in range(2):
-        done = subprocess.run(["ip", "netns", "exec", kn, KANOTIFY, "--allow-insecure", "--config", str(config),
-                               "--json", "master", result.instance], capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stdout + done.stderr
-        records.append(json.loads(done.stdout))
-    assert all(a["status"] == "noop" for a in records[1]["actions"]), records[1]["actions"]
+    _twice(["ip", "netns", "exec", kn, KANOTIFY, "--allow-insecure", "--config", str(config), "--json"],
+           "master", result.instance)
 
     assert _normalized(save(kn)) == _normalized(keepalived_table)
     assert thresholds(kn) == keepalived_thresholds
@@ -214,37 +256,15 @@ def test_the_imported_checks_leave_the_table_keepalived_s_checkers_leave(
     result, text = import_file(str(conf), None, CONFIG_ID)
     assert sum(1 for s in result.services for r in s.reals if r.check is not None) == 8
 
-    keepalived = subprocess.Popen(
-        ["ip", "netns", "exec", ka, "keepalived", "-n", "-l", "-D", "-C", "-f", str(conf), "-i", CONFIG_ID,
-         "-p", str(tmp_path / "keepalived.pid"), "-c", str(tmp_path / "checkers.pid")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
+    keepalived = _keepalived_checkers(ka, conf, tmp_path)
     try:
         keepalived_table, keepalived_took = _settle(ka, keepalived)
     finally:
         _stop(keepalived)
 
     config = _config(tmp_path, text)
-    with open(tmp_path / "listen.log", "wb") as log:
-        listener = subprocess.Popen(["ip", "netns", "exec", kn, KANOTIFY, "--allow-insecure", "--config", str(config),
-                                     "listen"], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while not (tmp_path / "state" / "control.sock").exists():
-            assert time.monotonic() < deadline and listener.poll() is None, (tmp_path / "listen.log").read_text()
-            time.sleep(0.05)
-        kanotify = [KANOTIFY, "--allow-insecure", "--config", str(config), "--json"]
-        done = subprocess.run(["ip", "netns", "exec", kn, *kanotify, "master", result.instance], capture_output=True,
-                              text=True, timeout=300)
-        assert done.returncode == 0, done.stdout + done.stderr
-        kanotify_table, kanotify_took = _settle(kn, listener)
-        # converged: a reconcile through the listener changes nothing (the health it knows included)
-        again = subprocess.run(["ip", "netns", "exec", kn, *kanotify, "reconcile"], capture_output=True, text=True,
-                               timeout=300)
-        assert again.returncode == 0, again.stdout + again.stderr
-        assert all(a["status"] == "noop" for a in json.loads(again.stdout)["actions"]), again.stdout
-    finally:
-        _stop(listener)
+    with _listening(kn, config, tmp_path, result.instance, SETTLED) as (_, kanotify_table, kanotify_took):
+        pass  # settled and converged: nothing more to ask the listener
 
     assert _normalized(kanotify_table) == _normalized(keepalived_table)
     print(f"checkers.conf settled: keepalived's checkers after {keepalived_took:.1f}s, kanotify listen with the "
@@ -276,34 +296,14 @@ def test_the_imported_quorum_and_sorry_servers_leave_the_table_keepalived_leaves
     result, text = import_file(str(conf), None, CONFIG_ID)
     assert [s.quorum is not None for s in result.services] == [True, True, True]
 
-    keepalived = subprocess.Popen(
-        ["ip", "netns", "exec", ka, "keepalived", "-n", "-l", "-D", "-C", "-f", str(conf), "-i", CONFIG_ID,
-         "-p", str(tmp_path / "keepalived.pid"), "-c", str(tmp_path / "checkers.pid")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
+    keepalived = _keepalived_checkers(ka, conf, tmp_path)
     try:
         keepalived_table, keepalived_took = _settle(ka, keepalived, settled=QUORUM_SETTLED)
     finally:
         _stop(keepalived)
 
     config = _config(tmp_path, text)
-    with open(tmp_path / "listen.log", "wb") as log:
-        listener = subprocess.Popen(["ip", "netns", "exec", kn, KANOTIFY, "--allow-insecure", "--config", str(config),
-                                     "listen"], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while not (tmp_path / "state" / "control.sock").exists():
-            assert time.monotonic() < deadline and listener.poll() is None, (tmp_path / "listen.log").read_text()
-            time.sleep(0.05)
-        kanotify = [KANOTIFY, "--allow-insecure", "--config", str(config), "--json"]
-        done = subprocess.run(["ip", "netns", "exec", kn, *kanotify, "master", result.instance], capture_output=True,
-                              text=True, timeout=300)
-        assert done.returncode == 0, done.stdout + done.stderr
-        kanotify_table, kanotify_took = _settle(kn, listener, settled=QUORUM_SETTLED)
-        again = subprocess.run(["ip", "netns", "exec", kn, *kanotify, "reconcile"], capture_output=True, text=True,
-                               timeout=300)
-        assert again.returncode == 0, again.stdout + again.stderr
-        assert all(a["status"] == "noop" for a in json.loads(again.stdout)["actions"]), again.stdout
+    with _listening(kn, config, tmp_path, result.instance, QUORUM_SETTLED) as (kanotify, kanotify_table, kanotify_took):
         status = json.loads(subprocess.run(["ip", "netns", "exec", kn, *kanotify, "status"], capture_output=True,
                                            text=True, timeout=300).stdout)
         quorum = {s["service"].split()[1]: s["quorum"] for s in status["ipvs"]["services"]}
@@ -311,8 +311,6 @@ def test_the_imported_quorum_and_sorry_servers_leave_the_table_keepalived_leaves
             "192.0.2.110:80": (False, 1), "192.0.2.111:80": (True, 1), "192.0.2.112:80": (False, 0)}, quorum
         journal = (tmp_path / "journal.jsonl").read_text()
         assert "quorum of tcp 192.0.2.110:80 lost" in journal and "quorum of tcp 192.0.2.112:80 lost" in journal
-    finally:
-        _stop(listener)
 
     assert _normalized(kanotify_table) == _normalized(keepalived_table)
     print(f"quorum.conf settled: keepalived's checkers after {keepalived_took:.1f}s, kanotify listen with the "
@@ -398,12 +396,7 @@ def test_keepalived_and_the_imported_sync_daemon_run_the_same_daemon(
     config = _config(tmp_path, text)
     kanotify = ["ip", "netns", "exec", kn, KANOTIFY, "--allow-insecure", "--config", str(config), "--json"]
     for state, expected in (("fault", keepalived_fault), ("master", keepalived_master)):
-        records = []
-        for _ in range(2):
-            done = subprocess.run([*kanotify, state, result.instance], capture_output=True, text=True, timeout=300)
-            assert done.returncode == 0, done.stdout + done.stderr
-            records.append(json.loads(done.stdout))
-        assert all(a["status"] == "noop" for a in records[1]["actions"]), records[1]["actions"]
+        _twice(kanotify, state, result.instance)
         assert _daemons(kn) == expected, state
     status = subprocess.run([*kanotify, "status"], capture_output=True, text=True, timeout=300)
     assert status.returncode == 0, status.stdout + status.stderr
@@ -442,12 +435,7 @@ def test_lvs_sync_daemon_without_an_instance_is_both_daemons_in_keepalived_s_che
     config = _config(tmp_path, text)
     kanotify = ["ip", "netns", "exec", kn, KANOTIFY, "--allow-insecure", "--config", str(config), "--json"]
     for state in ("fault", "master", "backup"):  # in every state, twice: the second run changes nothing
-        records = []
-        for _ in range(2):
-            done = subprocess.run([*kanotify, state, result.instance], capture_output=True, text=True, timeout=300)
-            assert done.returncode == 0, done.stdout + done.stderr
-            records.append(json.loads(done.stdout))
-        assert all(a["status"] == "noop" for a in records[1]["actions"]), records[1]["actions"]
+        _twice(kanotify, state, result.instance)
         assert _daemons(kn) == [listed[0], listed[1].replace("syncid=9", "syncid=0")], state
 
 
