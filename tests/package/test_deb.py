@@ -30,7 +30,8 @@ REPO = Path(__file__).resolve().parents[2]
 BIN = Path("/usr/bin/kanotify")
 VENV = Path("/usr/lib/kanotify")
 CONFFILE = Path("/etc/kanotify/kanotify.toml")
-UNITS = ("kanotify-listen.service", "kanotify-reconcile.service", "kanotify-reconcile.timer")
+UNITS = ("kanotify-listen.service", "kanotify-reconcile.service", "kanotify-reconcile.timer",
+         "kanotify-anycast@.service")  # the instance no keepalived drives ([bgp], docs/bgp.md)
 #: every path the package or kanotify itself creates: none may be left after the purge
 LEFT_BEHIND = (BIN, VENV, Path("/etc/kanotify"), Path("/var/lib/kanotify"), Path("/run/kanotify"),
                Path("/usr/share/doc/kanotify"), Path("/usr/share/man/man1/kanotify.1.gz"),
@@ -120,6 +121,8 @@ def test_the_package_holds_the_launcher_the_conffile_units_pages_and_examples(in
         assert "/usr/local/bin" not in text, unit
     assert "ExecStart=/usr/bin/kanotify --config /etc/kanotify/kanotify.toml listen" in \
         Path("/lib/systemd/system/kanotify-listen.service").read_text()
+    assert "ExecStop=/usr/bin/kanotify --config /etc/kanotify/kanotify.toml stop %i" in \
+        Path("/lib/systemd/system/kanotify-anycast@.service").read_text()
     wants = [p for p in Path("/etc/systemd/system").rglob("kanotify*")] if Path("/etc/systemd/system").exists() else []
     assert wants == [], wants
     # the keepalived.service drop-in: an example, not in /etc/systemd
